@@ -1,0 +1,70 @@
+"""Turning a file's raw columns into the contract's types, remembering what did not parse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from data_contracts import parsers
+from data_contracts.errors import MissingColumnError
+from data_contracts.reader import SourceFile, csv_separator
+from data_contracts.tables import TableSpec
+
+
+def _text_parser(dtype: pl.DataType, *, decimal_comma: bool) -> Callable[[pl.Expr], pl.Expr]:
+    if dtype == pl.Date:
+        return parsers.parse_date
+    if dtype == pl.Time:
+        return parsers.parse_time
+    if dtype == pl.Datetime:
+        return parsers.parse_datetime
+    if dtype == pl.Float64:
+        return lambda e: parsers.parse_decimal(e, decimal_comma=decimal_comma)
+    if dtype == pl.Int64:
+        return parsers.parse_integer
+    if dtype == pl.Boolean:
+        return parsers.parse_boolean
+    return parsers.parse_text
+
+
+def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool) -> pl.Expr:
+    col = pl.col(name)
+    if raw == pl.String:
+        return _text_parser(target, decimal_comma=decimal_comma)(col)
+    if raw == target:
+        return col
+    if target == pl.String:
+        return col.cast(pl.String)
+    return col.cast(target, strict=False)
+
+
+def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFrame:
+    """Typed contract columns plus ``_source``, ``_row`` and ``_malformed`` (column names)."""
+    present = raw.collect_schema()
+    missing = [c for c in spec.required_columns if c not in present]
+    if missing:
+        msg = (
+            f"Table '{spec.name}' ({source.name}) lacks required column(s) "
+            f"{', '.join(missing)}; found: {', '.join(n for n in present if n[0] != '_')}"
+        )
+        raise MissingColumnError(msg)
+    decimal_comma = source.is_csv and csv_separator(source.path) == ";"
+    typed: list[pl.Expr] = []
+    malformed: list[pl.Expr] = []
+    for name, target in spec.dtypes.items():
+        if name not in present:
+            typed.append(pl.lit(None, dtype=target).alias(name))
+            continue
+        value = _typed(name, present[name], target, decimal_comma).alias(name)
+        typed.append(value)
+        raw_value = pl.col(name)
+        if present[name] == pl.String:
+            raw_value = parsers.parse_text(raw_value)
+        malformed.append(pl.when(raw_value.is_not_null() & value.is_null()).then(pl.lit(name)))
+    flags = (
+        pl.concat_list(malformed).list.drop_nulls()
+        if malformed
+        else pl.lit([], dtype=pl.List(pl.String))
+    )
+    return raw.select(pl.col("_source"), pl.col("_row"), *typed, flags.alias("_malformed"))

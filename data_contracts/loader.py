@@ -1,0 +1,195 @@
+"""Load a dataset folder: read, type, validate, quarantine. Nothing is lost.
+
+Every input row ends in exactly one place: the valid frame of its table, or the quarantine
+frame with one or more reason codes and its raw values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import polars as pl
+
+from data_contracts.coerce import coerce
+from data_contracts.errors import DatasetNotFoundError, MissingTableError
+from data_contracts.reader import SourceFile, find_table_files, scan_raw
+from data_contracts.references import reference_reasons
+from data_contracts.schemas import PROVENANCE_COLUMNS
+from data_contracts.tables import TABLES, TableSpec
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_SCHEMA = {
+    "table": pl.String,
+    "source": pl.String,
+    "row_number": pl.Int64,
+    "reasons": pl.List(pl.String),
+    "raw_values": pl.String,
+}
+DEFAULT_NOMENCLATURE = "<default nomenclature>"
+
+
+@dataclass(frozen=True)
+class TableStats:
+    rows_read: int
+    rows_valid: int
+    rows_quarantined: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "rows_read": self.rows_read,
+            "rows_valid": self.rows_valid,
+            "rows_quarantined": self.rows_quarantined,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Dataset:
+    """Valid rows per table (contract columns, typed), the quarantine, and the counts."""
+
+    root: Path
+    tables: dict[str, pl.DataFrame]
+    quarantine: pl.DataFrame
+    stats: dict[str, TableStats] = field(default_factory=dict)
+
+    def lazy(self, table: str) -> pl.LazyFrame:
+        return self.tables[table].lazy()
+
+
+def default_nomenclature_file() -> SourceFile:
+    path = Path(str(resources.files("data_contracts") / "nomenclature.csv"))
+    return SourceFile(path, DEFAULT_NOMENCLATURE)
+
+
+def _reason_codes(rule_columns: list[str]) -> pl.Expr:
+    """Reason codes of a row from dataframely's per-rule verdicts."""
+    codes: list[pl.Expr] = []
+    for rule in rule_columns:
+        if rule == "well_formed":
+            continue
+        column, _, check = rule.partition("|")
+        code = rule if not check else (f"missing_{column}" if check == "nullability" else f"invalid_{column}")
+        codes.append(pl.when(pl.col(rule) == "invalid").then(pl.lit(code)))
+    malformed = pl.col("_malformed").list.eval(pl.lit("malformed_") + pl.element())
+    # A value that did not parse is null too; 'malformed' says more than 'missing'.
+    shadowed = pl.col("_malformed").list.eval(pl.lit("missing_") + pl.element())
+    listed = pl.concat_list([malformed, *codes]).list.drop_nulls()
+    return listed.list.set_difference(shadowed).alias("_reasons")
+
+
+def _raw_values(files: list[SourceFile], keys: pl.DataFrame) -> pl.DataFrame:
+    """The stored values of the quarantined rows, as one JSON object per row."""
+    parts = []
+    for source in files:
+        rows = keys.filter(pl.col("_source") == source.name).select("_row")
+        if rows.is_empty():
+            continue
+        raw = scan_raw(source).join(rows.lazy(), on="_row", how="semi")
+        values = pl.struct(pl.all().exclude("_source", "_row").cast(pl.String))
+        parts.append(raw.select("_source", "_row", values.struct.json_encode().alias("raw_values")))
+    if not parts:
+        return pl.DataFrame(schema={"_source": pl.String, "_row": pl.Int64, "raw_values": pl.String})
+    return pl.concat(pl.collect_all(parts))
+
+
+def _quarantine_frame(table: str, failed: pl.DataFrame, files: list[SourceFile]) -> pl.DataFrame:
+    keys = failed.select("_source", "_row", "_reasons")
+    raw = _raw_values(files, keys)
+    return keys.join(raw, on=["_source", "_row"], how="left").select(
+        pl.lit(table).alias("table"),
+        pl.col("_source").alias("source"),
+        pl.col("_row").alias("row_number"),
+        pl.col("_reasons").alias("reasons"),
+        pl.col("raw_values"),
+    )
+
+
+def _finish(valid: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
+    fills = [pl.col(c).fill_null(v) for c, v in spec.defaults.items()]
+    return valid.drop(*PROVENANCE_COLUMNS, strict=False).with_columns(fills)
+
+
+def _files_of(root: Path, spec: TableSpec) -> list[SourceFile]:
+    files = find_table_files(root, spec.name)
+    if files or spec.required:
+        if not files:
+            msg = f"Dataset {root} has no table '{spec.name}' (expected {spec.name}.parquet, {spec.name}.csv or a {spec.name}/ folder)"
+            raise MissingTableError(msg)
+        return files
+    return [default_nomenclature_file()] if spec.name == "nomenclature" else []
+
+
+def load_table(
+    root: Path, spec: TableSpec, valid_tables: dict[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
+    """Valid rows, quarantined rows and counts of one table of the dataset at ``root``."""
+    return load_files(spec, _files_of(root, spec), valid_tables)
+
+
+def default_nomenclature() -> pl.DataFrame:
+    """The shipped reference nomenclature, validated like any table."""
+    return load_files(TABLES["nomenclature"], [default_nomenclature_file()], {})[0]
+
+
+def load_files(
+    spec: TableSpec, files: list[SourceFile], valid_tables: dict[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
+    """Valid rows, quarantined rows and counts of one table read from ``files``."""
+    started = time.perf_counter()
+    if not files:
+        return spec.empty(), pl.DataFrame(schema=QUARANTINE_SCHEMA), TableStats(0, 0, 0, 0.0)
+    typed = pl.concat([coerce(scan_raw(f), spec, f) for f in files], how="vertical")
+    valid, failure = spec.schema.filter(typed).collect_all()
+    failed = failure.details()
+    rows_read = len(valid) + len(failed)
+    rule_columns = [c for c in failed.columns if c not in valid.columns]
+    failed = failed.select("_source", "_row", _reason_codes(rule_columns))
+    if spec.name == "billing_lines":
+        checked = reference_reasons(
+            valid.lazy(),
+            providers=valid_tables["providers"].lazy(),
+            invoices=valid_tables["third_party_invoices"].lazy(),
+            nomenclature=valid_tables["nomenclature"].lazy(),
+        ).collect()
+        unreferenced = checked.filter(pl.col("_reasons").list.len() > 0)
+        failed = pl.concat([failed, unreferenced.select("_source", "_row", "_reasons")])
+        valid = checked.filter(pl.col("_reasons").list.len() == 0).drop("_reasons")
+    quarantine = _quarantine_frame(spec.name, failed, files)
+    stats = TableStats(rows_read, len(valid), len(quarantine), time.perf_counter() - started)
+    return _finish(valid, spec), quarantine, stats
+
+
+def load_dataset(
+    root: Path | str, *, on_table: Callable[[str, TableStats], None] | None = None
+) -> Dataset:
+    """Read and validate every table of the dataset folder ``root``.
+
+    Raises ``ContractError`` (one line) for a missing folder, table or column; a bad
+    row never raises, it is quarantined.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        msg = f"Dataset folder {root} does not exist"
+        raise DatasetNotFoundError(msg)
+    tables: dict[str, pl.DataFrame] = {}
+    quarantines: list[pl.DataFrame] = []
+    stats: dict[str, TableStats] = {}
+    for name, spec in TABLES.items():
+        tables[name], quarantine, stats[name] = load_table(root, spec, tables)
+        quarantines.append(quarantine)
+        log.info(
+            "%s: %d read, %d valid, %d quarantined (%.1fs)",
+            name, stats[name].rows_read, stats[name].rows_valid,
+            stats[name].rows_quarantined, stats[name].seconds,
+        )
+        if on_table is not None:
+            on_table(name, stats[name])
+    quarantine = pl.concat(quarantines).sort("table", "source", "row_number")
+    return Dataset(root=root, tables=tables, quarantine=quarantine, stats=stats)

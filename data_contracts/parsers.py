@@ -1,0 +1,74 @@
+"""Value parsers for the CSV dialects of the contract, as Polars expressions.
+
+Each parser maps a String expression to a typed one; a value that does not parse becomes
+null, and the loader compares with the raw value to tell *malformed* from *missing*.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y")
+TIME_FORMATS = ("%H:%M", "%H:%M:%S")
+DATETIME_FORMATS = (
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+)
+TRUE_WORDS = ("true", "t", "1", "yes", "y", "oui", "ja")
+FALSE_WORDS = ("false", "f", "0", "no", "n", "non", "nee")
+NIHDI_PATTERN = r"^\d{11}$"
+
+
+def parse_date(expr: pl.Expr) -> pl.Expr:
+    """``YYYY-MM-DD`` or ``DD/MM/YYYY``; impossible dates (30 February) are null."""
+    text = expr.str.strip_chars()
+    return pl.coalesce(*(text.str.to_date(fmt, strict=False) for fmt in DATE_FORMATS))
+
+
+def parse_time(expr: pl.Expr) -> pl.Expr:
+    """``HH:MM`` or ``HH:MM:SS``."""
+    text = expr.str.strip_chars()
+    return pl.coalesce(*(text.str.to_time(fmt, strict=False) for fmt in TIME_FORMATS))
+
+
+def parse_datetime(expr: pl.Expr) -> pl.Expr:
+    """``YYYY-MM-DD HH:MM[:SS]`` or with a ``T`` separator, to microseconds."""
+    text = expr.str.strip_chars()
+    return pl.coalesce(
+        *(text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS)
+    )
+
+
+def parse_decimal(expr: pl.Expr, *, decimal_comma: bool) -> pl.Expr:
+    """Decimal with ``.``; with ``,`` too when the file's separator is ``;``."""
+    text = expr.str.strip_chars()
+    if decimal_comma:
+        text = text.str.replace(",", ".", literal=True)
+    # Only plain decimal notation: a cast would also accept 'inf' or '1e3'.
+    valid = text.str.contains(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+    return pl.when(valid).then(text.cast(pl.Float64, strict=False)).otherwise(None)
+
+
+def parse_integer(expr: pl.Expr) -> pl.Expr:
+    text = expr.str.strip_chars()
+    valid = text.str.contains(r"^[+-]?\d{1,18}$")
+    return pl.when(valid).then(text.cast(pl.Int64, strict=False)).otherwise(None)
+
+
+def parse_boolean(expr: pl.Expr) -> pl.Expr:
+    text = expr.str.strip_chars().str.to_lowercase()
+    return (
+        pl.when(text.is_in(TRUE_WORDS))
+        .then(True)
+        .when(text.is_in(FALSE_WORDS))
+        .then(False)
+        .otherwise(None)
+    )
+
+
+def parse_text(expr: pl.Expr) -> pl.Expr:
+    """Trimmed text; a blank field is null like an empty one."""
+    text = expr.str.strip_chars()
+    return pl.when(text.str.len_bytes() > 0).then(text).otherwise(None)

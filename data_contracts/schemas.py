@@ -1,0 +1,178 @@
+"""One dataframely schema per input table: DATA_CONTRACT §1 in code.
+
+Column checks live on the columns; checks across columns of one row, and the duplicate
+key, are ``@dy.rule`` methods whose name is the quarantine reason code. Checks that need
+another table (references, the invoice's submission date) are in ``references.py``.
+"""
+
+from __future__ import annotations
+
+import dataframely as dy
+import polars as pl
+
+from data_contracts.parsers import NIHDI_PATTERN
+
+CHANNELS = ("paper_cash", "eattest", "paper_third_party", "efact")
+THIRD_PARTY_CHANNELS = ("paper_third_party", "efact")
+PLACES = ("office", "home", "hospital", "other")
+PROFESSIONS = ("gp", "specialist", "nurse", "physiotherapist", "dentist", "midwife", "other")
+REGIONS = ("BRU", "VLA", "WAL")
+SETTINGS = ("office", "home", "hospital", "any")
+TIME_WINDOWS = ("any", "day", "evening", "night", "weekend")
+
+PROVENANCE_COLUMNS = ("_source", "_row", "_malformed")
+
+
+def _one_of(values: tuple[str, ...]) -> dict[str, object]:
+    return {"allowed": lambda col: col.is_in(values)}
+
+
+def _first_of_key(*columns: str) -> pl.Expr:
+    """True for the first row read with this key (rows are in read order)."""
+    key = pl.struct(columns) if len(columns) > 1 else pl.col(columns[0])
+    return pl.any_horizontal(pl.col(c).is_null() for c in columns) | key.is_first_distinct()
+
+
+class Provenance(dy.Schema):
+    """Where a row came from, and which of its values did not parse."""
+
+    source = dy.String(alias="_source")
+    row = dy.Int64(alias="_row")
+    malformed = dy.List(dy.String(), alias="_malformed")
+
+    @dy.rule()
+    def well_formed(cls) -> pl.Expr:
+        return pl.col("_malformed").list.len() == 0
+
+
+def _nihdi(*, nullable: bool = False) -> dy.String:
+    return dy.String(nullable=nullable, regex=NIHDI_PATTERN)
+
+
+class BillingLines(Provenance):
+    claim_id = dy.String()
+    invoice_id = dy.String(nullable=True)
+    provider_nihdi = _nihdi()
+    patient_id = dy.String()
+    insurer_code = dy.String(regex=r"^\d{3}$")
+    nomenclature_code = dy.String(regex=r"^\d{6}$")
+    service_date = dy.Date()
+    service_time = dy.Time(nullable=True)
+    encoded_at = dy.Datetime(nullable=True, time_unit="us")
+    channel = dy.String(check=_one_of(CHANNELS))
+    submitted_date = dy.Date(nullable=True)
+    amount_fee = dy.Float64(min=0)
+    amount_reimbursed = dy.Float64(min=0)
+    place_of_service = dy.String(nullable=True, check=_one_of(PLACES))
+    institution_nihdi = _nihdi(nullable=True)
+    quantity = dy.Int64(nullable=True, min=1)
+
+    @dy.rule()
+    def duplicate_key(cls) -> pl.Expr:
+        return _first_of_key("claim_id")
+
+    @dy.rule()
+    def reimbursed_exceeds_fee(cls) -> pl.Expr:
+        return pl.col("amount_reimbursed") <= pl.col("amount_fee")
+
+    @dy.rule()
+    def missing_invoice_id(cls) -> pl.Expr:
+        return ~pl.col("channel").is_in(THIRD_PARTY_CHANNELS) | pl.col("invoice_id").is_not_null()
+
+    @dy.rule()
+    def invoice_id_not_allowed(cls) -> pl.Expr:
+        return pl.col("channel").is_in(THIRD_PARTY_CHANNELS) | pl.col("invoice_id").is_null()
+
+    @dy.rule()
+    def missing_submitted_date(cls) -> pl.Expr:
+        return (
+            pl.col("channel").is_in(THIRD_PARTY_CHANNELS) | pl.col("submitted_date").is_not_null()
+        )
+
+
+class ThirdPartyInvoices(Provenance):
+    invoice_id = dy.String()
+    third_party_number = dy.String(nullable=True)
+    insurer_code = dy.String(regex=r"^\d{3}$")
+    submitted_date = dy.Date()
+    amount_claimed = dy.Float64(min=0)
+    line_count = dy.Int64(min=0)
+
+    @dy.rule()
+    def duplicate_key(cls) -> pl.Expr:
+        return _first_of_key("invoice_id")
+
+
+class ThirdPartyRegistry(Provenance):
+    third_party_number = dy.String()
+    authorized_nihdi = _nihdi()
+    holder_name = dy.String(nullable=True)
+    valid_from = dy.Date()
+    valid_to = dy.Date(nullable=True)
+
+    @dy.rule()
+    def period_ends_before_start(cls) -> pl.Expr:
+        return pl.col("valid_to") >= pl.col("valid_from")
+
+
+class Providers(Provenance):
+    provider_nihdi = _nihdi()
+    profession = dy.String(check=_one_of(PROFESSIONS))
+    region = dy.String(nullable=True, check=_one_of(REGIONS))
+    postcode = dy.String(nullable=True, regex=r"^\d{4}$")
+
+    @dy.rule()
+    def duplicate_key(cls) -> pl.Expr:
+        return _first_of_key("provider_nihdi")
+
+
+class TpSuspensions(Provenance):
+    provider_nihdi = _nihdi()
+    start_date = dy.Date()
+    end_date = dy.Date(nullable=True)
+    decision_ref = dy.String(nullable=True)
+
+    @dy.rule()
+    def period_ends_before_start(cls) -> pl.Expr:
+        return pl.col("end_date") >= pl.col("start_date")
+
+
+class ProviderDebts(Provenance):
+    provider_nihdi = _nihdi()
+    debt_from = dy.Date()
+    debt_to = dy.Date(nullable=True)
+    amount_eur = dy.Float64(min=0)
+    plan_from = dy.Date(nullable=True)
+    plan_respected = dy.Bool(nullable=True)
+
+    @dy.rule()
+    def period_ends_before_start(cls) -> pl.Expr:
+        return pl.col("debt_to") > pl.col("debt_from")
+
+
+class Nomenclature(Provenance):
+    code = dy.String(regex=r"^\d{6}$")
+    label_fr = dy.String(nullable=True)
+    label_nl = dy.String(nullable=True)
+    profession = dy.String(check=_one_of(PROFESSIONS))
+    setting = dy.String(check=_one_of(SETTINGS))
+    time_window = dy.String(check=_one_of(TIME_WINDOWS))
+    window_start = dy.Time(nullable=True)
+    window_end = dy.Time(nullable=True)
+    fee_eur = dy.Float64(min=0)
+    day_equivalent_code = dy.String(nullable=True, regex=r"^\d{6}$")
+    valid_from = dy.Date()
+    valid_to = dy.Date(nullable=True)
+
+    @dy.rule()
+    def duplicate_key(cls) -> pl.Expr:
+        return _first_of_key("code", "valid_from")
+
+    @dy.rule()
+    def missing_window(cls) -> pl.Expr:
+        timed = pl.col("time_window").is_in(("evening", "night"))
+        return ~timed | (pl.col("window_start").is_not_null() & pl.col("window_end").is_not_null())
+
+    @dy.rule()
+    def period_ends_before_start(cls) -> pl.Expr:
+        return pl.col("valid_to") >= pl.col("valid_from")

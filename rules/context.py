@@ -1,0 +1,145 @@
+"""The enriched billing line every rule reads: the line, its invoice, its provider, its
+code's attributes on the date of service, and what the registry says of its number.
+
+Columns added to the contract's ``billing_lines``:
+``third_party_number``, ``effective_submitted_date``, ``is_third_party``, ``profession``,
+``region``, ``qualification``, ``time_window``, ``code_setting``, ``window_start``,
+``window_end``, ``code_fee_eur``, ``day_equivalent_code``, ``day_equivalent_fee_eur``,
+``tp_status`` (``missing``, ``unregistered``, ``not_valid_on_date``, ``not_authorized``,
+``ok``; null off third-party), ``tp_registry_periods``, ``tp_authorized_on_date``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+THIRD_PARTY_CHANNELS = ("paper_third_party", "efact")
+_OPEN_END = pl.date(9999, 12, 31)
+
+
+def _valid_on(date: str, start: str, end: str) -> pl.Expr:
+    """``start <= date <= end``, a null end being open (inclusive, as the contract says)."""
+    return (pl.col(start) <= pl.col(date)) & (pl.col(date) <= pl.col(end).fill_null(_OPEN_END))
+
+
+def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyFrame:
+    """Attributes of ``(nomenclature_code, service_date)`` pairs from the version in force.
+
+    When several versions are in force the latest ``valid_from`` wins; a pair with no version
+    in force keeps null attributes.
+    """
+    versions = nomenclature.select(
+        pl.col("code").alias("nomenclature_code"),
+        "time_window",
+        pl.col("setting").alias("code_setting"),
+        "window_start",
+        "window_end",
+        pl.col("fee_eur").alias("code_fee_eur"),
+        "day_equivalent_code",
+        "valid_from",
+        "valid_to",
+    )
+    in_force = (
+        pairs.join(versions, on="nomenclature_code", how="inner")
+        .filter(_valid_on("service_date", "valid_from", "valid_to"))
+        .sort("valid_from")
+        .unique(["nomenclature_code", "service_date"], keep="last")
+        .drop("valid_from", "valid_to")
+    )
+    day_fees = (
+        in_force.select("day_equivalent_code", "service_date")
+        .drop_nulls()
+        .unique()
+        .join(
+            nomenclature.select(
+                pl.col("code").alias("day_equivalent_code"),
+                pl.col("fee_eur").alias("day_equivalent_fee_eur"),
+                "valid_from",
+                "valid_to",
+            ),
+            on="day_equivalent_code",
+        )
+        .filter(_valid_on("service_date", "valid_from", "valid_to"))
+        .sort("valid_from")
+        .unique(["day_equivalent_code", "service_date"], keep="last")
+        .drop("valid_from", "valid_to")
+    )
+    return pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left").join(
+        day_fees, on=["day_equivalent_code", "service_date"], how="left"
+    )
+
+
+def registry_status(registry: pl.LazyFrame, uses: pl.LazyFrame) -> pl.LazyFrame:
+    """What the registry says of ``(third_party_number, service_date, provider_nihdi)`` uses."""
+    periods = registry.group_by("third_party_number").agg(
+        pl.format("{}..{}", "valid_from", pl.col("valid_to").cast(pl.String).fill_null("open"))
+        .unique()
+        .sort()
+        .str.join(", ")
+        .alias("tp_registry_periods")
+    )
+    valid = (
+        uses.drop_nulls("third_party_number")
+        .join(registry, on="third_party_number", how="inner")
+        .filter(_valid_on("service_date", "valid_from", "valid_to"))
+        .group_by("third_party_number", "service_date", "provider_nihdi")
+        .agg(
+            (pl.col("authorized_nihdi") == pl.col("provider_nihdi")).any().alias("_authorized"),
+            pl.col("authorized_nihdi").unique().sort().str.join(", ").alias("tp_authorized_on_date"),
+        )
+    )
+    status = (
+        pl.when(pl.col("third_party_number").is_null())
+        .then(pl.lit("missing"))
+        .when(pl.col("tp_registry_periods").is_null())
+        .then(pl.lit("unregistered"))
+        .when(pl.col("_authorized").is_null())
+        .then(pl.lit("not_valid_on_date"))
+        .when(~pl.col("_authorized"))
+        .then(pl.lit("not_authorized"))
+        .otherwise(pl.lit("ok"))
+    )
+    return (
+        uses.join(periods, on="third_party_number", how="left")
+        .join(valid, on=["third_party_number", "service_date", "provider_nihdi"], how="left", nulls_equal=True)
+        .with_columns(status.alias("tp_status"))
+        .drop("_authorized")
+    )
+
+
+def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
+    """The enriched billing lines (one row per valid line, same order)."""
+    lines = tables["billing_lines"]
+    invoices = tables["third_party_invoices"].select(
+        "invoice_id", "third_party_number", pl.col("submitted_date").alias("_invoice_submitted")
+    )
+    providers = tables["providers"].select("provider_nihdi", "profession", "region")
+    lines = (
+        lines.join(invoices, on="invoice_id", how="left", maintain_order="left")
+        .join(providers, on="provider_nihdi", how="left", maintain_order="left")
+        .with_columns(
+            pl.coalesce("submitted_date", "_invoice_submitted").alias("effective_submitted_date"),
+            pl.col("channel").is_in(THIRD_PARTY_CHANNELS).alias("is_third_party"),
+            pl.col("provider_nihdi").str.slice(8, 3).alias("qualification"),
+        )
+        .drop("_invoice_submitted")
+    )
+    pairs = lines.select("nomenclature_code", "service_date").unique()
+    codes = code_attributes(tables["nomenclature"], pairs)
+    uses = (
+        lines.filter(pl.col("is_third_party"))
+        .select("third_party_number", "service_date", "provider_nihdi")
+        .unique()
+    )
+    tp = registry_status(tables["third_party_registry"], uses)
+    return lines.join(
+        codes, on=["nomenclature_code", "service_date"], how="left", maintain_order="left"
+    ).join(
+        tp.with_columns(pl.lit(True).alias("is_third_party")),
+        on=["third_party_number", "service_date", "provider_nihdi", "is_third_party"],
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )

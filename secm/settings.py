@@ -1,0 +1,48 @@
+"""The one place that reads the environment and knows the layout of ``SECM_HOME``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every value has an embedded default."""
+
+    model_config = SettingsConfigDict(env_prefix="SECM_", extra="ignore")
+
+    home: Path = Field(default=Path(".secm"), description="Root of local state (SECM_HOME).")
+    database_url: str | None = Field(
+        default=None, description="Application database; SQLite under SECM_HOME when unset."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow store; SQLite under SECM_HOME when unset.",
+    )
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        path = self.home.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.resolved_home / "runs"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home / 'secm.db'}"
+
+    @property
+    def effective_mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the current environment (cheap; tests change the environment)."""
+    return Settings()

@@ -1,0 +1,107 @@
+"""Who bills: providers, institutions, third-party numbers and the registry.
+
+Every provider's mod-97 check digits are computed for realism only; the loader never
+rejects a row on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+PROFESSIONS = {
+    # profession: (share of providers, NIHDI profession digit, qualification codes, size factor)
+    "gp": (0.34, 1, ("003", "004", "005"), 1.6),
+    "specialist": (0.24, 1, ("580", "730", "690", "470"), 1.0),
+    "nurse": (0.15, 4, ("401", "402"), 2.0),
+    "physiotherapist": (0.12, 5, ("520", "521"), 1.3),
+    "dentist": (0.09, 3, ("301", "303"), 0.8),
+    "midwife": (0.03, 4, ("409",), 0.4),
+    "other": (0.03, 8, ("800",), 0.5),
+}
+REGIONS = {"VLA": (0.58, (2000, 3999)), "WAL": (0.32, (4000, 7999)), "BRU": (0.10, (1000, 1210))}
+INSURERS = {"100": 0.40, "200": 0.06, "300": 0.28, "400": 0.08, "500": 0.13, "600": 0.01, "900": 0.04}
+PSEUDO_NUMBER = "0999999922"  # the fictitious number abolished in February 2021
+
+
+def nihdi(profession_digit: np.ndarray, sequence: np.ndarray, qualification: np.ndarray) -> list[str]:
+    """11-digit NIHDI numbers: profession digit, 5-digit sequence, 2 check digits, qualification."""
+    base = profession_digit.astype(np.int64) * 100_000 + sequence
+    check = 97 - (base % 97)
+    return [f"{b:06d}{c:02d}{q}" for b, c, q in zip(base, check, qualification, strict=True)]
+
+
+@dataclass(frozen=True)
+class Population:
+    providers: pl.DataFrame  # contract columns + n_lines, tp_number, institution, pool_start, pool_size
+    registry: pl.DataFrame
+    institutions: list[str]
+
+
+def _sizes(rng: np.random.Generator, factor: np.ndarray, total: int) -> np.ndarray:
+    """Heavy-tailed practice sizes summing exactly to ``total``."""
+    weights = factor * rng.lognormal(0.0, 0.9, size=factor.size)
+    raw = weights / weights.sum() * total
+    sizes = np.floor(raw).astype(np.int64)
+    remainder = total - sizes.sum()
+    sizes[np.argsort(raw - sizes)[::-1][:remainder]] += 1
+    return sizes
+
+
+def make_population(rng: np.random.Generator, n_providers: int, n_lines: int) -> Population:
+    names = list(PROFESSIONS)
+    shares = np.array([PROFESSIONS[p][0] for p in names])
+    profession = rng.choice(len(names), size=n_providers, p=shares / shares.sum())
+    # Every profession is present, however small the dataset.
+    profession[: len(names)] = np.arange(len(names))
+    digits = np.array([PROFESSIONS[names[p]][1] for p in profession])
+    qualification = np.array([rng.choice(PROFESSIONS[names[p]][2]) for p in profession])
+    sequence = rng.permutation(np.arange(10_000, 10_000 + n_providers))
+    region_names = list(REGIONS)
+    region_p = np.array([REGIONS[r][0] for r in region_names])
+    region = rng.choice(len(region_names), size=n_providers, p=region_p)
+    region[:3] = np.arange(3)
+    postcode = np.array(
+        [rng.integers(REGIONS[region_names[r]][1][0], REGIONS[region_names[r]][1][1] + 1) for r in region]
+    )
+    factor = np.array([PROFESSIONS[names[p]][3] for p in profession])
+    sizes = _sizes(rng, factor, n_lines)
+    ids = nihdi(digits, sequence, qualification)
+
+    # Group practices share one third-party number: about a third of providers in groups of 2-5.
+    order = rng.permutation(n_providers)
+    group = np.empty(n_providers, dtype=np.int64)
+    position, number = 0, 0
+    while position < n_providers:
+        width = int(rng.choice([1, 1, 1, 2, 3, 4, 5]))
+        group[order[position : position + width]] = number
+        position += width
+        number += 1
+    tp_numbers = np.array([f"0{400_000_000 + 7 * g:09d}" for g in range(number)])
+
+    institutions = nihdi(np.full(12, 7), np.arange(50_000, 50_012), np.full(12, "000"))
+    pool_size = np.maximum(20, (sizes / rng.uniform(2.5, 6.0, size=n_providers)).astype(np.int64))
+    providers = pl.DataFrame(
+        {
+            "provider_nihdi": ids,
+            "profession": [names[p] for p in profession],
+            "region": [region_names[r] for r in region],
+            "postcode": [f"{p:04d}" for p in postcode],
+            "n_lines": sizes,
+            "tp_number": tp_numbers[group],
+            "institution": [institutions[i] for i in rng.integers(0, len(institutions), n_providers)],
+            "pool_start": np.concatenate([[0], np.cumsum(pool_size)[:-1]]),
+            "pool_size": pool_size,
+        }
+    )
+    valid_from = pl.date(2015, 1, 1) + pl.duration(days=pl.Series(rng.integers(0, 2000, n_providers)))
+    registry = providers.select(
+        pl.col("tp_number").alias("third_party_number"),
+        pl.col("provider_nihdi").alias("authorized_nihdi"),
+        pl.format("Practice {}", pl.col("tp_number").str.slice(6)).alias("holder_name"),
+        valid_from.alias("valid_from"),
+        pl.lit(None, dtype=pl.Date).alias("valid_to"),
+    )
+    return Population(providers=providers, registry=registry, institutions=institutions)

@@ -1,0 +1,328 @@
+"""Injected, labelled scenarios: every rule with its boundary cases, bad rows for the
+quarantine, and anomalous provider profiles.
+
+Scenario lines use fresh patient pseudonyms and day-time codes unless the scenario is about
+time, so that each one triggers exactly the rules its label names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from secm.synth.billing import Calendar
+from secm.synth.population import PSEUDO_NUMBER, Population
+
+ANOMALIES = ("upcoding", "excessive_volume", "phantom_patients", "evening_share")
+ANOMALY_PROFESSIONS = {
+    "upcoding": ("gp", "physiotherapist", "dentist"),
+    "excessive_volume": ("gp", "nurse", "physiotherapist", "specialist"),
+    "phantom_patients": ("gp", "physiotherapist", "dentist"),
+    "evening_share": ("gp",),
+}
+BOTH = ("current", "reform_art174")
+REFORM = ("reform_art174",)
+
+
+def _years(d: date, n: int) -> date:
+    """Same month and day n years on; 29 February becomes 28 February."""
+    try:
+        return d.replace(year=d.year + n)
+    except ValueError:
+        return d.replace(year=d.year + n, day=28)
+
+
+def _end_of_month(d: date, k: int) -> date:
+    month = d.month - 1 + k + 1
+    first_next = date(d.year + month // 12, month % 12 + 1, 1)
+    return first_next - timedelta(days=1)
+
+
+@dataclass
+class Injection:
+    """Lines, invoices and labels of the scenarios, built row by row (a few thousand rows)."""
+
+    claim_offset: int
+    fees: dict[str, float]
+    tp_numbers: dict[str, str]
+    institutions: dict[str, str]
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    invoices: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(
+        self,
+        provider: str,
+        day: date,
+        *,
+        code: str = "101076",
+        channel: str = "eattest",
+        at: time | None = time(10, 0),
+        submitted: date | None = None,
+        encoded_at: datetime | None = None,
+        number: str | None | bool = True,
+        patient: str | None = None,
+        institution: bool = False,
+        flags: list[tuple[str, str, tuple[str, ...]]] = (),  # type: ignore[assignment]
+        **overrides: Any,
+    ) -> str:
+        """Add a line (and its own invoice when third-party); return its claim id."""
+        claim_id = f"C{self.claim_offset + len(self.lines):011d}"
+        fee = self.fees[code]
+        third_party = channel in ("paper_third_party", "efact")
+        invoice_id = None
+        if third_party:
+            invoice_id = f"IS{len(self.invoices):09d}"
+            self.invoices.append(
+                {
+                    "invoice_id": invoice_id,
+                    "third_party_number": self.tp_numbers[provider] if number is True else number,
+                    "insurer_code": "100",
+                    "submitted_date": submitted or day + timedelta(days=10),
+                    "amount_claimed": round(fee * 0.75, 2),
+                    "line_count": 1,
+                }
+            )
+        row = {
+            "claim_id": claim_id,
+            "invoice_id": invoice_id,
+            "provider_nihdi": provider,
+            "patient_id": patient or f"PSX{len(self.lines):010d}",
+            "insurer_code": "100",
+            "nomenclature_code": code,
+            "service_date": day,
+            "service_time": at,
+            "encoded_at": encoded_at,
+            "channel": channel,
+            "submitted_date": None if third_party else (submitted or day),
+            "amount_fee": fee,
+            "amount_reimbursed": round(fee * 0.75, 2),
+            "place_of_service": "hospital" if institution else "office",
+            "institution_nihdi": self.institutions[provider] if institution else None,
+            "quantity": 1,
+        }
+        row.update(overrides)
+        self.lines.append(row)
+        for rule_id, reason, legislations in flags:
+            for legislation in legislations:
+                self.flags.append({"claim_id": claim_id, "rule_id": rule_id, "reason": reason, "legislation": legislation})
+        return claim_id
+
+
+@dataclass(frozen=True)
+class Plan:
+    providers: pl.DataFrame
+    registry: pl.DataFrame
+    suspensions: pl.DataFrame
+    debts: pl.DataFrame
+    injection: Injection
+
+
+def _pick(providers: pl.DataFrame, profession: str, taken: set[str], n: int) -> list[str]:
+    candidates = [p for p in providers.filter(pl.col("profession") == profession)["provider_nihdi"] if p not in taken]
+    if len(candidates) < n:
+        msg = f"Need {n} more '{profession}' providers for the scenarios; generate more lines"
+        raise ValueError(msg)
+    taken.update(candidates[:n])
+    return candidates[:n]
+
+
+def plan(rng: np.random.Generator, population: Population, calendar: Calendar, nomenclature: pl.DataFrame, claim_offset: int) -> Plan:
+    """Choose scenario providers, build the scenario rows, and mark what background must avoid."""
+    providers = population.providers
+    taken: set[str] = set()
+    gp = _pick(providers, "gp", taken, 16)
+    nurse = _pick(providers, "nurse", taken, 1)[0]
+    specialist = _pick(providers, "specialist", taken, 1)[0]
+    numbers = dict(zip(providers["provider_nihdi"], providers["tp_number"], strict=True))
+    inj = Injection(
+        claim_offset=claim_offset,
+        fees=dict(zip(nomenclature["code"], nomenclature["fee_eur"], strict=True)),
+        tp_numbers=numbers,
+        institutions=dict(zip(providers["provider_nihdi"], providers["institution"], strict=True)),
+    )
+    y0 = calendar.start.year
+    y1 = y0 + 1
+    D = date
+    registry_extra: list[dict[str, Any]] = []
+    gaps: dict[str, tuple[date, date]] = {}
+    suspended: dict[str, tuple[date, date]] = {}
+
+    # LATE_ATTESTATION, one provider per regime; boundaries at the deadline and the day after.
+    late = "LATE_ATTESTATION"
+    s = D(y0, 3, 15)
+    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 2), flags=[(late, "late_attestation", REFORM)])
+    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 2) + timedelta(1), flags=[(late, "late_attestation", BOTH)])
+    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 1))
+    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 1) + timedelta(1), flags=[(late, "late_attestation", REFORM)])
+    leap = D(y1, 2, 29) if y1 % 4 == 0 else D(y0, 2, 28)
+    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 2), flags=[(late, "late_attestation", REFORM)])
+    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 2) + timedelta(1), flags=[(late, "late_attestation", BOTH)])
+    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 1))
+    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 1) + timedelta(1), flags=[(late, "late_attestation", REFORM)])
+    for s in (D(y0, 1, 31), D(y1, 1, 15)):
+        eom = _end_of_month(s, 1)
+        inj.line(nurse, s, code="425014", channel="efact", submitted=eom)
+        inj.line(nurse, s, code="425014", channel="efact", submitted=eom + timedelta(1), flags=[(late, "late_efact_nurse", BOTH)])
+    inj.line(gp[1], D(y0, 5, 10), channel="efact", submitted=D(y0, 8, 1))  # not a nurse: 2 years
+    for s in (D(y0, 11, 30), D(y0, 12, 31)):
+        eom = _end_of_month(s, 2)
+        inj.line(gp[1], s, channel="paper_third_party", submitted=eom)
+        inj.line(gp[1], s, channel="paper_third_party", submitted=eom + timedelta(1), flags=[(late, "late_paper_third_party", BOTH)])
+    s = D(y0, 6, 1)
+    hospital = {"code": "355014", "channel": "efact", "institution": True}
+    inj.line(specialist, s, submitted=_years(s, 2), flags=[(late, "late_institution", REFORM)], **hospital)
+    inj.line(specialist, s, submitted=_years(s, 2) + timedelta(1), flags=[(late, "late_institution", BOTH)], **hospital)
+    inj.line(specialist, s, submitted=_years(s, 1) + timedelta(1), flags=[(late, "late_institution", REFORM)], **hospital)
+
+    # PSEUDO_TP_NUMBER: missing, unregistered, and registry validity boundaries.
+    pseudo = "PSEUDO_TP_NUMBER"
+    inj.line(gp[2], D(y0, 4, 4), channel="efact", number=None, flags=[(pseudo, "missing", BOTH)])
+    inj.line(gp[2], D(y0, 4, 5), channel="efact", number=PSEUDO_NUMBER, flags=[(pseudo, "unregistered", BOTH)])
+    expiring, future = "0398000001", "0398000002"
+    registry_extra += [
+        {"third_party_number": expiring, "authorized_nihdi": gp[2], "holder_name": "Expired practice", "valid_from": D(y0, 1, 1), "valid_to": D(y0, 6, 30)},
+        {"third_party_number": future, "authorized_nihdi": gp[2], "holder_name": "New practice", "valid_from": D(y1, 1, 1), "valid_to": None},
+    ]
+    inj.line(gp[2], D(y0, 6, 30), channel="efact", number=expiring)
+    inj.line(gp[2], D(y0, 7, 1), channel="efact", number=expiring, flags=[(pseudo, "not_valid_on_date", BOTH)])
+    inj.line(gp[2], D(y0, 12, 31), channel="paper_third_party", number=future, flags=[(pseudo, "not_valid_on_date", BOTH)])
+    inj.line(gp[2], D(y1, 1, 1), channel="paper_third_party", number=future)
+
+    # TP_NUMBER_NOT_AUTHORIZED: another practice's number, and a provider who left a group.
+    other = next(p for p in gp[4:] if numbers[p] != numbers[gp[3]])
+    unauthorized = "TP_NUMBER_NOT_AUTHORIZED"
+    inj.line(gp[3], D(y0, 8, 8), channel="efact", number=numbers[other], flags=[(unauthorized, "provider_not_authorized", BOTH)])
+    shared = "0398000003"
+    registry_extra += [
+        {"third_party_number": shared, "authorized_nihdi": gp[3], "holder_name": "Group practice", "valid_from": D(y0 - 3, 1, 1), "valid_to": D(y0, 3, 31)},
+        {"third_party_number": shared, "authorized_nihdi": gp[15], "holder_name": "Group practice", "valid_from": D(y0 - 3, 1, 1), "valid_to": None},
+    ]
+    inj.line(gp[3], D(y0, 3, 31), channel="efact", number=shared)
+    inj.line(gp[3], D(y0, 4, 1), channel="efact", number=shared, flags=[(unauthorized, "provider_not_authorized", BOTH)])
+
+    # EVENING_VISIT_MISCODING: window boundaries, then bursts typed in after 22:00.
+    evening = "EVENING_VISIT_MISCODING"
+    for at, flagged in ((time(21, 0), True), (time(17, 59), True), (time(18, 0), False), (time(20, 59), False)):
+        inj.line(gp[4], D(y0, 9, 1), code="104215", at=at, place_of_service="home",
+                 flags=[(evening, "time_outside_window", BOTH)] if flagged else [])
+    inj.line(gp[4], D(y0, 9, 2), code="101275", at=time(21, 30), flags=[(evening, "time_outside_window", BOTH)])
+    bursts = (
+        (D(y0, 9, 5), (0, 9, 18), (True, True, True)),
+        (D(y0, 9, 6), (0, 10, 20), (False, False, False)),
+        (D(y0, 9, 7), (0, 5), (False, False)),
+        (D(y0, 9, 8), (0, 10, 15, 20), (False, True, True, True)),
+        (D(y1, 3, 3), (0, 0, 9, 17, 26), (True, True, True, True, True)),
+    )
+    for day, minutes, flagged_lines in bursts:
+        for k, (minute, flagged) in enumerate(zip(minutes, flagged_lines, strict=True)):
+            inj.line(
+                gp[4], day, code="104215", at=time(18, 10 + 8 * k), place_of_service="home",
+                encoded_at=datetime.combine(day, time(22, 0)) + timedelta(minutes=minute),
+                flags=[(evening, "batch_encoding", BOTH)] if flagged else [],
+            )
+
+    # TP_SUSPENDED_BILLING: a closed and an open suspension (background bills in cash then).
+    suspension = "TP_SUSPENDED_BILLING"
+    suspended[gp[5]] = (D(y0, 5, 1), D(y0, 6, 30))
+    suspended[gp[6]] = (D(y1, 10, 1), D(y1 + 1, 1, 1))
+    for day, flagged in ((D(y0, 4, 30), False), (D(y0, 5, 1), True), (D(y0, 6, 30), True), (D(y0, 7, 1), False)):
+        inj.line(gp[5], day, channel="efact", flags=[(suspension, "billed_during_suspension", BOTH)] if flagged else [])
+    inj.line(gp[5], D(y0, 5, 20))  # cash during the suspension is allowed
+    inj.line(gp[6], D(y1, 12, 30), channel="paper_third_party", flags=[(suspension, "billed_during_suspension", BOTH)])
+
+    # DEBT_BLOCKED_BILLING: threshold, exclusive end, plans in force or not.
+    debt = "DEBT_BLOCKED_BILLING"
+    blocked = [(debt, "debt_without_plan", BOTH)]
+    debts = [
+        {"provider_nihdi": gp[7], "debt_from": D(y1, 7, 1), "debt_to": None, "amount_eur": 50_000.0, "plan_from": None, "plan_respected": False},
+        {"provider_nihdi": gp[8], "debt_from": D(y0, 1, 1), "debt_to": None, "amount_eur": 49_999.99, "plan_from": None, "plan_respected": False},
+        {"provider_nihdi": gp[9], "debt_from": D(y0, 3, 1), "debt_to": D(y0, 9, 1), "amount_eur": 75_000.0, "plan_from": None, "plan_respected": False},
+        {"provider_nihdi": gp[10], "debt_from": D(y0, 2, 1), "debt_to": None, "amount_eur": 120_000.0, "plan_from": D(y0, 5, 1), "plan_respected": True},
+        {"provider_nihdi": gp[11], "debt_from": D(y1, 1, 1), "debt_to": None, "amount_eur": 60_000.0, "plan_from": D(y1, 1, 1), "plan_respected": False},
+    ]
+    end = calendar.start + timedelta(calendar.n_days)
+    gaps.update({gp[7]: (D(y1, 7, 1), end), gp[9]: (D(y0, 3, 1), D(y0, 9, 1)), gp[10]: (D(y0, 2, 1), D(y0, 5, 1)), gp[11]: (D(y1, 1, 1), end)})
+    inj.line(gp[7], D(y1, 6, 30))
+    inj.line(gp[7], D(y1, 7, 1), flags=blocked)
+    inj.line(gp[8], D(y0, 5, 5))
+    inj.line(gp[9], D(y0, 3, 1), flags=blocked)
+    inj.line(gp[9], D(y0, 8, 31), channel="efact", flags=blocked)
+    inj.line(gp[9], D(y0, 9, 1))
+    inj.line(gp[10], D(y0, 4, 30), flags=blocked)
+    inj.line(gp[10], D(y0, 5, 1))
+    inj.line(gp[11], D(y1, 1, 1), flags=blocked)
+
+    # DUPLICATE_BILLING: the first submitted is kept; ties go to the smallest claim id.
+    dup = [("DUPLICATE_BILLING", "duplicate_line", BOTH)]
+    day = D(y0, 10, 10)
+    inj.line(gp[12], day, patient="PSXDUP0001", submitted=day + timedelta(2), flags=dup)
+    inj.line(gp[12], day, patient="PSXDUP0001", submitted=day)
+    inj.line(gp[12], day, patient="PSXDUP0002")
+    inj.line(gp[12], day, patient="PSXDUP0002", flags=dup)
+    inj.line(gp[12], day, patient="PSXDUP0003", at=None, channel="paper_cash", submitted=day + timedelta(5))
+    inj.line(gp[12], day, patient="PSXDUP0003", at=None, channel="paper_cash", submitted=day + timedelta(9), flags=dup)
+    for k in range(3):
+        inj.line(gp[12], day, patient="PSXDUP0004", at=time(11, 0), submitted=day + timedelta(k), flags=dup if k else [])
+    inj.line(gp[12], day, patient="PSXDUP0005", at=time(10, 0))
+    inj.line(gp[12], day, patient="PSXDUP0005", at=time(10, 5))
+    inj.line(gp[12], day, patient="PSXDUP0006", channel="efact", submitted=day + timedelta(20), flags=dup)
+    inj.line(gp[12], day, patient="PSXDUP0006", submitted=day + timedelta(1))
+
+    # Bad rows: each lands in quarantine with the reason its label names.
+    def bad(reason: str, **overrides: Any) -> None:
+        channel = overrides.pop("channel", "eattest")
+        claim = inj.line(gp[13], D(y0, 2, 2), channel=channel, **overrides)
+        inj.quarantine.append({"table": "billing_lines", "claim_id": claim, "reason": reason})
+
+    bad("reimbursed_exceeds_fee", amount_reimbursed=99.0)
+    bad("invalid_amount_fee", amount_fee=-5.0, amount_reimbursed=0.0)
+    bad("unknown_provider", provider_nihdi="19999999999")
+    bad("invalid_provider_nihdi", provider_nihdi="1234")
+    bad("unknown_nomenclature_code", nomenclature_code="999999")
+    bad("invalid_nomenclature_code", nomenclature_code="10107")
+    bad("service_after_submission", submitted=D(y0, 2, 1))
+    bad("missing_submitted_date", channel="paper_cash", submitted_date=None)
+    bad("invalid_channel", channel="fax")
+    bad("invalid_insurer_code", insurer_code="1")
+    bad("invalid_quantity", quantity=0)
+    bad("missing_patient_id", patient_id=None)
+    bad("missing_invoice_id", channel="efact", invoice_id=None)
+    bad("unknown_invoice", channel="efact", invoice_id="I-UNKNOWN")
+    bad("invoice_id_not_allowed", invoice_id=inj.invoices[0]["invoice_id"])
+    first = inj.lines[0]["claim_id"]
+    bad("duplicate_key", claim_id=first)
+
+    providers = _assign(rng, providers, taken, gaps, suspended, calendar)
+    registry = pl.concat([population.registry, pl.DataFrame(registry_extra, schema=population.registry.schema)])
+    suspensions = pl.DataFrame(
+        [{"provider_nihdi": p, "start_date": a, "end_date": None if b >= end else b, "decision_ref": f"SECM/{a.year}/{i + 1:04d}"} for i, (p, (a, b)) in enumerate(suspended.items())],
+        schema={"provider_nihdi": pl.String, "start_date": pl.Date, "end_date": pl.Date, "decision_ref": pl.String},
+    )
+    return Plan(providers, registry, suspensions, pl.DataFrame(debts), inj)
+
+
+def _assign(rng: np.random.Generator, providers: pl.DataFrame, taken: set[str], gaps: dict[str, tuple[date, date]], suspended: dict[str, tuple[date, date]], calendar: Calendar) -> pl.DataFrame:
+    """Anomalies (about 2 % of providers, none among scenario providers) and background gaps."""
+    anomaly: dict[str, str] = {}
+    for kind in ANOMALIES:
+        pool = [p for p, prof in providers.select("provider_nihdi", "profession").iter_rows() if prof in ANOMALY_PROFESSIONS[kind] and p not in taken and p not in anomaly]
+        n = max(2, round(providers.height * 0.005))
+        for p in rng.choice(pool, size=min(n, len(pool)), replace=False):
+            anomaly[str(p)] = kind
+
+    def offset(d: date) -> int:
+        return (d - calendar.start).days
+
+    return providers.with_columns(
+        pl.col("provider_nihdi").replace_strict(anomaly, default=None, return_dtype=pl.String).alias("anomaly"),
+        pl.col("provider_nihdi").replace_strict({p: offset(a) for p, (a, _) in gaps.items()}, default=-1, return_dtype=pl.Int64).alias("gap_from"),
+        pl.col("provider_nihdi").replace_strict({p: offset(b) for p, (_, b) in gaps.items()}, default=-1, return_dtype=pl.Int64).alias("gap_to"),
+        pl.col("provider_nihdi").replace_strict({p: offset(a) for p, (a, _) in suspended.items()}, default=-1, return_dtype=pl.Int64).alias("susp_from"),
+        pl.col("provider_nihdi").replace_strict({p: offset(b) for p, (_, b) in suspended.items()}, default=-2, return_dtype=pl.Int64).alias("susp_to"),
+    )
