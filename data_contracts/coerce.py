@@ -32,8 +32,6 @@ def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool
     col = pl.col(name)
     if raw == pl.String:
         return _text_parser(target, decimal_comma=decimal_comma)(col)
-    if raw == target:
-        return col
     if target == pl.String:
         return col.cast(pl.String)
     return col.cast(target, strict=False)
@@ -55,6 +53,10 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFra
     for name, target in spec.dtypes.items():
         if name not in present:
             typed.append(pl.lit(None, dtype=target).alias(name))
+            continue
+        if present[name] == target and not source.is_csv:
+            # Typed storage (Parquet) of the right type: nothing to parse, nothing malformed.
+            typed.append(pl.col(name))
             continue
         value = _typed(name, present[name], target, decimal_comma).alias(name)
         typed.append(value)

@@ -18,7 +18,7 @@ import polars as pl
 from data_contracts.coerce import coerce
 from data_contracts.errors import DatasetNotFoundError, MissingTableError
 from data_contracts.reader import SourceFile, find_table_files, scan_raw
-from data_contracts.references import reference_reasons
+from data_contracts.references import reference_checks
 from data_contracts.schemas import PROVENANCE_COLUMNS
 from data_contracts.tables import TABLES, TableSpec
 
@@ -152,15 +152,17 @@ def load_files(
     rule_columns = [c for c in failed.columns if c not in valid.columns]
     failed = failed.select("_source", "_row", _reason_codes(rule_columns))
     if spec.name == "billing_lines":
-        checked = reference_reasons(
+        checked, reasons = reference_checks(
             valid.lazy(),
             providers=valid_tables["providers"].lazy(),
             invoices=valid_tables["third_party_invoices"].lazy(),
             nomenclature=valid_tables["nomenclature"].lazy(),
-        ).collect()
-        unreferenced = checked.filter(pl.col("_reasons").list.len() > 0)
-        failed = pl.concat([failed, unreferenced.select("_source", "_row", "_reasons")])
-        valid = checked.filter(pl.col("_reasons").list.len() == 0).drop("_reasons")
+        )
+        checked_df = checked.collect()
+        flags = [c for c in checked_df.columns if c.startswith("_fails")]
+        unreferenced = checked_df.filter(pl.col("_fails")).select("_source", "_row", reasons)
+        failed = pl.concat([failed, unreferenced])
+        valid = checked_df.filter(~pl.col("_fails")).drop(flags)
     quarantine = _quarantine_frame(spec.name, failed, files)
     stats = TableStats(rows_read, len(valid), len(quarantine), time.perf_counter() - started)
     return _finish(valid, spec), quarantine, stats

@@ -68,11 +68,42 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
     )
     return pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left").join(
         day_fees, on=["day_equivalent_code", "service_date"], how="left"
-    )
+    ).with_columns(_code_day().alias("_code_day")).drop("nomenclature_code", "service_date")
+
+
+def _code_day() -> pl.Expr:
+    """One integer for (code, date): a join on it is several times faster than on both."""
+    return pl.col("nomenclature_code").cast(pl.Int64, strict=False) * 1_000_000 + pl.col("service_date").cast(pl.Int64)
 
 
 def registry_status(registry: pl.LazyFrame, uses: pl.LazyFrame) -> pl.LazyFrame:
-    """What the registry says of ``(third_party_number, service_date, provider_nihdi)`` uses."""
+    """The third-party uses the registry does not cover, with what it says of them.
+
+    ``uses`` holds distinct ``(third_party_number, service_date, provider_nihdi)``; the
+    answer keeps only those whose status is not ``ok`` (a handful among millions), so that
+    joining it back onto the lines stays cheap.
+    """
+    valid = _valid_on("service_date", "valid_from", "valid_to")
+    authorized = (
+        uses.join(
+            registry.select(
+                "third_party_number", pl.col("authorized_nihdi").alias("provider_nihdi"), "valid_from", "valid_to"
+            ),
+            on=["third_party_number", "provider_nihdi"],
+            how="inner",
+        )
+        .filter(valid)
+        .select("third_party_number", "service_date", "provider_nihdi")
+        .unique()
+    )
+    others = uses.join(authorized, on=["third_party_number", "service_date", "provider_nihdi"], how="anti", nulls_equal=True)
+    on_date = (
+        others.drop_nulls("third_party_number")
+        .join(registry.select("third_party_number", "authorized_nihdi", "valid_from", "valid_to"), on="third_party_number")
+        .filter(valid)
+        .group_by("third_party_number", "service_date", "provider_nihdi")
+        .agg(pl.col("authorized_nihdi").unique().sort().str.join(", ").alias("tp_authorized_on_date"))
+    )
     periods = registry.group_by("third_party_number").agg(
         pl.format("{}..{}", "valid_from", pl.col("valid_to").cast(pl.String).fill_null("open"))
         .unique()
@@ -80,66 +111,50 @@ def registry_status(registry: pl.LazyFrame, uses: pl.LazyFrame) -> pl.LazyFrame:
         .str.join(", ")
         .alias("tp_registry_periods")
     )
-    valid = (
-        uses.drop_nulls("third_party_number")
-        .join(registry, on="third_party_number", how="inner")
-        .filter(_valid_on("service_date", "valid_from", "valid_to"))
-        .group_by("third_party_number", "service_date", "provider_nihdi")
-        .agg(
-            (pl.col("authorized_nihdi") == pl.col("provider_nihdi")).any().alias("_authorized"),
-            pl.col("authorized_nihdi").unique().sort().str.join(", ").alias("tp_authorized_on_date"),
-        )
-    )
     status = (
         pl.when(pl.col("third_party_number").is_null())
         .then(pl.lit("missing"))
         .when(pl.col("tp_registry_periods").is_null())
         .then(pl.lit("unregistered"))
-        .when(pl.col("_authorized").is_null())
+        .when(pl.col("tp_authorized_on_date").is_null())
         .then(pl.lit("not_valid_on_date"))
-        .when(~pl.col("_authorized"))
-        .then(pl.lit("not_authorized"))
-        .otherwise(pl.lit("ok"))
+        .otherwise(pl.lit("not_authorized"))
     )
     return (
-        uses.join(periods, on="third_party_number", how="left")
-        .join(valid, on=["third_party_number", "service_date", "provider_nihdi"], how="left", nulls_equal=True)
+        others.join(periods, on="third_party_number", how="left")
+        .join(on_date, on=["third_party_number", "service_date", "provider_nihdi"], how="left", nulls_equal=True)
         .with_columns(status.alias("tp_status"))
-        .drop("_authorized")
     )
 
 
 def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
-    """The enriched billing lines (one row per valid line, same order)."""
+    """The enriched billing lines: one row per valid line (row order is not kept)."""
     lines = tables["billing_lines"]
     invoices = tables["third_party_invoices"].select(
         "invoice_id", "third_party_number", pl.col("submitted_date").alias("_invoice_submitted")
     )
     providers = tables["providers"].select("provider_nihdi", "profession", "region")
     lines = (
-        lines.join(invoices, on="invoice_id", how="left", maintain_order="left")
-        .join(providers, on="provider_nihdi", how="left", maintain_order="left")
+        lines.join(invoices, on="invoice_id", how="left")
+        .join(providers, on="provider_nihdi", how="left")
         .with_columns(
             pl.coalesce("submitted_date", "_invoice_submitted").alias("effective_submitted_date"),
             pl.col("channel").is_in(THIRD_PARTY_CHANNELS).alias("is_third_party"),
             pl.col("provider_nihdi").str.slice(8, 3).alias("qualification"),
+            _code_day().alias("_code_day"),
         )
         .drop("_invoice_submitted")
     )
     pairs = lines.select("nomenclature_code", "service_date").unique()
     codes = code_attributes(tables["nomenclature"], pairs)
-    uses = (
-        lines.filter(pl.col("is_third_party"))
-        .select("third_party_number", "service_date", "provider_nihdi")
-        .unique()
-    )
-    tp = registry_status(tables["third_party_registry"], uses)
-    return lines.join(
-        codes, on=["nomenclature_code", "service_date"], how="left", maintain_order="left"
-    ).join(
-        tp.with_columns(pl.lit(True).alias("is_third_party")),
-        on=["third_party_number", "service_date", "provider_nihdi", "is_third_party"],
-        how="left",
-        nulls_equal=True,
-        maintain_order="left",
+    uses = lines.filter(pl.col("is_third_party")).select("third_party_number", "service_date", "provider_nihdi").unique()
+    exceptions = registry_status(tables["third_party_registry"], uses).with_columns(pl.lit(True).alias("is_third_party"))
+    keys = ["third_party_number", "service_date", "provider_nihdi", "is_third_party"]
+    return (
+        lines.join(codes, on="_code_day", how="left")
+        .join(exceptions, on=keys, how="left", nulls_equal=True)
+        .with_columns(
+            pl.when(pl.col("is_third_party")).then(pl.col("tp_status").fill_null("ok")).alias("tp_status")
+        )
+        .drop("_code_day")
     )

@@ -44,14 +44,20 @@ def _rule_plan(
     lines: pl.LazyFrame,
     tables: Mapping[str, pl.LazyFrame],
 ) -> pl.LazyFrame:
+    """The lines a rule flags: ``_i``, ``claim_id``, ``reason``, ``evidence``."""
     # A line caught by several checks of one rule is one flag; the first check's reason wins.
     checks = [
         compile_check(check, rule, legislation, lines, tables).with_columns(pl.lit(i).alias("_check"))
         for i, check in enumerate(rule.checks)
     ]
-    flagged = pl.concat(checks).sort("claim_id", "_check").unique("claim_id", keep="first")
+    return pl.concat(checks).sort("claim_id", "_check").unique("claim_id", keep="first").drop("_check")
+
+
+def _flags_frame(rule: RuleDeclaration, legislation: str, flagged: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
+    """Flags with the line's context, gathered by row rather than joined on claim ids."""
+    context = lines[flagged["_i"]].drop("claim_id")
     amount = rule.sql(rule.amount, legislation).fill_null(0.0).round(2)
-    return flagged.join(lines, on="claim_id", how="inner").select(
+    return pl.concat([flagged.drop("_i"), context], how="horizontal").select(
         "claim_id",
         pl.lit(rule.id).alias("rule_id"),
         "provider_nihdi",
@@ -66,8 +72,8 @@ def _rule_plan(
 
 
 def enriched_lines(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
-    """The enriched billing lines, materialised once and shared by every rule."""
-    return enrich(tables).collect()
+    """The enriched billing lines with a row number ``_i``, materialised once for every rule."""
+    return enrich(tables).collect().with_row_index("_i")
 
 
 def evaluate(
@@ -88,10 +94,14 @@ def evaluate(
     catalog = catalog or load_catalog()
     catalog.check_legislation(legislation)
     rules = [catalog.rule(r) for r in rule_ids] if rule_ids else list(catalog)
-    enriched = (lines if lines is not None else enriched_lines(tables)).lazy()
-    plans = [_rule_plan(rule, legislation, enriched, tables) for rule in rules]
-    frames = pl.collect_all(plans) if plans else []
-    flags = pl.concat([f.cast(FLAGS_SCHEMA) for f in frames]) if frames else pl.DataFrame(schema=FLAGS_SCHEMA)
+    enriched = lines if lines is not None else enriched_lines(tables)
+    plans = [_rule_plan(rule, legislation, enriched.lazy(), tables) for rule in rules]
+    flagged = pl.collect_all(plans) if plans else []
+    frames = [
+        _flags_frame(rule, legislation, frame, enriched).cast(FLAGS_SCHEMA)  # type: ignore[arg-type]
+        for rule, frame in zip(rules, flagged, strict=True)
+    ]
+    flags = pl.concat(frames) if frames else pl.DataFrame(schema=FLAGS_SCHEMA)
     return flags.sort("rule_id", "claim_id")
 
 

@@ -1,8 +1,8 @@
 """Compilers from check declarations to lazy Polars plans.
 
 Each compiler takes a check and the enriched lines and returns a LazyFrame with one row per
-flagged line: ``claim_id``, ``reason`` and ``evidence`` (a JSON object). Nothing here knows
-a rule by name.
+flagged line: ``_i`` (the line's row in the enriched frame), ``claim_id``, ``reason`` and
+``evidence`` (a JSON object). Nothing here knows a rule by name.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rules.catalog import (
     RuleDeclaration,
 )
 
-FLAG_COLUMNS = ("claim_id", "reason", "evidence")
+ROW = "_i"
 _OPEN_END = pl.date(9999, 12, 31)
 
 
@@ -51,9 +51,10 @@ def _deadline(
         regime = regime.when(condition).then(pl.lit(r.name))
     compare = pl.col(check.compare)
     return (
-        lines.select("claim_id", compare, deadline.alias("deadline"), regime.alias("regime"))
+        lines.select(ROW, "claim_id", compare, deadline.alias("deadline"), regime.alias("regime"))
         .filter(compare > pl.col("deadline"))
         .select(
+            ROW,
             "claim_id",
             (pl.lit(check.reason_prefix) + pl.col("regime")).alias("reason"),
             _evidence(
@@ -69,7 +70,7 @@ def _line_predicate(
 ) -> pl.LazyFrame:
     reason = pl.lit(check.reason) if check.reason else pl.col(check.reason_column or "")
     return lines.filter(rule.sql(check.when, legislation)).select(
-        "claim_id", reason.alias("reason"), _evidence(check.evidence)
+        ROW, "claim_id", reason.alias("reason"), _evidence(check.evidence)
     )
 
 
@@ -84,7 +85,7 @@ def _burst(
     run = (~continues).cum_sum().alias("_run")
     return (
         lines.filter(rule.sql(check.where, legislation))
-        .select(*dict.fromkeys(["claim_id", *check.partition_by, check.order_by, *check.evidence]))
+        .select(*dict.fromkeys([ROW, "claim_id", *check.partition_by, check.order_by, *check.evidence]))
         .sort(*check.partition_by, check.order_by, "claim_id")
         .with_columns(run)
         .with_columns(
@@ -95,6 +96,7 @@ def _burst(
         )
         .filter(pl.col("burst_size") >= min_run)
         .select(
+            ROW,
             "claim_id",
             pl.lit(check.reason).alias("reason"),
             _evidence([*check.evidence, "burst_size", "burst_span_minutes", "burst_first", "burst_last"]),
@@ -120,7 +122,7 @@ def _reference_period(
     return (
         joined.sort("claim_id", check.start)
         .unique("claim_id", keep="first")
-        .select("claim_id", pl.lit(check.reason).alias("reason"), _evidence(check.evidence))
+        .select(ROW, "claim_id", pl.lit(check.reason).alias("reason"), _evidence(check.evidence))
     )
 
 
@@ -129,9 +131,14 @@ def _duplicate_key(
 ) -> pl.LazyFrame:
     # Grouping treats nulls as equal, as the contract asks ("nulls equal").
     key = check.key
+    # Equal keys have equal hashes: find repeated hashes by sorting (cheap on integers), then
+    # decide on the real keys among those few candidates only.
+    hashed = lines.select(pl.struct(key).hash().sort().alias("_h"))
+    repeated = hashed.filter(pl.col("_h") == pl.col("_h").shift(1)).unique()
+    candidates = lines.with_columns(pl.struct(key).hash().alias("_h")).join(repeated, on="_h", how="semi")
     return (
-        lines.filter(pl.struct(key).is_duplicated())
-        .select(*dict.fromkeys(["claim_id", *key, *check.keep_first_by, *check.evidence]))
+        candidates.filter(pl.struct(key).is_duplicated())
+        .select(*dict.fromkeys([ROW, "claim_id", *key, *check.keep_first_by, *check.evidence]))
         .sort(*key, *check.keep_first_by)
         .with_columns(
             pl.int_range(pl.len()).over(key).alias("_position"),
@@ -140,6 +147,7 @@ def _duplicate_key(
         )
         .filter(pl.col("_position") > 0)
         .select(
+            ROW,
             "claim_id",
             pl.lit(check.reason).alias("reason"),
             _evidence([*check.evidence, "kept_claim_id", "duplicate_group_size"]),
@@ -164,5 +172,5 @@ def compile_check(
     lines: pl.LazyFrame,
     tables: Mapping[str, pl.LazyFrame],
 ) -> pl.LazyFrame:
-    """The lines ``check`` flags: ``claim_id``, ``reason``, ``evidence``."""
+    """The lines ``check`` flags: ``_i``, ``claim_id``, ``reason``, ``evidence``."""
     return COMPILERS[type(check)](check, rule, legislation, lines, tables)

@@ -1,0 +1,179 @@
+"""The ``secm`` command line: the only place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from data_contracts import ContractError, TableStats
+from rules import RuleError, load_catalog
+
+app = typer.Typer(
+    help="Billing control for the Belgian health insurance (SECM): validate, flag, score, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+log = logging.getLogger("secm")
+
+Legislation = Annotated[
+    str, typer.Option(help="Legislation version of the rule parameters: current or reform_art174.")
+]
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    """Expected failures end as one line on stderr and exit code 1, never a traceback."""
+    try:
+        yield
+    except (ContractError, RuleError, ValueError, FileNotFoundError, PermissionError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(1) from None
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the dataset to.")],
+    lines: Annotated[int, typer.Option(min=1000, help="Billing lines to generate.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 42,
+    first_year: Annotated[int, typer.Option(help="First of the two service years.")] = 2023,
+    format: Annotated[str, typer.Option(help="parquet or csv.")] = "parquet",
+) -> None:
+    """Generate a synthetic dataset with labelled scenarios (labels/ beside the tables)."""
+    from secm.synth import generate
+
+    with _clean_errors():
+        if format not in ("parquet", "csv"):
+            raise ValueError(f"--format must be parquet or csv, not {format!r}")
+        with _progress() as progress:
+            task = progress.add_task("Generating lines", total=lines)
+            summary = generate(
+                out, n_lines=lines, seed=seed, first_year=first_year, fmt=format,
+                progress=lambda n: progress.advance(task, n),
+            )
+    console.print(
+        f"Wrote {summary.lines:,} lines, {summary.providers:,} providers, {summary.invoices:,} invoices "
+        f"to {out} ({summary.labelled_flags} labelled flags, {summary.anomalous_providers} anomalous providers)."
+    )
+
+
+@app.command()
+def run(
+    data: Annotated[Path, typer.Option(help="Dataset folder (see the data contract).")],
+    out: Annotated[Path, typer.Option(help="Folder for flags.parquet, quarantine.parquet, run.json.")],
+    legislation: Legislation = "current",
+    catalog: Annotated[Path | None, typer.Option(help="Rule catalog YAML (default: the shipped one).")] = None,
+) -> None:
+    """Validate a dataset and run the rule catalog over it."""
+    from secm.pipeline import run as run_pipeline
+
+    with _clean_errors():
+        with _progress() as progress:
+            task = progress.add_task("Starting", total=None)
+
+            def on_table(name: str, stats: TableStats) -> None:
+                progress.update(task, description=f"Validated {name}")
+
+            result = run_pipeline(
+                data, out, legislation=legislation, catalog_path=catalog,
+                on_step=lambda s: progress.update(task, description=s), on_table=on_table,
+            )
+    _print_tables(result.info["tables"])
+    _print_rules(result.info["rules"], legislation)
+    console.print(f"Outputs in {out} ({result.info['timings']['total_seconds']:.1f}s).")
+
+
+@app.command()
+def whatif(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    legislation: Legislation = "reform_art174",
+    against: Annotated[str, typer.Option(help="Baseline legislation.")] = "current",
+    out: Annotated[Path | None, typer.Option(help="CSV file for the table (default: whatif_<legislation>.csv).")] = None,
+) -> None:
+    """What a legislation version changes against the baseline: lines, providers, amounts."""
+    from data_contracts import load_dataset
+    from rules import whatif as compute_whatif
+
+    with _clean_errors():
+        with _progress() as progress:
+            progress.add_task("Loading and evaluating both legislations", total=None)
+            dataset = load_dataset(data)
+            tables = {name: frame.lazy() for name, frame in dataset.tables.items()}
+            changes = compute_whatif(tables, legislation=legislation, baseline=against)
+    target = out or Path(f"whatif_{legislation}.csv")
+    changes.write_csv(target)
+    table = Table(title=f"{legislation} against {against}")
+    for column in changes.columns:
+        table.add_column(column, justify="right" if changes[column].dtype.is_numeric() else "left")
+    for row in changes.iter_rows():
+        table.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row))
+    totals = changes.group_by("change").agg(pl.col("lines").sum(), pl.col("amount_at_stake_eur").sum())
+    Console().print(table)
+    for change, n, amount in totals.sort("change").iter_rows():
+        console.print(f"{change}: {n:,} lines, {amount:,.2f} EUR at stake")
+    console.print(f"Written to {target}.")
+
+
+@app.command("rules")
+def list_rules(
+    legislation: Legislation = "current",
+    catalog: Annotated[Path | None, typer.Option(help="Rule catalog YAML.")] = None,
+) -> None:
+    """List the rule catalog with legal basis and parameters."""
+    with _clean_errors():
+        cat = load_catalog(catalog)
+        cat.check_legislation(legislation)
+    table = Table(title=f"Rule catalog ({legislation})")
+    for column in ("rule", "title", "legal basis", "parameters"):
+        table.add_column(column)
+    for rule in cat:
+        params = ", ".join(f"{k}={v}" for k, v in rule.parameters_for(legislation).items())
+        table.add_row(rule.id, rule.titles.en, rule.legal_basis, params)
+    Console().print(table)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )
+
+
+def _print_tables(tables: dict[str, dict[str, float]]) -> None:
+    table = Table(title="Tables")
+    for column in ("table", "read", "valid", "quarantined", "seconds"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name, s in tables.items():
+        table.add_row(name, f"{s['rows_read']:,}", f"{s['rows_valid']:,}", f"{s['rows_quarantined']:,}", f"{s['seconds']:.2f}")
+    console.print(table)
+
+
+def _print_rules(rules: dict[str, dict[str, float]], legislation: str) -> None:
+    table = Table(title=f"Flags ({legislation})")
+    for column in ("rule", "lines", "providers", "amount at stake (EUR)"):
+        table.add_column(column, justify="left" if column == "rule" else "right")
+    for rule_id, s in rules.items():
+        table.add_row(rule_id, f"{s['lines_flagged']:,}", f"{s['providers']:,}", f"{s['amount_at_stake_eur']:,.2f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()
