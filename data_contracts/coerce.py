@@ -64,9 +64,5 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFra
         if present[name] == pl.String:
             raw_value = parsers.parse_text(raw_value)
         malformed.append(pl.when(raw_value.is_not_null() & value.is_null()).then(pl.lit(name)))
-    flags = (
-        pl.concat_list(malformed).list.drop_nulls()
-        if malformed
-        else pl.lit([], dtype=pl.List(pl.String))
-    )
+    flags = pl.concat_list(malformed).list.drop_nulls() if malformed else pl.lit([], dtype=pl.List(pl.String))
     return raw.select(pl.col("_source"), pl.col("_row"), *typed, flags.alias("_malformed"))

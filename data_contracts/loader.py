@@ -168,9 +168,7 @@ def load_files(
     return _finish(valid, spec), quarantine, stats
 
 
-def load_dataset(
-    root: Path | str, *, on_table: Callable[[str, TableStats], None] | None = None
-) -> Dataset:
+def load_dataset(root: Path | str, *, on_table: Callable[[str, TableStats], None] | None = None) -> Dataset:
     """Read and validate every table of the dataset folder ``root``.
 
     Raises ``ContractError`` (one line) for a missing folder, table or column; a bad
@@ -188,8 +186,11 @@ def load_dataset(
         quarantines.append(quarantine)
         log.info(
             "%s: %d read, %d valid, %d quarantined (%.1fs)",
-            name, stats[name].rows_read, stats[name].rows_valid,
-            stats[name].rows_quarantined, stats[name].seconds,
+            name,
+            stats[name].rows_read,
+            stats[name].rows_valid,
+            stats[name].rows_quarantined,
+            stats[name].seconds,
         )
         if on_table is not None:
             on_table(name, stats[name])

@@ -36,9 +36,7 @@ def parse_time(expr: pl.Expr) -> pl.Expr:
 def parse_datetime(expr: pl.Expr) -> pl.Expr:
     """``YYYY-MM-DD HH:MM[:SS]`` or with a ``T`` separator, to microseconds."""
     text = expr.str.strip_chars()
-    return pl.coalesce(
-        *(text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS)
-    )
+    return pl.coalesce(*(text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS))
 
 
 def parse_decimal(expr: pl.Expr, *, decimal_comma: bool) -> pl.Expr:
@@ -59,13 +57,7 @@ def parse_integer(expr: pl.Expr) -> pl.Expr:
 
 def parse_boolean(expr: pl.Expr) -> pl.Expr:
     text = expr.str.strip_chars().str.to_lowercase()
-    return (
-        pl.when(text.is_in(TRUE_WORDS))
-        .then(True)
-        .when(text.is_in(FALSE_WORDS))
-        .then(False)
-        .otherwise(None)
-    )
+    return pl.when(text.is_in(TRUE_WORDS)).then(True).when(text.is_in(FALSE_WORDS)).then(False).otherwise(None)
 
 
 def parse_text(expr: pl.Expr) -> pl.Expr:

@@ -30,9 +30,7 @@ def find_table_files(root: Path, table: str) -> list[SourceFile]:
     found = [p for p in paths if p.is_file()]
     folder = root / table
     if folder.is_dir():
-        found += sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-        )
+        found += sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
     return [SourceFile(p, p.relative_to(root).as_posix()) for p in found]
 
 

@@ -37,7 +37,5 @@ def reference_checks(
         .with_columns(pl.any_horizontal(f"_fails_{code}" for code in checks).alias("_fails"))
         .drop("_invoice_submitted", "_invoice_found")
     )
-    reasons = pl.concat_list(
-        pl.when(pl.col(f"_fails_{code}")).then(pl.lit(code)) for code in checks
-    ).list.drop_nulls()
+    reasons = pl.concat_list(pl.when(pl.col(f"_fails_{code}")).then(pl.lit(code)) for code in checks).list.drop_nulls()
     return checked, reasons.alias("_reasons")

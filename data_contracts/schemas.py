@@ -85,9 +85,7 @@ class BillingLines(Provenance):
 
     @dy.rule()
     def missing_submitted_date(cls) -> pl.Expr:
-        return (
-            pl.col("channel").is_in(THIRD_PARTY_CHANNELS) | pl.col("submitted_date").is_not_null()
-        )
+        return pl.col("channel").is_in(THIRD_PARTY_CHANNELS) | pl.col("submitted_date").is_not_null()
 
 
 class ThirdPartyInvoices(Provenance):

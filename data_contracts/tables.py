@@ -23,11 +23,7 @@ class TableSpec:
     @property
     def dtypes(self) -> dict[str, pl.DataType]:
         """Contract columns and their Polars types, provenance excluded."""
-        return {
-            name: column.dtype
-            for name, column in self.schema.columns().items()
-            if name not in PROVENANCE_COLUMNS
-        }
+        return {name: column.dtype for name, column in self.schema.columns().items() if name not in PROVENANCE_COLUMNS}
 
     @property
     def required_columns(self) -> tuple[str, ...]:

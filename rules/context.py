@@ -66,9 +66,12 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
         .unique(["day_equivalent_code", "service_date"], keep="last")
         .drop("valid_from", "valid_to")
     )
-    return pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left").join(
-        day_fees, on=["day_equivalent_code", "service_date"], how="left"
-    ).with_columns(_code_day().alias("_code_day")).drop("nomenclature_code", "service_date")
+    return (
+        pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left")
+        .join(day_fees, on=["day_equivalent_code", "service_date"], how="left")
+        .with_columns(_code_day().alias("_code_day"))
+        .drop("nomenclature_code", "service_date")
+    )
 
 
 def _code_day() -> pl.Expr:
@@ -96,10 +99,14 @@ def registry_status(registry: pl.LazyFrame, uses: pl.LazyFrame) -> pl.LazyFrame:
         .select("third_party_number", "service_date", "provider_nihdi")
         .unique()
     )
-    others = uses.join(authorized, on=["third_party_number", "service_date", "provider_nihdi"], how="anti", nulls_equal=True)
+    others = uses.join(
+        authorized, on=["third_party_number", "service_date", "provider_nihdi"], how="anti", nulls_equal=True
+    )
     on_date = (
         others.drop_nulls("third_party_number")
-        .join(registry.select("third_party_number", "authorized_nihdi", "valid_from", "valid_to"), on="third_party_number")
+        .join(
+            registry.select("third_party_number", "authorized_nihdi", "valid_from", "valid_to"), on="third_party_number"
+        )
         .filter(valid)
         .group_by("third_party_number", "service_date", "provider_nihdi")
         .agg(pl.col("authorized_nihdi").unique().sort().str.join(", ").alias("tp_authorized_on_date"))
@@ -147,14 +154,16 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
     )
     pairs = lines.select("nomenclature_code", "service_date").unique()
     codes = code_attributes(tables["nomenclature"], pairs)
-    uses = lines.filter(pl.col("is_third_party")).select("third_party_number", "service_date", "provider_nihdi").unique()
-    exceptions = registry_status(tables["third_party_registry"], uses).with_columns(pl.lit(True).alias("is_third_party"))
+    uses = (
+        lines.filter(pl.col("is_third_party")).select("third_party_number", "service_date", "provider_nihdi").unique()
+    )
+    exceptions = registry_status(tables["third_party_registry"], uses).with_columns(
+        pl.lit(True).alias("is_third_party")
+    )
     keys = ["third_party_number", "service_date", "provider_nihdi", "is_third_party"]
     return (
         lines.join(codes, on="_code_day", how="left")
         .join(exceptions, on=keys, how="left", nulls_equal=True)
-        .with_columns(
-            pl.when(pl.col("is_third_party")).then(pl.col("tp_status").fill_null("ok")).alias("tp_status")
-        )
+        .with_columns(pl.when(pl.col("is_third_party")).then(pl.col("tp_status").fill_null("ok")).alias("tp_status"))
         .drop("_code_day")
     )

@@ -74,9 +74,7 @@ def _line_predicate(
     )
 
 
-def _burst(
-    check: BurstCheck, rule: RuleDeclaration, legislation: str, lines: pl.LazyFrame, _: Any
-) -> pl.LazyFrame:
+def _burst(check: BurstCheck, rule: RuleDeclaration, legislation: str, lines: pl.LazyFrame, _: Any) -> pl.LazyFrame:
     gap = timedelta(minutes=float(rule.resolve(check.max_gap_minutes, legislation)))
     min_run = int(rule.resolve(check.min_run, legislation))
     order = pl.col(check.order_by)

@@ -34,8 +34,13 @@ def whatif(
     catalog.check_legislation(baseline)
     rule_ids = affected_rules(catalog, legislation, baseline)
     schema = {
-        "change": pl.String, "rule_id": pl.String, "channel": pl.String, "profession": pl.String,
-        "lines": pl.UInt32, "providers": pl.UInt32, "amount_at_stake_eur": pl.Float64,
+        "change": pl.String,
+        "rule_id": pl.String,
+        "channel": pl.String,
+        "profession": pl.String,
+        "lines": pl.UInt32,
+        "providers": pl.UInt32,
+        "amount_at_stake_eur": pl.Float64,
     }
     if not rule_ids:
         return pl.DataFrame(schema=schema)

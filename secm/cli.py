@@ -26,9 +26,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 log = logging.getLogger("secm")
 
-Legislation = Annotated[
-    str, typer.Option(help="Legislation version of the rule parameters: current or reform_art174.")
-]
+Legislation = Annotated[str, typer.Option(help="Legislation version of the rule parameters: current or reform_art174.")]
 
 
 @contextmanager
@@ -66,7 +64,11 @@ def synth(
         with _progress() as progress:
             task = progress.add_task("Generating lines", total=lines)
             summary = generate(
-                out, n_lines=lines, seed=seed, first_year=first_year, fmt=format,
+                out,
+                n_lines=lines,
+                seed=seed,
+                first_year=first_year,
+                fmt=format,
                 progress=lambda n: progress.advance(task, n),
             )
     console.print(
@@ -85,17 +87,20 @@ def run(
     """Validate a dataset and run the rule catalog over it."""
     from secm.pipeline import run as run_pipeline
 
-    with _clean_errors():
-        with _progress() as progress:
-            task = progress.add_task("Starting", total=None)
+    with _clean_errors(), _progress() as progress:
+        task = progress.add_task("Starting", total=None)
 
-            def on_table(name: str, stats: TableStats) -> None:
-                progress.update(task, description=f"Validated {name}")
+        def on_table(name: str, stats: TableStats) -> None:
+            progress.update(task, description=f"Validated {name}")
 
-            result = run_pipeline(
-                data, out, legislation=legislation, catalog_path=catalog,
-                on_step=lambda s: progress.update(task, description=s), on_table=on_table,
-            )
+        result = run_pipeline(
+            data,
+            out,
+            legislation=legislation,
+            catalog_path=catalog,
+            on_step=lambda s: progress.update(task, description=s),
+            on_table=on_table,
+        )
     _print_tables(result.info["tables"])
     _print_rules(result.info["rules"], legislation)
     console.print(f"Outputs in {out} ({result.info['timings']['total_seconds']:.1f}s).")
@@ -106,18 +111,19 @@ def whatif(
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     legislation: Legislation = "reform_art174",
     against: Annotated[str, typer.Option(help="Baseline legislation.")] = "current",
-    out: Annotated[Path | None, typer.Option(help="CSV file for the table (default: whatif_<legislation>.csv).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="CSV file for the table (default: whatif_<legislation>.csv).")
+    ] = None,
 ) -> None:
     """What a legislation version changes against the baseline: lines, providers, amounts."""
     from data_contracts import load_dataset
     from rules import whatif as compute_whatif
 
-    with _clean_errors():
-        with _progress() as progress:
-            progress.add_task("Loading and evaluating both legislations", total=None)
-            dataset = load_dataset(data)
-            tables = {name: frame.lazy() for name, frame in dataset.tables.items()}
-            changes = compute_whatif(tables, legislation=legislation, baseline=against)
+    with _clean_errors(), _progress() as progress:
+        progress.add_task("Loading and evaluating both legislations", total=None)
+        dataset = load_dataset(data)
+        tables = {name: frame.lazy() for name, frame in dataset.tables.items()}
+        changes = compute_whatif(tables, legislation=legislation, baseline=against)
     target = out or Path(f"whatif_{legislation}.csv")
     changes.write_csv(target)
     table = Table(title=f"{legislation} against {against}")
@@ -152,8 +158,12 @@ def list_rules(
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     )
 
 
@@ -162,7 +172,9 @@ def _print_tables(tables: dict[str, dict[str, float]]) -> None:
     for column in ("table", "read", "valid", "quarantined", "seconds"):
         table.add_column(column, justify="left" if column == "table" else "right")
     for name, s in tables.items():
-        table.add_row(name, f"{s['rows_read']:,}", f"{s['rows_valid']:,}", f"{s['rows_quarantined']:,}", f"{s['seconds']:.2f}")
+        table.add_row(
+            name, f"{s['rows_read']:,}", f"{s['rows_valid']:,}", f"{s['rows_quarantined']:,}", f"{s['seconds']:.2f}"
+        )
     console.print(table)
 
 

@@ -60,8 +60,16 @@ def invoice(invoice_id: str, submitted: date = date(2024, 4, 10), number: str | 
     }
 
 
-def registry(number: str = NUMBER, nihdi: str = GP, valid_from: date = date(2020, 1, 1), valid_to: date | None = None) -> dict[str, Any]:
-    return {"third_party_number": number, "authorized_nihdi": nihdi, "holder_name": "Practice", "valid_from": valid_from, "valid_to": valid_to}
+def registry(
+    number: str = NUMBER, nihdi: str = GP, valid_from: date = date(2020, 1, 1), valid_to: date | None = None
+) -> dict[str, Any]:
+    return {
+        "third_party_number": number,
+        "authorized_nihdi": nihdi,
+        "holder_name": "Practice",
+        "valid_from": valid_from,
+        "valid_to": valid_to,
+    }
 
 
 def evening_at(day: date, hour: int, minute: int) -> datetime:

@@ -88,7 +88,9 @@ def _choose(rng: np.random.Generator, keys: np.ndarray, mixes: dict[str, dict[st
 
 def _mixes_for(providers: pl.DataFrame) -> dict[str, dict[str, int]]:
     mixes: dict[str, dict[str, int]] = {}
-    for profession, anomaly in providers.select("profession", "anomaly").unique().iter_rows():
+    for profession, anomaly in (
+        providers.select("profession", "anomaly").unique().sort("profession", "anomaly", nulls_last=True).iter_rows()
+    ):
         mixes[f"{profession}|{anomaly or ''}"] = {**CODE_MIX[profession], **ANOMALY_MIX.get((profession, anomaly), {})}
     return mixes
 
@@ -119,9 +121,7 @@ def background_lines(
     anomaly = np.array([a or "" for a in p["anomaly"]], dtype=object)[who]
     keys = np.char.add(np.char.add(profession.astype(str), "|"), anomaly.astype(str))
     mixes = _mixes_for(providers)
-    day = calendar.sample(
-        rng, n, np.array(p["gap_from"])[who], np.array(p["gap_to"])[who]
-    )
+    day = calendar.sample(rng, n, np.array(p["gap_from"])[who], np.array(p["gap_to"])[who])
     pool_start = np.array(p["pool_start"])[who]
     pool_size = np.array(p["pool_size"])[who]
     patient = pool_start + np.floor(pool_size * rng.random(n) ** 1.6).astype(np.int64)
@@ -155,22 +155,33 @@ def _finish(frame: pl.DataFrame, nomenclature: pl.DataFrame, claim_offset: int) 
     )
     weekday = pl.col("service_date").dt.weekday()
     # Weekend codes only at weekends; the weekday twin otherwise.
-    frame = frame.join(codes, on="nomenclature_code", how="left").with_columns(
-        pl.when((pl.col("time_window") == "weekend") & (weekday < 6))
-        .then(pl.col("day_equivalent_code"))
-        .otherwise(pl.col("nomenclature_code"))
-        .alias("nomenclature_code")
-    ).drop("setting", "time_window", "fee_eur", "day_equivalent_code")
-    frame = frame.join(codes, on="nomenclature_code", how="left")
+    frame = (
+        frame.join(codes, on="nomenclature_code", how="left", maintain_order="left")
+        .with_columns(
+            pl.when((pl.col("time_window") == "weekend") & (weekday < 6))
+            .then(pl.col("day_equivalent_code"))
+            .otherwise(pl.col("nomenclature_code"))
+            .alias("nomenclature_code")
+        )
+        .drop("setting", "time_window", "fee_eur", "day_equivalent_code")
+    )
+    frame = frame.join(codes, on="nomenclature_code", how="left", maintain_order="left")
     evening_home = (pl.col("time_window") == "evening") & (pl.col("setting") == "home")
     slot = evening_home.cast(pl.Int64).cum_sum().over("provider_nihdi", "service_date", order_by="_line") - 1
     frame = frame.with_columns(pl.when(evening_home).then(slot).alias("_slot"))
     # A fifth evening home visit in one evening would not fit: it becomes a day visit.
     crowded = pl.col("_slot") >= MAX_EVENING_VISITS
-    frame = frame.with_columns(
-        pl.when(crowded).then(pl.col("day_equivalent_code")).otherwise(pl.col("nomenclature_code")).alias("nomenclature_code"),
-        pl.when(crowded).then(None).otherwise(pl.col("_slot")).alias("_slot"),
-    ).drop("setting", "time_window", "fee_eur", "day_equivalent_code").join(codes, on="nomenclature_code", how="left")
+    frame = (
+        frame.with_columns(
+            pl.when(crowded)
+            .then(pl.col("day_equivalent_code"))
+            .otherwise(pl.col("nomenclature_code"))
+            .alias("nomenclature_code"),
+            pl.when(crowded).then(None).otherwise(pl.col("_slot")).alias("_slot"),
+        )
+        .drop("setting", "time_window", "fee_eur", "day_equivalent_code")
+        .join(codes, on="nomenclature_code", how="left", maintain_order="left")
+    )
 
     minute = (
         pl.when(pl.col("_slot").is_not_null())
@@ -206,8 +217,14 @@ def _finish(frame: pl.DataFrame, nomenclature: pl.DataFrame, claim_offset: int) 
         pl.format("C{}", (pl.col("_line") + claim_offset).cast(pl.String).str.zfill(11)).alias("claim_id"),
         pl.format("PSN{}", pl.col("_patient").cast(pl.String).str.zfill(10)).alias("patient_id"),
         _insurer(pl.col("_patient")).alias("insurer_code"),
-        pl.when(paper & (pl.col("_u") < 0.3)).then(None).otherwise(pl.time(pl.col("_minute") // 60, pl.col("_minute") % 60)).alias("service_time"),
-        pl.when(paper & (pl.col("_slot").is_null()) & (pl.col("_u") < 0.5)).then(None).otherwise(service_dt + encoded_after).alias("encoded_at"),
+        pl.when(paper & (pl.col("_u") < 0.3))
+        .then(None)
+        .otherwise(pl.time(pl.col("_minute") // 60, pl.col("_minute") % 60))
+        .alias("service_time"),
+        pl.when(paper & (pl.col("_slot").is_null()) & (pl.col("_u") < 0.5))
+        .then(None)
+        .otherwise(service_dt + encoded_after)
+        .alias("encoded_at"),
         pl.when(pl.col("channel") == "paper_cash")
         .then(pl.col("service_date") + pl.duration(days=pl.col("_delay")))
         .when(pl.col("channel") == "eattest")
@@ -215,7 +232,12 @@ def _finish(frame: pl.DataFrame, nomenclature: pl.DataFrame, claim_offset: int) 
         .alias("submitted_date"),
         pl.col("fee_eur").alias("amount_fee"),
         (pl.col("fee_eur") * pl.when(preferential).then(0.9).otherwise(0.75)).round(2).alias("amount_reimbursed"),
-        pl.when(hospital).then(pl.lit("hospital")).when(pl.col("setting") == "home").then(pl.lit("home")).otherwise(pl.lit("office")).alias("place_of_service"),
+        pl.when(hospital)
+        .then(pl.lit("hospital"))
+        .when(pl.col("setting") == "home")
+        .then(pl.lit("home"))
+        .otherwise(pl.lit("office"))
+        .alias("place_of_service"),
         pl.when(hospital).then(pl.col("_institution")).alias("institution_nihdi"),
         pl.when(pl.col("_u") < 0.2).then(None).otherwise(pl.lit(1)).alias("quantity"),
     )
@@ -226,22 +248,27 @@ def dedupe_keys(lines: pl.DataFrame) -> pl.DataFrame:
     key = pl.struct("patient_id", "provider_nihdi", "nomenclature_code", "service_date", "service_time")
     repeat = ~key.is_first_distinct()
     return lines.with_columns(
-        pl.when(repeat).then(pl.format("{}-{}", "patient_id", "claim_id")).otherwise(pl.col("patient_id")).alias("patient_id")
+        pl.when(repeat)
+        .then(pl.format("{}-{}", "patient_id", "claim_id"))
+        .otherwise(pl.col("patient_id"))
+        .alias("patient_id")
     )
 
 
-def invoices_for(lines: pl.DataFrame, providers: pl.DataFrame, rng: np.random.Generator, invoice_offset: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def invoices_for(
+    lines: pl.DataFrame, providers: pl.DataFrame, rng: np.random.Generator, invoice_offset: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group third-party lines per provider, insurer, channel and month into invoices."""
     tp = lines.filter(pl.col("channel").is_in(("paper_third_party", "efact")))
     groups = (
-        tp.group_by("provider_nihdi", "insurer_code", "channel", pl.col("service_date").dt.month_end().alias("_month_end"))
+        tp.group_by(
+            "provider_nihdi", "insurer_code", "channel", pl.col("service_date").dt.month_end().alias("_month_end")
+        )
         .agg(pl.len().alias("line_count"), pl.col("amount_reimbursed").sum().round(2).alias("amount_claimed"))
         .sort("provider_nihdi", "_month_end", "insurer_code", "channel")
     )
     n = groups.height
-    delay = np.where(
-        groups["channel"].to_numpy() == "efact", rng.integers(3, 26, n), rng.integers(10, 51, n)
-    )
+    delay = np.where(groups["channel"].to_numpy() == "efact", rng.integers(3, 26, n), rng.integers(10, 51, n))
     groups = groups.with_columns(
         pl.format("I{}", (pl.int_range(n) + invoice_offset).cast(pl.String).str.zfill(10)).alias("invoice_id"),
         (pl.col("_month_end") + pl.duration(days=pl.Series(delay))).alias("submitted_date"),
@@ -253,5 +280,7 @@ def invoices_for(lines: pl.DataFrame, providers: pl.DataFrame, rng: np.random.Ge
         how="left",
         maintain_order="left",
     )
-    invoices = groups.select("invoice_id", "third_party_number", "insurer_code", "submitted_date", "amount_claimed", "line_count")
+    invoices = groups.select(
+        "invoice_id", "third_party_number", "insurer_code", "submitted_date", "amount_claimed", "line_count"
+    )
     return lines, invoices

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,9 @@ def generate(
         msg = f"--lines must exceed the {injected} scenario lines"
         raise ValueError(msg)
     providers = plan.providers
-    weights = providers["n_lines"].to_numpy() * np.where(providers["anomaly"].to_numpy() == "excessive_volume", VOLUME_FACTOR, 1.0)
+    weights = providers["n_lines"].to_numpy() * np.where(
+        providers["anomaly"].to_numpy() == "excessive_volume", VOLUME_FACTOR, 1.0
+    )
     providers = providers.with_columns(pl.Series("n_lines", _rebalance(weights, n_lines - injected)))
 
     write = _writer(fmt)
@@ -75,7 +78,7 @@ def generate(
     bounds = np.searchsorted(np.cumsum(providers["n_lines"].to_numpy()), np.arange(chunk_lines, n_lines, chunk_lines))
     starts = [0, *sorted(set(bounds.tolist()) - {0}), providers.height]
     claim_offset = invoice_offset = 0
-    for part, (a, b) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
+    for part, (a, b) in enumerate(itertools.pairwise(starts)):
         chunk = providers.slice(a, b - a)
         lines = dedupe_keys(background_lines(rng, chunk, calendar, nomenclature, claim_offset))
         lines, invoices = invoices_for(lines, chunk, rng, invoice_offset)
@@ -89,21 +92,33 @@ def generate(
     inj = plan.injection
     line_schema = TABLES["billing_lines"].dtypes
     write(pl.DataFrame(inj.lines, schema=line_schema), out / "billing_lines" / "part-scenarios")
-    write(pl.DataFrame(inj.invoices, schema=TABLES["third_party_invoices"].dtypes), out / "third_party_invoices" / "part-scenarios")
+    write(
+        pl.DataFrame(inj.invoices, schema=TABLES["third_party_invoices"].dtypes),
+        out / "third_party_invoices" / "part-scenarios",
+    )
     if progress:
         progress(injected)
     bad_provider = {"provider_nihdi": "10000000099", "profession": "gp", "region": "BRU", "postcode": "12345"}
-    provider_rows = pl.concat([providers.select("provider_nihdi", "profession", "region", "postcode"), pl.DataFrame([bad_provider])])
+    provider_rows = pl.concat(
+        [providers.select("provider_nihdi", "profession", "region", "postcode"), pl.DataFrame([bad_provider])]
+    )
     write(provider_rows, out / "providers")
     write(plan.registry, out / "third_party_registry")
     write(plan.suspensions, out / "tp_suspensions")
     write(plan.debts, out / "provider_debts")
 
     labels = out / "labels"
-    flags = pl.DataFrame(inj.flags, schema={"claim_id": pl.String, "rule_id": pl.String, "reason": pl.String, "legislation": pl.String})
+    flags = pl.DataFrame(
+        inj.flags, schema={"claim_id": pl.String, "rule_id": pl.String, "reason": pl.String, "legislation": pl.String}
+    )
     flags.write_parquet(labels / "flags.parquet")
     quarantine = pl.DataFrame(inj.quarantine).rename({"claim_id": "key"})
-    quarantine = pl.concat([quarantine, pl.DataFrame([{"table": "providers", "key": bad_provider["provider_nihdi"], "reason": "invalid_postcode"}])])
+    quarantine = pl.concat(
+        [
+            quarantine,
+            pl.DataFrame([{"table": "providers", "key": bad_provider["provider_nihdi"], "reason": "invalid_postcode"}]),
+        ]
+    )
     quarantine.write_parquet(labels / "quarantine.parquet")
     anomalous = providers.filter(pl.col("anomaly").is_not_null()).select("provider_nihdi", "anomaly")
     anomalous.write_parquet(labels / "providers.parquet")

@@ -65,7 +65,7 @@ class Injection:
         at: time | None = time(10, 0),
         submitted: date | None = None,
         encoded_at: datetime | None = None,
-        number: str | None | bool = True,
+        number: str | bool | None = True,
         patient: str | None = None,
         institution: bool = False,
         flags: list[tuple[str, str, tuple[str, ...]]] = (),  # type: ignore[assignment]
@@ -110,7 +110,9 @@ class Injection:
         self.lines.append(row)
         for rule_id, reason, legislations in flags:
             for legislation in legislations:
-                self.flags.append({"claim_id": claim_id, "rule_id": rule_id, "reason": reason, "legislation": legislation})
+                self.flags.append(
+                    {"claim_id": claim_id, "rule_id": rule_id, "reason": reason, "legislation": legislation}
+                )
         return claim_id
 
 
@@ -132,7 +134,9 @@ def _pick(providers: pl.DataFrame, profession: str, taken: set[str], n: int) -> 
     return candidates[:n]
 
 
-def plan(rng: np.random.Generator, population: Population, calendar: Calendar, nomenclature: pl.DataFrame, claim_offset: int) -> Plan:
+def plan(
+    rng: np.random.Generator, population: Population, calendar: Calendar, nomenclature: pl.DataFrame, claim_offset: int
+) -> Plan:
     """Choose scenario providers, build the scenario rows, and mark what background must avoid."""
     providers = population.providers
     taken: set[str] = set()
@@ -157,28 +161,63 @@ def plan(rng: np.random.Generator, population: Population, calendar: Calendar, n
     late = "LATE_ATTESTATION"
     s = D(y0, 3, 15)
     inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 2), flags=[(late, "late_attestation", REFORM)])
-    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 2) + timedelta(1), flags=[(late, "late_attestation", BOTH)])
+    inj.line(
+        gp[0], s, channel="paper_cash", submitted=_years(s, 2) + timedelta(1), flags=[(late, "late_attestation", BOTH)]
+    )
     inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 1))
-    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 1) + timedelta(1), flags=[(late, "late_attestation", REFORM)])
+    inj.line(
+        gp[0],
+        s,
+        channel="paper_cash",
+        submitted=_years(s, 1) + timedelta(1),
+        flags=[(late, "late_attestation", REFORM)],
+    )
     leap = D(y1, 2, 29) if y1 % 4 == 0 else D(y0, 2, 28)
     inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 2), flags=[(late, "late_attestation", REFORM)])
-    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 2) + timedelta(1), flags=[(late, "late_attestation", BOTH)])
+    inj.line(
+        gp[0],
+        leap,
+        channel="eattest",
+        submitted=_years(leap, 2) + timedelta(1),
+        flags=[(late, "late_attestation", BOTH)],
+    )
     inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 1))
-    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 1) + timedelta(1), flags=[(late, "late_attestation", REFORM)])
+    inj.line(
+        gp[0],
+        leap,
+        channel="eattest",
+        submitted=_years(leap, 1) + timedelta(1),
+        flags=[(late, "late_attestation", REFORM)],
+    )
     for s in (D(y0, 1, 31), D(y1, 1, 15)):
         eom = _end_of_month(s, 1)
         inj.line(nurse, s, code="425014", channel="efact", submitted=eom)
-        inj.line(nurse, s, code="425014", channel="efact", submitted=eom + timedelta(1), flags=[(late, "late_efact_nurse", BOTH)])
+        inj.line(
+            nurse,
+            s,
+            code="425014",
+            channel="efact",
+            submitted=eom + timedelta(1),
+            flags=[(late, "late_efact_nurse", BOTH)],
+        )
     inj.line(gp[1], D(y0, 5, 10), channel="efact", submitted=D(y0, 8, 1))  # not a nurse: 2 years
     for s in (D(y0, 11, 30), D(y0, 12, 31)):
         eom = _end_of_month(s, 2)
         inj.line(gp[1], s, channel="paper_third_party", submitted=eom)
-        inj.line(gp[1], s, channel="paper_third_party", submitted=eom + timedelta(1), flags=[(late, "late_paper_third_party", BOTH)])
+        inj.line(
+            gp[1],
+            s,
+            channel="paper_third_party",
+            submitted=eom + timedelta(1),
+            flags=[(late, "late_paper_third_party", BOTH)],
+        )
     s = D(y0, 6, 1)
     hospital = {"code": "355014", "channel": "efact", "institution": True}
     inj.line(specialist, s, submitted=_years(s, 2), flags=[(late, "late_institution", REFORM)], **hospital)
     inj.line(specialist, s, submitted=_years(s, 2) + timedelta(1), flags=[(late, "late_institution", BOTH)], **hospital)
-    inj.line(specialist, s, submitted=_years(s, 1) + timedelta(1), flags=[(late, "late_institution", REFORM)], **hospital)
+    inj.line(
+        specialist, s, submitted=_years(s, 1) + timedelta(1), flags=[(late, "late_institution", REFORM)], **hospital
+    )
 
     # PSEUDO_TP_NUMBER: missing, unregistered, and registry validity boundaries.
     pseudo = "PSEUDO_TP_NUMBER"
@@ -186,31 +225,71 @@ def plan(rng: np.random.Generator, population: Population, calendar: Calendar, n
     inj.line(gp[2], D(y0, 4, 5), channel="efact", number=PSEUDO_NUMBER, flags=[(pseudo, "unregistered", BOTH)])
     expiring, future = "0398000001", "0398000002"
     registry_extra += [
-        {"third_party_number": expiring, "authorized_nihdi": gp[2], "holder_name": "Expired practice", "valid_from": D(y0, 1, 1), "valid_to": D(y0, 6, 30)},
-        {"third_party_number": future, "authorized_nihdi": gp[2], "holder_name": "New practice", "valid_from": D(y1, 1, 1), "valid_to": None},
+        {
+            "third_party_number": expiring,
+            "authorized_nihdi": gp[2],
+            "holder_name": "Expired practice",
+            "valid_from": D(y0, 1, 1),
+            "valid_to": D(y0, 6, 30),
+        },
+        {
+            "third_party_number": future,
+            "authorized_nihdi": gp[2],
+            "holder_name": "New practice",
+            "valid_from": D(y1, 1, 1),
+            "valid_to": None,
+        },
     ]
     inj.line(gp[2], D(y0, 6, 30), channel="efact", number=expiring)
     inj.line(gp[2], D(y0, 7, 1), channel="efact", number=expiring, flags=[(pseudo, "not_valid_on_date", BOTH)])
-    inj.line(gp[2], D(y0, 12, 31), channel="paper_third_party", number=future, flags=[(pseudo, "not_valid_on_date", BOTH)])
+    inj.line(
+        gp[2], D(y0, 12, 31), channel="paper_third_party", number=future, flags=[(pseudo, "not_valid_on_date", BOTH)]
+    )
     inj.line(gp[2], D(y1, 1, 1), channel="paper_third_party", number=future)
 
     # TP_NUMBER_NOT_AUTHORIZED: another practice's number, and a provider who left a group.
     other = next(p for p in gp[4:] if numbers[p] != numbers[gp[3]])
     unauthorized = "TP_NUMBER_NOT_AUTHORIZED"
-    inj.line(gp[3], D(y0, 8, 8), channel="efact", number=numbers[other], flags=[(unauthorized, "provider_not_authorized", BOTH)])
+    inj.line(
+        gp[3],
+        D(y0, 8, 8),
+        channel="efact",
+        number=numbers[other],
+        flags=[(unauthorized, "provider_not_authorized", BOTH)],
+    )
     shared = "0398000003"
     registry_extra += [
-        {"third_party_number": shared, "authorized_nihdi": gp[3], "holder_name": "Group practice", "valid_from": D(y0 - 3, 1, 1), "valid_to": D(y0, 3, 31)},
-        {"third_party_number": shared, "authorized_nihdi": gp[15], "holder_name": "Group practice", "valid_from": D(y0 - 3, 1, 1), "valid_to": None},
+        {
+            "third_party_number": shared,
+            "authorized_nihdi": gp[3],
+            "holder_name": "Group practice",
+            "valid_from": D(y0 - 3, 1, 1),
+            "valid_to": D(y0, 3, 31),
+        },
+        {
+            "third_party_number": shared,
+            "authorized_nihdi": gp[15],
+            "holder_name": "Group practice",
+            "valid_from": D(y0 - 3, 1, 1),
+            "valid_to": None,
+        },
     ]
     inj.line(gp[3], D(y0, 3, 31), channel="efact", number=shared)
-    inj.line(gp[3], D(y0, 4, 1), channel="efact", number=shared, flags=[(unauthorized, "provider_not_authorized", BOTH)])
+    inj.line(
+        gp[3], D(y0, 4, 1), channel="efact", number=shared, flags=[(unauthorized, "provider_not_authorized", BOTH)]
+    )
 
     # EVENING_VISIT_MISCODING: window boundaries, then bursts typed in after 22:00.
     evening = "EVENING_VISIT_MISCODING"
     for at, flagged in ((time(21, 0), True), (time(17, 59), True), (time(18, 0), False), (time(20, 59), False)):
-        inj.line(gp[4], D(y0, 9, 1), code="104215", at=at, place_of_service="home",
-                 flags=[(evening, "time_outside_window", BOTH)] if flagged else [])
+        inj.line(
+            gp[4],
+            D(y0, 9, 1),
+            code="104215",
+            at=at,
+            place_of_service="home",
+            flags=[(evening, "time_outside_window", BOTH)] if flagged else [],
+        )
     inj.line(gp[4], D(y0, 9, 2), code="101275", at=time(21, 30), flags=[(evening, "time_outside_window", BOTH)])
     bursts = (
         (D(y0, 9, 5), (0, 9, 18), (True, True, True)),
@@ -222,7 +301,11 @@ def plan(rng: np.random.Generator, population: Population, calendar: Calendar, n
     for day, minutes, flagged_lines in bursts:
         for k, (minute, flagged) in enumerate(zip(minutes, flagged_lines, strict=True)):
             inj.line(
-                gp[4], day, code="104215", at=time(18, 10 + 8 * k), place_of_service="home",
+                gp[4],
+                day,
+                code="104215",
+                at=time(18, 10 + 8 * k),
+                place_of_service="home",
                 encoded_at=datetime.combine(day, time(22, 0)) + timedelta(minutes=minute),
                 flags=[(evening, "batch_encoding", BOTH)] if flagged else [],
             )
@@ -240,14 +323,56 @@ def plan(rng: np.random.Generator, population: Population, calendar: Calendar, n
     debt = "DEBT_BLOCKED_BILLING"
     blocked = [(debt, "debt_without_plan", BOTH)]
     debts = [
-        {"provider_nihdi": gp[7], "debt_from": D(y1, 7, 1), "debt_to": None, "amount_eur": 50_000.0, "plan_from": None, "plan_respected": False},
-        {"provider_nihdi": gp[8], "debt_from": D(y0, 1, 1), "debt_to": None, "amount_eur": 49_999.99, "plan_from": None, "plan_respected": False},
-        {"provider_nihdi": gp[9], "debt_from": D(y0, 3, 1), "debt_to": D(y0, 9, 1), "amount_eur": 75_000.0, "plan_from": None, "plan_respected": False},
-        {"provider_nihdi": gp[10], "debt_from": D(y0, 2, 1), "debt_to": None, "amount_eur": 120_000.0, "plan_from": D(y0, 5, 1), "plan_respected": True},
-        {"provider_nihdi": gp[11], "debt_from": D(y1, 1, 1), "debt_to": None, "amount_eur": 60_000.0, "plan_from": D(y1, 1, 1), "plan_respected": False},
+        {
+            "provider_nihdi": gp[7],
+            "debt_from": D(y1, 7, 1),
+            "debt_to": None,
+            "amount_eur": 50_000.0,
+            "plan_from": None,
+            "plan_respected": False,
+        },
+        {
+            "provider_nihdi": gp[8],
+            "debt_from": D(y0, 1, 1),
+            "debt_to": None,
+            "amount_eur": 49_999.99,
+            "plan_from": None,
+            "plan_respected": False,
+        },
+        {
+            "provider_nihdi": gp[9],
+            "debt_from": D(y0, 3, 1),
+            "debt_to": D(y0, 9, 1),
+            "amount_eur": 75_000.0,
+            "plan_from": None,
+            "plan_respected": False,
+        },
+        {
+            "provider_nihdi": gp[10],
+            "debt_from": D(y0, 2, 1),
+            "debt_to": None,
+            "amount_eur": 120_000.0,
+            "plan_from": D(y0, 5, 1),
+            "plan_respected": True,
+        },
+        {
+            "provider_nihdi": gp[11],
+            "debt_from": D(y1, 1, 1),
+            "debt_to": None,
+            "amount_eur": 60_000.0,
+            "plan_from": D(y1, 1, 1),
+            "plan_respected": False,
+        },
     ]
     end = calendar.start + timedelta(calendar.n_days)
-    gaps.update({gp[7]: (D(y1, 7, 1), end), gp[9]: (D(y0, 3, 1), D(y0, 9, 1)), gp[10]: (D(y0, 2, 1), D(y0, 5, 1)), gp[11]: (D(y1, 1, 1), end)})
+    gaps.update(
+        {
+            gp[7]: (D(y1, 7, 1), end),
+            gp[9]: (D(y0, 3, 1), D(y0, 9, 1)),
+            gp[10]: (D(y0, 2, 1), D(y0, 5, 1)),
+            gp[11]: (D(y1, 1, 1), end),
+        }
+    )
     inj.line(gp[7], D(y1, 6, 30))
     inj.line(gp[7], D(y1, 7, 1), flags=blocked)
     inj.line(gp[8], D(y0, 5, 5))
@@ -268,7 +393,9 @@ def plan(rng: np.random.Generator, population: Population, calendar: Calendar, n
     inj.line(gp[12], day, patient="PSXDUP0003", at=None, channel="paper_cash", submitted=day + timedelta(5))
     inj.line(gp[12], day, patient="PSXDUP0003", at=None, channel="paper_cash", submitted=day + timedelta(9), flags=dup)
     for k in range(3):
-        inj.line(gp[12], day, patient="PSXDUP0004", at=time(11, 0), submitted=day + timedelta(k), flags=dup if k else [])
+        inj.line(
+            gp[12], day, patient="PSXDUP0004", at=time(11, 0), submitted=day + timedelta(k), flags=dup if k else []
+        )
     inj.line(gp[12], day, patient="PSXDUP0005", at=time(10, 0))
     inj.line(gp[12], day, patient="PSXDUP0005", at=time(10, 5))
     inj.line(gp[12], day, patient="PSXDUP0006", channel="efact", submitted=day + timedelta(20), flags=dup)
@@ -301,17 +428,36 @@ def plan(rng: np.random.Generator, population: Population, calendar: Calendar, n
     providers = _assign(rng, providers, taken, gaps, suspended, calendar)
     registry = pl.concat([population.registry, pl.DataFrame(registry_extra, schema=population.registry.schema)])
     suspensions = pl.DataFrame(
-        [{"provider_nihdi": p, "start_date": a, "end_date": None if b >= end else b, "decision_ref": f"SECM/{a.year}/{i + 1:04d}"} for i, (p, (a, b)) in enumerate(suspended.items())],
+        [
+            {
+                "provider_nihdi": p,
+                "start_date": a,
+                "end_date": None if b >= end else b,
+                "decision_ref": f"SECM/{a.year}/{i + 1:04d}",
+            }
+            for i, (p, (a, b)) in enumerate(suspended.items())
+        ],
         schema={"provider_nihdi": pl.String, "start_date": pl.Date, "end_date": pl.Date, "decision_ref": pl.String},
     )
     return Plan(providers, registry, suspensions, pl.DataFrame(debts), inj)
 
 
-def _assign(rng: np.random.Generator, providers: pl.DataFrame, taken: set[str], gaps: dict[str, tuple[date, date]], suspended: dict[str, tuple[date, date]], calendar: Calendar) -> pl.DataFrame:
+def _assign(
+    rng: np.random.Generator,
+    providers: pl.DataFrame,
+    taken: set[str],
+    gaps: dict[str, tuple[date, date]],
+    suspended: dict[str, tuple[date, date]],
+    calendar: Calendar,
+) -> pl.DataFrame:
     """Anomalies (about 2 % of providers, none among scenario providers) and background gaps."""
     anomaly: dict[str, str] = {}
     for kind in ANOMALIES:
-        pool = [p for p, prof in providers.select("provider_nihdi", "profession").iter_rows() if prof in ANOMALY_PROFESSIONS[kind] and p not in taken and p not in anomaly]
+        pool = [
+            p
+            for p, prof in providers.select("provider_nihdi", "profession").iter_rows()
+            if prof in ANOMALY_PROFESSIONS[kind] and p not in taken and p not in anomaly
+        ]
         n = max(2, round(providers.height * 0.005))
         for p in rng.choice(pool, size=min(n, len(pool)), replace=False):
             anomaly[str(p)] = kind
@@ -321,8 +467,16 @@ def _assign(rng: np.random.Generator, providers: pl.DataFrame, taken: set[str], 
 
     return providers.with_columns(
         pl.col("provider_nihdi").replace_strict(anomaly, default=None, return_dtype=pl.String).alias("anomaly"),
-        pl.col("provider_nihdi").replace_strict({p: offset(a) for p, (a, _) in gaps.items()}, default=-1, return_dtype=pl.Int64).alias("gap_from"),
-        pl.col("provider_nihdi").replace_strict({p: offset(b) for p, (_, b) in gaps.items()}, default=-1, return_dtype=pl.Int64).alias("gap_to"),
-        pl.col("provider_nihdi").replace_strict({p: offset(a) for p, (a, _) in suspended.items()}, default=-1, return_dtype=pl.Int64).alias("susp_from"),
-        pl.col("provider_nihdi").replace_strict({p: offset(b) for p, (_, b) in suspended.items()}, default=-2, return_dtype=pl.Int64).alias("susp_to"),
+        pl.col("provider_nihdi")
+        .replace_strict({p: offset(a) for p, (a, _) in gaps.items()}, default=-1, return_dtype=pl.Int64)
+        .alias("gap_from"),
+        pl.col("provider_nihdi")
+        .replace_strict({p: offset(b) for p, (_, b) in gaps.items()}, default=-1, return_dtype=pl.Int64)
+        .alias("gap_to"),
+        pl.col("provider_nihdi")
+        .replace_strict({p: offset(a) for p, (a, _) in suspended.items()}, default=-1, return_dtype=pl.Int64)
+        .alias("susp_from"),
+        pl.col("provider_nihdi")
+        .replace_strict({p: offset(b) for p, (_, b) in suspended.items()}, default=-2, return_dtype=pl.Int64)
+        .alias("susp_to"),
     )

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from data_contracts import MissingColumnError, MissingTableError, DatasetNotFoundError, load_dataset
+from data_contracts import DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
 from tests import factories as f
 
 
@@ -47,12 +47,18 @@ BAD_LINES: list[tuple[str, dict[str, Any], str]] = [
     ("cash line with an invoice", {"invoice_id": "INV1"}, "invoice_id_not_allowed"),
     ("third-party without invoice", {"channel": "efact", "submitted_date": None}, "missing_invoice_id"),
     ("unknown invoice", {"channel": "efact", "submitted_date": None, "invoice_id": "NOPE"}, "unknown_invoice"),
-    ("third-party served after its invoice", {"channel": "efact", "submitted_date": None, "invoice_id": "INV1", "service_date": date(2024, 4, 11)}, "service_after_submission"),
+    (
+        "third-party served after its invoice",
+        {"channel": "efact", "submitted_date": None, "invoice_id": "INV1", "service_date": date(2024, 4, 11)},
+        "service_after_submission",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "change", "reason"), BAD_LINES, ids=[c[0] for c in BAD_LINES])
-def test_bad_line_lands_in_quarantine_with_its_reason(tmp_path: Path, case: str, change: dict[str, Any], reason: str) -> None:
+def test_bad_line_lands_in_quarantine_with_its_reason(
+    tmp_path: Path, case: str, change: dict[str, Any], reason: str
+) -> None:
     bad = {**f.line("BAD"), **change}
     root = f.write_dataset(tmp_path, lines=[f.line("OK1"), bad, f.line("OK2")], invoices=[f.invoice("INV1")])
     dataset = load_dataset(root)
@@ -82,12 +88,20 @@ def test_duplicate_claim_quarantines_every_row_after_the_first_read(tmp_path: Pa
         ("providers", [f.provider(), f.provider(f.OTHER_GP, region="NL")], "invalid_region"),
         ("providers", [f.provider(), f.provider(f.OTHER_GP, postcode="12345")], "invalid_postcode"),
         ("third_party_invoices", [f.invoice("INV1"), f.invoice("INV1")], "duplicate_key"),
-        ("third_party_registry", [f.registry(valid_from=date(2024, 1, 1), valid_to=date(2023, 1, 1))], "period_ends_before_start"),
+        (
+            "third_party_registry",
+            [f.registry(valid_from=date(2024, 1, 1), valid_to=date(2023, 1, 1))],
+            "period_ends_before_start",
+        ),
     ],
 )
-def test_bad_reference_rows_are_quarantined(tmp_path: Path, table: str, rows: list[dict[str, Any]], reason: str) -> None:
+def test_bad_reference_rows_are_quarantined(
+    tmp_path: Path, table: str, rows: list[dict[str, Any]], reason: str
+) -> None:
     kwargs: dict[str, Any] = {"lines": [f.line("OK1")]}
-    kwargs[{"providers": "providers", "third_party_invoices": "invoices", "third_party_registry": "registry_rows"}[table]] = rows
+    kwargs[
+        {"providers": "providers", "third_party_invoices": "invoices", "third_party_registry": "registry_rows"}[table]
+    ] = rows
     dataset = load_dataset(f.write_dataset(tmp_path, **kwargs))
     quarantined = dataset.quarantine.filter(pl.col("table") == table)
     assert quarantined.height == 1
@@ -131,7 +145,9 @@ def test_csv_dialects_and_partitions_load_like_parquet(tmp_path: Path, separator
     (csv / "billing_lines.parquet").unlink()
     (csv / "billing_lines").mkdir()
     for part, rows in enumerate((frame.slice(0, 2), frame.slice(2, 2))):
-        (csv / "billing_lines" / f"part-{part}.csv").write_text(_csv_text(rows, separator, decimal_comma), encoding="utf-8")
+        (csv / "billing_lines" / f"part-{part}.csv").write_text(
+            _csv_text(rows, separator, decimal_comma), encoding="utf-8"
+        )
     expected, got = load_dataset(parquet), load_dataset(csv)
     for name in expected.tables:
         assert_frame_equal(got.tables[name], expected.tables[name], check_dtypes=True)
@@ -172,7 +188,7 @@ def test_missing_required_column_names_table_and_column(tmp_path: Path) -> None:
     root = f.write_dataset(tmp_path, lines=[f.line("A")])
     frame = pl.read_parquet(root / "billing_lines.parquet").drop("patient_id")
     frame.write_parquet(root / "billing_lines.parquet")
-    with pytest.raises(MissingColumnError, match="'billing_lines'.*patient_id"):
+    with pytest.raises(MissingColumnError, match=r"'billing_lines'.*patient_id"):
         load_dataset(root)
 
 

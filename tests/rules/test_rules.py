@@ -29,6 +29,7 @@ def flagged(frame: pl.DataFrame, rule_id: str) -> dict[str, str]:
 
 # LATE_ATTESTATION -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("service", "submitted", "current", "reform"),
     [
@@ -61,8 +62,9 @@ def test_attestation_deadline_is_two_years_one_under_the_reform(
 )
 def test_nurse_efact_deadline_is_end_of_next_month(tmp_path: Path, service: date, submitted: date, late: bool) -> None:
     lines = [f.tp_line("A", "INV1", provider_nihdi=f.NURSE, nomenclature_code="425014", service_date=service)]
-    result = flags(tmp_path, lines=lines, invoices=[f.invoice("INV1", submitted)],
-                   registry_rows=[f.registry(nihdi=f.NURSE)])
+    result = flags(
+        tmp_path, lines=lines, invoices=[f.invoice("INV1", submitted)], registry_rows=[f.registry(nihdi=f.NURSE)]
+    )
     assert flagged(result, "LATE_ATTESTATION") == ({"A": "late_efact_nurse"} if late else {})
 
 
@@ -79,7 +81,9 @@ def test_gp_efact_is_not_held_to_the_nurse_delay(tmp_path: Path) -> None:
         (date(2023, 11, 30), date(2024, 1, 31), False),
     ],
 )
-def test_paper_third_party_deadline_is_two_months_after_the_month(tmp_path: Path, service: date, submitted: date, late: bool) -> None:
+def test_paper_third_party_deadline_is_two_months_after_the_month(
+    tmp_path: Path, service: date, submitted: date, late: bool
+) -> None:
     lines = [f.tp_line("A", "INV1", channel="paper_third_party", service_date=service)]
     result = flags(tmp_path, lines=lines, invoices=[f.invoice("INV1", submitted)])
     assert flagged(result, "LATE_ATTESTATION") == ({"A": "late_paper_third_party"} if late else {})
@@ -87,17 +91,33 @@ def test_paper_third_party_deadline_is_two_months_after_the_month(tmp_path: Path
 
 def test_institution_lines_have_two_years_whatever_the_channel(tmp_path: Path) -> None:
     line = f.tp_line("A", "INV1", provider_nihdi=f.NURSE, nomenclature_code="425014", institution_nihdi="71234567000")
-    result = flags(tmp_path, lines=[line], invoices=[f.invoice("INV1", date(2025, 3, 15))], registry_rows=[f.registry(nihdi=f.NURSE)])
+    result = flags(
+        tmp_path,
+        lines=[line],
+        invoices=[f.invoice("INV1", date(2025, 3, 15))],
+        registry_rows=[f.registry(nihdi=f.NURSE)],
+    )
     assert flagged(result, "LATE_ATTESTATION") == {}
-    evidence_free = flags(tmp_path / "late", lines=[line], invoices=[f.invoice("INV1", date(2026, 3, 16))], registry_rows=[f.registry(nihdi=f.NURSE)])
+    evidence_free = flags(
+        tmp_path / "late",
+        lines=[line],
+        invoices=[f.invoice("INV1", date(2026, 3, 16))],
+        registry_rows=[f.registry(nihdi=f.NURSE)],
+    )
     late = evidence_free.filter(pl.col("rule_id") == "LATE_ATTESTATION")
     assert late["reason"].to_list() == ["late_institution"]
     evidence = json.loads(late["evidence"][0])
-    assert evidence == {"regime": "institution", "deadline": "2026-03-15", "effective_submitted_date": "2026-03-16", "days_late": 1}
+    assert evidence == {
+        "regime": "institution",
+        "deadline": "2026-03-15",
+        "effective_submitted_date": "2026-03-16",
+        "days_late": 1,
+    }
     assert late["amount_at_stake_eur"].to_list() == [23.63]
 
 
 # Third-party numbers -----------------------------------------------------------------------
+
 
 def test_pseudo_numbers_missing_unregistered_and_validity_bounds(tmp_path: Path) -> None:
     lines = [
@@ -139,12 +159,16 @@ def test_number_valid_on_date_but_not_for_this_provider(tmp_path: Path) -> None:
         f.registry(nihdi=f.NURSE),
     ]
     result = flags(tmp_path, lines=lines, invoices=[f.invoice("I1")], registry_rows=registry)
-    assert flagged(result, "TP_NUMBER_NOT_AUTHORIZED") == {"LEFT": "provider_not_authorized", "OTHER": "provider_not_authorized"}
+    assert flagged(result, "TP_NUMBER_NOT_AUTHORIZED") == {
+        "LEFT": "provider_not_authorized",
+        "OTHER": "provider_not_authorized",
+    }
     assert json.loads(result.filter(pl.col("claim_id") == "OTHER")["evidence"][0])["tp_authorized_on_date"] == f.NURSE
     assert flagged(result, "PSEUDO_TP_NUMBER") == {}
 
 
 # EVENING_VISIT_MISCODING -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("at", "outside"),
@@ -161,8 +185,15 @@ def _burst(gaps: list[int], code: str = "104215") -> list[dict[str, Any]]:
     day, minute, rows = date(2024, 3, 15), 0, []
     for i, gap in enumerate([0, *gaps]):
         minute += gap
-        rows.append(f.line(f"B{i}", nomenclature_code=code, service_time=time(19, 0), patient_id=f"P{i}",
-                           encoded_at=f.evening_at(day, 22, 0).replace(minute=minute)))
+        rows.append(
+            f.line(
+                f"B{i}",
+                nomenclature_code=code,
+                service_time=time(19, 0),
+                patient_id=f"P{i}",
+                encoded_at=f.evening_at(day, 22, 0).replace(minute=minute),
+            )
+        )
     return rows
 
 
@@ -195,10 +226,18 @@ def test_burst_evidence_gives_size_and_span(tmp_path: Path) -> None:
 
 # Suspensions and debts ---------------------------------------------------------------------
 
+
 def test_suspension_bounds_are_inclusive_and_cash_is_allowed(tmp_path: Path) -> None:
     days = {"BEFORE": date(2024, 2, 29), "START": date(2024, 3, 1), "END": date(2024, 3, 31), "AFTER": date(2024, 4, 1)}
-    lines = [f.tp_line(k, "I1", service_date=d) for k, d in days.items()] + [f.line("CASH", service_date=date(2024, 3, 10), submitted_date=date(2024, 3, 10))]
-    suspension = {"provider_nihdi": f.GP, "start_date": date(2024, 3, 1), "end_date": date(2024, 3, 31), "decision_ref": "D1"}
+    lines = [f.tp_line(k, "I1", service_date=d) for k, d in days.items()] + [
+        f.line("CASH", service_date=date(2024, 3, 10), submitted_date=date(2024, 3, 10))
+    ]
+    suspension = {
+        "provider_nihdi": f.GP,
+        "start_date": date(2024, 3, 1),
+        "end_date": date(2024, 3, 31),
+        "decision_ref": "D1",
+    }
     result = flags(tmp_path, lines=lines, invoices=[f.invoice("I1")], suspensions=[suspension])
     assert set(flagged(result, "TP_SUSPENDED_BILLING")) == {"START", "END"}
 
@@ -210,7 +249,15 @@ def test_open_suspension_never_ends(tmp_path: Path) -> None:
 
 
 def _debt(amount: float = 50_000.0, **kw: Any) -> dict[str, Any]:
-    return {"provider_nihdi": f.GP, "debt_from": date(2024, 1, 1), "debt_to": None, "amount_eur": amount, "plan_from": None, "plan_respected": False, **kw}
+    return {
+        "provider_nihdi": f.GP,
+        "debt_from": date(2024, 1, 1),
+        "debt_to": None,
+        "amount_eur": amount,
+        "plan_from": None,
+        "plan_respected": False,
+        **kw,
+    }
 
 
 @pytest.mark.parametrize(
@@ -232,6 +279,7 @@ def test_debt_blocks_billing_without_a_plan_in_force(tmp_path: Path, debt: dict[
 
 
 # DUPLICATE_BILLING -------------------------------------------------------------------------
+
 
 def test_duplicates_keep_the_first_submitted_then_smallest_claim(tmp_path: Path) -> None:
     same = {"patient_id": "P", "service_time": time(10, 0)}

@@ -1,0 +1,39 @@
+# The verbs of the README. Everything is installed by these targets, nothing by hand.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+RUN := $(UV) run --frozen
+SECM_HOME ?= .secm
+DEMO_DATA := $(SECM_HOME)/demo-data
+DEMO_LINES ?= 200000
+
+.PHONY: install test lint demo bench clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	touch $@
+
+install: .venv/.synced
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+test: lint
+	$(RUN) pytest
+
+demo: install
+	$(RUN) secm synth --out $(DEMO_DATA) --lines $(DEMO_LINES) --seed 42
+	$(RUN) secm run --data $(DEMO_DATA) --out $(SECM_HOME)/runs/demo
+	$(RUN) secm whatif --data $(DEMO_DATA) --legislation reform_art174 --out $(SECM_HOME)/runs/demo/whatif_reform_art174.csv
+	@echo "Results: $(SECM_HOME)/runs/demo (flags.parquet, quarantine.parquet, run.json). The HTTP service is not part of this release yet."
+
+bench: install
+	$(RUN) python bench/bench_pipeline.py --lines 10000000
+
+clean:
+	rm -rf .venv .tools $(SECM_HOME)

@@ -1,0 +1,86 @@
+"""Throughput and peak memory of generation, load + validate, and the rule stage.
+
+Each stage runs in its own process so that its peak RSS is its own:
+
+    uv run python bench/bench_pipeline.py --lines 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _generate(out: str, lines: int, queue: mp.Queue) -> None:
+    from secm.synth import generate
+
+    started = time.perf_counter()
+    generate(Path(out), n_lines=lines, seed=20261123)
+    queue.put({"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_mb()})
+
+
+def _pipeline(out: str, queue: mp.Queue) -> None:
+    from data_contracts import load_dataset
+    from rules import enriched_lines, evaluate
+
+    started = time.perf_counter()
+    dataset = load_dataset(out)
+    loaded = time.perf_counter()
+    tables = {name: frame.lazy() for name, frame in dataset.tables.items()}
+    lines = enriched_lines(tables)
+    flags = evaluate(tables, lines=lines)
+    done = time.perf_counter()
+    queue.put(
+        {
+            "load_validate_seconds": loaded - started,
+            "rules_seconds": done - loaded,
+            "total_seconds": done - started,
+            "lines": dataset.stats["billing_lines"].rows_read,
+            "flags": flags.height,
+            "peak_rss_mb": _peak_mb(),
+        }
+    )
+
+
+def _in_process(target, *args):  # type: ignore[no-untyped-def]
+    queue: mp.Queue = mp.Queue()
+    process = mp.get_context("fork").Process(target=target, args=(*args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=10_000_000)
+    parser.add_argument("--data", type=Path, help="Reuse a generated dataset instead of generating one.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = str(args.data or Path(tmp) / "data")
+        report: dict[str, object] = {"lines": args.lines}
+        if args.data is None:
+            gen = _in_process(_generate, data, args.lines)
+            report["generate"] = {**gen, "lines_per_second": args.lines / gen["seconds"]}
+        run = _in_process(_pipeline, data)
+        n = run["lines"]
+        report["pipeline"] = {
+            **run,
+            "load_validate_lines_per_second": n / run["load_validate_seconds"],
+            "rules_lines_per_second": n / run["rules_seconds"],
+            "end_to_end_lines_per_second": n / run["total_seconds"],
+        }
+    print(json.dumps(report, indent=2, default=lambda v: round(v, 2)))
+
+
+if __name__ == "__main__":
+    main()

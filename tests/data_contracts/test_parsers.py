@@ -1,0 +1,66 @@
+"""Property tests of the value parsers: what is written in a dialect reads back exactly."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+
+import polars as pl
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from data_contracts import parsers
+
+
+def _parse(parser, value: str | None, **kw) -> object:  # type: ignore[no-untyped-def]
+    return pl.DataFrame({"v": [value]}, schema={"v": pl.String}).select(parser(pl.col("v"), **kw))["v"][0]
+
+
+@given(st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31)))
+@example(date(2024, 2, 29))
+def test_dates_read_back_in_both_formats(day: date) -> None:
+    assert _parse(parsers.parse_date, day.isoformat()) == day
+    assert _parse(parsers.parse_date, day.strftime("%d/%m/%Y")) == day
+
+
+@given(st.sampled_from(["2023-02-29", "30/02/2024", "2024-13-01", "2024/01/01", "tomorrow", "15-03-2024"]))
+def test_impossible_or_foreign_dates_are_null(text: str) -> None:
+    assert _parse(parsers.parse_date, text) is None
+
+
+@given(st.times().map(lambda t: t.replace(microsecond=0)))
+@example(time(0, 0))
+@example(time(23, 59, 59))
+def test_times_read_back_with_and_without_seconds(moment: time) -> None:
+    assert _parse(parsers.parse_time, moment.strftime("%H:%M:%S")) == moment
+    assert _parse(parsers.parse_time, moment.strftime("%H:%M")) == moment.replace(second=0)
+
+
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1)).map(lambda d: d.replace(microsecond=0))
+)
+def test_datetimes_read_back_with_space_or_t(moment: datetime) -> None:
+    for sep in (" ", "T"):
+        assert _parse(parsers.parse_datetime, moment.strftime(f"%Y-%m-%d{sep}%H:%M:%S")) == moment
+        assert _parse(parsers.parse_datetime, moment.strftime(f"%Y-%m-%d{sep}%H:%M")) == moment.replace(second=0)
+
+
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False, allow_infinity=False))
+@example(0)
+def test_decimals_with_point_or_comma(value: object) -> None:
+    text = f"{value:.2f}"
+    assert _parse(parsers.parse_decimal, text, decimal_comma=False) == float(text)
+    assert _parse(parsers.parse_decimal, text.replace(".", ","), decimal_comma=True) == float(text)
+    assert _parse(parsers.parse_decimal, text.replace(".", ","), decimal_comma=False) is None
+
+
+@given(st.sampled_from(["inf", "NaN", "1e3", "12.5.1", "", "€5"]))
+def test_non_decimal_notation_is_null(text: str) -> None:
+    assert _parse(parsers.parse_decimal, text, decimal_comma=True) is None
+
+
+@given(st.text(alphabet="0123456789", min_size=0, max_size=14))
+@example("01234567890")
+def test_nihdi_is_exactly_eleven_digits_leading_zeros_kept(text: str) -> None:
+    matches = pl.DataFrame({"v": [text]}).select(pl.col("v").str.contains(parsers.NIHDI_PATTERN))["v"][0]
+    assert matches is (len(text) == 11)
+    assert _parse(parsers.parse_text, text) == (text or None)
