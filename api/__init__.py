@@ -1,0 +1,1 @@
+"""The inspectors' HTTP service (FastAPI)."""

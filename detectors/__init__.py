@@ -1,0 +1,1 @@
+"""Peer-group anomaly scoring of provider billing profiles (PyOD detectors, MLflow tracking)."""

@@ -1,0 +1,1 @@
+"""The shell around the packages: settings, command line, batch pipeline, synthetic data."""

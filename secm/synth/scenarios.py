@@ -159,36 +159,19 @@ def plan(
 
     # LATE_ATTESTATION, one provider per regime; boundaries at the deadline and the day after.
     late = "LATE_ATTESTATION"
-    s = D(y0, 3, 15)
-    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 2), flags=[(late, "late_attestation", REFORM)])
-    inj.line(
-        gp[0], s, channel="paper_cash", submitted=_years(s, 2) + timedelta(1), flags=[(late, "late_attestation", BOTH)]
-    )
-    inj.line(gp[0], s, channel="paper_cash", submitted=_years(s, 1))
-    inj.line(
-        gp[0],
-        s,
-        channel="paper_cash",
-        submitted=_years(s, 1) + timedelta(1),
-        flags=[(late, "late_attestation", REFORM)],
-    )
     leap = D(y1, 2, 29) if y1 % 4 == 0 else D(y0, 2, 28)
-    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 2), flags=[(late, "late_attestation", REFORM)])
-    inj.line(
-        gp[0],
-        leap,
-        channel="eattest",
-        submitted=_years(leap, 2) + timedelta(1),
-        flags=[(late, "late_attestation", BOTH)],
-    )
-    inj.line(gp[0], leap, channel="eattest", submitted=_years(leap, 1))
-    inj.line(
-        gp[0],
-        leap,
-        channel="eattest",
-        submitted=_years(leap, 1) + timedelta(1),
-        flags=[(late, "late_attestation", REFORM)],
-    )
+    # Deadline day and the day after, for 2 years (current) and 1 year (reform); 29 February too.
+    for s, channel in ((D(y0, 3, 15), "paper_cash"), (leap, "eattest")):
+        for years, on_time, late_in in ((2, REFORM, BOTH), (1, (), REFORM)):
+            deadline = _years(s, years)
+            inj.line(gp[0], s, channel=channel, submitted=deadline, flags=[(late, "late_attestation", on_time)])
+            inj.line(
+                gp[0],
+                s,
+                channel=channel,
+                submitted=deadline + timedelta(1),
+                flags=[(late, "late_attestation", late_in)],
+            )
     for s in (D(y0, 1, 31), D(y1, 1, 15)):
         eom = _end_of_month(s, 1)
         inj.line(nurse, s, code="425014", channel="efact", submitted=eom)
