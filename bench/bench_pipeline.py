@@ -35,7 +35,7 @@ def _pipeline(out: str, queue: mp.Queue) -> None:
     started = time.perf_counter()
     dataset = load_dataset(out)
     loaded = time.perf_counter()
-    tables = {name: frame.lazy() for name, frame in dataset.tables.items()}
+    tables = dataset.lazy_tables()
     lines = enriched_lines(tables)
     flags = evaluate(tables, lines=lines)
     done = time.perf_counter()

@@ -59,8 +59,9 @@ class Dataset:
     quarantine: pl.DataFrame
     stats: dict[str, TableStats] = field(default_factory=dict)
 
-    def lazy(self, table: str) -> pl.LazyFrame:
-        return self.tables[table].lazy()
+    def lazy_tables(self) -> dict[str, pl.LazyFrame]:
+        """Every table's valid rows as a LazyFrame, the form the rule engine takes."""
+        return {name: frame.lazy() for name, frame in self.tables.items()}
 
 
 def default_nomenclature_file() -> SourceFile:

@@ -15,13 +15,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
-THIRD_PARTY_CHANNELS = ("paper_third_party", "efact")
-_OPEN_END = pl.date(9999, 12, 31)
-
-
-def _valid_on(date: str, start: str, end: str) -> pl.Expr:
-    """``start <= date <= end``, a null end being open (inclusive, as the contract says)."""
-    return (pl.col(start) <= pl.col(date)) & (pl.col(date) <= pl.col(end).fill_null(_OPEN_END))
+from data_contracts.schemas import THIRD_PARTY_CHANNELS
+from rules.periods import within
 
 
 def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyFrame:
@@ -43,7 +38,7 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
     )
     in_force = (
         pairs.join(versions, on="nomenclature_code", how="inner")
-        .filter(_valid_on("service_date", "valid_from", "valid_to"))
+        .filter(within("service_date", "valid_from", "valid_to"))
         .sort("valid_from")
         .unique(["nomenclature_code", "service_date"], keep="last")
         .drop("valid_from", "valid_to")
@@ -61,7 +56,7 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
             ),
             on="day_equivalent_code",
         )
-        .filter(_valid_on("service_date", "valid_from", "valid_to"))
+        .filter(within("service_date", "valid_from", "valid_to"))
         .sort("valid_from")
         .unique(["day_equivalent_code", "service_date"], keep="last")
         .drop("valid_from", "valid_to")
@@ -86,7 +81,7 @@ def registry_status(registry: pl.LazyFrame, uses: pl.LazyFrame) -> pl.LazyFrame:
     answer keeps only those whose status is not ``ok`` (a handful among millions), so that
     joining it back onto the lines stays cheap.
     """
-    valid = _valid_on("service_date", "valid_from", "valid_to")
+    valid = within("service_date", "valid_from", "valid_to")
     authorized = (
         uses.join(
             registry.select(

@@ -88,8 +88,8 @@ def evaluate(
 
     Examples
     --------
-    >>> from rules.engine import evaluate  # doctest: +SKIP
-    >>> evaluate(dataset.tables_lazy(), legislation="reform_art174")  # doctest: +SKIP
+    >>> from data_contracts import load_dataset  # doctest: +SKIP
+    >>> evaluate(load_dataset("data").lazy_tables(), legislation="reform_art174")  # doctest: +SKIP
     """
     catalog = catalog or load_catalog()
     catalog.check_legislation(legislation)

@@ -22,9 +22,9 @@ from rules.catalog import (
     ReferencePeriodCheck,
     RuleDeclaration,
 )
+from rules.periods import within
 
 ROW = "_i"
-_OPEN_END = pl.date(9999, 12, 31)
 
 
 def _evidence(columns: list[str], *extra: pl.Expr) -> pl.Expr:
@@ -112,9 +112,8 @@ def _reference_period(
     reference = tables[check.table]
     if check.where:
         lines = lines.filter(rule.sql(check.where, legislation))
-    date, end = pl.col(check.date), pl.col(check.end).fill_null(_OPEN_END)
-    within = (pl.col(check.start) <= date) & ((date <= end) if check.end_inclusive else (date < end))
-    joined = lines.join(reference, on=check.key, how="inner", suffix="_reference").filter(within)
+    period = within(check.date, check.start, check.end, end_inclusive=check.end_inclusive)
+    joined = lines.join(reference, on=check.key, how="inner", suffix="_reference").filter(period)
     if check.having:
         joined = joined.filter(rule.sql(check.having, legislation))
     return (

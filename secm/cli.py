@@ -122,7 +122,7 @@ def whatif(
     with _clean_errors(), _progress() as progress:
         progress.add_task("Loading and evaluating both legislations", total=None)
         dataset = load_dataset(data)
-        tables = {name: frame.lazy() for name, frame in dataset.tables.items()}
+        tables = dataset.lazy_tables()
         changes = compute_whatif(tables, legislation=legislation, baseline=against)
     target = out or Path(f"whatif_{legislation}.csv")
     changes.write_csv(target)

@@ -48,7 +48,7 @@ def run(
     step("load_validate_seconds")
     if on_step:
         on_step("Evaluating rules")
-    tables = {name: frame.lazy() for name, frame in dataset.tables.items()}
+    tables = dataset.lazy_tables()
     lines = enriched_lines(tables)
     flags = evaluate(tables, legislation=legislation, catalog=catalog, lines=lines)
     step("rules_seconds")

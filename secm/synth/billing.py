@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
+from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from secm.synth.population import INSURERS
 
 CODE_MIX = {
@@ -194,7 +195,7 @@ def _finish(frame: pl.DataFrame, nomenclature: pl.DataFrame, claim_offset: int) 
         .then(9 * 60 + pl.col("_minute") % 480)
         .otherwise(8 * 60 + pl.col("_minute"))
     )
-    third_party = pl.col("channel").is_in(("paper_third_party", "efact"))
+    third_party = pl.col("channel").is_in(THIRD_PARTY_CHANNELS)
     suspended = third_party & (pl.col("_day") >= pl.col("_susp_from")) & (pl.col("_day") <= pl.col("_susp_to"))
     paper = pl.col("channel").str.starts_with("paper")
     frame = frame.with_columns(minute.alias("_minute")).with_columns(
@@ -259,7 +260,7 @@ def invoices_for(
     lines: pl.DataFrame, providers: pl.DataFrame, rng: np.random.Generator, invoice_offset: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group third-party lines per provider, insurer, channel and month into invoices."""
-    tp = lines.filter(pl.col("channel").is_in(("paper_third_party", "efact")))
+    tp = lines.filter(pl.col("channel").is_in(THIRD_PARTY_CHANNELS))
     groups = (
         tp.group_by(
             "provider_nihdi", "insurer_code", "channel", pl.col("service_date").dt.month_end().alias("_month_end")

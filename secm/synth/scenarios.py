@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from secm.synth.billing import Calendar
 from secm.synth.population import PSEUDO_NUMBER, Population
 
@@ -74,7 +75,7 @@ class Injection:
         """Add a line (and its own invoice when third-party); return its claim id."""
         claim_id = f"C{self.claim_offset + len(self.lines):011d}"
         fee = self.fees[code]
-        third_party = channel in ("paper_third_party", "efact")
+        third_party = channel in THIRD_PARTY_CHANNELS
         invoice_id = None
         if third_party:
             invoice_id = f"IS{len(self.invoices):09d}"

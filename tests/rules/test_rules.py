@@ -18,7 +18,7 @@ from tests import factories as f
 def flags(tmp_path: Path, legislation: str = "current", **tables: Any) -> pl.DataFrame:
     dataset = load_dataset(f.write_dataset(tmp_path, **tables))
     assert dataset.quarantine.is_empty(), dataset.quarantine.to_dicts()
-    return evaluate({k: v.lazy() for k, v in dataset.tables.items()}, legislation=legislation)
+    return evaluate(dataset.lazy_tables(), legislation=legislation)
 
 
 def flagged(frame: pl.DataFrame, rule_id: str) -> dict[str, str]:
