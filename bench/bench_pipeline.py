@@ -1,8 +1,9 @@
-"""Throughput and peak memory of generation, load + validate, and the rule stage.
+"""Throughput and peak memory of generation, load + validate, and the rule stage; then, on a
+sample, the same rules per line on durable_rules and by hand in pandas against Polars.
 
 Each stage runs in its own process so that its peak RSS is its own:
 
-    uv run python bench/bench_pipeline.py --lines 10000000
+    uv run python bench/bench_pipeline.py --lines 10000000 --sample 1000000
 """
 
 from __future__ import annotations
@@ -51,6 +52,44 @@ def _pipeline(out: str, queue: mp.Queue) -> None:
     )
 
 
+def _compare(out: str, sample: int, queue: mp.Queue) -> None:
+    from pandas_rules import pandas_flags
+
+    from data_contracts import load_dataset
+    from rules import enriched_lines, evaluate
+    from rules.durable_engine import evaluate_durable
+
+    tables = load_dataset(out).lazy_tables()
+    lines = enriched_lines(tables).head(sample).drop("_i").with_row_index("_i")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    polars_flags = evaluate(tables, lines=lines)
+    timings["polars"] = time.perf_counter() - started
+    started = time.perf_counter()
+    frames = [lines.to_pandas(), *(tables[t].collect().to_pandas() for t in ("tp_suspensions", "provider_debts"))]
+    timings["pandas_conversion"] = time.perf_counter() - started
+    started = time.perf_counter()
+    by_pandas = pandas_flags(*frames)
+    timings["pandas"] = time.perf_counter() - started
+    started = time.perf_counter()
+    durable_flags = evaluate_durable(tables, lines=lines)
+    timings["durable_rules"] = time.perf_counter() - started
+    expected = set(zip(polars_flags["claim_id"], polars_flags["rule_id"], strict=True))
+    queue.put(
+        {
+            "lines": lines.height,
+            "flags": len(expected),
+            "seconds": timings,
+            "lines_per_second": {k: lines.height / v for k, v in timings.items() if k != "pandas_conversion"},
+            "slower_than_polars": {k: v / timings["polars"] for k, v in timings.items() if k != "polars"},
+            "same_flags": {
+                "pandas": by_pandas == expected,
+                "durable_rules": durable_flags.equals(polars_flags),
+            },
+        }
+    )
+
+
 def _in_process(target, *args):  # type: ignore[no-untyped-def]
     queue: mp.Queue = mp.Queue()
     process = mp.get_context("fork").Process(target=target, args=(*args, queue))
@@ -64,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=10_000_000)
     parser.add_argument("--data", type=Path, help="Reuse a generated dataset instead of generating one.")
+    parser.add_argument("--sample", type=int, default=1_000_000, help="Lines for the back-end comparison (0: skip).")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = str(args.data or Path(tmp) / "data")
@@ -79,6 +119,8 @@ def main() -> None:
             "rules_lines_per_second": n / run["rules_seconds"],
             "end_to_end_lines_per_second": n / run["total_seconds"],
         }
+        if args.sample:
+            report["backends_on_sample"] = _in_process(_compare, data, args.sample)
     print(json.dumps(report, indent=2, default=lambda v: round(v, 2)))
 
 

@@ -144,10 +144,14 @@ class RuleDeclaration(_Strict):
         """A literal number, or the value of the named parameter."""
         return self.parameters[value].value(legislation) if isinstance(value, str) else value
 
+    def sql_text(self, text: str, legislation: str) -> str:
+        """A SQL fragment with its ``{parameter}`` placeholders replaced by their values."""
+        values = self.parameters_for(legislation)
+        return PLACEHOLDER.sub(lambda m: repr(values[m.group(1)]), text)
+
     def sql(self, text: str, legislation: str) -> pl.Expr:
         """A Polars expression from a SQL fragment with ``{parameter}`` placeholders."""
-        values = self.parameters_for(legislation)
-        return pl.sql_expr(PLACEHOLDER.sub(lambda m: repr(values[m.group(1)]), text))
+        return pl.sql_expr(self.sql_text(text, legislation))
 
 
 class Catalog(_Strict):

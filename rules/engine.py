@@ -38,6 +38,12 @@ FLAGS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def one_flag_per_line(checks: Sequence[pl.LazyFrame]) -> pl.LazyFrame:
+    """A line caught by several checks of one rule is one flag; the first check's reason wins."""
+    numbered = [check.with_columns(pl.lit(i).alias("_check")) for i, check in enumerate(checks)]
+    return pl.concat(numbered).sort("claim_id", "_check").unique("claim_id", keep="first").drop("_check")
+
+
 def _rule_plan(
     rule: RuleDeclaration,
     legislation: str,
@@ -45,30 +51,38 @@ def _rule_plan(
     tables: Mapping[str, pl.LazyFrame],
 ) -> pl.LazyFrame:
     """The lines a rule flags: ``_i``, ``claim_id``, ``reason``, ``evidence``."""
-    # A line caught by several checks of one rule is one flag; the first check's reason wins.
-    checks = [
-        compile_check(check, rule, legislation, lines, tables).with_columns(pl.lit(i).alias("_check"))
-        for i, check in enumerate(rule.checks)
-    ]
-    return pl.concat(checks).sort("claim_id", "_check").unique("claim_id", keep="first").drop("_check")
+    return one_flag_per_line([compile_check(check, rule, legislation, lines, tables) for check in rule.checks])
 
 
 def _flags_frame(rule: RuleDeclaration, legislation: str, flagged: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
     """Flags with the line's context, gathered by row rather than joined on claim ids."""
     context = lines[flagged["_i"]].drop("claim_id")
     amount = rule.sql(rule.amount, legislation).fill_null(0.0).round(2)
-    return pl.concat([flagged.drop("_i"), context], how="horizontal").select(
-        "claim_id",
-        pl.lit(rule.id).alias("rule_id"),
-        "provider_nihdi",
-        "reason",
-        amount.cast(pl.Float64).alias("amount_at_stake_eur"),
-        *CONTEXT_COLUMNS[1:],
-        pl.lit(rule.severity).alias("severity"),
-        pl.lit(rule.legal_basis).alias("legal_basis"),
-        pl.lit(legislation).alias("legislation"),
-        "evidence",
-    )
+    return (
+        pl.concat([flagged.drop("_i"), context], how="horizontal")
+        .select(
+            "claim_id",
+            pl.lit(rule.id).alias("rule_id"),
+            "provider_nihdi",
+            "reason",
+            amount.cast(pl.Float64).alias("amount_at_stake_eur"),
+            *CONTEXT_COLUMNS[1:],
+            pl.lit(rule.severity).alias("severity"),
+            pl.lit(rule.legal_basis).alias("legal_basis"),
+            pl.lit(legislation).alias("legislation"),
+            "evidence",
+        )
+        .cast(FLAGS_SCHEMA)
+    )  # type: ignore[arg-type]
+
+
+def flags_table(
+    rules: Sequence[RuleDeclaration], legislation: str, flagged: Sequence[pl.DataFrame], lines: pl.DataFrame
+) -> pl.DataFrame:
+    """The contract's flags from each rule's flagged lines (``_i``, ``claim_id``, ``reason``, ``evidence``)."""
+    frames = [_flags_frame(rule, legislation, f, lines) for rule, f in zip(rules, flagged, strict=True)]
+    flags = pl.concat(frames) if frames else pl.DataFrame(schema=FLAGS_SCHEMA)
+    return flags.sort("rule_id", "claim_id")
 
 
 def enriched_lines(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
@@ -96,13 +110,7 @@ def evaluate(
     rules = [catalog.rule(r) for r in rule_ids] if rule_ids else list(catalog)
     enriched = lines if lines is not None else enriched_lines(tables)
     plans = [_rule_plan(rule, legislation, enriched.lazy(), tables) for rule in rules]
-    flagged = pl.collect_all(plans) if plans else []
-    frames = [
-        _flags_frame(rule, legislation, frame, enriched).cast(FLAGS_SCHEMA)  # type: ignore[arg-type]
-        for rule, frame in zip(rules, flagged, strict=True)
-    ]
-    flags = pl.concat(frames) if frames else pl.DataFrame(schema=FLAGS_SCHEMA)
-    return flags.sort("rule_id", "claim_id")
+    return flags_table(rules, legislation, pl.collect_all(plans) if plans else [], enriched)
 
 
 def summarise(flags: pl.DataFrame, catalog: Catalog | None = None) -> dict[str, dict[str, float | int]]:

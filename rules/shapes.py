@@ -20,6 +20,7 @@ from rules.catalog import (
     DuplicateKeyCheck,
     LinePredicateCheck,
     ReferencePeriodCheck,
+    Regime,
     RuleDeclaration,
 )
 from rules.periods import within
@@ -34,20 +35,23 @@ def _evidence(columns: list[str], *extra: pl.Expr) -> pl.Expr:
     return pl.struct(fields).struct.json_encode().alias("evidence")
 
 
+def regime_deadline(regime: Regime, rule: RuleDeclaration, legislation: str) -> pl.Expr:
+    """The last day a line under ``regime`` may be submitted."""
+    service = pl.col("service_date")
+    if regime.years is not None:
+        return service.dt.offset_by(f"{int(rule.resolve(regime.years, legislation))}y")
+    months = int(rule.resolve(regime.months_after_month_end or "", legislation))
+    return service.dt.offset_by(f"{months}mo").dt.month_end()
+
+
 def _deadline(
     check: DeadlineCheck, rule: RuleDeclaration, legislation: str, lines: pl.LazyFrame, _: Any
 ) -> pl.LazyFrame:
-    service = pl.col("service_date")
     deadline: Any = pl
     regime: Any = pl
     for r in check.regimes:
-        if r.years is not None:
-            limit = service.dt.offset_by(f"{int(rule.resolve(r.years, legislation))}y")
-        else:
-            months = int(rule.resolve(r.months_after_month_end or "", legislation))
-            limit = service.dt.offset_by(f"{months}mo").dt.month_end()
         condition = rule.sql(r.when, legislation)
-        deadline = deadline.when(condition).then(limit)
+        deadline = deadline.when(condition).then(regime_deadline(r, rule, legislation))
         regime = regime.when(condition).then(pl.lit(r.name))
     compare = pl.col(check.compare)
     return (

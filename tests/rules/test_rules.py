@@ -9,16 +9,21 @@ from typing import Any
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from data_contracts import load_dataset
 from rules import evaluate
+from rules.durable_engine import evaluate_durable
 from tests import factories as f
 
 
 def flags(tmp_path: Path, legislation: str = "current", **tables: Any) -> pl.DataFrame:
+    """The Polars engine's flags, after checking the durable_rules back end flags the same."""
     dataset = load_dataset(f.write_dataset(tmp_path, **tables))
     assert dataset.quarantine.is_empty(), dataset.quarantine.to_dicts()
-    return evaluate(dataset.lazy_tables(), legislation=legislation)
+    batch = evaluate(dataset.lazy_tables(), legislation=legislation)
+    assert_frame_equal(evaluate_durable(dataset.lazy_tables(), legislation=legislation), batch)
+    return batch
 
 
 def flagged(frame: pl.DataFrame, rule_id: str) -> dict[str, str]:

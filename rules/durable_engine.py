@@ -1,0 +1,581 @@
+"""The catalog on durable_rules: each line a fact, each check compiled to pattern-matching rules.
+
+A second back end for the same declarations as ``rules/shapes.py``. Polars computes the
+enriched line and the values a pattern matcher cannot (each regime's deadline, a sort rank,
+a duplicate key); the decisions are durable_rules patterns compiled from the catalog's
+conditions (``rules/conditions.py``):
+
+- ``line_predicate`` and ``deadline``: one pattern over the line per alternative of the
+  condition (a regime applies when its condition holds and no earlier one does);
+- ``reference_period``: a join of a reference fact (suspension, debt) and a line fact;
+- ``burst``: a chain of ``min_run`` line facts, each within the gap of the previous one;
+- ``duplicate_key``: a join of two lines with the same key, the later one flagged.
+
+durable_rules keeps global state per ruleset and polls it from two daemon threads per host,
+so one host serves the process, each catalog × legislation is registered once, and every
+evaluation runs in its own session (``sid``) that is deleted afterwards, under a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+from durable import engine as durable
+
+from rules.catalog import (
+    BurstCheck,
+    Catalog,
+    Check,
+    DeadlineCheck,
+    DuplicateKeyCheck,
+    LinePredicateCheck,
+    ReferencePeriodCheck,
+    RuleDeclaration,
+    load_catalog,
+)
+from rules.conditions import Atom, Column, Compare, Conjunction, IsNull, columns_of, disjunctive_form, not_true_form
+from rules.engine import enriched_lines, flags_table, one_flag_per_line
+from rules.errors import RuleError
+from rules.shapes import regime_deadline
+
+LINE = "billing_lines"
+# Every join in the catalog stays within one provider, so each provider is its own session:
+# joins stay small and the state of one is dropped before the next.
+SESSION_KEY = "provider_nihdi"
+# durable_rules crashes when deleting a session in which no fact was handled, so every
+# session opens with a fact that a rule of every ruleset handles.
+_SESSION = "_session"
+_SESSION_RULE = {"session": {"all": [{"m": {"_kind": _SESSION}}], "run": lambda c: None}}
+_OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
+_MS_PER_MINUTE = 60_000
+
+
+def _derived(rule: RuleDeclaration, index: int, name: str) -> str:
+    return f"_{rule.id}_{index}_{name}"
+
+
+# ---------------------------------------------------------------------------------------
+# Patterns: atoms rendered as durable_rules conditions for one fact of a join.
+
+
+@dataclass
+class _Pattern:
+    """Atoms on one fact (``alias``) of a rule; ``owner`` says which fact holds a column."""
+
+    alias: str
+    kind: str
+    owner: Callable[[str], tuple[str, str]]
+    terms: list[dict[str, Any]] = field(default_factory=list)
+
+    def field_name(self, column: str) -> str:
+        alias, name = self.owner(column)
+        if alias != self.alias:
+            msg = f"column {column!r} is not on fact {self.alias!r}"
+            raise RuleError(msg)
+        return name
+
+    def add(self, atom: Atom) -> None:
+        if isinstance(atom, IsNull):
+            self.terms.append({"$ex" if atom.negated else "$nex": {self.field_name(atom.column): 1}})
+            return
+        if not isinstance(atom.left, Column) or self.owner(atom.left.name)[0] != self.alias:
+            atom = Compare(_MIRROR[atom.op], atom.right, atom.left)
+        left = self.field_name(atom.left.name)  # type: ignore[union-attr]
+        right: Any = atom.right
+        if isinstance(right, Column):
+            alias, name = self.owner(right.name)
+            right = {"$m" if alias == self.alias else alias: name}
+            if alias == self.alias:
+                self.terms.append({"$ex": {name: 1}})
+        self.terms.append({"$ex": {left: 1}})
+        self.terms.append({left: right} if atom.op == "=" else {_OPS[atom.op]: {left: right}})
+
+    def definition(self) -> dict[str, Any]:
+        return {self.alias: {"$and": [{"_kind": self.kind}, *self.terms]}}
+
+
+_MIRROR = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
+
+
+def _owned_by(alias: str) -> Callable[[str], tuple[str, str]]:
+    """Every column on one fact: the owner for patterns over a single line."""
+    return lambda column: (alias, column)
+
+
+_line_owner = _owned_by("m")
+
+
+def _place(atoms: Iterable[Atom], patterns: dict[str, _Pattern], owner: Callable[[str], tuple[str, str]]) -> None:
+    """Put each atom on the fact of the join that can test it: the last one it mentions."""
+    order = list(patterns)
+    for atom in atoms:
+        aliases = {owner(c)[0] for c in columns_of(atom)} or {order[-1]}
+        last = max(aliases, key=order.index)
+        # A comparison needs its columns on the fact it references to exist too.
+        for alias in aliases - {last}:
+            for column in columns_of(atom):
+                if owner(column)[0] == alias:
+                    patterns[alias].add(IsNull(column, negated=True))
+        patterns[last].add(atom)
+
+
+# ---------------------------------------------------------------------------------------
+# Firings: what a rule's action records, turned into flags after the session.
+
+
+@dataclass(frozen=True)
+class _Firing:
+    line: int
+    reason: str
+    extras: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass
+class _CompiledCheck:
+    rule: RuleDeclaration
+    index: int
+    check: Check
+    firings: list[Any] = field(default_factory=list)
+
+
+class DurableRuleset:
+    """A catalog under one legislation, registered once as a durable_rules ruleset."""
+
+    def __init__(
+        self, catalog: Catalog, legislation: str, line_columns: Iterable[str], tables: Mapping[str, list[str]]
+    ):
+        catalog.check_legislation(legislation)
+        self.catalog, self.legislation = catalog, legislation
+        self.line_columns = set(line_columns)
+        self.table_columns = tables
+        self.checks: list[_CompiledCheck] = []
+        self.fact_columns: set[str] = {"_i"}
+        digest = hashlib.sha256(json.dumps(catalog.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        # One durable_rules ruleset per rule: its engine fails on rulesets of a few dozen rules.
+        self.rulesets: dict[str, dict[str, Any]] = {}
+        for rule in catalog:
+            for index, check in enumerate(rule.checks):
+                compiled = _CompiledCheck(rule, index, check)
+                self.checks.append(compiled)
+                for number, (patterns, action) in enumerate(self._rules(compiled)):
+                    name = f"secm_{digest[:12]}_{legislation}_{rule.id}"
+                    self.rulesets.setdefault(name, dict(_SESSION_RULE))[f"{index}_{number}"] = {
+                        "all": patterns,
+                        "run": action,
+                    }
+
+    # -- compilation ------------------------------------------------------------------
+
+    def _alternatives(self, rule: RuleDeclaration, text: str | None, *, negated: bool = False) -> list[Conjunction]:
+        if not text:
+            return [()]
+        form = not_true_form if negated else disjunctive_form
+        alternatives = form(rule.sql_text(text, self.legislation))
+        for conjunction in alternatives:
+            for atom in conjunction:
+                self.fact_columns |= columns_of(atom) & self.line_columns
+        return alternatives
+
+    def _rules(self, compiled: _CompiledCheck) -> Iterable[tuple[list[dict[str, Any]], Action]]:
+        check, rule = compiled.check, compiled.rule
+        sink = compiled.firings
+        _check_session_key(rule, check)
+        self.fact_columns.add(SESSION_KEY)
+        if isinstance(check, LinePredicateCheck):
+            reason_column = check.reason_column
+            if reason_column:
+                self.fact_columns.add(reason_column)
+            for conjunction in self._alternatives(rule, check.when):
+                pattern = _Pattern("m", LINE, _line_owner)
+                _place(conjunction, {"m": pattern}, _line_owner)
+                yield [pattern.definition()], _on_predicate(sink, check.reason, reason_column)
+        elif isinstance(check, DeadlineCheck):
+            yield from self._deadline_rules(compiled, check, rule, sink)
+        elif isinstance(check, ReferencePeriodCheck):
+            yield from self._reference_rules(check, rule, sink)
+        elif isinstance(check, BurstCheck):
+            yield from self._burst_rules(compiled, check, rule, sink)
+        elif isinstance(check, DuplicateKeyCheck):
+            yield self._duplicate_rule(compiled, sink)
+
+    def _deadline_rules(
+        self, compiled: _CompiledCheck, check: DeadlineCheck, rule: RuleDeclaration, sink: list[Any]
+    ) -> Iterable[tuple[list[dict[str, Any]], Action]]:
+        self.fact_columns.add(check.compare)
+        for position, regime in enumerate(check.regimes):
+            deadline = _derived(rule, compiled.index, regime.name)
+            # A regime applies when its condition holds and no earlier one's does (CASE WHEN).
+            applies = self._alternatives(rule, regime.when)
+            earlier = [self._alternatives(rule, r.when, negated=True) for r in check.regimes[:position]]
+            late = Compare(">", Column(check.compare), Column(deadline))
+            for alternative in _product([applies, *earlier]):
+                pattern = _Pattern("m", LINE, _line_owner)
+                _place((*alternative, late), {"m": pattern}, _line_owner)
+                yield [pattern.definition()], _on_late(sink, check.reason_prefix, regime.name, deadline)
+
+    def _reference_rules(
+        self, check: ReferencePeriodCheck, rule: RuleDeclaration, sink: list[Any]
+    ) -> Iterable[tuple[list[dict[str, Any]], Action]]:
+        reference = set(self.table_columns[check.table])
+
+        def owner(column: str) -> tuple[str, str]:
+            if column in self.line_columns:
+                return ("m", column)
+            name = column.removesuffix("_reference")
+            if name in reference:
+                return ("r", name)
+            msg = f"Rule {rule.id}: column {column!r} is neither on the line nor in {check.table}"
+            raise RuleError(msg)
+
+        end_op = "<=" if check.end_inclusive else "<"
+        period = (
+            f"{check.key} = {check.key}_reference AND {check.date} >= {check.start} "
+            f"AND ({check.end} IS NULL OR {check.date} {end_op} {check.end})"
+        )
+        self.fact_columns |= {check.key, check.date}
+        conditions = [period, *(c for c in (check.where, check.having) if c)]
+        text = " AND ".join(f"({c})" for c in conditions)
+        for conjunction in self._alternatives(rule, text):
+            patterns = {"r": _Pattern("r", check.table, owner), "m": _Pattern("m", LINE, owner)}
+            _place(conjunction, patterns, owner)
+            yield [patterns["r"].definition(), patterns["m"].definition()], _on_period(sink, check.reason, check.start)
+
+    def _burst_rules(
+        self, compiled: _CompiledCheck, check: BurstCheck, rule: RuleDeclaration, sink: list[Any]
+    ) -> Iterable[tuple[list[dict[str, Any]], Action]]:
+        seq = _derived(rule, compiled.index, "seq")
+        order = _derived(rule, compiled.index, "order")
+        gap = float(rule.resolve(check.max_gap_minutes, self.legislation)) * _MS_PER_MINUTE
+        min_run = int(rule.resolve(check.min_run, self.legislation))
+        self.fact_columns |= {*check.partition_by}
+        for conjunction in self._alternatives(rule, check.where):
+            chain: list[dict[str, Any]] = []
+            aliases = [f"p{k}" for k in range(min_run)]
+            for k, alias in enumerate(aliases):
+                pattern = _Pattern(alias, LINE, _owned_by(alias))
+                _place(conjunction, {alias: pattern}, _owned_by(alias))
+                if k:
+                    previous = aliases[k - 1]
+                    pattern.terms += [{column: {previous: column}} for column in check.partition_by]
+                    pattern.terms.append({"$gt": {seq: {previous: seq}}})
+                    pattern.terms.append({"$lt": {order: {"$add": {"$l": {previous: order}, "$r": gap}}}})
+                chain.append(pattern.definition())
+            yield chain, _on_chain(sink, aliases, order)
+
+    def _duplicate_rule(self, compiled: _CompiledCheck, sink: list[Any]) -> tuple[list[dict[str, Any]], Action]:
+        key = _derived(compiled.rule, compiled.index, "key")
+        seq = _derived(compiled.rule, compiled.index, "seq")
+        first = {"a": {"$and": [{"_kind": LINE}, {"$ex": {key: 1}}]}}
+        later = {"b": {"$and": [{"_kind": LINE}, {key: {"a": key}}, {"$gt": {seq: {"a": seq}}}]}}
+        return [first, later], _on_pair(sink, seq)
+
+    # -- facts ------------------------------------------------------------------------
+
+    def derived_columns(self) -> list[pl.Expr]:
+        """The values patterns cannot compute: deadlines, sort ranks, duplicate keys."""
+        exprs: list[pl.Expr] = []
+        for compiled in self.checks:
+            check, rule, index = compiled.check, compiled.rule, compiled.index
+            if isinstance(check, DeadlineCheck):
+                exprs += [
+                    regime_deadline(r, rule, self.legislation).alias(_derived(rule, index, r.name))
+                    for r in check.regimes
+                ]
+            elif isinstance(check, BurstCheck):
+                exprs.append(pl.arg_sort_by(check.order_by, "claim_id").arg_sort().alias(_derived(rule, index, "seq")))
+                exprs.append(pl.col(check.order_by).dt.epoch("ms").alias(_derived(rule, index, "order")))
+            elif isinstance(check, DuplicateKeyCheck):
+                parts = [pl.col(c).cast(pl.String).fill_null("\u2205") for c in check.key]
+                exprs.append(pl.concat_str(parts, separator="\u241f").alias(_derived(rule, index, "key")))
+                exprs.append(
+                    pl.arg_sort_by(*check.keep_first_by, "claim_id").arg_sort().alias(_derived(rule, index, "seq"))
+                )
+        return exprs
+
+
+def _check_session_key(rule: RuleDeclaration, check: Check) -> None:
+    keys = {
+        ReferencePeriodCheck: lambda c: [c.key],
+        BurstCheck: lambda c: c.partition_by,
+        DuplicateKeyCheck: lambda c: c.key,
+    }
+    if type(check) in keys and SESSION_KEY not in keys[type(check)](check):
+        msg = (
+            f"Rule {rule.id}: the durable_rules back end joins lines within a provider, "
+            f"so the {check.shape} key must include {SESSION_KEY}"
+        )
+        raise RuleError(msg)
+
+
+# durable_rules calls an action with the session's context alone: each factory binds the rest.
+# It also swallows what an action raises, so each one records its error for the session.
+Action = Callable[[Any], None]
+_ACTION_ERRORS: list[BaseException] = []
+
+
+def _guarded(record: Action) -> Action:
+    def action(c: Any) -> None:
+        try:
+            record(c)
+        except Exception as exc:  # re-raised by run_session once the session is closed
+            _ACTION_ERRORS.append(exc)
+
+    return action
+
+
+def _on_predicate(sink: list[Any], reason: str | None, column: str | None) -> Action:
+    return _guarded(lambda c: sink.append(_Firing(c.m._i, reason or c.m[column])))
+
+
+def _on_late(sink: list[Any], prefix: str, regime: str, deadline: str) -> Action:
+    return _guarded(
+        lambda c: sink.append(_Firing(c.m._i, prefix + regime, (("regime", regime), ("deadline", c.m[deadline]))))
+    )
+
+
+def _on_period(sink: list[Any], reason: str, start: str) -> Action:
+    return _guarded(lambda c: sink.append(_Firing(c.m._i, reason, (("reference", c.r._r), ("start", c.r[start])))))
+
+
+def _on_chain(sink: list[Any], aliases: list[str], order: str) -> Action:
+    return _guarded(lambda c: sink.append(tuple((getattr(c, a)._i, getattr(c, a)[order]) for a in aliases)))
+
+
+def _on_pair(sink: list[Any], seq: str) -> Action:
+    return _guarded(lambda c: sink.append((c.b._i, c.a._i, c.a[seq])))
+
+
+def _product(groups: list[list[Conjunction]]) -> list[Conjunction]:
+    combined: list[Conjunction] = [()]
+    for group in groups:
+        combined = [(*left, *right) for left in combined for right in group]
+    return combined
+
+
+# ---------------------------------------------------------------------------------------
+# Facts and sessions.
+
+_HOST: durable.Host | None = None
+_LOCK = threading.Lock()
+_REGISTERED: dict[str, DurableRuleset] = {}
+
+
+def _encode(frame: pl.DataFrame) -> pl.DataFrame:
+    """Values durable_rules can compare: dates as day numbers, times in ns, datetimes in ms."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        if dtype == pl.Date:
+            exprs.append(pl.col(name).cast(pl.Int32))
+        elif dtype == pl.Time:
+            exprs.append(pl.col(name).cast(pl.Int64))
+        elif isinstance(dtype, pl.Datetime):
+            exprs.append(pl.col(name).dt.epoch("ms"))
+        elif isinstance(dtype, pl.Decimal):
+            exprs.append(pl.col(name).cast(pl.Float64))
+    return frame.with_columns(exprs)
+
+
+def _facts(frame: pl.DataFrame, kind: str, run: str) -> dict[str, list[dict[str, Any]]]:
+    """One fact per row, grouped by session; a null is an absent field, as ``IS NULL`` expects.
+
+    Each fact has an explicit ``id``: without one durable_rules identifies a fact by a hash
+    of its content, and two different lines may then be taken for the same fact.
+    """
+    sessions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for number, row in enumerate(_encode(frame).iter_rows(named=True)):
+        sid = f"{run}:{row[SESSION_KEY]}"
+        fact = {k: v for k, v in row.items() if v is not None}
+        sessions[sid].append({**fact, "_kind": kind, "sid": sid, "id": f"{kind}:{number}"})
+    return sessions
+
+
+def _registered(
+    catalog: Catalog, legislation: str, lines: pl.DataFrame, tables: Mapping[str, pl.LazyFrame]
+) -> DurableRuleset:
+    global _HOST
+    columns = {name: list(frame.collect_schema()) for name, frame in tables.items()}
+    ruleset = DurableRuleset(catalog, legislation, lines.columns, columns)
+    key = next(iter(ruleset.rulesets), f"empty_{legislation}")
+    if key not in _REGISTERED:
+        _HOST = _HOST or durable.Host()
+        for name, rules in ruleset.rulesets.items():
+            # durable_rules takes each rule's action out of the definition it is given.
+            _HOST.set_rulesets({name: {rule: dict(body) for rule, body in rules.items()}})
+        _REGISTERED[key] = ruleset
+    return _REGISTERED[key]
+
+
+def _assert(host: durable.Host, name: str, facts: list[dict[str, Any]]) -> None:
+    # One fact at a time: a batch in which some fact matches nothing raises before the
+    # actions of the others have run, and they would be lost.
+    for fact in facts:
+        # A clean line matches no rule: that is the usual case, not an error.
+        with contextlib.suppress(durable.MessageNotHandledException):
+            host.assert_fact(name, fact)
+
+
+def _references(ruleset: DurableRuleset, tables: Mapping[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
+    tables_used = {c.check.table for c in ruleset.checks if isinstance(c.check, ReferencePeriodCheck)}
+    return {table: tables[table].collect().with_row_index("_r") for table in sorted(tables_used)}
+
+
+def run_session(
+    ruleset: DurableRuleset, lines: pl.DataFrame, references: Mapping[str, pl.DataFrame]
+) -> dict[tuple[str, int], list[Any]]:
+    """Assert the reference rows and lines in a fresh session; each check's firings."""
+    prepared = lines.with_columns(ruleset.derived_columns())
+    derived = set(prepared.columns) - set(lines.columns)
+    run = uuid.uuid4().hex
+    line_facts = _facts(prepared.select(sorted(ruleset.fact_columns | derived)), LINE, run)
+    reference_facts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for table, frame in references.items():
+        for sid, facts in _facts(frame, table, run).items():
+            reference_facts[sid] += facts
+    assert _HOST is not None
+    with _LOCK:
+        for compiled in ruleset.checks:
+            compiled.firings.clear()
+        _ACTION_ERRORS.clear()
+        for sid, facts in line_facts.items():
+            for name in ruleset.rulesets:
+                try:
+                    _HOST.assert_fact(name, {"_kind": _SESSION, "sid": sid, "id": _SESSION})
+                    _assert(_HOST, name, reference_facts.get(sid, []))
+                    _assert(_HOST, name, facts)
+                finally:
+                    _HOST.delete_state(name, sid)
+        if _ACTION_ERRORS:
+            msg = f"A durable_rules action failed: {_ACTION_ERRORS[0]!r}"
+            raise RuleError(msg) from _ACTION_ERRORS[0]
+        return {(c.rule.id, c.index): list(c.firings) for c in ruleset.checks}
+
+
+# ---------------------------------------------------------------------------------------
+# From firings to flagged lines with evidence.
+
+_DAY0 = date(1970, 1, 1)
+
+
+def _json(values: Mapping[str, Any]) -> str:
+    return json.dumps(values, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def _flagged(
+    compiled: _CompiledCheck, firings: list[Any], lines: pl.DataFrame, references: Mapping[str, pl.DataFrame]
+) -> pl.DataFrame:
+    """``_i``, ``claim_id``, ``reason``, ``evidence`` for one check's firings."""
+    check = compiled.check
+    rows: dict[int, tuple[str, dict[str, Any]]] = {}
+    row = lambda i: lines.row(i, named=True)  # noqa: E731
+    if isinstance(check, LinePredicateCheck):
+        for f in firings:
+            rows[f.line] = (f.reason, {c: row(f.line)[c] for c in check.evidence})
+    elif isinstance(check, DeadlineCheck):
+        for f in firings:
+            extras = dict(f.extras)
+            deadline = _DAY0 + timedelta(days=extras["deadline"])
+            compared = row(f.line)[check.compare]
+            evidence = {"regime": extras["regime"], "deadline": deadline, check.compare: compared}
+            rows[f.line] = (f.reason, {**evidence, "days_late": (compared - deadline).days})
+    elif isinstance(check, ReferencePeriodCheck):
+        reference = references[check.table]
+        chosen: dict[int, _Firing] = {}
+        for f in firings:
+            if f.line not in chosen or dict(f.extras)["start"] < dict(chosen[f.line].extras)["start"]:
+                chosen[f.line] = f
+        for line, f in chosen.items():
+            joined = {**reference.row(dict(f.extras)["reference"], named=True), **row(line)}
+            rows[line] = (f.reason, {c: joined[c.removesuffix("_reference")] for c in check.evidence})
+    elif isinstance(check, BurstCheck):
+        rows = _bursts(check, firings, row)
+    elif isinstance(check, DuplicateKeyCheck):
+        kept: dict[int, tuple[int, int]] = {}
+        for line, first, rank in firings:
+            if line not in kept or rank < kept[line][1]:
+                kept[line] = (first, rank)
+        group_sizes: dict[int, int] = defaultdict(int)
+        for first, _ in kept.values():
+            group_sizes[first] += 1
+        for line, (first, _) in kept.items():
+            extras = {"kept_claim_id": row(first)["claim_id"], "duplicate_group_size": group_sizes[first] + 1}
+            rows[line] = (check.reason, {**{c: row(line)[c] for c in check.evidence}, **extras})
+    index = sorted(rows)
+    return pl.DataFrame(
+        {
+            "_i": pl.Series(index, dtype=pl.UInt32),
+            "claim_id": lines["claim_id"].gather(index) if index else pl.Series([], dtype=pl.String),
+            "reason": [rows[i][0] for i in index],
+            "evidence": [_json(rows[i][1]) for i in index],
+        },
+        schema={"_i": pl.UInt32, "claim_id": pl.String, "reason": pl.String, "evidence": pl.String},
+    )
+
+
+def _bursts(
+    check: BurstCheck, chains: list[Any], row: Callable[[int], dict[str, Any]]
+) -> dict[int, tuple[str, dict[str, Any]]]:
+    """Chains sharing a line belong to one run: the run is the burst the evidence describes."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.setdefault(i, i) != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    order: dict[int, int] = {}
+    for chain in chains:
+        for line, at in chain:
+            order[line] = at
+            parent[root(line)] = root(chain[0][0])
+    runs: dict[int, list[int]] = defaultdict(list)
+    for line in order:
+        runs[root(line)].append(line)
+    rows: dict[int, tuple[str, dict[str, Any]]] = {}
+    for members in runs.values():
+        first = min(members, key=order.__getitem__)
+        last = max(members, key=order.__getitem__)
+        extras = {
+            "burst_size": len(members),
+            "burst_span_minutes": (order[last] - order[first]) / _MS_PER_MINUTE,
+            "burst_first": row(first)[check.order_by],
+            "burst_last": row(last)[check.order_by],
+        }
+        for line in members:
+            rows[line] = (check.reason, {**{c: row(line)[c] for c in check.evidence}, **extras})
+    return rows
+
+
+def evaluate_durable(
+    tables: Mapping[str, pl.LazyFrame],
+    *,
+    legislation: str = "current",
+    catalog: Catalog | None = None,
+    lines: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The flags of every rule under ``legislation``, decided by durable_rules; same table as ``evaluate``."""
+    catalog = catalog or load_catalog()
+    enriched = lines if lines is not None else enriched_lines(tables)
+    ruleset = _registered(catalog, legislation, enriched, tables)
+    references = _references(ruleset, tables)
+    firings = run_session(ruleset, enriched, references)
+    rules = list(catalog)
+    flagged = []
+    for rule in rules:
+        checks = [
+            _flagged(c, firings[(rule.id, c.index)], enriched, references).lazy()
+            for c in ruleset.checks
+            if c.rule.id == rule.id
+        ]
+        flagged.append(one_flag_per_line(checks).collect())
+    return flags_table(rules, legislation, flagged, enriched)
