@@ -53,6 +53,7 @@ def _pipeline(out: str, queue: mp.Queue) -> None:
 
 
 def _compare(out: str, sample: int, queue: mp.Queue) -> None:
+    import polars as pl
     from pandas_rules import pandas_flags
 
     from data_contracts import load_dataset
@@ -60,7 +61,18 @@ def _compare(out: str, sample: int, queue: mp.Queue) -> None:
     from rules.durable_engine import evaluate_durable
 
     tables = load_dataset(out).lazy_tables()
-    lines = enriched_lines(tables).head(sample).drop("_i").with_row_index("_i")
+    everything = enriched_lines(tables)
+    # Whole providers, those with flags first, so that the sample keeps every join and flag.
+    flagged = evaluate(tables, lines=everything).select("provider_nihdi").unique().with_columns(pl.lit(0).alias("_o"))
+    providers = (
+        everything.group_by("provider_nihdi")
+        .len()
+        .join(flagged, on="provider_nihdi", how="left")
+        .sort(pl.col("_o").fill_null(1), "provider_nihdi")
+        .filter(pl.col("len").cum_sum() <= sample)
+    )
+    lines = everything.join(providers.select("provider_nihdi"), on="provider_nihdi", how="semi")
+    lines = lines.drop("_i").with_row_index("_i")
     timings: dict[str, float] = {}
     started = time.perf_counter()
     polars_flags = evaluate(tables, lines=lines)

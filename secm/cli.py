@@ -103,6 +103,10 @@ def run(
         )
     _print_tables(result.info["tables"])
     _print_rules(result.info["rules"], legislation)
+    detector = result.info["detector"]
+    console.print(
+        f"Scored {detector['profiles_scored']:,} provider profiles with {detector['model']}: {detector['source']}."
+    )
     console.print(f"Outputs in {out} ({result.info['timings']['total_seconds']:.1f}s).")
 
 
@@ -136,6 +140,96 @@ def whatif(
     for change, n, amount in totals.sort("change").iter_rows():
         console.print(f"{change}: {n:,} lines, {amount:,.2f} EUR at stake")
     console.print(f"Written to {target}.")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="Labelled anomalous providers (default: DATA/labels/providers.parquet).")
+    ] = None,
+    detector: Annotated[
+        list[str] | None, typer.Option(help="Detector to train (repeat; default: the whole zoo).")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="roc_auc, average_precision or precision_at_k.")] = "roc_auc",
+    promote: Annotated[bool, typer.Option(help="Make the best run by --metric the champion.")] = False,
+    period: Annotated[str, typer.Option(help="Profile period: year or quarter.")] = "year",
+    peer_columns: Annotated[
+        str, typer.Option(help="Peer grouping, comma-separated.")
+    ] = "profession,qualification,region",
+    min_peers: Annotated[int, typer.Option(min=2, help="Smallest peer group before falling back to a wider one.")] = 20,
+) -> None:
+    """Train and compare the detector zoo on a dataset's provider profiles, tracked in MLflow."""
+    from detectors.tracking import best, train_zoo
+    from detectors.tracking import promote as make_champion
+    from detectors.zoo import NAMES
+    from secm.pipeline import profiles_of
+
+    with _clean_errors():
+        if period not in ("year", "quarter"):
+            raise ValueError(f"--period must be year or quarter, not {period!r}")
+        unknown = set(detector or []) - set(NAMES)
+        if unknown:
+            raise ValueError(f"Unknown detector(s) {sorted(unknown)}; known: {', '.join(NAMES)}")
+        label_file = labels or data / "labels" / "providers.parquet"
+        if labels and not labels.exists():
+            raise FileNotFoundError(f"No labels file at {labels}")
+        with _progress() as progress:
+            task = progress.add_task("Building provider profiles", total=None)
+            profiles = profiles_of(data, period=period)  # type: ignore[arg-type]
+            truth = pl.read_parquet(label_file) if label_file.exists() else None
+            runs = train_zoo(
+                profiles,
+                labels=truth,
+                detectors=detector or NAMES,
+                peer_columns=[c.strip() for c in peer_columns.split(",") if c.strip()],
+                min_peers=min_peers,
+                period=period,
+                on_detector=lambda name: progress.update(task, description=f"Training {name}"),
+            )
+        table = Table(title=f"{profiles.height:,} provider profiles" + ("" if truth is not None else " (no labels)"))
+        for column in ("detector", "version", "roc_auc", "average_precision", "precision_at_k", "run"):
+            table.add_column(column)
+        for r in runs:
+            cells = [
+                f"{r.metrics[m]:.3f}" if m in r.metrics else "-"
+                for m in ("roc_auc", "average_precision", "precision_at_k")
+            ]
+            table.add_row(r.detector, r.version, *cells, r.run_id)
+        Console().print(table)
+        if promote:
+            winner = best(runs, metric)
+            make_champion(winner.version)
+            console.print(
+                f"Champion: {winner.detector} (version {winner.version}, {metric} {winner.metrics[metric]:.3f})."
+            )
+
+
+@app.command()
+def detect(
+    features: Annotated[Path, typer.Option(help="CSV or Parquet table: one row per id, numeric features.")],
+    id: Annotated[str, typer.Option("--id", help="Column identifying each row.")],
+    out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet): id, score, rank.")],
+    peer_group: Annotated[str | None, typer.Option(help="Column to normalise features within.")] = None,
+    detector: Annotated[str, typer.Option(help="Detector name, or ensemble.")] = "ensemble",
+) -> None:
+    """Score any provider x numeric-feature table with the detector zoo."""
+    from detectors.scoring import score_table
+
+    with _clean_errors():
+        if not features.exists():
+            raise FileNotFoundError(f"No feature table at {features}")
+        table = (
+            pl.read_parquet(features)
+            if features.suffix == ".parquet"
+            else pl.read_csv(features, infer_schema_length=10_000)
+        )
+        scores = score_table(table, id, peer_group=peer_group, detector=detector)
+        if out.suffix == ".parquet":
+            scores.write_parquet(out)
+        else:
+            scores.write_csv(out)
+    console.print(f"Scored {scores.height:,} rows with {detector}; written to {out}.")
 
 
 @app.command("rules")

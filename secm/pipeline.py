@@ -14,6 +14,9 @@ from typing import Any
 import polars as pl
 
 from data_contracts import TableStats, load_dataset
+from detectors.profiles import Period, provider_profiles
+from detectors.scoring import fit_profiles, score_profiles
+from detectors.tracking import load_champion
 from rules import enriched_lines, evaluate, load_catalog, summarise
 
 
@@ -30,10 +33,12 @@ def run(
     *,
     legislation: str = "current",
     catalog_path: Path | None = None,
+    period: Period = "year",
     on_step: Callable[[str], None] | None = None,
     on_table: Callable[[str, TableStats], None] | None = None,
 ) -> RunResult:
-    """Write ``flags.parquet``, ``quarantine.parquet`` and ``run.json`` under ``out``."""
+    """Write ``flags.parquet``, ``quarantine.parquet``, ``profiles.parquet``,
+    ``provider_scores.parquet`` and ``run.json`` under ``out``."""
     catalog = load_catalog(catalog_path)
     catalog.check_legislation(legislation)
     timings: dict[str, float] = {}
@@ -52,10 +57,17 @@ def run(
     lines = enriched_lines(tables)
     flags = evaluate(tables, legislation=legislation, catalog=catalog, lines=lines)
     step("rules_seconds")
+    if on_step:
+        on_step("Scoring provider profiles")
+    profiles = provider_profiles(lines, flags, period=period)
+    scores, detector = _score(profiles)
+    step("scoring_seconds")
 
     out.mkdir(parents=True, exist_ok=True)
     flags.write_parquet(out / "flags.parquet")
     dataset.quarantine.write_parquet(out / "quarantine.parquet")
+    profiles.write_parquet(out / "profiles.parquet")
+    scores.write_parquet(out / "provider_scores.parquet")
     step("write_seconds")
     timings["total_seconds"] = round(time.perf_counter() - started, 3)
     info = {
@@ -67,10 +79,29 @@ def run(
         "quarantine_reasons": _reason_counts(dataset.quarantine),
         "rules": summarise(flags, catalog),
         "billed_amount_eur": round(float(dataset.tables["billing_lines"]["amount_reimbursed"].sum()), 2),
+        "detector": {**detector, "period": period, "profiles_scored": scores.height},
         "timings": timings,
     }
     (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return RunResult(out=out, info=info, flags=flags)
+
+
+def _score(profiles: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Scores by the registered champion, or by the default detector fitted on these profiles."""
+    champion = load_champion()
+    if champion is None:
+        model = fit_profiles(profiles)
+        source = "fitted on this run's profiles, unsupervised: no champion is registered (see secm train)"
+        return score_profiles(model, profiles), {"model": model.name, "source": source}
+    model, version = champion
+    return score_profiles(model, profiles), {"model": model.name, "source": f"registered champion, version {version}"}
+
+
+def profiles_of(data: Path, *, period: Period = "year") -> pl.DataFrame:
+    """Provider profiles of a dataset under the current legislation (for training)."""
+    tables = load_dataset(data).lazy_tables()
+    lines = enriched_lines(tables)
+    return provider_profiles(lines, evaluate(tables, lines=lines), period=period)
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> dict[str, int]:

@@ -18,3 +18,5 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECM_HOME", str(tmp_path / "secm-home"))
+    # MLflow exports the tracking URI it is given to the environment: undo it after each test.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -1,0 +1,163 @@
+"""From profiles to scored providers: peer normalisation, the detector, and explanations.
+
+The output is the contract's ``provider_scores.parquet``: ``provider_nihdi``, ``peer_group``,
+``score`` (higher is more anomalous), ``rank`` (1 is the most anomalous) and ``explanation``,
+plus ``period``, ``peer_group_size`` and ``contributions`` (the explanation as JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS, assign_peer_groups, peer_statistics, robust_z
+from detectors.profiles import FEATURES, ID
+from detectors.zoo import DEFAULT, Detector
+
+TOP_FEATURES = 3
+
+
+def normalise(
+    profiles: pl.DataFrame,
+    features: Sequence[str] = tuple(FEATURES),
+    *,
+    peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
+    min_peers: int = DEFAULT_MIN_PEERS,
+) -> pl.DataFrame:
+    """Profiles with their peer group and, per feature, ``z_``, ``median_`` and ``pct_`` columns."""
+    grouped = assign_peer_groups(profiles, peer_columns, min_size=min_peers)
+    return peer_statistics(grouped, features, within=("period",))
+
+
+def matrix(normalised: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+    return normalised.select(f"z_{f}" for f in features).to_numpy()
+
+
+def fit_profiles(
+    profiles: pl.DataFrame,
+    detector: str = DEFAULT,
+    *,
+    features: Sequence[str] = tuple(FEATURES),
+    peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
+    min_peers: int = DEFAULT_MIN_PEERS,
+    random_state: int = 0,
+) -> Detector:
+    """A detector fitted on ``profiles``, carrying the features and peer settings it used."""
+    model = Detector(detector, random_state=random_state)
+    normalised = normalise(profiles, features, peer_columns=peer_columns, min_peers=min_peers)
+    model.fit(matrix(normalised, features))
+    model.feature_names_ = list(features)
+    model.peer_columns_ = list(peer_columns)
+    model.min_peers_ = min_peers
+    return model
+
+
+def _explanations(normalised: pl.DataFrame, features: Sequence[str]) -> pl.DataFrame:
+    """Per row: the top features by |robust z|, as a sentence and as JSON."""
+    rows = normalised.select(
+        pl.int_range(pl.len()).alias("_row"),
+        "peer_group_size",
+        *(pl.col(f"{p}_{f}") for p in ("z", "median", "pct") for f in features),
+        *features,
+    )
+    long = pl.concat(
+        [
+            rows.select(
+                "_row",
+                "peer_group_size",
+                pl.lit(f).alias("feature"),
+                pl.col(f).alias("value"),
+                pl.col(f"median_{f}").alias("peer_median"),
+                pl.col(f"z_{f}").alias("robust_z"),
+                pl.col(f"pct_{f}").alias("peer_percentile"),
+            )
+            for f in features
+        ]
+    )
+    top = (
+        long.sort("_row", pl.col("robust_z").abs(), descending=[False, True], maintain_order=True)
+        .group_by("_row", maintain_order=True)
+        .head(TOP_FEATURES)
+    )
+    higher = pl.col("robust_z") >= 0
+    share = pl.when(higher).then(pl.col("peer_percentile")).otherwise(1 - pl.col("peer_percentile"))
+    sentence = pl.format(
+        "{}: {} against a peer median of {} ({} than {}% of {} peers, robust z {})",
+        pl.col("feature").replace_strict(FEATURES, default=pl.col("feature")),
+        pl.col("value").round_sig_figs(3),
+        pl.col("peer_median").round_sig_figs(3),
+        pl.when(higher).then(pl.lit("higher")).otherwise(pl.lit("lower")),
+        (share * 100).floor().cast(pl.Int64),
+        pl.col("peer_group_size"),
+        pl.col("robust_z").round(1),
+    )
+    item = pl.struct("feature", "value", "peer_median", pl.col("robust_z").round(2), pl.col("peer_percentile").round(3))
+    return (
+        top.group_by("_row", maintain_order=True)
+        .agg(sentence.str.join("; ").alias("explanation"), item.struct.json_encode().alias("_items"))
+        .select(
+            "_row",
+            "explanation",
+            pl.format("[{}]", pl.col("_items").list.join(",")).alias("contributions"),
+        )
+    )
+
+
+def score_profiles(model: Detector, profiles: pl.DataFrame) -> pl.DataFrame:
+    """The contract's provider scores for ``profiles``, ranked 1 = most anomalous."""
+    features = list(model.feature_names_)
+    normalised = normalise(profiles, features, peer_columns=model.peer_columns_, min_peers=model.min_peers_)
+    scores = model.score(matrix(normalised, features)) if normalised.height else np.array([], dtype=float)
+    explained = _explanations(normalised, features)
+    return (
+        normalised.select(ID, "period", "peer_group", "peer_group_size")
+        .with_columns(pl.Series("score", scores, dtype=pl.Float64))
+        .with_row_index("_row")
+        .join(explained, on="_row", how="left")
+        .drop("_row")
+        .with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
+        .sort("rank")
+        .select(ID, "peer_group", "score", "rank", "explanation", "period", "peer_group_size", "contributions")
+    )
+
+
+def score_table(
+    table: pl.DataFrame,
+    id_column: str,
+    *,
+    peer_group: str | None = None,
+    detector: str = DEFAULT,
+    random_state: int = 0,
+) -> pl.DataFrame:
+    """Score any table of numeric features per id: ``id_column``, ``score``, ``rank``.
+
+    Every numeric column but the id and the peer group is a feature; features are
+    normalised within the peer group (or over the whole table), nulls count as the median.
+    """
+    for column in (id_column, peer_group):
+        if column and column not in table.columns:
+            msg = f"Column '{column}' is not in the table; it has {', '.join(table.columns)}"
+            raise ValueError(msg)
+    if table.is_empty():
+        msg = "The feature table has no rows"
+        raise ValueError(msg)
+    features = [c for c, t in table.schema.items() if t.is_numeric() and c not in (id_column, peer_group)]
+    if not features:
+        msg = f"The feature table has no numeric column besides '{id_column}'"
+        raise ValueError(msg)
+    group = pl.col(peer_group).cast(pl.String) if peer_group else pl.lit("all")
+    normalised = (
+        table.with_columns(group.alias("_peer"), *(pl.col(f).cast(pl.Float64) for f in features))
+        .with_columns(pl.col(f).fill_null(pl.col(f).median().over("_peer")) for f in features)
+        .with_columns(robust_z(features, ["_peer"]))
+    )
+    model = Detector(detector, random_state=random_state).fit(matrix(normalised, features))
+    scores = model.score(matrix(normalised, features))
+    return (
+        normalised.select(id_column)
+        .with_columns(pl.Series("score", scores, dtype=pl.Float64))
+        .with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
+        .sort("rank")
+    )

@@ -1,0 +1,190 @@
+"""Training runs in MLflow: parameters, metrics against labels, plots, the model, the champion.
+
+The tracking store is a SQLite file under ``SECM_HOME`` unless ``MLFLOW_TRACKING_URI`` names
+another; artifacts of the embedded store live under ``SECM_HOME/mlartifacts``. Every model is
+registered as ``MODEL_NAME``; the one scoring runs use carries the alias ``champion``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import polars as pl
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS
+from detectors.profiles import FEATURES, ID
+from detectors.scoring import fit_profiles, score_profiles
+from detectors.zoo import NAMES, Detector
+from secm.settings import Settings, get_settings
+
+MODEL_NAME = "secm-provider-anomaly"
+EXPERIMENT = "secm-provider-profiles"
+CHAMPION = "champion"
+METRICS = ("roc_auc", "average_precision", "precision_at_k")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    detector: str
+    run_id: str
+    version: str
+    metrics: dict[str, float]
+
+
+def connect(settings: Settings | None = None) -> str:
+    """Point MLflow at the configured store; the experiment's id."""
+    settings = settings or get_settings()
+    mlflow.set_tracking_uri(settings.effective_mlflow_uri)
+    mlflow.set_registry_uri(settings.effective_mlflow_uri)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None if settings.mlflow_tracking_uri else (settings.resolved_home / "mlartifacts").as_uri()
+    return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def _requirements() -> list[str]:
+    """What loading the model needs, stated rather than inferred (inference takes seconds)."""
+    return [f"{name}=={version(name)}" for name in ("pyod", "scikit-learn", "numpy", "polars", "mlflow")]
+
+
+def fingerprint(profiles: pl.DataFrame) -> str:
+    """A short hash of the training profiles, to tie a model to its data."""
+    content = profiles.sort(ID, "period").write_csv().encode()
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def quality(scores: pl.DataFrame, labels: pl.DataFrame, k: int) -> dict[str, float]:
+    """ROC-AUC, average precision and precision@k of ``scores`` against labelled providers."""
+    truth = scores.join(labels.select(ID).unique().with_columns(pl.lit(True).alias("_y")), on=ID, how="left")
+    y = truth["_y"].fill_null(False).to_numpy()
+    score = truth["score"].to_numpy()
+    if y.all() or not y.any():
+        return {}
+    top = truth.sort("score", descending=True).head(k)["_y"].fill_null(False).mean()
+    return {
+        "roc_auc": float(roc_auc_score(y, score)),
+        "average_precision": float(average_precision_score(y, score)),
+        "precision_at_k": float(top or 0.0),
+    }
+
+
+def _plots(scores: pl.DataFrame, model: Detector, folder: Path) -> list[Path]:
+    distribution = folder / "score_distribution.png"
+    figure = Figure(figsize=(6, 3.5))
+    axis = figure.subplots()
+    axis.hist(scores["score"].to_numpy(), bins=50, color="#3b6ea5")
+    axis.set(title=f"Scores of {scores.height} provider profiles ({model.name})", xlabel="score", ylabel="profiles")
+    figure.tight_layout()
+    figure.savefig(distribution, dpi=100)
+    contributions = folder / "feature_contributions.png"
+    item = pl.Struct({"feature": pl.String})
+    top = scores.head(max(1, scores.height // 10)).select(
+        pl.col("contributions").str.json_decode(pl.List(item)).alias("c")
+    )
+    counts = top.explode("c").select(pl.col("c").struct.field("feature")).to_series().value_counts(sort=True)
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    axis.barh([FEATURES.get(f, f) for f in counts["feature"]][::-1], counts["count"].to_list()[::-1], color="#a53b3b")
+    axis.set(title="Features explaining the top decile", xlabel="times among the top 3")
+    figure.tight_layout()
+    figure.savefig(contributions, dpi=100)
+    return [distribution, contributions]
+
+
+def train_zoo(
+    profiles: pl.DataFrame,
+    *,
+    labels: pl.DataFrame | None = None,
+    detectors: Sequence[str] = NAMES,
+    peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
+    min_peers: int = DEFAULT_MIN_PEERS,
+    period: str = "year",
+    k: int = 50,
+    random_state: int = 0,
+    settings: Settings | None = None,
+    on_detector: Callable[[str], None] | None = None,
+) -> list[TrainingRun]:
+    """Fit, score, log and register every detector; one MLflow run each."""
+    experiment = connect(settings)
+    data = fingerprint(profiles)
+    client = MlflowClient()
+    runs = []
+    for name in detectors:
+        if on_detector:
+            on_detector(name)
+        with mlflow.start_run(experiment_id=experiment, run_name=name) as run:
+            model = fit_profiles(
+                profiles, name, peer_columns=peer_columns, min_peers=min_peers, random_state=random_state
+            )
+            scores = score_profiles(model, profiles)
+            params: dict[str, Any] = {
+                "detector": name,
+                "members": ",".join(model.members) if name == "ensemble" else name,
+                "hyper_parameters": str(model.params or "pyod defaults"),
+                "random_state": random_state,
+                "features": ",".join(model.feature_names_),
+                "peer_columns": ",".join(peer_columns),
+                "min_peers": min_peers,
+                "period": period,
+                "profiles": profiles.height,
+                "data_fingerprint": data,
+            }
+            mlflow.log_params(params)
+            metrics = quality(scores, labels, k) if labels is not None else {}
+            if metrics:
+                mlflow.log_metrics(metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                for plot in _plots(scores, model, Path(tmp)):
+                    mlflow.log_artifact(str(plot), artifact_path="plots")
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                serialization_format="cloudpickle",
+                registered_model_name=MODEL_NAME,
+                pip_requirements=_requirements(),
+            )
+            version = str(info.registered_model_version)
+            client.set_model_version_tag(MODEL_NAME, version, "detector", name)
+            runs.append(TrainingRun(name, run.info.run_id, version, metrics))
+    return runs
+
+
+def best(runs: Sequence[TrainingRun], metric: str) -> TrainingRun:
+    if metric not in METRICS:
+        msg = f"Unknown metric '{metric}'; known: {', '.join(METRICS)}"
+        raise ValueError(msg)
+    scored = [r for r in runs if metric in r.metrics]
+    if not scored:
+        msg = f"No run has the metric '{metric}': it needs labels (DATA/labels/providers.parquet or --labels)."
+        raise ValueError(msg)
+    return max(scored, key=lambda r: r.metrics[metric])
+
+
+def promote(version: str, settings: Settings | None = None) -> None:
+    """Make ``version`` of the registered model the champion."""
+    connect(settings)
+    MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+
+
+def load_champion(settings: Settings | None = None) -> tuple[Detector, str] | None:
+    """The champion model and its version, or None when none is registered."""
+    connect(settings)
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
+    return model, str(version.version)

@@ -1,0 +1,116 @@
+"""Profile features on hand-built datasets, with values worked out by hand."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from data_contracts import load_dataset
+from detectors.profiles import FEATURES, provider_profiles
+from rules import enriched_lines, evaluate
+from tests import factories as f
+
+SATURDAY = date(2024, 3, 16)
+
+
+def profiles(tmp_path: Path, period: str = "year", **tables: object) -> pl.DataFrame:
+    dataset = load_dataset(f.write_dataset(tmp_path, **tables))  # type: ignore[arg-type]
+    assert dataset.quarantine.is_empty(), dataset.quarantine.to_dicts()
+    lazy = dataset.lazy_tables()
+    lines = enriched_lines(lazy)
+    return provider_profiles(lines, evaluate(lazy, lines=lines), period=period)  # type: ignore[arg-type]
+
+
+def test_volume_patients_timing_and_money_features(tmp_path: Path) -> None:
+    lines = [
+        f.line("A", patient_id="P1", amount_reimbursed=10.0, amount_fee=50.0),
+        f.line(
+            "B",
+            patient_id="P1",
+            amount_reimbursed=20.0,
+            amount_fee=50.0,
+            service_date=SATURDAY,
+            submitted_date=date(2024, 3, 26),
+        ),
+        f.line(
+            "C",
+            patient_id="P2",
+            amount_reimbursed=30.0,
+            amount_fee=50.0,
+            nomenclature_code="104215",
+            service_time=time(19, 0),
+        ),
+        f.line(
+            "D",
+            patient_id="P3",
+            amount_reimbursed=40.0,
+            amount_fee=50.0,
+            service_date=SATURDAY,
+            submitted_date=date(2024, 3, 20),
+        ),
+    ]
+    row = profiles(tmp_path, lines=lines).row(0, named=True)
+    assert (row["provider_nihdi"], row["period"], row["profession"], row["qualification"]) == (
+        f.GP,
+        "2024",
+        "gp",
+        "003",
+    )
+    expected = {
+        "lines": 4,
+        "patients": 3,
+        "active_days": 2,
+        "lines_per_patient": 4 / 3,
+        "lines_per_active_day": 2,
+        "busiest_day_lines": 2,
+        "share_patients_seen_once": 2 / 3,
+        "repeat_intensity": 2,
+        "evening_share": 0.25,
+        "home_visit_share": 0.25,
+        "weekend_share": 0.5,
+        "amount_per_patient": 100 / 3,
+        "amount_per_line": 25,
+        "submission_delay_days": 2,  # delays 0, 10, 0, 4 days: median (0 + 4) / 2
+        "third_party_share": 0,
+        "pseudo_number_rate": 0,
+        "rule_hit_rate": 0,
+    }
+    for name, value in expected.items():
+        assert row[name] == pytest.approx(value), name
+    assert set(FEATURES) <= set(row)
+
+
+def test_third_party_pseudo_numbers_flags_and_bursts(tmp_path: Path) -> None:
+    day = date(2024, 3, 15)
+    lines = [
+        f.tp_line("A", "I1"),
+        f.tp_line("B", "I2"),  # invoice on an unregistered number: pseudo number, flagged
+        f.line("C", encoded_at=f.evening_at(day, 20, 0)),
+        f.line("D", encoded_at=f.evening_at(day, 20, 5)),  # 5 minutes after C: typed in a burst
+    ]
+    invoices = [f.invoice("I1"), f.invoice("I2", number="0499999999")]
+    row = profiles(tmp_path, lines=lines, invoices=invoices).row(0, named=True)
+    assert row["third_party_share"] == pytest.approx(0.5)
+    assert row["pseudo_number_rate"] == pytest.approx(0.5)
+    assert row["rule_hit_rate"] == pytest.approx(0.25)
+    assert row["burst_share"] == pytest.approx(0.5)
+
+
+def test_code_mix_distance_is_zero_for_the_profession_mix_and_grows_away_from_it(tmp_path: Path) -> None:
+    lines = [f.line(f"A{i}", nomenclature_code="101076") for i in range(3)]
+    lines += [f.line(f"B{i}", provider_nihdi=f.OTHER_GP, nomenclature_code="101135") for i in range(1)]
+    providers = [f.provider(), f.provider(f.OTHER_GP)]
+    rows = {r["provider_nihdi"]: r for r in profiles(tmp_path, lines=lines, providers=providers).iter_rows(named=True)}
+    # Profession mix: 101076 3/4, 101135 1/4. Total variation distance: 1 - sum(min(p, q)).
+    assert rows[f.GP]["code_mix_distance"] == pytest.approx(0.25)
+    assert rows[f.OTHER_GP]["code_mix_distance"] == pytest.approx(0.75)
+
+
+def test_quarters_split_a_year(tmp_path: Path) -> None:
+    lines = [f.line("A"), f.line("B", service_date=date(2024, 7, 1), submitted_date=date(2024, 7, 1))]
+    frame = profiles(tmp_path, period="quarter", lines=lines)
+    assert frame["period"].to_list() == ["2024Q1", "2024Q3"]
+    assert frame["lines"].to_list() == [1, 1]

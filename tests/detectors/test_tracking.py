@@ -1,0 +1,103 @@
+"""MLflow round trip on a temporary store, the champion in runs, and the quality floor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+from detectors.scoring import fit_profiles, score_profiles
+from detectors.tracking import CHAMPION, MODEL_NAME, best, load_champion, promote, quality, train_zoo
+from secm.cli import app
+from secm.pipeline import profiles_of
+from secm.pipeline import run as run_pipeline
+
+
+@pytest.fixture(scope="module")
+def profiles(synthetic: Path) -> pl.DataFrame:
+    return profiles_of(synthetic)
+
+
+@pytest.fixture(scope="module")
+def labels(synthetic: Path) -> pl.DataFrame:
+    return pl.read_parquet(synthetic / "labels" / "providers.parquet")
+
+
+def test_log_register_load_by_alias_and_score_identically(profiles: pl.DataFrame, labels: pl.DataFrame) -> None:
+    assert load_champion() is None
+    runs = train_zoo(profiles, labels=labels, detectors=["ecod", "ensemble"])
+    assert [r.detector for r in runs] == ["ecod", "ensemble"]
+    winner = best(runs, "roc_auc")
+    promote(winner.version)
+    champion = load_champion()
+    assert champion is not None
+    model, version = champion
+    assert version == winner.version
+    assert model.name == winner.detector
+    expected = score_profiles(fit_profiles(profiles, winner.detector), profiles)
+    assert_frame_equal(score_profiles(model, profiles), expected)
+
+    client = MlflowClient()
+    run = client.get_run(winner.run_id)
+    assert run.data.params["detector"] == winner.detector
+    assert run.data.params["peer_columns"] == "profession,qualification,region"
+    assert len(run.data.params["data_fingerprint"]) == 16
+    assert set(run.data.metrics) == {"roc_auc", "average_precision", "precision_at_k"}
+    artifacts = {a.path for a in client.list_artifacts(winner.run_id, "plots")}
+    assert artifacts == {"plots/score_distribution.png", "plots/feature_contributions.png"}
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == winner.version
+    assert mlflow.get_tracking_uri().endswith("mlflow.db")
+
+
+def test_quality_floor_on_generated_providers(profiles: pl.DataFrame, labels: pl.DataFrame) -> None:
+    scores = score_profiles(fit_profiles(profiles), profiles)
+    metrics = quality(scores, labels, k=20)
+    assert metrics["roc_auc"] >= 0.85, metrics
+    assert metrics["average_precision"] > labels.height / profiles["provider_nihdi"].n_unique()
+
+
+def test_run_scores_with_the_champion_or_says_it_fitted_one(synthetic: Path, tmp_path: Path) -> None:
+    first = run_pipeline(synthetic, tmp_path / "a")
+    assert "no champion is registered" in first.info["detector"]["source"]
+    scores = pl.read_parquet(tmp_path / "a" / "provider_scores.parquet")
+    assert scores.columns[:5] == ["provider_nihdi", "peer_group", "score", "rank", "explanation"]
+    assert scores.height == first.info["detector"]["profiles_scored"]
+    assert scores["explanation"].str.len_chars().min() > 0  # type: ignore[operator]
+
+    result = CliRunner().invoke(app, ["train", "--data", str(synthetic), "--detector", "iforest", "--promote"])
+    assert result.exit_code == 0, result.output
+    assert "Champion: iforest" in result.output
+    second = run_pipeline(synthetic, tmp_path / "b")
+    assert second.info["detector"] == {
+        "model": "iforest",
+        "source": "registered champion, version 1",
+        "period": "year",
+        "profiles_scored": scores.height,
+    }
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["detector"]["model"] == "iforest"
+
+
+def test_train_and_detect_errors_are_one_line(synthetic: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", str(synthetic), "--detector", "svm"])
+    assert result.exit_code == 1
+    assert "Unknown detector(s) ['svm']" in result.output
+    unlabelled = ["train", "--data", str(synthetic), "--labels", str(tmp_path / "none.parquet")]
+    assert "No labels file" in runner.invoke(app, unlabelled).output
+    table = tmp_path / "features.csv"
+    pl.DataFrame({"npi": ["a", "b", "c"], "x": [1.0, 2.0, 30.0]}).write_csv(table)
+    result = runner.invoke(app, ["detect", "--features", str(table), "--id", "NPI", "--out", str(tmp_path / "o.csv")])
+    assert result.exit_code == 1
+    assert "Column 'NPI' is not in the table" in result.output
+    out = tmp_path / "o.parquet"
+    result = runner.invoke(
+        app, ["detect", "--features", str(table), "--id", "npi", "--detector", "hbos", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(out).columns == ["npi", "score", "rank"]
