@@ -28,12 +28,14 @@ test: lint
 
 demo: install
 	$(RUN) secm synth --out $(DEMO_DATA) --lines $(DEMO_LINES) --seed 42
+	$(RUN) secm train --data $(DEMO_DATA) --promote
 	$(RUN) secm run --data $(DEMO_DATA) --out $(SECM_HOME)/runs/demo
 	$(RUN) secm whatif --data $(DEMO_DATA) --legislation reform_art174 --out $(SECM_HOME)/runs/demo/whatif_reform_art174.csv
-	@echo "Results: $(SECM_HOME)/runs/demo (flags.parquet, quarantine.parquet, run.json). The HTTP service is not part of this release yet."
+	@echo "Results: $(SECM_HOME)/runs/demo (flags, quarantine, provider scores, run.json). The HTTP service is not part of this release yet."
 
 bench: install
-	$(RUN) python bench/bench_pipeline.py --lines 10000000
+	$(RUN) python bench/bench_pipeline.py --lines 10000000 --sample 1000000
+	$(RUN) python bench/bench_detectors.py --providers 50000 --lines 3000000
 
 clean:
 	rm -rf .venv .tools $(SECM_HOME)

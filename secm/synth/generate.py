@@ -55,12 +55,16 @@ def generate(
     chunk_lines: int = 1_000_000,
     fmt: str = "parquet",
     progress: Callable[[int], None] | None = None,
+    n_providers: int | None = None,
 ) -> SynthSummary:
-    """Write a dataset of ``n_lines`` billing lines (scenarios included) to ``out``."""
+    """Write a dataset of ``n_lines`` billing lines (scenarios included) to ``out``.
+
+    ``n_providers`` defaults to one provider per 1 200 lines (at least 80).
+    """
     rng = np.random.default_rng(seed)
     calendar = Calendar.years(first_year)
     nomenclature = default_nomenclature()
-    population = make_population(rng, max(80, n_lines // 1200), n_lines)
+    population = make_population(rng, n_providers or max(80, n_lines // 1200), n_lines)
     plan = scenarios.plan(rng, population, calendar, nomenclature, SCENARIO_CLAIMS)
     injected = len(plan.injection.lines)
     if n_lines <= injected:
