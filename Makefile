@@ -31,7 +31,12 @@ demo: install
 	$(RUN) secm train --data $(DEMO_DATA) --promote
 	$(RUN) secm run --data $(DEMO_DATA) --out $(SECM_HOME)/runs/demo
 	$(RUN) secm whatif --data $(DEMO_DATA) --legislation reform_art174 --out $(SECM_HOME)/runs/demo/whatif_reform_art174.csv
-	@echo "Results: $(SECM_HOME)/runs/demo (flags, quarantine, provider scores, run.json). The HTTP service is not part of this release yet."
+	@echo "Results: $(SECM_HOME)/runs/demo (flags, quarantine, provider scores, run.json), published to $(SECM_HOME)/secm.db."
+	@TOKEN=$$($(RUN) secm token create --role admin --name demo-$$(date +%s) 2>/dev/null | tail -n 1); \
+	echo ""; echo "Service: http://127.0.0.1:8000  (docs: http://127.0.0.1:8000/docs)"; \
+	echo "Token:   $$TOKEN"; \
+	echo "Try:     curl -H 'Authorization: Bearer $$TOKEN' http://127.0.0.1:8000/providers/flagged"; echo ""; \
+	$(RUN) secm serve --host 127.0.0.1 --port 8000
 
 bench: install
 	$(RUN) python bench/bench_pipeline.py --lines 10000000 --sample 1000000

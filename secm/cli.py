@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from data_contracts import ContractError, TableStats
 from rules import RuleError, load_catalog
@@ -34,7 +35,7 @@ def _clean_errors() -> Iterator[None]:
     """Expected failures end as one line on stderr and exit code 1, never a traceback."""
     try:
         yield
-    except (ContractError, RuleError, ValueError, FileNotFoundError, PermissionError) as exc:
+    except (ContractError, RuleError, ValueError, FileNotFoundError, PermissionError, SQLAlchemyError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
         raise typer.Exit(1) from None
 
@@ -83,9 +84,13 @@ def run(
     out: Annotated[Path, typer.Option(help="Folder for flags.parquet, quarantine.parquet, run.json.")],
     legislation: Legislation = "current",
     catalog: Annotated[Path | None, typer.Option(help="Rule catalog YAML (default: the shipped one).")] = None,
+    publish: Annotated[
+        bool, typer.Option(help="Publish the run to the application database (SECM_DATABASE_URL) for the service.")
+    ] = True,
 ) -> None:
-    """Validate a dataset and run the rule catalog over it."""
+    """Validate a dataset, run the rule catalog, score providers, publish the results."""
     from secm.pipeline import run as run_pipeline
+    from secm.settings import get_settings
 
     with _clean_errors(), _progress() as progress:
         task = progress.add_task("Starting", total=None)
@@ -100,6 +105,7 @@ def run(
             catalog_path=catalog,
             on_step=lambda s: progress.update(task, description=s),
             on_table=on_table,
+            publish_to=get_settings().effective_database_url if publish else None,
         )
     _print_tables(result.info["tables"])
     _print_rules(result.info["rules"], legislation)
@@ -107,7 +113,8 @@ def run(
     console.print(
         f"Scored {detector['profiles_scored']:,} provider profiles with {detector['model']}: {detector['source']}."
     )
-    console.print(f"Outputs in {out} ({result.info['timings']['total_seconds']:.1f}s).")
+    published = " and published to the application database" if publish else ""
+    console.print(f"Outputs in {out}{published} ({result.info['timings']['total_seconds']:.1f}s).")
 
 
 @app.command()
@@ -230,6 +237,55 @@ def detect(
         else:
             scores.write_csv(out)
     console.print(f"Scored {scores.height:,} rows with {detector}; written to {out}.")
+
+
+token_app = typer.Typer(help="Create and revoke the service's bearer tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="inspector, data_scientist, sca or admin.")],
+    name: Annotated[str | None, typer.Option(help="A unique name (default: the role and a suffix).")] = None,
+) -> None:
+    """Create a token; it is printed once, alone on the last line, and stored only hashed."""
+    from api.auth import create_token
+    from api.database import migrate
+    from secm.settings import get_settings
+
+    with _clean_errors():
+        name, token = create_token(migrate(get_settings().effective_database_url), role, name)
+    console.print(f"Token '{name}' with role {role} (keep it: it is not stored and cannot be shown again):")
+    typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Option(help="The token's name.")]) -> None:
+    """Revoke a token by name; it stops working at once."""
+    from api.auth import revoke_token
+    from api.database import migrate
+    from secm.settings import get_settings
+
+    with _clean_errors():
+        revoke_token(migrate(get_settings().effective_database_url), name)
+    console.print(f"Revoked token '{name}'.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+) -> None:
+    """Serve the HTTP API over the application database (SECM_DATABASE_URL)."""
+    import uvicorn
+
+    from api.app import create_app
+    from secm.settings import get_settings
+
+    with _clean_errors():
+        application = create_app(get_settings().effective_database_url)
+    console.print(f"Serving on http://{host}:{port} (API documentation at http://{host}:{port}/docs).")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 @app.command("rules")

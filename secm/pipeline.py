@@ -36,9 +36,11 @@ def run(
     period: Period = "year",
     on_step: Callable[[str], None] | None = None,
     on_table: Callable[[str, TableStats], None] | None = None,
+    publish_to: str | None = None,
 ) -> RunResult:
     """Write ``flags.parquet``, ``quarantine.parquet``, ``profiles.parquet``,
-    ``provider_scores.parquet`` and ``run.json`` under ``out``."""
+    ``provider_scores.parquet`` and ``run.json`` under ``out``; then, when ``publish_to``
+    names a database, publish the run there for the HTTP service."""
     catalog = load_catalog(catalog_path)
     catalog.check_legislation(legislation)
     timings: dict[str, float] = {}
@@ -83,6 +85,21 @@ def run(
         "timings": timings,
     }
     (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    if publish_to:
+        if on_step:
+            on_step("Publishing to the application database")
+        from api.publish import publish
+
+        publish(
+            publish_to,
+            info,
+            flags=flags,
+            scores=scores,
+            profiles=profiles,
+            quarantine=dataset.quarantine,
+            references=dataset.tables,
+        )
+        timings["publish_seconds"] = round(time.perf_counter() - started - timings["total_seconds"], 3)
     return RunResult(out=out, info=info, flags=flags)
 
 

@@ -1,0 +1,149 @@
+"""Publishing a run's results into the application database, atomically.
+
+Everything a run wrote (flags, provider scores and profiles, quarantine counts) and the
+dataset's reference tables go in one transaction; the run row is marked ``complete`` in the
+same transaction, so readers never see a half-loaded run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from api import tables as t
+from api.database import migrate
+
+CHUNK = 20_000
+REFERENCE_TABLES = ("providers", "third_party_registry", "tp_suspensions", "provider_debts", "nomenclature")
+
+
+def _csv(column: str) -> pl.Expr:
+    """A comma-wrapped, sorted list of the distinct values: ``,A,B,``."""
+    return pl.format(",{},", pl.col(column).cast(pl.String).drop_nulls().unique().sort().str.join(","))
+
+
+def provider_summary(flags: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+    """One row per scored or flagged provider: totals of its flags and its highest score."""
+    flagged = (
+        flags.group_by("provider_nihdi").agg(
+            pl.col("profession").drop_nulls().first(),
+            pl.col("region").drop_nulls().first(),
+            pl.len().cast(pl.Int64).alias("lines_flagged"),
+            pl.col("amount_at_stake_eur").sum().round(2),
+            _csv("rule_id").alias("rules"),
+            _csv("insurer_code").alias("insurers"),
+            _csv("_year").alias("years"),
+        )
+        if flags.height
+        else None
+    )
+    best = scores.group_by("provider_nihdi").agg(
+        pl.col("peer_group").first().str.split("|").list.first().alias("_profession"),
+        pl.col("score").max(),
+        pl.col("rank").min(),
+    )
+    if flagged is None:
+        merged = best.with_columns(
+            pl.col("_profession").alias("profession"),
+            pl.lit(None, pl.String).alias("region"),
+            pl.lit(0, pl.Int64).alias("lines_flagged"),
+            pl.lit(0.0).alias("amount_at_stake_eur"),
+            *(pl.lit(",").alias(c) for c in ("rules", "insurers", "years")),
+        )
+    else:
+        merged = flagged.join(best, on="provider_nihdi", how="full", coalesce=True).with_columns(
+            pl.coalesce("profession", "_profession").alias("profession"),
+            pl.col("lines_flagged").fill_null(0),
+            pl.col("amount_at_stake_eur").fill_null(0.0),
+            *(pl.col(c).fill_null(",") for c in ("rules", "insurers", "years")),
+        )
+    return merged.drop("_profession")
+
+
+def _rows(frame: pl.DataFrame) -> Iterable[list[dict[str, Any]]]:
+    for start in range(0, frame.height, CHUNK):
+        yield frame.slice(start, CHUNK).to_dicts()
+
+
+def _insert(connection: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> None:
+    for chunk in _rows(frame):
+        connection.execute(table.insert(), chunk)
+
+
+def publish(
+    url: str,
+    info: Mapping[str, Any],
+    *,
+    flags: pl.DataFrame,
+    scores: pl.DataFrame,
+    profiles: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    references: Mapping[str, pl.DataFrame],
+) -> str:
+    """Load one run into the database at ``url``; its ``run_id``."""
+    engine = migrate(url)
+    run_id = str(info["run_id"])
+    now = datetime.now(UTC)
+    features = [c for c in profiles.columns if c not in ("provider_nihdi", "period")]
+    profile_json = profiles.select(
+        "provider_nihdi", "period", pl.struct(features).struct.json_encode().alias("profile")
+    )
+    score_rows = scores.join(profile_json, on=["provider_nihdi", "period"], how="left").select(
+        pl.lit(run_id).alias("run_id"),
+        "provider_nihdi",
+        "period",
+        "peer_group",
+        "peer_group_size",
+        "score",
+        "rank",
+        pl.col("explanation").fill_null(""),
+        pl.col("contributions").fill_null("[]"),
+        pl.col("profile").fill_null("{}"),
+    )
+    flag_rows = flags.select(
+        pl.lit(run_id).alias("run_id"), *(c.name for c in t.flags.columns if c.name not in ("id", "run_id"))
+    )
+    summary = provider_summary(flags.with_columns(pl.col("service_date").dt.year().alias("_year")), scores)
+    quarantined = (
+        quarantine.explode("reasons")
+        .group_by("table", "reasons")
+        .len()
+        .select(
+            pl.lit(run_id).alias("run_id"),
+            pl.col("table").alias("table_name"),
+            pl.col("reasons").alias("reason"),
+            pl.col("len").alias("rows"),
+        )
+    )
+    reference = pl.concat(
+        [
+            frame.select(pl.lit(name).alias("table_name"), pl.struct(pl.all()).struct.json_encode().alias("row"))
+            for name, frame in references.items()
+            if name in REFERENCE_TABLES
+        ]
+        or [pl.DataFrame(schema={"table_name": pl.String, "row": pl.String})]
+    ).with_columns(pl.lit(run_id).alias("run_id"))
+    with engine.begin() as connection:
+        connection.execute(
+            t.runs.insert().values(
+                run_id=run_id,
+                created_at=datetime.fromisoformat(str(info["created_at"])),
+                published_at=now,
+                dataset=str(info.get("dataset", "")),
+                legislation=str(info["legislation"]),
+                status="loading",
+                info=json.loads(json.dumps(info, default=str)),
+            )
+        )
+        _insert(connection, t.flags, flag_rows)
+        _insert(connection, t.provider_scores, score_rows)
+        _insert(connection, t.flagged_providers, summary.with_columns(pl.lit(run_id).alias("run_id")))
+        _insert(connection, t.quarantine_counts, quarantined)
+        _insert(connection, t.reference_rows, reference)
+        connection.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(status="complete"))
+    return run_id

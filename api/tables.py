@@ -1,0 +1,148 @@
+"""The application database: published runs, their results, cases, tokens and the audit log.
+
+The schema is created and changed only by the Alembic migrations in ``api/migrations``; these
+table objects are what the code queries with.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("legislation", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # loading, complete
+    sa.Column("info", sa.JSON, nullable=False),
+)
+
+flags = sa.Table(
+    "flags",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("claim_id", sa.String(64), nullable=False),
+    sa.Column("rule_id", sa.String(64), nullable=False),
+    sa.Column("provider_nihdi", sa.String(11), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("amount_at_stake_eur", sa.Float, nullable=False),
+    sa.Column("service_date", sa.Date, nullable=False),
+    sa.Column("insurer_code", sa.String(8)),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("nomenclature_code", sa.String(16)),
+    sa.Column("profession", sa.String(32)),
+    sa.Column("region", sa.String(8)),
+    sa.Column("severity", sa.String(16)),
+    sa.Column("legal_basis", sa.Text),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Index("ix_flags_run_provider", "run_id", "provider_nihdi", "rule_id"),
+)
+
+flagged_providers = sa.Table(
+    "flagged_providers",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("provider_nihdi", sa.String(11), primary_key=True),
+    sa.Column("profession", sa.String(32)),
+    sa.Column("region", sa.String(8)),
+    sa.Column("lines_flagged", sa.Integer, nullable=False),
+    sa.Column("amount_at_stake_eur", sa.Float, nullable=False),
+    # Comma-wrapped lists (",A,B,") so that a filter is one indexed-run scan with LIKE.
+    sa.Column("rules", sa.Text, nullable=False),
+    sa.Column("insurers", sa.Text, nullable=False),
+    sa.Column("years", sa.Text, nullable=False),
+    sa.Column("score", sa.Float),
+    sa.Column("rank", sa.Integer),
+    sa.Index("ix_flagged_run_amount", "run_id", "amount_at_stake_eur"),
+    sa.Index("ix_flagged_run_score", "run_id", "score"),
+)
+
+provider_scores = sa.Table(
+    "provider_scores",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("provider_nihdi", sa.String(11), primary_key=True),
+    sa.Column("period", sa.String(8), primary_key=True),
+    sa.Column("peer_group", sa.String(64), nullable=False),
+    sa.Column("peer_group_size", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+    sa.Column("contributions", sa.Text, nullable=False),
+    sa.Column("profile", sa.Text, nullable=False),  # the profile's features, JSON
+)
+
+quarantine_counts = sa.Table(
+    "quarantine_counts",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(64), primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+)
+
+reference_rows = sa.Table(
+    "reference_rows",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("row", sa.Text, nullable=False),  # JSON
+    sa.Index("ix_reference_run_table", "run_id", "table_name"),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+cases = sa.Table(
+    "cases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("provider_nihdi", sa.String(11), nullable=False, index=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("amount_to_recover_eur", sa.Float),
+    sa.Column("notes", sa.Text, nullable=False, default=""),
+    sa.Column("opened_by", sa.String(128), nullable=False),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+)
+
+case_events = sa.Table(
+    "case_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("change", sa.JSON, nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("provider_nihdi", sa.String(11)),
+    sa.Column("case_id", sa.Integer),
+    sa.Column("detail", sa.JSON, nullable=False),
+)

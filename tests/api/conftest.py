@@ -1,0 +1,113 @@
+"""A published run in a real database: a SQLite file, and PostgreSQL when the machine has one.
+
+PostgreSQL is reached at ``SECM_TEST_POSTGRES_URL`` (default: the local server, trust auth,
+database ``test``); each test gets its own schema. Without a server the PostgreSQL cases are
+skipped, unless ``SECM_REQUIRE_POSTGRES`` is set (CI), which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.auth import create_token
+from api.database import migrate
+from api.publish import publish
+from data_contracts import load_dataset
+from detectors.profiles import provider_profiles
+from detectors.scoring import fit_profiles, score_profiles
+from rules import enriched_lines, evaluate
+
+POSTGRES = os.environ.get("SECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@dataclass(frozen=True)
+class Published:
+    info: dict[str, object]
+    flags: pl.DataFrame
+    scores: pl.DataFrame
+    profiles: pl.DataFrame
+    quarantine: pl.DataFrame
+    references: dict[str, pl.DataFrame]
+
+    def into(self, url: str, run_id: str = "run-1", created_at: str = "2026-01-01T00:00:00+00:00") -> None:
+        info = {**self.info, "run_id": run_id, "created_at": created_at}
+        publish(
+            url,
+            info,
+            flags=self.flags,
+            scores=self.scores,
+            profiles=self.profiles,
+            quarantine=self.quarantine,
+            references=self.references,
+        )
+
+
+@pytest.fixture(scope="session")
+def results(synthetic: Path) -> Published:
+    dataset = load_dataset(synthetic)
+    tables = dataset.lazy_tables()
+    lines = enriched_lines(tables)
+    flags = evaluate(tables, lines=lines)
+    profiles = provider_profiles(lines, flags)
+    scores = score_profiles(fit_profiles(profiles), profiles)
+    info = {"dataset": str(synthetic), "legislation": "current", "rules": {}}
+    return Published(info, flags, scores, profiles, dataset.quarantine, dataset.tables)
+
+
+def _postgres_schema_url() -> Iterator[str]:
+    try:
+        with psycopg.connect(POSTGRES, connect_timeout=3, autocommit=True) as connection:
+            schema = f"t_{uuid.uuid4().hex[:12]}"
+            connection.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.OperationalError as exc:
+        message = f"no PostgreSQL server at {POSTGRES}: {str(exc).splitlines()[0]}"
+        if os.environ.get("SECM_REQUIRE_POSTGRES"):
+            pytest.fail(f"SECM_REQUIRE_POSTGRES is set but there is {message}")
+        pytest.skip(message)
+    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+    else:
+        yield from _postgres_schema_url()
+
+
+@dataclass
+class Service:
+    client: TestClient
+    url: str
+    tokens: dict[str, str]
+
+    def get(self, path: str, role: str = "inspector", **params: object):  # type: ignore[no-untyped-def]
+        return self.client.get(path, params=params, headers={"Authorization": f"Bearer {self.tokens[role]}"})
+
+    def send(self, method: str, path: str, role: str = "inspector", **body: object):  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"}
+        return self.client.request(method, path, json=body, headers=headers)
+
+
+@pytest.fixture
+def service(database_url: str, results: Published) -> Iterator[Service]:
+    results.into(database_url)
+    engine = migrate(database_url)
+    tokens = {
+        role: create_token(engine, role, f"{role}-test")[1] for role in ("inspector", "data_scientist", "sca", "admin")
+    }
+    with TestClient(create_app(database_url)) as client:
+        yield Service(client, database_url, tokens)
+    engine.dispose()

@@ -1,0 +1,206 @@
+"""The service through real HTTP calls on a real database (SQLite file and PostgreSQL)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from api import tables as t
+from api.auth import revoke_token
+from api.database import migrate
+from tests.api.conftest import Published, Service
+
+ENDPOINTS = [
+    ("get", "/rules"),
+    ("get", "/runs"),
+    ("get", "/providers/flagged"),
+    ("get", "/providers/11006431003"),
+    ("get", "/providers/11006431003/claims"),
+    ("get", "/cases"),
+    ("get", "/cases/1"),
+    ("get", "/cases/outcomes"),
+    ("post", "/cases"),
+    ("patch", "/cases/1"),
+    ("get", "/audit"),
+]
+
+
+def _top_flagged(results: Published) -> str:
+    totals = results.flags.group_by("provider_nihdi").agg(pl.col("amount_at_stake_eur").sum())
+    return str(totals.sort("amount_at_stake_eur", "provider_nihdi", descending=[True, False])["provider_nihdi"][0])
+
+
+def test_health_needs_no_token_and_everything_else_does(service: Service) -> None:
+    assert service.client.get("/health").json() == {"status": "ok"}
+    for method, path in ENDPOINTS:
+        missing = service.client.request(method, path)
+        assert missing.status_code == 401, path
+        assert missing.json()["detail"] == "Missing bearer token"
+        bad = service.client.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401, path
+    revoke_token(migrate(service.url), "inspector-test")
+    assert service.get("/rules").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "code"),
+    [
+        ("data_scientist", "/providers/flagged", 200),
+        ("data_scientist", "/providers/11006431003/claims", 403),
+        ("data_scientist", "/cases", 403),
+        ("data_scientist", "/cases/outcomes", 200),
+        ("sca", "/providers/flagged", 403),
+        ("sca", "/providers/11006431003/claims", 403),
+        ("sca", "/rules", 200),
+        ("inspector", "/audit", 403),
+        ("admin", "/audit", 200),
+        ("admin", "/providers/11006431003/claims", 200),
+    ],
+)
+def test_roles_have_least_privilege(service: Service, role: str, path: str, code: int) -> None:
+    response = service.get(path, role)
+    assert response.status_code == code, response.text
+    if code == 403:
+        assert response.json()["detail"] == f"The role '{role}' may not do this"
+
+
+def test_flagged_providers_match_the_flags_and_filter(service: Service, results: Published) -> None:
+    body = service.get("/providers/flagged", page_size=200).json()
+    assert body["run_id"] == "run-1"
+    assert body["total"] == results.scores["provider_nihdi"].n_unique()
+    by_provider = {i["provider_nihdi"]: i for i in body["items"]}
+    expected = results.flags.group_by("provider_nihdi").agg(pl.len(), pl.col("amount_at_stake_eur").sum())
+    for nihdi, lines, amount in expected.iter_rows():
+        assert by_provider[nihdi]["lines_flagged"] == lines
+        assert by_provider[nihdi]["amount_at_stake_eur"] == pytest.approx(amount)
+    amounts = [i["amount_at_stake_eur"] for i in body["items"]]
+    assert amounts == sorted(amounts, reverse=True)
+    assert body["items"][0]["provider_nihdi"] == _top_flagged(results)
+
+    duplicates = service.get("/providers/flagged", rule="DUPLICATE_BILLING").json()
+    assert {i["provider_nihdi"] for i in duplicates["items"]} == set(
+        results.flags.filter(rule_id="DUPLICATE_BILLING")["provider_nihdi"]
+    )
+    year = int(results.flags["service_date"].dt.year().min())  # type: ignore[arg-type]
+    in_year = set(results.flags.filter(pl.col("service_date").dt.year() == year)["provider_nihdi"])
+    assert {
+        i["provider_nihdi"] for i in service.get("/providers/flagged", year=year, min_amount=0.01).json()["items"]
+    } == in_year
+    scored = service.get("/providers/flagged", min_score=0.9, sort="score").json()["items"]
+    assert scored
+    assert all(i["score"] >= 0.9 for i in scored)
+    assert [i["score"] for i in scored] == sorted((i["score"] for i in scored), reverse=True)
+    gps = service.get("/providers/flagged", profession="gp", region="WAL", insurer="100").json()["items"]
+    assert gps
+    assert all(i["profession"] == "gp" and i["region"] == "WAL" and "100" in i["insurers"] for i in gps)
+    page_two = service.get("/providers/flagged", page=2, page_size=5).json()
+    assert [i["provider_nihdi"] for i in page_two["items"]] == [i["provider_nihdi"] for i in body["items"][5:10]]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"page_size": 201}, "less than or equal to 200"),
+        ({"page": 0}, "greater than or equal to 1"),
+        ({"rule": "NOPE"}, "Input should be 'LATE_ATTESTATION', "),
+        ({"insurer": "1x0"}, "should match pattern"),
+        ({"year": "last"}, "valid integer"),
+        ({"sort": "age"}, "'amount', 'score', 'lines' or 'provider'"),
+    ],
+)
+def test_bad_filters_get_a_clear_422(service: Service, params: dict[str, object], message: str) -> None:
+    response = service.get("/providers/flagged", **params)
+    assert response.status_code == 422
+    assert message in response.text
+
+
+def test_provider_detail_and_claims_with_evidence_are_audited(service: Service, results: Published) -> None:
+    nihdi = _top_flagged(results)
+    detail = service.get(f"/providers/{nihdi}").json()
+    mine = results.flags.filter(provider_nihdi=nihdi)
+    assert {r["rule_id"]: r["lines"] for r in detail["flags_by_rule"]} == dict(
+        mine.group_by("rule_id").len().iter_rows()
+    )
+    assert detail["periods"]
+    assert all(p["explanation"] and len(p["peer_comparison"]) == 3 for p in detail["periods"])
+    assert set(detail["periods"][0]["profile"]) >= {"lines", "evening_share", "profession"}
+    assert detail["cases"] == []
+
+    first = service.get(f"/providers/{nihdi}/claims", page_size=2).json()
+    assert first["total"] == mine.height
+    assert len(first["items"]) == 2
+    assert isinstance(first["items"][0]["evidence"], dict)
+    log = service.get("/audit", "admin", action="read_claims").json()
+    assert log["total"] == 1
+    entry = log["items"][0]
+    assert (entry["actor"], entry["role"], entry["provider_nihdi"]) == ("inspector-test", "inspector", nihdi)
+    assert entry["detail"]["claims"] == [i["claim_id"] for i in first["items"]]
+
+    assert service.get("/providers/99999999999").status_code == 404
+    assert "is not in run" in service.get("/providers/99999999999/claims").json()["detail"]
+    assert service.get("/providers/12AB").status_code == 422
+    assert service.get("/providers/flagged", run_id="nope").status_code == 404
+
+
+def test_case_lifecycle_history_outcomes_and_audit(service: Service, results: Published) -> None:
+    nihdi = _top_flagged(results)
+    opened = service.send("post", "/cases", provider_nihdi=nihdi, notes="Evening visits typed at 22:00")
+    assert opened.status_code == 201, opened.text
+    case = opened.json()
+    assert (case["status"], case["opened_by"]) == ("open", "inspector-test")
+    path = f"/cases/{case['id']}"
+
+    assert service.send("patch", path, status="closed").status_code == 422  # needs an outcome
+    assert service.send("patch", path, outcome="confirmed").status_code == 422  # only when closing
+    assert service.send("patch", path, status="investigating").json()["status"] == "investigating"
+    back = service.send("patch", path, status="open")
+    assert back.status_code == 409
+    assert "cannot go from 'investigating' to 'open'" in back.json()["detail"]
+    closed = service.send(
+        "patch", path, "admin", status="closed", outcome="confirmed", amount_to_recover_eur=243.5
+    ).json()
+    assert (closed["status"], closed["outcome"], closed["amount_to_recover_eur"]) == ("closed", "confirmed", 243.5)
+    assert [(e["author"], e["change"].get("status")) for e in closed["history"]] == [
+        ("inspector-test", [None, "open"]),
+        ("inspector-test", ["open", "investigating"]),
+        ("admin-test", ["investigating", "closed"]),
+    ]
+    assert service.send("patch", path, notes="late").status_code == 409
+    outcomes = service.get("/cases/outcomes", "data_scientist").json()
+    assert [(o["provider_nihdi"], o["outcome"], o["amount_to_recover_eur"]) for o in outcomes] == [
+        (nihdi, "confirmed", 243.5)
+    ]
+    actions = [e["action"] for e in service.get("/audit", "admin", page_size=50).json()["items"]]
+    assert actions.count("change_case") == 2
+    assert actions.count("open_case") == 1
+    assert service.send("post", "/cases", provider_nihdi="99999999999").status_code == 404
+    assert service.get("/cases/4242").status_code == 404
+    assert service.get("/cases", status="closed").json()["total"] == 1
+
+
+def test_runs_are_visible_only_complete_and_newest_first(service: Service, results: Published) -> None:
+    engine = migrate(service.url)
+    with engine.begin() as connection:
+        connection.execute(
+            t.runs.insert().values(
+                run_id="half-loaded",
+                created_at=sa.func.now(),
+                published_at=sa.func.now(),
+                dataset="x",
+                legislation="current",
+                status="loading",
+                info={},
+            )
+        )
+    assert [r["run_id"] for r in service.get("/runs").json()] == ["run-1"]
+    assert service.get("/providers/flagged").json()["run_id"] == "run-1"
+    results.into(service.url, run_id="run-2", created_at="2026-02-01T00:00:00+00:00")
+    assert [r["run_id"] for r in service.get("/runs").json()] == ["run-2", "run-1"]
+    assert service.get("/providers/flagged").json()["run_id"] == "run-2"
+    assert service.get("/providers/flagged", run_id="run-1").json()["run_id"] == "run-1"
+    with pytest.raises(sa.exc.IntegrityError):
+        results.into(service.url, run_id="run-2")  # a failed publication leaves nothing behind
+    with engine.connect() as connection:
+        count = connection.execute(sa.select(sa.func.count()).select_from(t.flags)).scalar_one()
+    assert count == 2 * results.flags.height
