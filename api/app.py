@@ -130,6 +130,16 @@ def create_app(database_url: str) -> FastAPI:
     )
     app.state.engine = migrate(database_url)
     catalog = load_catalog()
+    # A published run never changes, so the number of providers matching a filter can be
+    # remembered: counting is the costly part of a page of the list.
+    counts: dict[tuple[Any, ...], int] = {}
+
+    def count_flagged(key: tuple[Any, ...], count: Callable[[], int]) -> int:
+        if key not in counts:
+            if len(counts) > 10_000:
+                counts.clear()
+            counts[key] = count()
+        return counts[key]
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:
@@ -182,7 +192,12 @@ def create_app(database_url: str) -> FastAPI:
         fp = t.flagged_providers
         run = _run(connection, run_id)
         where = [fp.c.run_id == run]
-        for column, value in (("rules", rule and rule.value), ("insurers", insurer), ("years", year)):
+        if rule is not None:
+            by_rule = sa.select(t.provider_rules.c.provider_nihdi).where(
+                t.provider_rules.c.run_id == run, t.provider_rules.c.rule_id == rule.value
+            )
+            where.append(fp.c.provider_nihdi.in_(by_rule))
+        for column, value in (("insurers", insurer), ("years", year)):
             if value is not None:
                 where.append(fp.c[column].like(f"%,{value},%"))
         if profession:
@@ -197,7 +212,10 @@ def create_app(database_url: str) -> FastAPI:
             sort, fp.c.provider_nihdi
         )
         ordering = key.desc() if order == "desc" else key.asc()
-        total = connection.execute(sa.select(sa.func.count()).select_from(fp).where(*where)).scalar_one()
+        filters = (run, rule, profession, region, insurer, year, min_score, min_amount)
+        total = count_flagged(
+            filters, lambda: connection.execute(sa.select(sa.func.count()).select_from(fp).where(*where)).scalar_one()
+        )
         rows = connection.execute(
             sa.select(fp)
             .where(*where)

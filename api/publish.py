@@ -143,6 +143,7 @@ def publish(
         _insert(connection, t.flags, flag_rows)
         _insert(connection, t.provider_scores, score_rows)
         _insert(connection, t.flagged_providers, summary.with_columns(pl.lit(run_id).alias("run_id")))
+        _insert(connection, t.provider_rules, flag_rows.select("run_id", "rule_id", "provider_nihdi").unique())
         _insert(connection, t.quarantine_counts, quarantined)
         _insert(connection, t.reference_rows, reference)
         connection.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(status="complete"))

@@ -53,7 +53,8 @@ flagged_providers = sa.Table(
     sa.Column("region", sa.String(8)),
     sa.Column("lines_flagged", sa.Integer, nullable=False),
     sa.Column("amount_at_stake_eur", sa.Float, nullable=False),
-    # Comma-wrapped lists (",A,B,") so that a filter is one indexed-run scan with LIKE.
+    # Comma-wrapped lists (",A,B,"): filters on insurer and year are a LIKE over one run;
+    # the rule filter, the most used, goes through provider_rules.
     sa.Column("rules", sa.Text, nullable=False),
     sa.Column("insurers", sa.Text, nullable=False),
     sa.Column("years", sa.Text, nullable=False),
@@ -61,6 +62,15 @@ flagged_providers = sa.Table(
     sa.Column("rank", sa.Integer),
     sa.Index("ix_flagged_run_amount", "run_id", "amount_at_stake_eur"),
     sa.Index("ix_flagged_run_score", "run_id", "score"),
+    sa.Index("ix_flagged_run_lines", "run_id", "lines_flagged"),
+)
+
+provider_rules = sa.Table(
+    "provider_rules",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("rule_id", sa.String(64), primary_key=True),
+    sa.Column("provider_nihdi", sa.String(11), primary_key=True),
 )
 
 provider_scores = sa.Table(
