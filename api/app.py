@@ -14,14 +14,16 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from api import tables as t
 from api.auth import ROLES, Caller, audit, caller_for
+from api.claims import checker_for
 from api.database import migrate
+from data_contracts import ContractError
 from rules import load_catalog
 
 MAX_PAGE_SIZE = 200
@@ -86,6 +88,13 @@ class CaseOpen(BaseModel):
     provider_nihdi: str = Field(pattern=r"^\d{11}$")
     notes: str = Field(default="", max_length=10_000)
     run_id: str | None = Field(default=None, max_length=64)
+
+
+class ClaimsCheck(BaseModel):
+    """Contract-shaped records: dates ``YYYY-MM-DD``, times ``HH:MM[:SS]``, datetimes ISO."""
+
+    lines: list[dict[str, Any]] = Field(min_length=1, max_length=2_000)
+    invoices: list[dict[str, Any]] = Field(default_factory=list, max_length=2_000)
 
 
 class CaseChange(BaseModel):
@@ -350,6 +359,43 @@ def create_app(database_url: str) -> FastAPI:
             detail={"run_id": run, "rule": rule and rule.value, "page": page, "claims": [i["claim_id"] for i in items]},
         )
         return _page(total, page, page_size, items, run_id=run)
+
+    app.state.checkers = {}
+
+    @app.post("/claims/check", tags=["claims"])
+    def check_claims(
+        request: Request,
+        response: Response,
+        caller: Annotated[Caller, Depends(allow("inspector"))],
+        body: ClaimsCheck,
+    ) -> dict[str, Any]:
+        """Check claims as they arrive: per claim, the flags of every rule (durable_rules back end).
+
+        Invalid records answer 422 with one error per quarantine reason; the valid lines of
+        the same request are still checked and answered under ``claims``.
+        """
+        engine = request.app.state.engine
+        with engine.begin() as connection:
+            run = _run(connection, None)
+            audit(connection, caller, "check_claims", detail={"run_id": run, "lines": len(body.lines)})
+        try:
+            result = checker_for(engine, run, request.app.state.checkers).check(body.lines, body.invoices)
+        except (ContractError, ValueError) as exc:
+            raise _invalid(("body",), str(exc)) from None
+        errors = result.pop("errors")
+        if errors:
+            response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+            result["detail"] = [
+                {
+                    "loc": ["body", "lines" if e["table"] == "billing_lines" else "invoices", e["index"]],
+                    "msg": reason,
+                    "type": "quarantine",
+                    **{k: v for k, v in e.items() if k in ("claim_id", "invoice_id")},
+                }
+                for e in errors
+                for reason in e["reasons"]
+            ]
+        return result
 
     @app.post("/cases", tags=["cases"], status_code=status.HTTP_201_CREATED)
     def open_case(

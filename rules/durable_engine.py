@@ -295,8 +295,8 @@ class DurableRuleset:
                 exprs.append(pl.arg_sort_by(check.order_by, "claim_id").arg_sort().alias(_derived(rule, index, "seq")))
                 exprs.append(pl.col(check.order_by).dt.epoch("ms").alias(_derived(rule, index, "order")))
             elif isinstance(check, DuplicateKeyCheck):
-                parts = [pl.col(c).cast(pl.String).fill_null("\u2205") for c in check.key]
-                exprs.append(pl.concat_str(parts, separator="\u241f").alias(_derived(rule, index, "key")))
+                parts = [pl.col(c).cast(pl.String).fill_null("~null~") for c in check.key]
+                exprs.append(pl.concat_str(parts, separator="#|#").alias(_derived(rule, index, "key")))
                 exprs.append(
                     pl.arg_sort_by(*check.keep_first_by, "claim_id").arg_sort().alias(_derived(rule, index, "seq"))
                 )
@@ -365,6 +365,19 @@ def _product(groups: list[list[Conjunction]]) -> list[Conjunction]:
 # ---------------------------------------------------------------------------------------
 # Facts and sessions.
 
+
+class _Host(durable.Host):  # type: ignore[misc]
+    """A durable_rules host without its two polling threads.
+
+    They dispatch timers and queued actions, which the catalog does not use, and they call
+    into the engine while assert_fact runs in another thread: its C core is not thread-safe,
+    and the race ends in a segmentation fault.
+    """
+
+    def _run(self) -> None:
+        return None
+
+
 _HOST: durable.Host | None = None
 _LOCK = threading.Lock()
 _REGISTERED: dict[str, DurableRuleset] = {}
@@ -407,7 +420,7 @@ def _registered(
     ruleset = DurableRuleset(catalog, legislation, lines.columns, columns)
     key = next(iter(ruleset.rulesets), f"empty_{legislation}")
     if key not in _REGISTERED:
-        _HOST = _HOST or durable.Host()
+        _HOST = _HOST or _Host()
         for name, rules in ruleset.rulesets.items():
             # durable_rules takes each rule's action out of the definition it is given.
             _HOST.set_rulesets({name: {rule: dict(body) for rule, body in rules.items()}})

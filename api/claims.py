@@ -1,0 +1,188 @@
+"""Real-time claim checks: contract validation, then the catalog on its durable_rules back end.
+
+A check validates the posted lines and invoices exactly as a dataset's files are validated
+(same quarantine reasons), against the reference tables of the newest published run. The
+valid lines are then evaluated with each provider's recent lines, so that a duplicate or a
+burst is caught as its last line arrives; only the posted lines' flags are answered.
+
+State is bounded: per provider, the ``HISTORY_LINES`` lines with the latest service dates
+are kept (older duplicates and bursts are the batch run's job). Each check runs in its own
+durable_rules sessions, in a worker process of its own (see ``evaluate_isolated``); the
+history is read and updated under a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import tempfile
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from api import tables as t
+from data_contracts import TABLES
+from data_contracts.loader import load_files
+from data_contracts.reader import SourceFile
+from rules import enriched_lines, load_catalog
+from rules.durable_engine import evaluate_durable
+
+HISTORY_LINES = 200
+_WORKER_LOCK = threading.Lock()
+_worker: ProcessPoolExecutor | None = None
+
+
+def _evaluate(tables: dict[str, pl.DataFrame], legislation: str) -> pl.DataFrame:
+    lazy = {name: frame.lazy() for name, frame in tables.items()}
+    return evaluate_durable(lazy, legislation=legislation, lines=enriched_lines(lazy))
+
+
+def evaluate_isolated(tables: dict[str, pl.DataFrame], legislation: str) -> pl.DataFrame:
+    """``evaluate_durable`` in a worker process of its own, restarted if it dies.
+
+    durable_rules' C core is unmaintained and not thread-safe; in a threaded server it
+    crashes now and then. A crash then costs the worker, not the service: the check is
+    retried once in a fresh worker.
+    """
+    global _worker
+    for attempt in range(2):
+        with _WORKER_LOCK:
+            if _worker is None:
+                _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            worker = _worker
+        try:
+            return worker.submit(_evaluate, tables, legislation).result()
+        except BrokenProcessPool:
+            with _WORKER_LOCK:
+                if _worker is worker:
+                    _worker = None
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+REFERENCES = ("providers", "nomenclature", "third_party_registry", "tp_suspensions", "provider_debts")
+
+
+def reference_tables(connection: sa.Connection, run_id: str) -> dict[str, pl.DataFrame]:
+    """The reference tables published with ``run_id``, typed as the contract says."""
+    frames = {}
+    for name in REFERENCES:
+        spec = TABLES[name]
+        rows = connection.execute(
+            sa.select(t.reference_rows.c.row).where(
+                t.reference_rows.c.run_id == run_id, t.reference_rows.c.table_name == name
+            )
+        ).scalars()
+        decoded = pl.Series("row", list(rows), dtype=pl.String).str.json_decode(pl.Struct(spec.dtypes))
+        frames[name] = decoded.struct.unnest() if decoded.len() else spec.empty()
+    return frames
+
+
+def _validate(
+    name: str, records: list[dict[str, Any]], folder: Path, valid: dict[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Valid rows and quarantine of posted records, through the contract's own loader."""
+    spec = TABLES[name]
+    if not records:
+        return spec.empty(), pl.DataFrame()
+    unknown = sorted({k for r in records for k in r} - set(spec.dtypes))
+    if unknown:
+        msg = f"Unknown {name} field(s) {unknown}; the contract's fields are {sorted(spec.dtypes)}"
+        raise ValueError(msg)
+    text = {c: pl.String for c in spec.dtypes}
+    frame = pl.DataFrame(
+        [{c: None if r.get(c) is None else str(r[c]) for c in spec.dtypes} for r in records], schema=text
+    )
+    path = folder / f"{name}.csv"
+    frame.write_csv(path)
+    rows, quarantine, _ = load_files(spec, [SourceFile(path, path.name)], valid)
+    return rows, quarantine
+
+
+@dataclass
+class ClaimChecker:
+    """Checks posted claims against one published run's reference data."""
+
+    run_id: str
+    legislation: str
+    references: dict[str, pl.DataFrame]
+    history: dict[str, pl.DataFrame] = field(default_factory=dict)
+    invoices: pl.DataFrame = field(default_factory=lambda: TABLES["third_party_invoices"].empty())
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]]) -> dict[str, Any]:
+        """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per valid line)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            valid_invoices, bad_invoices = _validate(
+                "third_party_invoices", invoices, folder, {"providers": self.references["providers"]}
+            )
+            with self.lock:
+                known_invoices = pl.concat([self.invoices, valid_invoices]).unique("invoice_id", keep="last")
+            valid = {**self.references, "third_party_invoices": known_invoices}
+            valid_lines, bad_lines = _validate("billing_lines", lines, folder, valid)
+        errors = _errors("third_party_invoices", bad_invoices, invoices, "invoice_id")
+        errors += _errors("billing_lines", bad_lines, lines, "claim_id")
+        if valid_lines.is_empty():
+            return {"run_id": self.run_id, "errors": errors, "claims": []}
+        with self.lock:
+            providers = valid_lines["provider_nihdi"].unique().to_list()
+            earlier = [self.history[p] for p in providers if p in self.history]
+            context = pl.concat([*earlier, valid_lines]).unique("claim_id", keep="last")
+            for provider, recent in context.partition_by("provider_nihdi", as_dict=True).items():
+                self.history[str(provider[0])] = recent.sort("service_date").tail(HISTORY_LINES)
+            self.invoices = known_invoices
+        flags = evaluate_isolated({**valid, "billing_lines": context}, self.legislation)
+        posted = valid_lines.select("claim_id")
+        mine = flags.join(posted, on="claim_id", how="semi")
+        claims = [
+            {
+                "claim_id": claim_id,
+                "flags": [
+                    {
+                        "rule_id": f["rule_id"],
+                        "reason": f["reason"],
+                        "amount_at_stake_eur": f["amount_at_stake_eur"],
+                        "legal_basis": f["legal_basis"],
+                        "evidence": json.loads(f["evidence"]),
+                    }
+                    for f in mine.filter(pl.col("claim_id") == claim_id).iter_rows(named=True)
+                ],
+            }
+            for claim_id in posted["claim_id"]
+        ]
+        return {"run_id": self.run_id, "errors": errors, "claims": claims}
+
+
+def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    if quarantine.is_empty():
+        return []
+    return [
+        {
+            "table": table,
+            "index": row - 1,
+            key: records[row - 1].get(key),
+            "reasons": reasons,
+        }
+        for row, reasons in quarantine.select("row_number", "reasons").iter_rows()
+    ]
+
+
+def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) -> ClaimChecker:
+    """The checker of ``run_id`` (built once: a run's reference data never changes)."""
+    if run_id not in cache:
+        with engine.connect() as connection:
+            legislation = connection.execute(
+                sa.select(t.runs.c.legislation).where(t.runs.c.run_id == run_id)
+            ).scalar_one()
+            references = reference_tables(connection, run_id)
+        load_catalog().check_legislation(legislation)
+        cache[run_id] = ClaimChecker(run_id, legislation, references)
+    return cache[run_id]

@@ -1,0 +1,132 @@
+"""POST /claims/check: validation as in the contract, flags as lines arrive, isolated state."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from api.claims import HISTORY_LINES
+from tests.api.conftest import Service
+
+GP = "11003065005"  # a GP of the generated dataset with no suspension and no debt
+OTHER_GP = "11005342005"
+
+
+def line(claim_id: str, provider: str = GP, **kw: Any) -> dict[str, Any]:
+    row = {
+        "claim_id": claim_id,
+        "provider_nihdi": provider,
+        "patient_id": f"P{claim_id}",
+        "insurer_code": "100",
+        "nomenclature_code": "101076",
+        "service_date": "2024-03-15",
+        "service_time": "10:00",
+        "channel": "eattest",
+        "submitted_date": "2024-03-15",
+        "amount_fee": 31.5,
+        "amount_reimbursed": 23.63,
+        "place_of_service": "office",
+    }
+    return {**row, **kw}
+
+
+def evening(claim_id: str, minute: int, provider: str = GP) -> dict[str, Any]:
+    return line(
+        claim_id,
+        provider,
+        nomenclature_code="104215",
+        service_time="19:00",
+        encoded_at=f"2024-03-15T22:{minute:02d}:00",
+        amount_fee=63.0,
+        amount_reimbursed=50.0,
+        place_of_service="home",
+    )
+
+
+def check(service: Service, *lines: dict[str, Any], role: str = "inspector", **extra: Any):  # type: ignore[no-untyped-def]
+    return service.send("post", "/claims/check", role, lines=list(lines), **extra)
+
+
+def flags_of(answer: dict[str, Any]) -> dict[str, list[str]]:
+    return {c["claim_id"]: [f["rule_id"] for f in c["flags"]] for c in answer["claims"]}
+
+
+def test_clean_and_late_lines(service: Service) -> None:
+    response = check(service, line("A"), line("B", service_date="2021-03-15", submitted_date="2024-03-15"))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert flags_of(answer) == {"A": [], "B": ["LATE_ATTESTATION"]}
+    late = answer["claims"][1]["flags"][0]
+    assert late["reason"] == "late_attestation"
+    assert late["evidence"]["days_late"] > 365
+    assert late["legal_basis"].startswith("Law art. 174")
+
+
+def test_duplicates_and_bursts_are_caught_as_lines_arrive(service: Service) -> None:
+    assert flags_of(check(service, line("D1", patient_id="P1")).json()) == {"D1": []}
+    later = line("D2", patient_id="P1", submitted_date="2024-03-16")
+    answer = check(service, later).json()
+    assert flags_of(answer) == {"D2": ["DUPLICATE_BILLING"]}
+    assert answer["claims"][0]["flags"][0]["evidence"]["kept_claim_id"] == "D1"
+    assert flags_of(check(service, line("D1", patient_id="P1")).json()) == {"D1": []}  # the same line again
+
+    assert flags_of(check(service, evening("E1", 0), evening("E2", 5)).json()) == {"E1": [], "E2": []}
+    third = check(service, evening("E3", 9)).json()
+    assert flags_of(third) == {"E3": ["EVENING_VISIT_MISCODING"]}
+    assert third["claims"][0]["flags"][0]["evidence"]["burst_size"] == 3
+    assert flags_of(check(service, evening("X1", 0, OTHER_GP)).json()) == {"X1": []}  # another provider's evening
+
+
+def test_invalid_lines_get_reasons_and_valid_ones_are_still_checked(service: Service) -> None:
+    bad = line("BAD", channel="fax", amount_reimbursed=99.0)
+    unknown = line("UNK", provider="99999999999")
+    response = check(service, line("OK"), bad, unknown)
+    assert response.status_code == 422
+    body = response.json()
+    reasons = {(d["claim_id"], d["msg"]) for d in body["detail"]}
+    assert reasons == {("BAD", "invalid_channel"), ("BAD", "reimbursed_exceeds_fee"), ("UNK", "unknown_provider")}
+    assert {tuple(d["loc"]) for d in body["detail"]} == {("body", "lines", 1), ("body", "lines", 2)}
+    assert flags_of(body) == {"OK": []}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"lines": [line("A") | {"colour": "red"}]}, 422, "Unknown billing_lines field(s) ['colour']"),
+        ({"lines": []}, 422, "at least 1 item"),
+        ({"invoices": []}, 422, "Field required"),
+    ],
+)
+def test_malformed_requests_are_4xx(service: Service, body: dict[str, Any], status: int, message: str) -> None:
+    response = service.send("post", "/claims/check", **body)
+    assert response.status_code == status
+    assert message in response.text
+
+
+def test_only_inspectors_check_and_it_is_audited(service: Service) -> None:
+    assert check(service, line("A"), role="data_scientist").status_code == 403
+    assert check(service, line("A")).status_code == 200
+    log = service.get("/audit", "admin", action="check_claims").json()
+    assert log["items"][0]["detail"]["lines"] == 1
+
+
+def test_concurrent_checks_equal_sequential_ones(service: Service) -> None:
+    providers = ["11007322004", "11005342005", "11003065005"]
+
+    def burst(provider: str) -> dict[str, list[str]]:
+        lines = [evening(f"{provider}-{m}", m, provider) for m in (0, 4, 8)]
+        return flags_of(check(service, *lines).json())
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(burst, providers))
+    for provider, result in zip(providers, results, strict=True):
+        assert result == {f"{provider}-{m}": ["EVENING_VISIT_MISCODING"] for m in (0, 4, 8)}
+
+
+def test_history_stays_bounded(service: Service) -> None:
+    lines = [line(f"H{i}", service_date=f"2024-02-{1 + i % 28:02d}", submitted_date="2024-03-15") for i in range(250)]
+    assert check(service, *lines).status_code == 200
+    checker = next(iter(service.client.app.state.checkers.values()))  # type: ignore[attr-defined]
+    assert len(checker.history[GP]) == HISTORY_LINES
