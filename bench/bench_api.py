@@ -14,8 +14,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -134,6 +132,8 @@ def main() -> None:
     parser.add_argument("--database-url", help="Default: a fresh SQLite file.")
     args = parser.parse_args()
 
+    from service import serving
+
     from api.auth import create_token
     from api.database import migrate
     from api.publish import publish
@@ -146,23 +146,7 @@ def main() -> None:
         publish(url, info, references={}, **frames)
         published = time.perf_counter() - started
         _, token = create_token(migrate(url), "inspector", f"bench-{os.getpid()}")
-        env = {**os.environ, "SECM_HOME": home, "SECM_DATABASE_URL": url}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "secm.cli", "serve", "--port", str(args.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            import httpx2
-
-            base = f"http://127.0.0.1:{args.port}"
-            for _ in range(300):
-                try:
-                    httpx2.get(f"{base}/health")
-                    break
-                except httpx2.TransportError:
-                    time.sleep(0.1)
+        with serving(home, url, args.port) as base:
             providers = frames["scores"]["provider_nihdi"].sample(2000, seed=1).to_list()
             spawn = mp.get_context("spawn")
             queue = spawn.Queue()
@@ -170,9 +154,6 @@ def main() -> None:
             loader.start()
             report = queue.get()
             loader.join()
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
     print(
         json.dumps(
             {

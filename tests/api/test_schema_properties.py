@@ -11,6 +11,7 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.app import create_app
 from api.auth import create_token
@@ -26,10 +27,16 @@ def test_every_operation_answers_within_its_documented_contract(tmp_path: Path, 
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 12
     for operation in operations:
+        _explore(operation, token)
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def call(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
 
-        call()
+def _explore(operation: schemathesis.APIOperation, token: str) -> None:
+    # A claim check answers 422 for well-formed records that break the data contract.
+    excluded = [positive_data_acceptance] if operation.path == "/claims/check" else []
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def call(case: schemathesis.Case) -> None:
+        case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded)
+
+    call()

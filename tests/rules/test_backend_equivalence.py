@@ -1,0 +1,143 @@
+"""The durable_rules back end flags exactly what the Polars engine flags, on generated datasets.
+
+Small datasets are drawn around the contract's boundaries (deadline day and the day after,
+29 February, month ends, window start and end, gaps of 9 and 10 minutes, debts of
+49 999.99 and 50 000, open periods, ties); the two back ends must agree rule by rule,
+reason and evidence included, under both legislations.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from data_contracts import load_dataset
+from rules import evaluate
+from rules.durable_engine import evaluate_durable
+from tests import factories as f
+
+SERVICE_DATES = [date(2023, 3, 15), date(2024, 2, 29), date(2024, 1, 31), date(2023, 12, 1), date(2024, 3, 15)]
+DELAYS = [0, 1, 29, 31, 60, 365, 366, 730, 731]
+TIMES = [None, time(17, 59), time(18, 0), time(20, 59), time(21, 0), time(10, 0)]
+MINUTES = [0, 5, 9, 10, 14, 19, 20, 29]
+CODES = ["101076", "104215", "101275"]
+CHANNELS = ["eattest", "paper_cash", "efact", "paper_third_party"]
+
+
+@st.composite
+def lines(draw: st.DrawFn, index: int) -> dict[str, Any]:
+    service = draw(st.sampled_from(SERVICE_DATES))
+    channel = draw(st.sampled_from(CHANNELS))
+    code = draw(st.sampled_from(CODES))
+    row: dict[str, Any] = {
+        "provider_nihdi": draw(st.sampled_from([f.GP, f.OTHER_GP])),
+        "patient_id": draw(st.sampled_from(["P1", "P2"])),
+        "nomenclature_code": code,
+        "service_date": service,
+        "service_time": draw(st.sampled_from(TIMES)),
+        "channel": channel,
+        "institution_nihdi": draw(st.sampled_from([None, None, "71000001001"])),
+    }
+    if code == "104215":
+        row |= {"amount_fee": 63.0, "amount_reimbursed": 50.0, "place_of_service": "home"}
+        row["encoded_at"] = datetime.combine(service, time(22, 0)) + timedelta(minutes=draw(st.sampled_from(MINUTES)))
+    if channel in ("efact", "paper_third_party"):
+        row |= {"invoice_id": draw(st.sampled_from(["I1", "I2", "I3"])), "submitted_date": None}
+    else:
+        row["submitted_date"] = service + timedelta(days=draw(st.sampled_from(DELAYS)))
+    return f.line(f"C{index:03d}", **row)
+
+
+@st.composite
+def datasets(draw: st.DrawFn) -> dict[str, Any]:
+    count = draw(st.integers(1, 10))
+    submitted = draw(st.sampled_from([date(2024, 3, 31), date(2024, 4, 1), date(2025, 3, 16)]))
+    invoices = [
+        f.invoice("I1", submitted),
+        f.invoice("I2", submitted, number="0499999999"),  # not in the registry
+        f.invoice("I3", submitted, number=None),
+    ]
+    suspensions = draw(
+        st.sampled_from(
+            [[], [{"provider_nihdi": f.GP, "start_date": date(2024, 1, 31), "end_date": None, "decision_ref": "S1"}]]
+        )
+    )
+    debt_amount = draw(st.sampled_from([49_999.99, 50_000.0]))
+    plan = draw(st.sampled_from([None, date(2024, 1, 31)]))
+    debts = [
+        {
+            "provider_nihdi": f.OTHER_GP,
+            "debt_from": date(2023, 12, 1),
+            "debt_to": draw(st.sampled_from([None, date(2024, 2, 29)])),
+            "amount_eur": debt_amount,
+            "plan_from": plan,
+            "plan_respected": draw(st.booleans()),
+        }
+    ]
+    return {
+        "lines": [draw(lines(i)) for i in range(count)],
+        "invoices": invoices,
+        "suspensions": suspensions,
+        "debts": debts,
+    }
+
+
+BURST = {
+    "lines": [
+        f.line(
+            f"B{m}",
+            nomenclature_code="104215",
+            amount_fee=63.0,
+            amount_reimbursed=50.0,
+            service_time=time(19, 0),
+            encoded_at=datetime(2024, 3, 15, 22, m),
+        )
+        for m in (0, 9, 18, 28, 37)
+    ],
+}
+DEADLINE = {
+    "lines": [
+        f.line("D0", service_date=date(2023, 3, 15), submitted_date=date(2025, 3, 15)),
+        f.line("D1", service_date=date(2023, 3, 15), submitted_date=date(2025, 3, 16)),
+        f.line("D2", service_date=date(2024, 2, 29), submitted_date=date(2025, 3, 1), patient_id="PX"),
+    ]
+}
+DEBT = {
+    "lines": [f.line("T0", provider_nihdi=f.OTHER_GP), f.line("T1", provider_nihdi=f.OTHER_GP, patient_id="PY")],
+    "debts": [
+        {
+            "provider_nihdi": f.OTHER_GP,
+            "debt_from": date(2024, 3, 15),
+            "debt_to": None,
+            "amount_eur": 50_000.0,
+            "plan_from": None,
+            "plan_respected": False,
+        }
+    ],
+}
+
+
+@given(dataset=datasets())
+@example(dataset=BURST)
+@example(dataset=DEADLINE)
+@example(dataset=DEBT)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_durable_rules_flags_what_polars_flags(dataset: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = load_dataset(f.write_dataset(Path(tmp), **dataset)).lazy_tables()
+        for legislation in ("current", "reform_art174"):
+            batch = evaluate(tables, legislation=legislation)
+            assert_frame_equal(evaluate_durable(tables, legislation=legislation), batch)
+
+
+def test_the_pinned_examples_do_flag(tmp_path: Path) -> None:
+    expected = {"B": {"EVENING_VISIT_MISCODING"}, "D": {"LATE_ATTESTATION"}, "T": {"DEBT_BLOCKED_BILLING"}}
+    for name, dataset in {"B": BURST, "D": DEADLINE, "T": DEBT}.items():
+        flags = evaluate(load_dataset(f.write_dataset(tmp_path / name, **dataset)).lazy_tables())
+        assert set(flags["rule_id"]) == expected[name]
