@@ -7,18 +7,15 @@ burst is caught as its last line arrives; only the posted lines' flags are answe
 
 State is bounded: per provider, the ``HISTORY_LINES`` lines with the latest service dates
 are kept (older duplicates and bursts are the batch run's job). Each check runs in its own
-durable_rules sessions, in a worker process of its own (see ``evaluate_isolated``); the
-history is read and updated under a lock.
+durable_rules sessions, in the back end's worker process; the history is read and updated
+under a lock.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import tempfile
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,39 +31,6 @@ from rules import enriched_lines, load_catalog
 from rules.durable_engine import evaluate_durable
 
 HISTORY_LINES = 200
-_WORKER_LOCK = threading.Lock()
-_worker: ProcessPoolExecutor | None = None
-
-
-def _evaluate(tables: dict[str, pl.DataFrame], legislation: str) -> pl.DataFrame:
-    lazy = {name: frame.lazy() for name, frame in tables.items()}
-    return evaluate_durable(lazy, legislation=legislation, lines=enriched_lines(lazy))
-
-
-def evaluate_isolated(tables: dict[str, pl.DataFrame], legislation: str) -> pl.DataFrame:
-    """``evaluate_durable`` in a worker process of its own, restarted if it dies.
-
-    durable_rules' C core is unmaintained and not thread-safe; in a threaded server it
-    crashes now and then. A crash then costs the worker, not the service: the check is
-    retried once in a fresh worker.
-    """
-    global _worker
-    for attempt in range(2):
-        with _WORKER_LOCK:
-            if _worker is None:
-                _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            worker = _worker
-        try:
-            return worker.submit(_evaluate, tables, legislation).result()
-        except BrokenProcessPool:
-            with _WORKER_LOCK:
-                if _worker is worker:
-                    _worker = None
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
 REFERENCES = ("providers", "nomenclature", "third_party_registry", "tp_suspensions", "provider_debts")
 
 
@@ -139,7 +103,9 @@ class ClaimChecker:
             for provider, recent in context.partition_by("provider_nihdi", as_dict=True).items():
                 self.history[str(provider[0])] = recent.sort("service_date").tail(HISTORY_LINES)
             self.invoices = known_invoices
-        flags = evaluate_isolated({**valid, "billing_lines": context}, self.legislation)
+        tables = {**valid, "billing_lines": context}
+        lines = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
+        flags = evaluate_durable(tables, legislation=self.legislation, lines=lines)
         posted = valid_lines.select("claim_id")
         mine = flags.join(posted, on="claim_id", how="semi")
         claims = [

@@ -21,10 +21,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -569,14 +572,10 @@ def _bursts(
     return rows
 
 
-def evaluate_durable(
-    tables: Mapping[str, pl.LazyFrame],
-    *,
-    legislation: str = "current",
-    catalog: Catalog | None = None,
-    lines: pl.DataFrame | None = None,
+def _evaluate_here(
+    frames: Mapping[str, pl.DataFrame], legislation: str, catalog: Catalog | None, lines: pl.DataFrame | None
 ) -> pl.DataFrame:
-    """The flags of every rule under ``legislation``, decided by durable_rules; same table as ``evaluate``."""
+    tables = {name: frame.lazy() for name, frame in frames.items()}
     catalog = catalog or load_catalog()
     enriched = lines if lines is not None else enriched_lines(tables)
     ruleset = _registered(catalog, legislation, enriched, tables)
@@ -592,3 +591,57 @@ def evaluate_durable(
         ]
         flagged.append(one_flag_per_line(checks).collect())
     return flags_table(rules, legislation, flagged, enriched)
+
+
+# durable_rules' C core corrupts its own memory now and then (more often with threads, and
+# as sessions and rulesets pile up), ending in a segmentation fault. It therefore runs in a
+# worker process of its own, replaced after WORKER_TASKS evaluations; if it dies anyway the
+# evaluation is retried once in a fresh worker.
+WORKER_TASKS = 40
+_WORKER_LOCK = threading.Lock()
+_worker: ProcessPoolExecutor | None = None
+_worker_tasks = 0
+
+
+def _current_worker() -> ProcessPoolExecutor:
+    """The worker, replaced by a fresh one every ``WORKER_TASKS`` evaluations."""
+    global _worker, _worker_tasks
+    with _WORKER_LOCK:
+        if _worker is not None and _worker_tasks >= WORKER_TASKS:
+            _worker.shutdown(wait=False)  # it finishes what it was given, then exits
+            _worker = None
+        if _worker is None:
+            _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _worker_tasks = 0
+        _worker_tasks += 1
+        return _worker
+
+
+def _in_worker(*args: Any) -> pl.DataFrame:
+    global _worker
+    for attempt in range(2):
+        worker = _current_worker()
+        try:
+            return worker.submit(_evaluate_here, *args).result()
+        except BrokenProcessPool:
+            with _WORKER_LOCK:
+                if _worker is worker:
+                    _worker = None
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def evaluate_durable(
+    tables: Mapping[str, pl.LazyFrame | pl.DataFrame],
+    *,
+    legislation: str = "current",
+    catalog: Catalog | None = None,
+    lines: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The flags of every rule under ``legislation``, decided by durable_rules; same table as ``evaluate``.
+
+    Runs in the durable_rules worker process (see ``_in_worker``).
+    """
+    frames = {name: frame.collect() if isinstance(frame, pl.LazyFrame) else frame for name, frame in tables.items()}
+    return _in_worker(frames, legislation, catalog, lines)
