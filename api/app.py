@@ -23,6 +23,7 @@ from api import tables as t
 from api.auth import ROLES, Caller, audit, caller_for
 from api.claims import checker_for
 from api.database import migrate
+from api.report import annual_report
 from data_contracts import ContractError
 from rules import load_catalog
 
@@ -521,6 +522,16 @@ def create_app(database_url: str) -> FastAPI:
             connection, caller, "change_case", provider_nihdi=current["provider_nihdi"], case_id=case_id, detail=change
         )
         return _case(connection, case_id)
+
+    @app.get("/reports/annual/{year}", tags=["reports"])
+    def annual(
+        connection: Connection,
+        _: Annotated[Caller, Depends(allow("sca"))],
+        year: Annotated[int, Path(ge=1990, le=2100)],
+        basis: Literal["service", "detection"] = "service",
+    ) -> dict[str, Any]:
+        """The SCA's annual figures: per rule, breakdowns, data quality, anomalies, cases, datamatchings."""
+        return annual_report(connection, year, basis)
 
     @app.get("/audit", tags=["service"])
     def audit_log(

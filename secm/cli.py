@@ -288,6 +288,37 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
+@app.command()
+def report(
+    year: Annotated[int, typer.Option(min=1990, max=2100, help="The year to report on.")],
+    format: Annotated[str, typer.Option(help="json, csv, xlsx or html.")] = "json",
+    out: Annotated[Path | None, typer.Option(help="Output file (default: annual_report_<year>.<format>).")] = None,
+    basis: Annotated[
+        str, typer.Option(help="service (year of service) or detection (year first detected).")
+    ] = "service",
+) -> None:
+    """Export the SCA's annual figures from the published runs and the cases."""
+    from api.database import migrate
+    from api.report import annual_report
+    from api.report_export import FORMATS, export
+    from secm.settings import get_settings
+
+    with _clean_errors():
+        if format not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+        if basis not in ("service", "detection"):
+            raise ValueError(f"--basis must be service or detection, not {basis!r}")
+        target = out or Path(f"annual_report_{year}.{format}")
+        with migrate(get_settings().effective_database_url).connect() as connection:
+            figures = annual_report(connection, year, basis)  # type: ignore[arg-type]
+        export(figures, format, target)
+    totals = figures["totals"]
+    console.print(
+        f"{year}: {totals['lines_flagged']:,} lines flagged, {totals['providers']:,} providers, "
+        f"{totals['amount_at_stake_eur']:,.2f} EUR at stake. Written to {target}."
+    )
+
+
 @app.command("rules")
 def list_rules(
     legislation: Legislation = "current",

@@ -81,6 +81,8 @@ def run(
         "quarantine_reasons": _reason_counts(dataset.quarantine),
         "rules": summarise(flags, catalog),
         "billed_amount_eur": round(float(dataset.tables["billing_lines"]["amount_reimbursed"].sum()), 2),
+        "volumes": volumes(dataset.tables["billing_lines"]),
+        "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
         "detector": {**detector, "period": period, "profiles_scored": scores.height},
         "timings": timings,
     }
@@ -119,6 +121,26 @@ def profiles_of(data: Path, *, period: Period = "year") -> pl.DataFrame:
     tables = load_dataset(data).lazy_tables()
     lines = enriched_lines(tables)
     return provider_profiles(lines, evaluate(tables, lines=lines), period=period)
+
+
+def volumes(lines: pl.DataFrame) -> list[dict[str, Any]]:
+    """Valid lines and amounts per service year, insurer and channel: the report's denominators."""
+    return (
+        lines.group_by(pl.col("service_date").dt.year().alias("year"), "insurer_code", "channel")
+        .agg(pl.len().alias("lines"), pl.col("amount_reimbursed").sum().round(2).alias("amount_eur"))
+        .sort("year", "insurer_code", "channel")
+        .to_dicts()
+    )
+
+
+def quarantine_by_insurer(quarantine: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Quarantined rows per insurer (as read in the raw row, '?' when absent) and reason."""
+    insurer = pl.col("raw_values").str.json_path_match("$.insurer_code").fill_null("?")
+    counts = quarantine.select(insurer.alias("insurer"), "reasons").explode("reasons").group_by("insurer", "reasons")
+    result: dict[str, dict[str, int]] = {}
+    for who, reason, n in counts.len().sort("insurer", "reasons").iter_rows():
+        result.setdefault(who, {})[reason] = int(n)
+    return result
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> dict[str, int]:

@@ -26,6 +26,7 @@ from data_contracts import load_dataset
 from detectors.profiles import provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from rules import enriched_lines, evaluate
+from secm.pipeline import quarantine_by_insurer, volumes
 
 POSTGRES = os.environ.get("SECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -60,7 +61,13 @@ def results(synthetic: Path) -> Published:
     flags = evaluate(tables, lines=lines)
     profiles = provider_profiles(lines, flags)
     scores = score_profiles(fit_profiles(profiles), profiles)
-    info = {"dataset": str(synthetic), "legislation": "current", "rules": {}}
+    info = {
+        "dataset": str(synthetic),
+        "legislation": "current",
+        "rules": {},
+        "volumes": volumes(dataset.tables["billing_lines"]),
+        "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
+    }
     return Published(info, flags, scores, profiles, dataset.quarantine, dataset.tables)
 
 

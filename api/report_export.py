@@ -1,0 +1,191 @@
+"""The annual report exported: JSON, a long CSV, an Excel workbook, or HTML with charts.
+
+The HTML page is self-contained (charts are inline PNGs drawn with matplotlib) and has print
+styles, so that a browser prints it cleanly to PDF.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from matplotlib.figure import Figure
+
+FORMATS = ("json", "csv", "xlsx", "html")
+
+
+def long_rows(report: dict[str, Any]) -> pl.DataFrame:
+    """Every figure as one row: ``section``, ``item``, ``metric``, ``value``."""
+    rows: list[dict[str, Any]] = []
+
+    def add(section: str, item: str, values: dict[str, Any]) -> None:
+        for metric, value in values.items():
+            if isinstance(value, dict):
+                add(section, f"{item}/{metric}", value)
+            elif not isinstance(value, list):
+                rows.append({"section": section, "item": item, "metric": metric, "value": str(value)})
+
+    add("totals", "all", report["totals"])
+    for rule in report["rules"]:
+        add("rules", rule["rule_id"], {k: v for k, v in rule.items() if k != "rule_id"})
+    for dimension, items in report["breakdowns"].items():
+        for item in items:
+            add(f"by_{dimension}", str(item["value"]), {k: v for k, v in item.items() if k != "value"})
+    for insurer in report["data_quality"]:
+        add("data_quality", insurer["insurer_code"], {k: v for k, v in insurer.items() if k != "insurer_code"})
+    add("anomaly_detection", "all", report["anomaly_detection"])
+    add("cases", "all", report["cases"])
+    for change in report["year_over_year"]:
+        add("year_over_year", change["rule_id"], {k: v for k, v in change.items() if k != "rule_id"})
+    for matching in report["datamatchings"]:
+        add(
+            "datamatchings",
+            matching["rule_id"],
+            {
+                "legal_basis": matching["legal_basis"],
+                "data_sources": ", ".join(matching["data_sources"]),
+                "run_dates": ", ".join(matching["run_dates"]),
+            },
+        )
+    return pl.DataFrame(rows, schema={"section": pl.String, "item": pl.String, "metric": pl.String, "value": pl.String})
+
+
+def _sheets(report: dict[str, Any]) -> dict[str, pl.DataFrame]:
+    sheets = {"rules": pl.DataFrame(report["rules"]), "year_over_year": pl.DataFrame(report["year_over_year"])}
+    sheets |= {f"by_{d}": pl.DataFrame(items) for d, items in report["breakdowns"].items() if items}
+    quality = [
+        {
+            **{k: v for k, v in q.items() if not isinstance(v, dict)},
+            "quarantined_rows": sum(q["quarantined_rows_by_reason"].values()),
+        }
+        for q in report["data_quality"]
+    ]
+    if quality:
+        sheets["data_quality"] = pl.DataFrame(quality)
+    sheets["cases"] = pl.DataFrame([report["cases"]])
+    sheets["anomaly_detection"] = pl.DataFrame([report["anomaly_detection"]])
+    sheets["datamatchings"] = pl.DataFrame(
+        [
+            {**m, "data_sources": ", ".join(m["data_sources"]), "run_dates": ", ".join(m["run_dates"])}
+            for m in report["datamatchings"]
+        ]
+    )
+    return sheets
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
+    year = report["year"]
+    rules = [r["rule_id"] for r in report["rules"]]
+    trend = Figure(figsize=(7, 3.2))
+    axis = trend.subplots()
+    positions = range(len(rules))
+    previous = [c["previous_amount_at_stake_eur"] for c in report["year_over_year"]]
+    current = [r["amount_at_stake_eur"] for r in report["rules"]]
+    axis.barh([p + 0.2 for p in positions], previous, height=0.4, label=str(year - 1), color="#9db4cf")
+    axis.barh([p - 0.2 for p in positions], current, height=0.4, label=str(year), color="#1f4e79")
+    axis.set(yticks=list(positions), yticklabels=rules, xlabel="amount at stake (EUR)")
+    axis.legend()
+    charts = [(f"Amount at stake per rule, {year - 1} and {year}", _png(trend))]
+    for dimension, title in (("profession", "profession"), ("region", "region")):
+        items = report["breakdowns"][dimension]
+        figure = Figure(figsize=(7, 2.6))
+        axis = figure.subplots()
+        axis.barh(
+            [str(i["value"]) for i in items][::-1], [i["amount_at_stake_eur"] for i in items][::-1], color="#2e7d5b"
+        )
+        axis.set(xlabel="amount at stake (EUR)")
+        charts.append((f"Amount at stake by {title}", _png(figure)))
+    quality = report["data_quality"]
+    figure = Figure(figsize=(7, 2.6))
+    axis = figure.subplots()
+    axis.bar([q["insurer_code"] for q in quality], [q["pseudo_number_rate"] * 100 for q in quality], color="#a5533b")
+    axis.set(ylabel="% of third-party lines", xlabel="insurer (OA)")
+    charts.append(("Pseudo third-party numbers per insurer", _png(figure)))
+    return charts
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>None.</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row.values()) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 1 or value == 0 else f"{value:.4f}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
+td { font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0; } img { max-width: 100%; }
+@media print { body { margin: 0; } h2 { break-after: avoid; } table, figure { break-inside: avoid; } }
+"""
+
+
+def to_html(report: dict[str, Any]) -> str:
+    year, totals = report["year"], report["totals"]
+    charts = "".join(
+        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{p}"><figcaption>{html.escape(t)}</figcaption></figure>'
+        for t, p in _charts(report)
+    )
+    sections = [
+        ("Flags per rule", _table(report["rules"])),
+        ("Change against the previous year", _table(report["year_over_year"])),
+        *((f"By {d.replace('_code', '')}", _table(items)) for d, items in report["breakdowns"].items()),
+        ("Data quality per insurer", _table(report["data_quality"])),
+        ("Anomaly detection", _table([report["anomaly_detection"]])),
+        ("Cases", _table([report["cases"]])),
+        ("Datamatchings run", _table(report["datamatchings"])),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Annual report {year}</title>"
+        f"<style>{STYLE}</style></head><body><h1>Billing control: annual figures {year}</h1>"
+        f"<p>Basis: {html.escape(report['basis'])} year. {totals['lines_flagged']:,} lines flagged, "
+        f"{totals['providers']:,} providers, {totals['amount_at_stake_eur']:,.2f} EUR at stake "
+        f"out of {report['billed_amount_eur']:,.2f} EUR billed.</p>{charts}{body}</body></html>"
+    )
+
+
+def export(report: dict[str, Any], fmt: str, out: Path) -> None:
+    """Write ``report`` to ``out`` as ``fmt`` (json, csv, xlsx or html)."""
+    if fmt not in FORMATS:
+        msg = f"Unknown format '{fmt}'; formats: {', '.join(FORMATS)}"
+        raise ValueError(msg)
+    if fmt == "json":
+        out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    elif fmt == "csv":
+        long_rows(report).write_csv(out)
+    elif fmt == "xlsx":
+        from xlsxwriter import Workbook
+
+        with Workbook(str(out)) as workbook:
+            for name, frame in _sheets(report).items():
+                frame.write_excel(workbook, worksheet=name[:31], autofit=True)
+    else:
+        out.write_text(to_html(report), encoding="utf-8")

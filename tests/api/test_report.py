@@ -1,0 +1,120 @@
+"""The SCA's annual figures reconcile with the flags and cases, over HTTP and as exports."""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from secm.cli import app
+from tests.api.conftest import Published, Service
+
+
+def _year(results: Published) -> int:
+    return int(results.flags["service_date"].dt.year().max())  # type: ignore[arg-type]
+
+
+def _sums(items: list[dict], key: str) -> float:
+    return round(sum(i[key] for i in items), 2)
+
+
+def test_every_total_is_the_sum_of_its_breakdowns_and_of_the_flags(service: Service, results: Published) -> None:
+    year = _year(results)
+    report = service.get(f"/reports/annual/{year}", "sca").json()
+    flags = results.flags.filter(pl.col("service_date").dt.year() == year)
+    assert report["totals"]["lines_flagged"] == flags.height > 0
+    assert report["totals"]["amount_at_stake_eur"] == pytest.approx(flags["amount_at_stake_eur"].sum(), abs=0.01)
+    assert report["totals"]["providers"] == flags["provider_nihdi"].n_unique()
+    by_rule = {r["rule_id"]: r for r in report["rules"]}
+    for rule_id, group in flags.group_by("rule_id"):
+        row = by_rule[str(rule_id[0])]
+        assert row["lines_flagged"] == group.height
+        assert row["providers"] == group["provider_nihdi"].n_unique()
+        assert row["amount_at_stake_eur"] == pytest.approx(group["amount_at_stake_eur"].sum(), abs=0.01)
+    assert _sums(report["rules"], "lines_flagged") == report["totals"]["lines_flagged"]
+    for dimension, items in report["breakdowns"].items():
+        assert _sums(items, "lines_flagged") == report["totals"]["lines_flagged"], dimension
+        assert _sums(items, "amount_at_stake_eur") == pytest.approx(report["totals"]["amount_at_stake_eur"], abs=0.05)
+    billed = results.info["volumes"]
+    assert report["billed_amount_eur"] == pytest.approx(sum(v["amount_eur"] for v in billed if v["year"] == year))
+    quality = {q["insurer_code"]: q for q in report["data_quality"]}
+    pseudo = flags.filter(rule_id="PSEUDO_TP_NUMBER").group_by("insurer_code").len()
+    for insurer, n in pseudo.iter_rows():
+        assert quality[insurer]["pseudo_number_lines"] == n
+        assert quality[insurer]["pseudo_number_rate"] == pytest.approx(
+            n / quality[insurer]["third_party_lines"], rel=1e-4
+        )
+    late = flags.filter(rule_id="LATE_ATTESTATION").height
+    assert sum(c["late"] for q in report["data_quality"] for c in q["late_billing_by_channel"].values()) == late
+    assert report["anomaly_detection"]["providers_scored"] == results.scores.filter(period=str(year)).height
+    assert [m["rule_id"] for m in report["datamatchings"]] == [r["rule_id"] for r in report["rules"]]
+    assert (
+        "tp_suspensions"
+        in next(m for m in report["datamatchings"] if m["rule_id"] == "TP_SUSPENDED_BILLING")["data_sources"]
+    )
+
+
+def test_cases_and_year_over_year(service: Service, results: Published) -> None:
+    year = _year(results)
+    nihdi = str(results.flags["provider_nihdi"][0])
+    case = service.send("post", "/cases", provider_nihdi=nihdi).json()
+    path = f"/cases/{case['id']}"
+    service.send("patch", path, status="closed", outcome="confirmed", amount_to_recover_eur=120.5)
+    this_year = service.get(f"/reports/annual/{date.today().year}", "sca").json()["cases"]
+    assert this_year == {"opened": 1, "closed": 1, "confirmed": 1, "unfounded": 0, "amount_to_recover_eur": 120.5}
+    report = service.get(f"/reports/annual/{year}", "sca").json()
+    earlier = results.flags.filter(pl.col("service_date").dt.year() == year - 1)
+    for change, rule in zip(report["year_over_year"], report["rules"], strict=True):
+        before = earlier.filter(rule_id=change["rule_id"]).height
+        assert change["previous_lines_flagged"] == before
+        assert change["lines_flagged"] == rule["lines_flagged"] - before
+
+
+def test_a_year_without_data_is_zeros(service: Service) -> None:
+    report = service.get("/reports/annual/1995", "sca").json()
+    assert report["totals"] == {"lines_flagged": 0, "providers": 0, "amount_at_stake_eur": 0.0}
+    assert all(r["lines_flagged"] == 0 and r["amount_at_stake_eur"] == 0 for r in report["rules"])
+    assert report["cases"]["opened"] == 0
+    assert all(items == [] for items in report["breakdowns"].values())
+
+
+def test_detection_year_counts_each_flag_once(service: Service, results: Published) -> None:
+    first = service.get("/reports/annual/2026", "sca", basis="detection").json()
+    assert first["totals"]["lines_flagged"] == results.flags.height
+    results.into(service.url, run_id="run-2", created_at="2026-02-01T00:00:00+00:00")
+    again = service.get("/reports/annual/2026", "sca", basis="detection").json()
+    assert again["totals"]["lines_flagged"] == results.flags.height
+    assert service.get("/reports/annual/2025", "sca", basis="detection").json()["totals"]["lines_flagged"] == 0
+
+
+def test_only_sca_and_admin_read_reports(service: Service) -> None:
+    assert service.get("/reports/annual/2024", "inspector").status_code == 403
+    assert service.get("/reports/annual/2024", "admin").status_code == 200
+    assert service.get("/reports/annual/24", "sca").status_code == 422
+
+
+def test_exports(service: Service, results: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECM_DATABASE_URL", service.url)
+    year = _year(results)
+    runner = CliRunner()
+    for fmt in ("json", "csv", "xlsx", "html"):
+        out = tmp_path / f"report.{fmt}"
+        result = runner.invoke(app, ["report", "--year", str(year), "--format", fmt, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.stat().st_size > 0
+    rows = pl.read_csv(tmp_path / "report.csv", infer_schema=False)
+    total = rows.filter(section="totals", metric="lines_flagged")["value"].item()
+    assert int(total) == results.flags.filter(pl.col("service_date").dt.year() == year).height
+    with zipfile.ZipFile(tmp_path / "report.xlsx") as workbook:
+        sheets = workbook.read("xl/workbook.xml").decode()
+    assert all(f'name="{s}"' in sheets for s in ("rules", "by_profession", "data_quality", "datamatchings"))
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    assert "@media print" in page
+    bad = runner.invoke(app, ["report", "--year", "2024", "--format", "pdf"])
+    assert bad.exit_code == 1
+    assert "--format must be one of" in bad.output
