@@ -595,24 +595,40 @@ def _evaluate_here(
 
 # durable_rules' C core corrupts its own memory now and then (more often with threads, and
 # as sessions and rulesets pile up), ending in a segmentation fault. It therefore runs in a
-# worker process of its own, replaced after WORKER_TASKS evaluations; if it dies anyway the
-# evaluation is retried once in a fresh worker.
-WORKER_TASKS = 40
+# worker process of its own, replaced after WORKER_TASKS evaluations by a successor started
+# WARM_UP evaluations earlier (so nobody waits for it to start); if a worker dies anyway
+# the evaluation is retried once in a fresh one.
+WORKER_TASKS = 400
+WARM_UP = 100
 _WORKER_LOCK = threading.Lock()
 _worker: ProcessPoolExecutor | None = None
+_successor: ProcessPoolExecutor | None = None
 _worker_tasks = 0
 
 
+def _warm_up() -> None:
+    """Run in a new worker: unpickling this function imports this module and its libraries."""
+    load_catalog()
+
+
+def _new_worker() -> ProcessPoolExecutor:
+    worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    worker.submit(_warm_up)  # start the process and its imports now
+    return worker
+
+
 def _current_worker() -> ProcessPoolExecutor:
-    """The worker, replaced by a fresh one every ``WORKER_TASKS`` evaluations."""
-    global _worker, _worker_tasks
+    """The worker for the next evaluation."""
+    global _worker, _successor, _worker_tasks
     with _WORKER_LOCK:
         if _worker is not None and _worker_tasks >= WORKER_TASKS:
             _worker.shutdown(wait=False)  # it finishes what it was given, then exits
-            _worker = None
-        if _worker is None:
-            _worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _worker, _successor = _successor, None
             _worker_tasks = 0
+        if _worker is None:
+            _worker, _worker_tasks = _new_worker(), 0
+        if _successor is None and _worker_tasks >= WORKER_TASKS - WARM_UP:
+            _successor = _new_worker()
         _worker_tasks += 1
         return _worker
 
