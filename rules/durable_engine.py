@@ -22,7 +22,9 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import os
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -611,8 +613,24 @@ def _warm_up() -> None:
     load_catalog()
 
 
+def _exit_with(parent: int) -> None:
+    """Runs in the worker: end it when the process that started it is gone (killed, crashed)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="secm-parent-watch").start()
+
+
 def _new_worker() -> ProcessPoolExecutor:
-    worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    worker = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with,
+        initargs=(os.getpid(),),
+    )
     worker.submit(_warm_up)  # start the process and its imports now
     return worker
 
