@@ -114,6 +114,27 @@ def _page(total: int, page: int, page_size: int, items: list[dict[str, Any]], **
     return {**extra, "page": page, "page_size": page_size, "total": total, "items": items}
 
 
+def _count(connection: sa.Connection, table: sa.Table, where: list[Any]) -> int:
+    return int(connection.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def _rows(
+    connection: sa.Connection, table: sa.Table, where: list[Any], order: list[Any], page: int, page_size: int
+) -> list[dict[str, Any]]:
+    """One page of ``table``'s rows matching ``where``, in ``order``."""
+    query = sa.select(table).where(*where).order_by(*order).limit(page_size).offset((page - 1) * page_size)
+    return [dict(r) for r in connection.execute(query).mappings()]
+
+
+def _provider_in_run(connection: sa.Connection, run: str, nihdi: str) -> dict[str, Any]:
+    """The provider's summary in ``run``; 404 when the run does not know the provider."""
+    fp = t.flagged_providers
+    row = connection.execute(sa.select(fp).where(fp.c.run_id == run, fp.c.provider_nihdi == nihdi)).mappings().first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {nihdi} is not in run {run}")
+    return dict(row)
+
+
 def _case(connection: sa.Connection, case_id: int) -> dict[str, Any]:
     row = connection.execute(sa.select(t.cases).where(t.cases.c.id == case_id)).mappings().first()
     if row is None:
@@ -223,16 +244,8 @@ def create_app(database_url: str) -> FastAPI:
         )
         ordering = key.desc() if order == "desc" else key.asc()
         filters = (run, rule, profession, region, insurer, year, min_score, min_amount)
-        total = count_flagged(
-            filters, lambda: connection.execute(sa.select(sa.func.count()).select_from(fp).where(*where)).scalar_one()
-        )
-        rows = connection.execute(
-            sa.select(fp)
-            .where(*where)
-            .order_by(ordering.nulls_last(), fp.c.provider_nihdi)
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        ).mappings()
+        total = count_flagged(filters, lambda: _count(connection, fp, where))
+        rows = _rows(connection, fp, where, [ordering.nulls_last(), fp.c.provider_nihdi], page, page_size)
         items = [
             {
                 **{k: v for k, v in row.items() if k not in ("run_id", "rules", "insurers", "years")},
@@ -251,17 +264,7 @@ def create_app(database_url: str) -> FastAPI:
     ) -> dict[str, Any]:
         """A provider's profile, peer comparison, score with explanation, and flags per rule."""
         run = _run(connection, run_id)
-        summary = (
-            connection.execute(
-                sa.select(t.flagged_providers).where(
-                    t.flagged_providers.c.run_id == run, t.flagged_providers.c.provider_nihdi == nihdi
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if summary is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {nihdi} is not in run {run}")
+        summary = _provider_in_run(connection, run, nihdi)
         periods = connection.execute(
             sa.select(t.provider_scores)
             .where(t.provider_scores.c.run_id == run, t.provider_scores.c.provider_nihdi == nihdi)
@@ -328,23 +331,9 @@ def create_app(database_url: str) -> FastAPI:
         where = [t.flags.c.run_id == run, t.flags.c.provider_nihdi == nihdi]
         if rule:
             where.append(t.flags.c.rule_id == rule.value)
-        total = connection.execute(sa.select(sa.func.count()).select_from(t.flags).where(*where)).scalar_one()
-        if (
-            total == 0
-            and not connection.execute(
-                sa.select(t.flagged_providers.c.provider_nihdi).where(
-                    t.flagged_providers.c.run_id == run, t.flagged_providers.c.provider_nihdi == nihdi
-                )
-            ).first()
-        ):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {nihdi} is not in run {run}")
-        rows = connection.execute(
-            sa.select(t.flags)
-            .where(*where)
-            .order_by(t.flags.c.rule_id, t.flags.c.claim_id)
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        ).mappings()
+        _provider_in_run(connection, run, nihdi)
+        total = _count(connection, t.flags, where)
+        rows = _rows(connection, t.flags, where, [t.flags.c.rule_id, t.flags.c.claim_id], page, page_size)
         items = [
             {
                 **{k: v for k, v in r.items() if k not in ("id", "run_id", "evidence")},
@@ -404,13 +393,7 @@ def create_app(database_url: str) -> FastAPI:
     ) -> dict[str, Any]:
         """Open a case on a provider of a published run."""
         run = _run(connection, body.run_id)
-        known = connection.execute(
-            sa.select(t.flagged_providers.c.provider_nihdi).where(
-                t.flagged_providers.c.run_id == run, t.flagged_providers.c.provider_nihdi == body.provider_nihdi
-            )
-        ).first()
-        if not known:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {body.provider_nihdi} is not in run {run}")
+        _provider_in_run(connection, run, body.provider_nihdi)
         now = datetime.now(UTC)
         case_id = connection.execute(
             t.cases.insert().values(
@@ -443,15 +426,8 @@ def create_app(database_url: str) -> FastAPI:
             where.append(t.cases.c.status == status_)
         if provider_nihdi:
             where.append(t.cases.c.provider_nihdi == provider_nihdi)
-        total = connection.execute(sa.select(sa.func.count()).select_from(t.cases).where(*where)).scalar_one()
-        rows = connection.execute(
-            sa.select(t.cases)
-            .where(*where)
-            .order_by(t.cases.c.id.desc())
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        ).mappings()
-        return _page(total, page, page_size, [dict(r) for r in rows])
+        total = _count(connection, t.cases, where)
+        return _page(total, page, page_size, _rows(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size))
 
     @app.get("/cases/outcomes", tags=["cases"])
     def outcomes(
@@ -548,14 +524,8 @@ def create_app(database_url: str) -> FastAPI:
             where.append(t.audit_log.c.actor == actor)
         if action:
             where.append(t.audit_log.c.action == action)
-        total = connection.execute(sa.select(sa.func.count()).select_from(t.audit_log).where(*where)).scalar_one()
-        rows = connection.execute(
-            sa.select(t.audit_log)
-            .where(*where)
-            .order_by(t.audit_log.c.id.desc())
-            .limit(page_size)
-            .offset((page - 1) * page_size)
-        ).mappings()
-        return _page(total, page, page_size, [dict(r) for r in rows])
+        total = _count(connection, t.audit_log, where)
+        items = _rows(connection, t.audit_log, where, [t.audit_log.c.id.desc()], page, page_size)
+        return _page(total, page, page_size, items)
 
     return app

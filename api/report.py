@@ -16,12 +16,12 @@ import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
+from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules import RuleDeclaration, load_catalog
 
 Basis = Literal["service", "detection"]
 DIMENSIONS = ("profession", "region", "insurer_code", "channel")
 PSEUDO_RULE, LATE_RULE = "PSEUDO_TP_NUMBER", "LATE_ATTESTATION"
-THIRD_PARTY = ("efact", "paper_third_party")
 # Enriched columns and the input table each comes from, to name a datamatching's sources.
 SOURCES = {
     "tp_status": ("third_party_invoices", "third_party_registry"),
@@ -171,7 +171,7 @@ def _quality(flags: pl.DataFrame, volumes: pl.DataFrame, runs: list[dict[str, An
     pseudo = flags.filter(pl.col("rule_id") == PSEUDO_RULE).group_by("insurer_code").len("pseudo")
     late = flags.filter(pl.col("rule_id") == LATE_RULE).group_by("insurer_code", "channel").len("late")
     third_party = (
-        volumes.filter(pl.col("channel").is_in(THIRD_PARTY))
+        volumes.filter(pl.col("channel").is_in(THIRD_PARTY_CHANNELS))
         .group_by("insurer_code")
         .agg(pl.col("lines").sum().alias("third_party_lines"))
     )

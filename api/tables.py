@@ -10,6 +10,13 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+
+def _run_id(*, primary_key: bool = False) -> sa.Column[str]:
+    """The published run a row belongs to; its rows go when the run is deleted."""
+    foreign_key = sa.ForeignKey("runs.run_id", ondelete="CASCADE")
+    return sa.Column("run_id", sa.String(32), foreign_key, primary_key=primary_key, nullable=False)
+
+
 runs = sa.Table(
     "runs",
     metadata,
@@ -26,7 +33,7 @@ flags = sa.Table(
     "flags",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    _run_id(),
     sa.Column("claim_id", sa.String(64), nullable=False),
     sa.Column("rule_id", sa.String(64), nullable=False),
     sa.Column("provider_nihdi", sa.String(11), nullable=False),
@@ -47,7 +54,7 @@ flags = sa.Table(
 flagged_providers = sa.Table(
     "flagged_providers",
     metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    _run_id(primary_key=True),
     sa.Column("provider_nihdi", sa.String(11), primary_key=True),
     sa.Column("profession", sa.String(32)),
     sa.Column("region", sa.String(8)),
@@ -68,7 +75,7 @@ flagged_providers = sa.Table(
 provider_rules = sa.Table(
     "provider_rules",
     metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    _run_id(primary_key=True),
     sa.Column("rule_id", sa.String(64), primary_key=True),
     sa.Column("provider_nihdi", sa.String(11), primary_key=True),
 )
@@ -76,7 +83,7 @@ provider_rules = sa.Table(
 provider_scores = sa.Table(
     "provider_scores",
     metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    _run_id(primary_key=True),
     sa.Column("provider_nihdi", sa.String(11), primary_key=True),
     sa.Column("period", sa.String(8), primary_key=True),
     sa.Column("peer_group", sa.String(64), nullable=False),
@@ -91,7 +98,7 @@ provider_scores = sa.Table(
 quarantine_counts = sa.Table(
     "quarantine_counts",
     metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    _run_id(primary_key=True),
     sa.Column("table_name", sa.String(64), primary_key=True),
     sa.Column("reason", sa.String(64), primary_key=True),
     sa.Column("rows", sa.Integer, nullable=False),
@@ -101,7 +108,7 @@ reference_rows = sa.Table(
     "reference_rows",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    _run_id(),
     sa.Column("table_name", sa.String(64), nullable=False),
     sa.Column("row", sa.Text, nullable=False),  # JSON
     sa.Index("ix_reference_run_table", "run_id", "table_name"),

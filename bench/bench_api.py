@@ -23,15 +23,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-RULES = [
-    "LATE_ATTESTATION",
-    "PSEUDO_TP_NUMBER",
-    "TP_NUMBER_NOT_AUTHORIZED",
-    "EVENING_VISIT_MISCODING",
-    "TP_SUSPENDED_BILLING",
-    "DEBT_BLOCKED_BILLING",
-    "DUPLICATE_BILLING",
-]
+from rules import load_catalog
+
+RULES = [rule.id for rule in load_catalog()]
 
 
 def _results(n_flags: int, n_providers: int, seed: int = 1) -> dict[str, pl.DataFrame]:

@@ -48,7 +48,17 @@ from rules.catalog import (
     RuleDeclaration,
     load_catalog,
 )
-from rules.conditions import Atom, Column, Compare, Conjunction, IsNull, columns_of, disjunctive_form, not_true_form
+from rules.conditions import (
+    Atom,
+    Column,
+    Compare,
+    Conjunction,
+    IsNull,
+    columns_of,
+    disjunctive_form,
+    mirrored,
+    not_true_form,
+)
 from rules.engine import enriched_lines, flags_table, one_flag_per_line
 from rules.errors import RuleError
 from rules.shapes import regime_deadline
@@ -94,7 +104,7 @@ class _Pattern:
             self.terms.append({"$ex" if atom.negated else "$nex": {self.field_name(atom.column): 1}})
             return
         if not isinstance(atom.left, Column) or self.owner(atom.left.name)[0] != self.alias:
-            atom = Compare(_MIRROR[atom.op], atom.right, atom.left)
+            atom = mirrored(atom)
         left = self.field_name(atom.left.name)  # type: ignore[union-attr]
         right: Any = atom.right
         if isinstance(right, Column):
@@ -107,9 +117,6 @@ class _Pattern:
 
     def definition(self) -> dict[str, Any]:
         return {self.alias: {"$and": [{"_kind": self.kind}, *self.terms]}}
-
-
-_MIRROR = {"=": "=", "!=": "!=", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
 
 
 def _owned_by(alias: str) -> Callable[[str], tuple[str, str]]:
@@ -153,6 +160,12 @@ class _CompiledCheck:
     firings: list[Any] = field(default_factory=list)
 
 
+def ruleset_prefix(catalog: Catalog, legislation: str) -> str:
+    """Names the rulesets of one catalog under one legislation (they are registered once)."""
+    digest = hashlib.sha256(json.dumps(catalog.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    return f"secm_{digest[:12]}_{legislation}"
+
+
 class DurableRuleset:
     """A catalog under one legislation, registered once as a durable_rules ruleset."""
 
@@ -165,7 +178,7 @@ class DurableRuleset:
         self.table_columns = tables
         self.checks: list[_CompiledCheck] = []
         self.fact_columns: set[str] = {"_i"}
-        digest = hashlib.sha256(json.dumps(catalog.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        prefix = ruleset_prefix(catalog, legislation)
         # One durable_rules ruleset per rule: its engine fails on rulesets of a few dozen rules.
         self.rulesets: dict[str, dict[str, Any]] = {}
         for rule in catalog:
@@ -173,7 +186,7 @@ class DurableRuleset:
                 compiled = _CompiledCheck(rule, index, check)
                 self.checks.append(compiled)
                 for number, (patterns, action) in enumerate(self._rules(compiled)):
-                    name = f"secm_{digest[:12]}_{legislation}_{rule.id}"
+                    name = f"{prefix}_{rule.id}"
                     self.rulesets.setdefault(name, dict(_SESSION_RULE))[f"{index}_{number}"] = {
                         "all": patterns,
                         "run": action,
@@ -421,10 +434,10 @@ def _registered(
     catalog: Catalog, legislation: str, lines: pl.DataFrame, tables: Mapping[str, pl.LazyFrame]
 ) -> DurableRuleset:
     global _HOST
-    columns = {name: list(frame.collect_schema()) for name, frame in tables.items()}
-    ruleset = DurableRuleset(catalog, legislation, lines.columns, columns)
-    key = next(iter(ruleset.rulesets), f"empty_{legislation}")
+    key = ruleset_prefix(catalog, legislation)
     if key not in _REGISTERED:
+        columns = {name: list(frame.collect_schema()) for name, frame in tables.items()}
+        ruleset = DurableRuleset(catalog, legislation, lines.columns, columns)
         _HOST = _HOST or _Host()
         for name, rules in ruleset.rulesets.items():
             # durable_rules takes each rule's action out of the definition it is given.

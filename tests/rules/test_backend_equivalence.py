@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from data_contracts import load_dataset
+from data_contracts.schemas import CHANNELS, THIRD_PARTY_CHANNELS
 from rules import evaluate
 from rules.durable_engine import evaluate_durable
 from tests import factories as f
@@ -27,7 +28,6 @@ DELAYS = [0, 1, 29, 31, 60, 365, 366, 730, 731]
 TIMES = [None, time(17, 59), time(18, 0), time(20, 59), time(21, 0), time(10, 0)]
 MINUTES = [0, 5, 9, 10, 14, 19, 20, 29]
 CODES = ["101076", "104215", "101275"]
-CHANNELS = ["eattest", "paper_cash", "efact", "paper_third_party"]
 
 
 @st.composite
@@ -47,7 +47,7 @@ def lines(draw: st.DrawFn, index: int) -> dict[str, Any]:
     if code == "104215":
         row |= {"amount_fee": 63.0, "amount_reimbursed": 50.0, "place_of_service": "home"}
         row["encoded_at"] = datetime.combine(service, time(22, 0)) + timedelta(minutes=draw(st.sampled_from(MINUTES)))
-    if channel in ("efact", "paper_third_party"):
+    if channel in THIRD_PARTY_CHANNELS:
         row |= {"invoice_id": draw(st.sampled_from(["I1", "I2", "I3"])), "submitted_date": None}
     else:
         row["submitted_date"] = service + timedelta(days=draw(st.sampled_from(DELAYS)))
