@@ -7,11 +7,16 @@ Columns added to the contract's ``billing_lines``:
 ``window_end``, ``code_fee_eur``, ``day_equivalent_code``, ``day_equivalent_fee_eur``,
 ``tp_status`` (``missing``, ``unregistered``, ``not_valid_on_date``, ``not_authorized``,
 ``ok``; null off third-party), ``tp_registry_periods``, ``tp_authorized_on_date``.
+
+Ten million lines are never copied: each lookup joins one key column against a small
+table and the answers are put beside the lines. Keys with several parts are packed into
+one integer first, because hashing one integer is many times cheaper than hashing strings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 
 import polars as pl
 
@@ -19,11 +24,19 @@ from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules.periods import within
 
 
+def _lookup(keys: pl.Series, table: pl.DataFrame) -> pl.DataFrame:
+    """``table``'s other columns for each key, in the keys' order (null where absent).
+
+    ``table``'s first column is the key and holds each value once.
+    """
+    return keys.to_frame(table.columns[0]).join(table, on=table.columns[0], how="left", maintain_order="left")[:, 1:]
+
+
 def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyFrame:
     """Attributes of ``(nomenclature_code, service_date)`` pairs from the version in force.
 
     When several versions are in force the latest ``valid_from`` wins; a pair with no version
-    in force keeps null attributes.
+    in force keeps null attributes. Other columns of ``pairs`` are kept.
     """
     versions = nomenclature.select(
         pl.col("code").alias("nomenclature_code"),
@@ -37,7 +50,8 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
         "valid_to",
     )
     in_force = (
-        pairs.join(versions, on="nomenclature_code", how="inner")
+        pairs.select("nomenclature_code", "service_date")
+        .join(versions, on="nomenclature_code", how="inner")
         .filter(within("service_date", "valid_from", "valid_to"))
         .sort("valid_from")
         .unique(["nomenclature_code", "service_date"], keep="last")
@@ -61,49 +75,79 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
         .unique(["day_equivalent_code", "service_date"], keep="last")
         .drop("valid_from", "valid_to")
     )
-    return (
-        pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left")
-        .join(day_fees, on=["day_equivalent_code", "service_date"], how="left")
-        .with_columns(_code_day().alias("_code_day"))
-        .drop("nomenclature_code", "service_date")
+    return pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left").join(
+        day_fees, on=["day_equivalent_code", "service_date"], how="left"
     )
 
 
-def _code_day() -> pl.Expr:
-    """One integer for (code, date): a join on it is several times faster than on both."""
-    return pl.col("nomenclature_code").cast(pl.Int64, strict=False) * 1_000_000 + pl.col("service_date").cast(pl.Int64)
+def _code_day(lines: pl.DataFrame) -> pl.Series:
+    """One integer per (code, date): six-digit codes and day numbers pack without overlap."""
+    return lines.select(
+        pl.col("nomenclature_code").cast(pl.Int64, strict=False) * 1_000_000 + pl.col("service_date").cast(pl.Int64)
+    ).to_series()
 
 
-def registry_status(registry: pl.LazyFrame, uses: pl.LazyFrame) -> pl.LazyFrame:
+class UseCodes:
+    """Packs a third-party use ``(third_party_number, provider_nihdi, service_date)`` into one integer.
+
+    Numbers are coded by rank among the invoices' numbers (0 for none), providers by their
+    row in ``providers``, dates by their day from the first date of service; each part's
+    range is known, so packing is exact and reversible.
+    """
+
+    def __init__(self, numbers: pl.Series, providers: pl.Series, first_day: date | None, days: int) -> None:
+        self.numbers = numbers.drop_nulls().unique().sort().to_frame().with_row_index("_number", offset=1)
+        self.providers = providers.to_frame().with_row_index("_provider")
+        self.radix = max(self.providers.height, 1)
+        self.first_day = pl.lit(first_day, dtype=pl.Date)
+        self.days = days
+
+    def pair(self, number: pl.Expr, provider: pl.Expr) -> pl.Expr:
+        return number.fill_null(0).cast(pl.Int64) * self.radix + provider.cast(pl.Int64)
+
+    def use(self, number: pl.Expr, provider: pl.Expr, date: pl.Expr) -> pl.Expr:
+        return self.pair(number, provider) * self.days + (date - self.first_day).dt.total_days()
+
+    def decode(self, uses: pl.Series) -> pl.DataFrame:
+        """``_use``, ``_pair``, ``third_party_number``, ``provider_nihdi``, ``service_date``."""
+        pair = pl.col("_use") // self.days
+        return (
+            uses.to_frame("_use")
+            .with_columns(
+                pair.alias("_pair"),
+                (pair // self.radix).cast(pl.UInt32).alias("_number"),
+                (pair % self.radix).cast(pl.UInt32).alias("_provider"),
+                (self.first_day + pl.duration(days=pl.col("_use") % self.days)).alias("service_date"),
+            )
+            .join(self.numbers, on="_number", how="left")
+            .join(self.providers, on="_provider", how="left")
+            .drop("_number", "_provider")
+        )
+
+
+def registry_status(registry: pl.LazyFrame, uses: pl.Series, codes: UseCodes) -> pl.DataFrame:
     """The third-party uses the registry does not cover, with what it says of them.
 
-    ``uses`` holds distinct ``(third_party_number, service_date, provider_nihdi)``; the
-    answer keeps only those whose status is not ``ok`` (a handful among millions), so that
-    joining it back onto the lines stays cheap.
+    ``uses`` are distinct packed uses; the answer keeps only those whose status is not
+    ``ok`` (a handful among millions), keyed by ``_use``.
     """
     valid = within("service_date", "valid_from", "valid_to")
-    authorized = (
-        uses.join(
-            registry.select(
-                "third_party_number", pl.col("authorized_nihdi").alias("provider_nihdi"), "valid_from", "valid_to"
-            ),
-            on=["third_party_number", "provider_nihdi"],
-            how="inner",
-        )
-        .filter(valid)
-        .select("third_party_number", "service_date", "provider_nihdi")
-        .unique()
+    registry = registry.collect()
+    authorizations = (
+        registry.join(codes.numbers, on="third_party_number")
+        .join(codes.providers.rename({"provider_nihdi": "authorized_nihdi"}), on="authorized_nihdi")
+        .select(codes.pair(pl.col("_number"), pl.col("_provider")).alias("_pair"), "valid_from", "valid_to")
     )
-    others = uses.join(
-        authorized, on=["third_party_number", "service_date", "provider_nihdi"], how="anti", nulls_equal=True
-    )
+    decoded = codes.decode(uses)
+    authorized = decoded.select("_use", "_pair", "service_date").join(authorizations, on="_pair").filter(valid)["_use"]
+    others = decoded.filter(~pl.col("_use").is_in(authorized.implode())).drop("_pair")
     on_date = (
         others.drop_nulls("third_party_number")
         .join(
             registry.select("third_party_number", "authorized_nihdi", "valid_from", "valid_to"), on="third_party_number"
         )
         .filter(valid)
-        .group_by("third_party_number", "service_date", "provider_nihdi")
+        .group_by("_use")
         .agg(pl.col("authorized_nihdi").unique().sort().str.join(", ").alias("tp_authorized_on_date"))
     )
     periods = registry.group_by("third_party_number").agg(
@@ -124,41 +168,65 @@ def registry_status(registry: pl.LazyFrame, uses: pl.LazyFrame) -> pl.LazyFrame:
     )
     return (
         others.join(periods, on="third_party_number", how="left")
-        .join(on_date, on=["third_party_number", "service_date", "provider_nihdi"], how="left", nulls_equal=True)
-        .with_columns(status.alias("tp_status"))
+        .join(on_date, on="_use", how="left")
+        .select("_use", status.alias("tp_status"), "tp_registry_periods", "tp_authorized_on_date")
     )
 
 
-def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
-    """The enriched billing lines: one row per valid line (row order is not kept)."""
-    lines = tables["billing_lines"]
-    invoices = tables["third_party_invoices"].select(
-        "invoice_id", "third_party_number", pl.col("submitted_date").alias("_invoice_submitted")
+def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+    """The enriched billing lines, in the order of ``billing_lines``.
+
+    Every line must name a known provider, as the contract's reference checks ensure.
+    """
+    lines = tables["billing_lines"].collect()
+    invoices = tables["third_party_invoices"].select("invoice_id", "third_party_number", "submitted_date").collect()
+    providers = tables["providers"].select("provider_nihdi", "profession", "region").collect()
+    dates = lines.select(pl.col("service_date").min().alias("first"), pl.col("service_date").max().alias("last"))
+    first_day, last_day = dates["first"][0], dates["last"][0]
+    days = (last_day - first_day).days + 1 if lines.height else 1
+    codes = UseCodes(invoices["third_party_number"], providers["provider_nihdi"], first_day, days)
+
+    invoice = _lookup(
+        lines["invoice_id"],
+        invoices.join(codes.numbers, on="third_party_number", how="left").select(
+            "invoice_id", "third_party_number", pl.col("submitted_date").alias("_invoice_submitted"), "_number"
+        ),
     )
-    providers = tables["providers"].select("provider_nihdi", "profession", "region")
-    lines = (
-        lines.join(invoices, on="invoice_id", how="left")
-        .join(providers, on="provider_nihdi", how="left")
-        .with_columns(
-            pl.coalesce("submitted_date", "_invoice_submitted").alias("effective_submitted_date"),
-            pl.col("channel").is_in(THIRD_PARTY_CHANNELS).alias("is_third_party"),
-            pl.col("provider_nihdi").str.slice(8, 3).alias("qualification"),
-            _code_day().alias("_code_day"),
-        )
-        .drop("_invoice_submitted")
+    provider = _lookup(
+        lines["provider_nihdi"],
+        providers.with_row_index("_provider").select("provider_nihdi", "_provider", "profession", "region"),
     )
-    pairs = lines.select("nomenclature_code", "service_date").unique()
-    codes = code_attributes(tables["nomenclature"], pairs)
-    uses = (
-        lines.filter(pl.col("is_third_party")).select("third_party_number", "service_date", "provider_nihdi").unique()
+    if provider["_provider"].null_count():
+        msg = "Some billing lines name a provider missing from 'providers'; validate the dataset first"
+        raise ValueError(msg)
+    context = pl.concat(
+        [lines.select("service_date", "submitted_date", "channel", "provider_nihdi"), invoice, provider],
+        how="horizontal",
+    ).select(
+        "third_party_number",
+        pl.coalesce("submitted_date", "_invoice_submitted").alias("effective_submitted_date"),
+        pl.col("channel").is_in(THIRD_PARTY_CHANNELS).alias("is_third_party"),
+        "profession",
+        "region",
+        pl.col("provider_nihdi").str.slice(8, 3).alias("qualification"),
+        codes.use(pl.col("_number"), pl.col("_provider"), pl.col("service_date")).alias("_use"),
     )
-    exceptions = registry_status(tables["third_party_registry"], uses).with_columns(
-        pl.lit(True).alias("is_third_party")
+
+    code_day = _code_day(lines)
+    pairs = (
+        lines.select("nomenclature_code", "service_date").with_columns(code_day.alias("_code_day")).unique("_code_day")
     )
-    keys = ["third_party_number", "service_date", "provider_nihdi", "is_third_party"]
-    return (
-        lines.join(codes, on="_code_day", how="left")
-        .join(exceptions, on=keys, how="left", nulls_equal=True)
-        .with_columns(pl.when(pl.col("is_third_party")).then(pl.col("tp_status").fill_null("ok")).alias("tp_status"))
-        .drop("_code_day")
+    attributes = _lookup(
+        code_day,
+        code_attributes(tables["nomenclature"], pairs.lazy())
+        .drop("nomenclature_code", "service_date")
+        .select("_code_day", pl.exclude("_code_day"))
+        .collect(),
     )
+
+    uses = context.filter(pl.col("is_third_party"))["_use"].unique()
+    exceptions = registry_status(tables["third_party_registry"], uses, codes)
+    registry = _lookup(context["_use"], exceptions).with_columns(
+        pl.when(context["is_third_party"]).then(pl.col("tp_status").fill_null("ok")).alias("tp_status")
+    )
+    return pl.concat([lines, context.drop("_use"), attributes, registry], how="horizontal")

@@ -87,7 +87,7 @@ def flags_table(
 
 def enriched_lines(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     """The enriched billing lines with a row number ``_i``, materialised once for every rule."""
-    return enrich(tables).collect().with_row_index("_i")
+    return enrich(tables).with_row_index("_i")
 
 
 def evaluate(
