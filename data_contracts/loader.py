@@ -18,7 +18,7 @@ import polars as pl
 from data_contracts.coerce import coerce
 from data_contracts.errors import DatasetNotFoundError, MissingTableError
 from data_contracts.reader import SourceFile, find_table_files, scan_raw
-from data_contracts.references import reference_checks
+from data_contracts.references import failed_checks, reasons
 from data_contracts.schemas import PROVENANCE_COLUMNS
 from data_contracts.tables import TABLES, TableSpec
 
@@ -112,7 +112,7 @@ def _quarantine_frame(table: str, failed: pl.DataFrame, files: list[SourceFile])
     )
 
 
-def _finish(valid: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
+def _finish(valid: pl.LazyFrame, spec: TableSpec) -> pl.LazyFrame:
     fills = [pl.col(c).fill_null(v) for c, v in spec.defaults.items()]
     return valid.drop(*PROVENANCE_COLUMNS, strict=False).with_columns(fills)
 
@@ -152,21 +152,25 @@ def load_files(
     rows_read = len(valid) + len(failed)
     rule_columns = [c for c in failed.columns if c not in valid.columns]
     failed = failed.select("_source", "_row", _reason_codes(rule_columns))
+    kept = valid.lazy()
     if spec.name == "billing_lines":
-        checked, reasons = reference_checks(
-            valid.lazy(),
-            providers=valid_tables["providers"].lazy(),
-            invoices=valid_tables["third_party_invoices"].lazy(),
-            nomenclature=valid_tables["nomenclature"].lazy(),
+        checks = failed_checks(
+            valid,
+            providers=valid_tables["providers"],
+            invoices=valid_tables["third_party_invoices"],
+            nomenclature=valid_tables["nomenclature"],
         )
-        checked_df = checked.collect()
-        flags = [c for c in checked_df.columns if c.startswith("_fails")]
-        unreferenced = checked_df.filter(pl.col("_fails")).select("_source", "_row", reasons)
-        failed = pl.concat([failed, unreferenced])
-        valid = checked_df.filter(~pl.col("_fails")).drop(flags)
+        fails = checks.lazy().select(pl.any_horizontal(pl.all())).collect().to_series()
+        if fails.any():
+            unreferenced = pl.concat([valid.lazy().select("_source", "_row"), checks.lazy()], how="horizontal")
+            unreferenced = unreferenced.filter(fails).select("_source", "_row", reasons().alias("_reasons"))
+            failed = pl.concat([failed, unreferenced.collect()])
+            kept = kept.filter(~fails)
+    # Lazily: Polars' eager operations on ten million rows of many chunks copy the frame.
+    valid = _finish(kept, spec).collect()
     quarantine = _quarantine_frame(spec.name, failed, files)
     stats = TableStats(rows_read, len(valid), len(quarantine), time.perf_counter() - started)
-    return _finish(valid, spec), quarantine, stats
+    return valid, quarantine, stats
 
 
 def load_dataset(root: Path | str, *, on_table: Callable[[str, TableStats], None] | None = None) -> Dataset:

@@ -4,38 +4,52 @@ from __future__ import annotations
 
 import polars as pl
 
+CHECKS = ("unknown_provider", "unknown_invoice", "unknown_nomenclature_code", "service_after_submission")
 
-def reference_checks(
-    lines: pl.LazyFrame,
+
+def failed_checks(
+    lines: pl.DataFrame,
     *,
-    providers: pl.LazyFrame,
-    invoices: pl.LazyFrame,
-    nomenclature: pl.LazyFrame,
-) -> tuple[pl.LazyFrame, pl.Expr]:
-    """Billing lines with one boolean column per failed check, and the reasons expression.
+    providers: pl.DataFrame,
+    invoices: pl.DataFrame,
+    nomenclature: pl.DataFrame,
+) -> pl.DataFrame:
+    """One boolean column per check of :data:`CHECKS` (true: the line fails it), row for row.
 
-    The reasons (a list of codes) are built only for the rows that fail: lists are costly
-    on ten million rows, booleans are not.
+    Only the key columns are read, so the wide lines are never copied.
     """
-    invoice_dates = invoices.select(
-        "invoice_id",
-        pl.col("submitted_date").alias("_invoice_submitted"),
-        pl.lit(True).alias("_invoice_found"),
+    invoice_dates = (
+        lines.lazy()
+        .select("invoice_id")
+        .join(
+            invoices.lazy().select(
+                "invoice_id", pl.col("submitted_date").alias("_invoice_submitted"), pl.lit(True).alias("_found")
+            ),
+            on="invoice_id",
+            how="left",
+            maintain_order="left",
+        )
     )
-    provider_ids = providers.select("provider_nihdi").collect().to_series().implode()
-    codes = nomenclature.select("code").unique().collect().to_series().implode()
+    keys = pl.concat(
+        [lines.lazy().select("provider_nihdi", "nomenclature_code", "service_date", "submitted_date"), invoice_dates],
+        how="horizontal",
+    )
     effective = pl.coalesce("submitted_date", "_invoice_submitted")
-    checks = {
-        "unknown_provider": ~pl.col("provider_nihdi").is_in(provider_ids),
-        "unknown_invoice": pl.col("invoice_id").is_not_null() & pl.col("_invoice_found").is_null(),
-        "unknown_nomenclature_code": ~pl.col("nomenclature_code").is_in(codes),
-        "service_after_submission": (pl.col("service_date") > effective).fill_null(False),
-    }
-    checked = (
-        lines.join(invoice_dates, on="invoice_id", how="left", maintain_order="left")
-        .with_columns(check.alias(f"_fails_{code}") for code, check in checks.items())
-        .with_columns(pl.any_horizontal(f"_fails_{code}" for code in checks).alias("_fails"))
-        .drop("_invoice_submitted", "_invoice_found")
+    return (
+        keys.select(
+            unknown_provider=~pl.col("provider_nihdi").is_in(providers["provider_nihdi"].implode()),
+            unknown_invoice=pl.col("invoice_id").is_not_null() & pl.col("_found").is_null(),
+            unknown_nomenclature_code=~pl.col("nomenclature_code").is_in(nomenclature["code"].unique().implode()),
+            service_after_submission=(pl.col("service_date") > effective).fill_null(False),
+        )
+        .select(CHECKS)
+        .collect()
     )
-    reasons = pl.concat_list(pl.when(pl.col(f"_fails_{code}")).then(pl.lit(code)) for code in checks).list.drop_nulls()
-    return checked, reasons.alias("_reasons")
+
+
+def reasons() -> pl.Expr:
+    """The codes of the failed checks, over :func:`failed_checks`' columns.
+
+    Built only for the lines that fail: lists are costly on ten million rows, booleans are not.
+    """
+    return pl.concat_list(pl.when(pl.col(code)).then(pl.lit(code)) for code in CHECKS).list.drop_nulls()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataframely as dy
 import polars as pl
 
+from data_contracts.keys import may_repeat
 from data_contracts.parsers import NIHDI_PATTERN
 
 CHANNELS = ("paper_cash", "eattest", "paper_third_party", "efact")
@@ -30,7 +31,9 @@ def _one_of(values: tuple[str, ...]) -> dict[str, object]:
 def _first_of_key(*columns: str) -> pl.Expr:
     """True for the first row read with this key (rows are in read order)."""
     key = pl.struct(columns) if len(columns) > 1 else pl.col(columns[0])
-    return pl.any_horizontal(pl.col(c).is_null() for c in columns) | key.is_first_distinct()
+    shared = may_repeat(key)
+    first = ~shared | pl.when(shared).then(key).is_first_distinct()
+    return pl.any_horizontal(pl.col(c).is_null() for c in columns) | first
 
 
 class Provenance(dy.Schema):

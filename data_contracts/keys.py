@@ -1,0 +1,24 @@
+"""Finding repeated keys among millions of rows without hashing strings into a table."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def may_repeat(key: pl.Expr) -> pl.Expr:
+    """True for the rows whose key's 64-bit hash occurs more than once.
+
+    Every repeated key is among them, with the rare hash collisions: sorting integers
+    finds them several times faster than a hash table of the keys themselves, and the
+    exact comparison is left for these few rows.
+    """
+    hashed = key.hash()
+    ordered = hashed.sort()
+    return hashed.is_in(ordered.filter(ordered == ordered.shift(1)).implode())
+
+
+def rows_that_may_repeat(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
+    """The rows of ``frame`` for which :func:`may_repeat` holds, hashing each key once."""
+    hashed = frame.with_columns(key.hash().alias("_hash"))
+    repeated = hashed.select(pl.col("_hash").sort()).filter(pl.col("_hash") == pl.col("_hash").shift(1)).unique()
+    return hashed.join(repeated, on="_hash", how="semi").drop("_hash")
