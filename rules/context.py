@@ -32,6 +32,16 @@ def _lookup(keys: pl.Series, table: pl.DataFrame) -> pl.DataFrame:
     return keys.to_frame(table.columns[0]).join(table, on=table.columns[0], how="left", maintain_order="left")[:, 1:]
 
 
+def _sparse_lookup(keys: pl.Series, table: pl.DataFrame) -> pl.DataFrame:
+    """:func:`_lookup` for a ``table`` that few keys find: only their rows are joined."""
+    rows = keys.is_in(table[:, 0].implode()).arg_true()
+    found = _lookup(keys.gather(rows), table)
+    return pl.DataFrame(
+        pl.repeat(None, len(keys), dtype=column.dtype, eager=True).alias(column.name).scatter(rows, column)
+        for column in found.iter_columns()
+    )
+
+
 def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyFrame:
     """Attributes of ``(nomenclature_code, service_date)`` pairs from the version in force.
 
@@ -194,13 +204,19 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     )
     provider = _lookup(
         lines["provider_nihdi"],
-        providers.with_row_index("_provider").select("provider_nihdi", "_provider", "profession", "region"),
+        providers.with_row_index("_provider").select(
+            "provider_nihdi",
+            "_provider",
+            "profession",
+            "region",
+            pl.col("provider_nihdi").str.slice(8, 3).alias("qualification"),
+        ),
     )
     if provider["_provider"].null_count():
         msg = "Some billing lines name a provider missing from 'providers'; validate the dataset first"
         raise ValueError(msg)
     context = pl.concat(
-        [lines.select("service_date", "submitted_date", "channel", "provider_nihdi"), invoice, provider],
+        [lines.select("service_date", "submitted_date", "channel"), invoice, provider],
         how="horizontal",
     ).select(
         "third_party_number",
@@ -208,7 +224,7 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
         pl.col("channel").is_in(THIRD_PARTY_CHANNELS).alias("is_third_party"),
         "profession",
         "region",
-        pl.col("provider_nihdi").str.slice(8, 3).alias("qualification"),
+        "qualification",
         codes.use(pl.col("_number"), pl.col("_provider"), pl.col("service_date")).alias("_use"),
     )
 
@@ -226,7 +242,7 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
 
     uses = context.filter(pl.col("is_third_party"))["_use"].unique()
     exceptions = registry_status(tables["third_party_registry"], uses, codes)
-    registry = _lookup(context["_use"], exceptions).with_columns(
+    registry = _sparse_lookup(context["_use"], exceptions).with_columns(
         pl.when(context["is_third_party"]).then(pl.col("tp_status").fill_null("ok")).alias("tp_status")
     )
     return pl.concat([lines, context.drop("_use"), attributes, registry], how="horizontal")
