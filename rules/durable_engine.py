@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.util
 import os
 import threading
 import time
@@ -619,6 +620,7 @@ _WORKER_LOCK = threading.Lock()
 _worker: ProcessPoolExecutor | None = None
 _successor: ProcessPoolExecutor | None = None
 _worker_tasks = 0
+_finalized_in: int | None = None
 
 
 def _warm_up() -> None:
@@ -637,7 +639,25 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="secm-parent-watch").start()
 
 
+def _shutdown_workers() -> None:
+    """Stop the workers before the process exits.
+
+    In a process started by ``multiprocessing`` the exit joins every child process before
+    ``concurrent.futures`` gets to stop its pools, so an idle worker would be waited for
+    forever; a ``multiprocessing`` finalizer runs before that join. It must run before the
+    pools' own queues close (their finalizers have priority 10), and such a process starts
+    with no finalizers, hence the registration by the first worker of each process.
+    """
+    for worker in (_worker, _successor):
+        if worker is not None:
+            worker.shutdown(wait=True, cancel_futures=True)
+
+
 def _new_worker() -> ProcessPoolExecutor:
+    global _finalized_in
+    if _finalized_in != os.getpid():
+        multiprocessing.util.Finalize(None, _shutdown_workers, exitpriority=100)
+        _finalized_in = os.getpid()
     worker = ProcessPoolExecutor(
         max_workers=1,
         mp_context=multiprocessing.get_context("spawn"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,3 +62,22 @@ rules:
     )
     with pytest.raises(RuleError, match=r"SAME_PATIENT_DAY.*provider_nihdi"):
         evaluate_durable(tables, catalog=catalog, lines=lines)
+
+
+def _flag_count_in_child(root: str, counts: multiprocessing.Queue) -> None:
+    counts.put(evaluate_durable(load_dataset(root).lazy_tables()).height)
+
+
+def test_a_process_started_by_multiprocessing_exits_after_using_the_worker(synthetic: Path) -> None:
+    """Its exit joins every child process: the idle worker must be stopped first, not waited for."""
+    context = multiprocessing.get_context("spawn")
+    counts = context.Queue()
+    child = context.Process(target=_flag_count_in_child, args=(str(synthetic), counts))
+    child.start()
+    child.join(timeout=120)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung, "the forked process did not exit"
+    assert child.exitcode == 0
+    assert counts.get(timeout=5) > 0
