@@ -118,19 +118,18 @@ class UseCodes:
     def use(self, number: pl.Expr, provider: pl.Expr, date: pl.Expr) -> pl.Expr:
         return self.pair(number, provider) * self.days + (date - self.first_day).dt.total_days()
 
-    def decode(self, uses: pl.Series) -> pl.DataFrame:
+    def decode(self, uses: pl.LazyFrame) -> pl.LazyFrame:
         """``_use``, ``_pair``, ``third_party_number``, ``provider_nihdi``, ``service_date``."""
         pair = pl.col("_use") // self.days
         return (
-            uses.to_frame("_use")
-            .with_columns(
+            uses.with_columns(
                 pair.alias("_pair"),
                 (pair // self.radix).cast(pl.UInt32).alias("_number"),
                 (pair % self.radix).cast(pl.UInt32).alias("_provider"),
                 (self.first_day + pl.duration(days=pl.col("_use") % self.days)).alias("service_date"),
             )
-            .join(self.numbers, on="_number", how="left")
-            .join(self.providers, on="_provider", how="left")
+            .join(self.numbers.lazy(), on="_number", how="left")
+            .join(self.providers.lazy(), on="_provider", how="left")
             .drop("_number", "_provider")
         )
 
@@ -142,15 +141,14 @@ def registry_status(registry: pl.LazyFrame, uses: pl.Series, codes: UseCodes) ->
     ``ok`` (a handful among millions), keyed by ``_use``.
     """
     valid = within("service_date", "valid_from", "valid_to")
-    registry = registry.collect()
     authorizations = (
-        registry.join(codes.numbers, on="third_party_number")
-        .join(codes.providers.rename({"provider_nihdi": "authorized_nihdi"}), on="authorized_nihdi")
+        registry.join(codes.numbers.lazy(), on="third_party_number")
+        .join(codes.providers.lazy().rename({"provider_nihdi": "authorized_nihdi"}), on="authorized_nihdi")
         .select(codes.pair(pl.col("_number"), pl.col("_provider")).alias("_pair"), "valid_from", "valid_to")
     )
-    decoded = codes.decode(uses)
-    authorized = decoded.select("_use", "_pair", "service_date").join(authorizations, on="_pair").filter(valid)["_use"]
-    others = decoded.filter(~pl.col("_use").is_in(authorized.implode())).drop("_pair")
+    decoded = codes.decode(uses.to_frame("_use").lazy())
+    authorized = decoded.select("_use", "_pair", "service_date").join(authorizations, on="_pair").filter(valid)
+    others = decoded.join(authorized, on="_use", how="anti").drop("_pair")
     on_date = (
         others.drop_nulls("third_party_number")
         .join(
@@ -180,6 +178,7 @@ def registry_status(registry: pl.LazyFrame, uses: pl.Series, codes: UseCodes) ->
         others.join(periods, on="third_party_number", how="left")
         .join(on_date, on="_use", how="left")
         .select("_use", status.alias("tp_status"), "tp_registry_periods", "tp_authorized_on_date")
+        .collect()
     )
 
 
