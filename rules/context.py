@@ -228,18 +228,16 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     )
 
     code_day = _code_day(lines)
-    pairs = (
-        lines.select("nomenclature_code", "service_date").with_columns(code_day.alias("_code_day")).unique("_code_day")
-    )
+    pairs = lines.lazy().select("nomenclature_code", "service_date", code_day.alias("_code_day")).unique("_code_day")
     attributes = _lookup(
         code_day,
-        code_attributes(tables["nomenclature"], pairs.lazy())
+        code_attributes(tables["nomenclature"], pairs)
         .drop("nomenclature_code", "service_date")
         .select("_code_day", pl.exclude("_code_day"))
         .collect(),
     )
 
-    uses = context.filter(pl.col("is_third_party"))["_use"].unique()
+    uses = context["_use"].filter(context["is_third_party"]).unique()
     exceptions = registry_status(tables["third_party_registry"], uses, codes)
     registry = _sparse_lookup(context["_use"], exceptions).with_columns(
         pl.when(context["is_third_party"]).then(pl.col("tp_status").fill_null("ok")).alias("tp_status")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
@@ -19,6 +19,7 @@ NUMBERS = ["0400000001", "0400000002", "PSEUDO-9"]
 PROVIDERS = [f.GP, f.NURSE, f.OTHER_GP]
 
 
+@settings(max_examples=60, deadline=None)  # polars' first calls are slow on a busy machine
 @given(
     st.lists(
         st.tuples(
