@@ -17,6 +17,7 @@ import json
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
+from api.publish import REFERENCE_TABLES
 from data_contracts import TABLES
 from data_contracts.loader import load_files
 from data_contracts.reader import SourceFile
@@ -31,13 +33,12 @@ from rules import enriched_lines, load_catalog
 from rules.durable_engine import evaluate_durable
 
 HISTORY_LINES = 200
-REFERENCES = ("providers", "nomenclature", "third_party_registry", "tp_suspensions", "provider_debts")
 
 
 def reference_tables(connection: sa.Connection, run_id: str) -> dict[str, pl.DataFrame]:
     """The reference tables published with ``run_id``, typed as the contract says."""
     frames = {}
-    for name in REFERENCES:
+    for name in REFERENCE_TABLES:
         spec = TABLES[name]
         rows = connection.execute(
             sa.select(t.reference_rows.c.row).where(
@@ -76,6 +77,7 @@ class ClaimChecker:
 
     run_id: str
     legislation: str
+    effective_from: date | None
     references: dict[str, pl.DataFrame]
     history: dict[str, pl.DataFrame] = field(default_factory=dict)
     invoices: pl.DataFrame = field(default_factory=lambda: TABLES["third_party_invoices"].empty())
@@ -105,7 +107,7 @@ class ClaimChecker:
             self.invoices = known_invoices
         tables = {**valid, "billing_lines": context}
         lines = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
-        flags = evaluate_durable(tables, legislation=self.legislation, lines=lines)
+        flags = evaluate_durable(tables, legislation=self.legislation, lines=lines, effective_from=self.effective_from)
         posted = valid_lines.select("claim_id")
         mine = flags.join(posted, on="claim_id", how="semi")
         claims = [
@@ -145,10 +147,12 @@ def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) 
     """The checker of ``run_id`` (built once: a run's reference data never changes)."""
     if run_id not in cache:
         with engine.connect() as connection:
-            legislation = connection.execute(
-                sa.select(t.runs.c.legislation).where(t.runs.c.run_id == run_id)
-            ).scalar_one()
+            legislation, info = connection.execute(
+                sa.select(t.runs.c.legislation, t.runs.c.info).where(t.runs.c.run_id == run_id)
+            ).one()
             references = reference_tables(connection, run_id)
         load_catalog().check_legislation(legislation)
-        cache[run_id] = ClaimChecker(run_id, legislation, references)
+        effective_from = info.get("effective_from")
+        start = date.fromisoformat(effective_from) if effective_from else None
+        cache[run_id] = ClaimChecker(run_id, legislation, start, references)
     return cache[run_id]

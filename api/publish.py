@@ -19,7 +19,15 @@ from api import tables as t
 from api.database import migrate
 
 CHUNK = 20_000
-REFERENCE_TABLES = ("providers", "third_party_registry", "tp_suspensions", "provider_debts", "nomenclature")
+# The tables the rules read besides the lines: published with each run for real-time checks.
+REFERENCE_TABLES = (
+    "providers",
+    "third_party_registry",
+    "tp_suspensions",
+    "provider_debts",
+    "provider_status",
+    "nomenclature",
+)
 
 
 def _csv(column: str) -> pl.Expr:

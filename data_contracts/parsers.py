@@ -19,6 +19,7 @@ DATETIME_FORMATS = (
 TRUE_WORDS = ("true", "t", "1", "yes", "y", "oui", "ja")
 FALSE_WORDS = ("false", "f", "0", "no", "n", "non", "nee")
 NIHDI_PATTERN = r"^\d{11}$"
+_NATIONAL_NUMBER_CENTURY = 2_000_000_000  # born from 2000 on: the check is taken over 2 followed by the 9 digits
 
 
 def parse_date(expr: pl.Expr) -> pl.Expr:
@@ -64,3 +65,17 @@ def parse_text(expr: pl.Expr) -> pl.Expr:
     """Trimmed text; a blank field is null like an empty one."""
     text = expr.str.strip_chars()
     return pl.when(text.str.len_bytes() > 0).then(text).otherwise(None)
+
+
+def looks_like_national_number(expr: pl.Expr) -> pl.Expr:
+    """True for 11 digits whose last two are a valid national register check (mod 97).
+
+    The check is 97 minus the first nine digits modulo 97, or, for people born from 2000
+    on, minus those digits preceded by a 2; either makes the value an identifying number.
+    """
+    text = expr.str.strip_chars()
+    digits = text.str.contains(r"^[0-9]{11}$")
+    base = text.str.slice(0, 9).cast(pl.Int64, strict=False)
+    check = text.str.slice(9, 2).cast(pl.Int64, strict=False)
+    valid = (check == 97 - base % 97) | (check == 97 - (base + _NATIONAL_NUMBER_CENTURY) % 97)
+    return (digits & valid).fill_null(False)

@@ -7,11 +7,13 @@ another table (references, the invoice's submission date) are in ``references.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dataframely as dy
 import polars as pl
 
 from data_contracts.keys import may_repeat
-from data_contracts.parsers import NIHDI_PATTERN
+from data_contracts.parsers import NIHDI_PATTERN, looks_like_national_number
 
 CHANNELS = ("paper_cash", "eattest", "paper_third_party", "efact")
 THIRD_PARTY_CHANNELS = ("paper_third_party", "efact")
@@ -20,11 +22,13 @@ PROFESSIONS = ("gp", "specialist", "nurse", "physiotherapist", "dentist", "midwi
 REGIONS = ("BRU", "VLA", "WAL")
 SETTINGS = ("office", "home", "hospital", "any")
 TIME_WINDOWS = ("any", "day", "evening", "night", "weekend")
+PROVIDER_STATUSES = ("suspended", "visa_withdrawn")
+SEXES = ("F", "M", "X")
 
 PROVENANCE_COLUMNS = ("_source", "_row", "_malformed")
 
 
-def _one_of(values: tuple[str, ...]) -> dict[str, object]:
+def _one_of(values: tuple[str, ...]) -> dict[str, Callable[[pl.Expr], pl.Expr]]:
     return {"allowed": lambda col: col.is_in(values)}
 
 
@@ -69,10 +73,15 @@ class BillingLines(Provenance):
     place_of_service = dy.String(nullable=True, check=_one_of(PLACES))
     institution_nihdi = _nihdi(nullable=True)
     quantity = dy.Int64(nullable=True, min=1)
+    software_id = dy.String(nullable=True)
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
         return _first_of_key("claim_id")
+
+    @dy.rule()
+    def patient_id_not_pseudonymised(cls) -> pl.Expr:
+        return ~looks_like_national_number(pl.col("patient_id"))
 
     @dy.rule()
     def reimbursed_exceeds_fee(cls) -> pl.Expr:
@@ -149,6 +158,38 @@ class ProviderDebts(Provenance):
     @dy.rule()
     def period_ends_before_start(cls) -> pl.Expr:
         return pl.col("debt_to") > pl.col("debt_from")
+
+
+class ProviderStatus(Provenance):
+    """Periods in which a provider may not bill (right to practise suspended, visa withdrawn)."""
+
+    provider_nihdi = _nihdi()
+    status = dy.String(check=_one_of(PROVIDER_STATUSES))
+    from_date = dy.Date()
+    to_date = dy.Date(nullable=True)
+    decision_ref = dy.String(nullable=True)
+
+    @dy.rule()
+    def period_ends_before_start(cls) -> pl.Expr:
+        return pl.col("to_date") >= pl.col("from_date")
+
+
+class Patients(Provenance):
+    """Pseudonymised patient attributes, for peers with a comparable patient population."""
+
+    patient_id = dy.String()
+    birth_year = dy.Int64(nullable=True, min=1880, max=2100)
+    sex = dy.String(nullable=True, check=_one_of(SEXES))
+    preferential_reimbursement = dy.Bool(nullable=True)
+    chronic_condition = dy.Bool(nullable=True)
+
+    @dy.rule()
+    def duplicate_key(cls) -> pl.Expr:
+        return _first_of_key("patient_id")
+
+    @dy.rule()
+    def patient_id_not_pseudonymised(cls) -> pl.Expr:
+        return ~looks_like_national_number(pl.col("patient_id"))
 
 
 class Nomenclature(Provenance):

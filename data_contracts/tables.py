@@ -50,6 +50,8 @@ TABLES: dict[str, TableSpec] = {
             required=False,
             defaults={"plan_respected": False},
         ),
+        TableSpec("provider_status", schemas.ProviderStatus, required=False),
+        TableSpec("patients", schemas.Patients, required=False),
         TableSpec("billing_lines", schemas.BillingLines, required=True, defaults={"quantity": 1}),
     )
 }

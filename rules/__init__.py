@@ -3,7 +3,7 @@
 from rules.catalog import Catalog, RuleDeclaration, load_catalog, parse_catalog
 from rules.engine import FLAGS_SCHEMA, enriched_lines, evaluate, summarise
 from rules.errors import CatalogError, LegislationError, RuleError
-from rules.whatif import affected_rules, whatif
+from rules.whatif import whatif
 
 __all__ = [
     "FLAGS_SCHEMA",
@@ -12,7 +12,6 @@ __all__ = [
     "LegislationError",
     "RuleDeclaration",
     "RuleError",
-    "affected_rules",
     "enriched_lines",
     "evaluate",
     "load_catalog",

@@ -7,7 +7,8 @@ more checks of a known shape); ``shapes.py`` says *how* each shape is evaluated.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import date
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Annotated, Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from rules.errors import CatalogError, LegislationError
 
@@ -95,11 +96,24 @@ class BurstCheck(_Strict):
     evidence: list[str] = Field(default_factory=list)
 
 
+class YearsAfter(_Strict):
+    """A reference date ``years`` years after another (29 February gives 28 February)."""
+
+    date: str
+    years: str | Number
+
+
 class ReferencePeriodCheck(_Strict):
-    """Flag lines whose date falls in a period of a reference table for the same key."""
+    """Flag lines whose date falls in a period of a reference table for the same key.
+
+    ``having`` keeps the (line, reference row) pairs that count; with ``total``, a line is
+    flagged when the ``total`` column of the rows that count adds up to ``at_least``.
+    ``years_after`` derives reference dates the conditions need (the end of a plan).
+    """
 
     shape: Literal["reference_period"]
-    reason: str
+    reason: str | None = None
+    reason_column: str | None = None
     table: str
     date: str = "service_date"
     key: str
@@ -108,7 +122,18 @@ class ReferencePeriodCheck(_Strict):
     end_inclusive: bool
     where: str | None = None
     having: str | None = None
+    years_after: dict[str, YearsAfter] = Field(default_factory=dict)
+    total: str | None = None
+    at_least: str | Number | None = None
     evidence: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReferencePeriodCheck:
+        if (self.reason is None) == (self.reason_column is None):
+            raise ValueError("needs exactly one of 'reason' or 'reason_column'")
+        if (self.total is None) != (self.at_least is None):
+            raise ValueError("'total' and 'at_least' go together")
+        return self
 
 
 class DuplicateKeyCheck(_Strict):
@@ -154,8 +179,19 @@ class RuleDeclaration(_Strict):
         return pl.sql_expr(self.sql_text(text, legislation))
 
 
+class Legislation(_Strict):
+    """A version of the law; with ``effective_from``, only lines served from that day follow it."""
+
+    description: str
+    effective_from: date | None = None
+
+
+def _legislation(value: object) -> object:
+    return {"description": value} if isinstance(value, str) else value
+
+
 class Catalog(_Strict):
-    legislations: dict[str, str]
+    legislations: dict[str, Annotated[Legislation, BeforeValidator(_legislation)]]
     rules: list[RuleDeclaration]
 
     def __iter__(self) -> Iterator[RuleDeclaration]:  # type: ignore[override]
@@ -172,6 +208,17 @@ class Catalog(_Strict):
         if legislation not in self.legislations:
             msg = f"Unknown legislation '{legislation}'; known: {', '.join(self.legislations)}"
             raise LegislationError(msg)
+
+    def effective_from(self, legislation: str, override: date | None = None) -> date | None:
+        """The first date of service ``legislation`` governs (None: every line)."""
+        self.check_legislation(legislation)
+        if legislation == "current":
+            return None
+        return override or self.legislations[legislation].effective_from
+
+    def differing_rules(self, legislation: str, baseline: str) -> list[str]:
+        """Rules whose parameters differ between the two legislations."""
+        return [r.id for r in self.rules if r.parameters_for(legislation) != r.parameters_for(baseline)]
 
 
 def _sql_fragments(check: Check) -> Iterator[tuple[str, str]]:
@@ -192,9 +239,14 @@ def _parameter_refs(check: Check) -> Iterator[tuple[str, str | Number]]:
     elif isinstance(check, BurstCheck):
         yield "max_gap_minutes", check.max_gap_minutes
         yield "min_run", check.min_run
+    elif isinstance(check, ReferencePeriodCheck):
+        if check.at_least is not None:
+            yield "at_least", check.at_least
+        for name, derived in check.years_after.items():
+            yield f"years_after.{name}", derived.years
 
 
-def _validate_semantics(rule: RuleDeclaration, legislations: dict[str, str]) -> None:
+def _validate_semantics(rule: RuleDeclaration, legislations: Mapping[str, Legislation]) -> None:
     """Checks pydantic cannot express; each message names the rule and the field."""
     for name, param in rule.parameters.items():
         for legislation in legislations:

@@ -3,10 +3,17 @@ code's attributes on the date of service, and what the registry says of its numb
 
 Columns added to the contract's ``billing_lines``:
 ``third_party_number``, ``effective_submitted_date``, ``is_third_party``, ``profession``,
-``region``, ``qualification``, ``time_window``, ``code_setting``, ``window_start``,
-``window_end``, ``code_fee_eur``, ``day_equivalent_code``, ``day_equivalent_fee_eur``,
-``tp_status`` (``missing``, ``unregistered``, ``not_valid_on_date``, ``not_authorized``,
-``ok``; null off third-party), ``tp_registry_periods``, ``tp_authorized_on_date``.
+``region``, ``qualification``, ``time_window``, ``window_start``, ``window_end``,
+``code_fee_eur``, ``day_equivalent_code``, ``day_equivalent_fee_eur`` (from the code's version
+in force on the date of service), ``code_profession`` and ``code_setting`` (that version's, or
+the code's latest when none is in force), ``code_in_force``, ``service_in_window`` (the
+service time lies in the code's window, which wraps past midnight when it ends before it
+starts; null without a time or a window), ``weekend_or_holiday`` (Saturday, Sunday or a
+Belgian legal public holiday), ``recorded_at`` (the date of service at the line's time of
+record: its service time, unless that is only the typing time stamped by the software, see
+:func:`time_of_record`), ``tp_status`` (``missing``, ``unregistered``,
+``not_valid_on_date``, ``not_authorized``, ``ok``; null off third-party),
+``tp_registry_periods``, ``tp_authorized_on_date``.
 
 Ten million lines are never copied: each lookup joins one key column against a small
 table and the answers are put beside the lines. Keys with several parts are packed into
@@ -18,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 
+import holidays
 import polars as pl
 
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
@@ -46,16 +54,19 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
     """Attributes of ``(nomenclature_code, service_date)`` pairs from the version in force.
 
     When several versions are in force the latest ``valid_from`` wins; a pair with no version
-    in force keeps null attributes. Other columns of ``pairs`` are kept.
+    in force keeps null attributes, except the profession and setting, which every version of
+    a code states (taken from its latest) so that conformity can still be judged. Other
+    columns of ``pairs`` are kept.
     """
     versions = nomenclature.select(
         pl.col("code").alias("nomenclature_code"),
         "time_window",
-        pl.col("setting").alias("code_setting"),
         "window_start",
         "window_end",
         pl.col("fee_eur").alias("code_fee_eur"),
         "day_equivalent_code",
+        pl.col("profession").alias("code_profession"),
+        pl.col("setting").alias("code_setting"),
         "valid_from",
         "valid_to",
     )
@@ -66,6 +77,16 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
         .sort("valid_from")
         .unique(["nomenclature_code", "service_date"], keep="last")
         .drop("valid_from", "valid_to")
+        .with_columns(pl.lit(True).alias("code_in_force"))
+    )
+    latest = (
+        versions.sort("valid_from")
+        .unique("nomenclature_code", keep="last")
+        .select(
+            "nomenclature_code",
+            pl.col("code_profession").alias("_profession"),
+            pl.col("code_setting").alias("_setting"),
+        )
     )
     day_fees = (
         in_force.select("day_equivalent_code", "service_date")
@@ -85,9 +106,45 @@ def code_attributes(nomenclature: pl.LazyFrame, pairs: pl.LazyFrame) -> pl.LazyF
         .unique(["day_equivalent_code", "service_date"], keep="last")
         .drop("valid_from", "valid_to")
     )
-    return pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left").join(
-        day_fees, on=["day_equivalent_code", "service_date"], how="left"
+    return (
+        pairs.join(in_force, on=["nomenclature_code", "service_date"], how="left")
+        .join(day_fees, on=["day_equivalent_code", "service_date"], how="left")
+        .join(latest, on="nomenclature_code", how="left")
+        .with_columns(
+            pl.coalesce("code_profession", "_profession").alias("code_profession"),
+            pl.coalesce("code_setting", "_setting").alias("code_setting"),
+            pl.col("code_in_force").fill_null(False),
+        )
+        .drop("_profession", "_setting")
     )
+
+
+def in_window(time: pl.Expr, start: pl.Expr, end: pl.Expr) -> pl.Expr:
+    """``start <= time < end``, or outside ``[end, start)`` when the window wraps past midnight."""
+    return pl.when(start <= end).then((time >= start) & (time < end)).otherwise((time >= start) | (time < end))
+
+
+def time_of_record(service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
+    """The time a line says its service took place.
+
+    Practice software stamps a line with the moment it is typed when no time is entered, so a
+    service time equal to the typing time (to the minute) says nothing of the visit itself:
+    then, as without a service time, the typing time is the time of record.
+    """
+    typed = encoded_at.dt.time()
+    stamped = (service_time.dt.hour() == typed.dt.hour()) & (service_time.dt.minute() == typed.dt.minute())
+    return (
+        pl.when(service_time.is_not_null() & ~stamped.fill_null(False))
+        .then(service_time)
+        .otherwise(pl.coalesce(typed, service_time))
+    )
+
+
+def weekend_or_holiday(day: pl.Expr, first: date | None, last: date | None) -> pl.Expr:
+    """Saturday, Sunday or a Belgian legal public holiday, for dates from ``first`` to ``last``."""
+    years = range(first.year, last.year + 1) if first and last else range(0)
+    public = sorted(holidays.country_holidays("BE", years=years))
+    return (day.dt.weekday() >= 6) | day.is_in(pl.lit(public, dtype=pl.List(pl.Date)).explode().implode())
 
 
 def _code_day(lines: pl.DataFrame) -> pl.Series:
@@ -237,9 +294,19 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
         .collect(),
     )
 
+    timing = pl.concat(
+        [lines.select("service_date", "service_time", "encoded_at"), attributes], how="horizontal"
+    ).select(
+        in_window(pl.col("service_time"), pl.col("window_start"), pl.col("window_end")).alias("service_in_window"),
+        weekend_or_holiday(pl.col("service_date"), first_day, last_day).alias("weekend_or_holiday"),
+        pl.col("service_date")
+        .dt.combine(time_of_record(pl.col("service_time"), pl.col("encoded_at")))
+        .alias("recorded_at"),
+    )
+
     uses = context["_use"].filter(context["is_third_party"]).unique()
     exceptions = registry_status(tables["third_party_registry"], uses, codes)
     registry = _sparse_lookup(context["_use"], exceptions).with_columns(
         pl.when(context["is_third_party"]).then(pl.col("tp_status").fill_null("ok")).alias("tp_status")
     )
-    return pl.concat([lines, context.drop("_use"), attributes, registry], how="horizontal")
+    return pl.concat([lines, context.drop("_use"), attributes, timing, registry], how="horizontal")

@@ -7,13 +7,16 @@ conditions (``rules/conditions.py``):
 
 - ``line_predicate`` and ``deadline``: one pattern over the line per alternative of the
   condition (a regime applies when its condition holds and no earlier one does);
-- ``reference_period``: a join of a reference fact (suspension, debt) and a line fact;
+- ``reference_period``: a join of a reference fact (suspension, debt, status) and a line
+  fact; with a ``total``, the matched rows' values are added up after the session, as the
+  matcher cannot sum;
 - ``burst``: a chain of ``min_run`` line facts, each within the gap of the previous one;
 - ``duplicate_key``: a join of two lines with the same key, the later one flagged.
 
 durable_rules keeps global state per ruleset and polls it from two daemon threads per host,
-so one host serves the process, each catalog × legislation is registered once, and every
-evaluation runs in its own session (``sid``) that is deleted afterwards, under a lock.
+so one host serves the process and each catalog × legislation is registered once. Each rule
+is its own ruleset, whose facts carry only the columns that rule reads; each provider's facts
+are asserted into the ruleset's one session and retracted afterwards, under a lock.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ import multiprocessing.util
 import os
 import threading
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -60,18 +62,18 @@ from rules.conditions import (
     mirrored,
     not_true_form,
 )
-from rules.engine import enriched_lines, flags_table, one_flag_per_line
+from rules.engine import enriched_lines, flags_table, follow_timeline, one_flag_per_line
 from rules.errors import RuleError
-from rules.shapes import regime_deadline
+from rules.shapes import reference_total_evidence, regime_deadline, years_after_columns
 
 LINE = "billing_lines"
 # Every join in the catalog stays within one provider, so each provider is its own session:
 # joins stay small and the state of one is dropped before the next.
 SESSION_KEY = "provider_nihdi"
-# durable_rules crashes when deleting a session in which no fact was handled, so every
-# session opens with a fact that a rule of every ruleset handles.
-_SESSION = "_session"
-_SESSION_RULE = {"session": {"all": [{"m": {"_kind": _SESSION}}], "run": lambda c: None}}
+# durable_rules' delete_state corrupts its heap (a segmentation fault some sessions later),
+# and a session left behind keeps about a megabyte. So each ruleset has one session for the
+# life of the process: a provider's facts are asserted into it, then retracted.
+_SID = "provider"
 _OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
 _MS_PER_MINUTE = 60_000
 
@@ -158,6 +160,7 @@ class _CompiledCheck:
     rule: RuleDeclaration
     index: int
     check: Check
+    legislation: str
     firings: list[Any] = field(default_factory=list)
 
 
@@ -178,20 +181,29 @@ class DurableRuleset:
         self.line_columns = set(line_columns)
         self.table_columns = tables
         self.checks: list[_CompiledCheck] = []
-        self.fact_columns: set[str] = {"_i"}
+        # The line columns the rule being compiled reads; each ruleset's facts carry only its
+        # own rule's (durable_rules keeps at most 32 properties per fact, unchecked).
+        self.fact_columns: set[str] = set()
+        self.columns_of: dict[str, set[str]] = {}
         prefix = ruleset_prefix(catalog, legislation)
         # One durable_rules ruleset per rule: its engine fails on rulesets of a few dozen rules.
         self.rulesets: dict[str, dict[str, Any]] = {}
+        # The reference tables each ruleset joins: only their facts are asserted into it.
+        self.references_of: dict[str, set[str]] = defaultdict(set)
         for rule in catalog:
+            self.fact_columns = {"_i"}
             for index, check in enumerate(rule.checks):
-                compiled = _CompiledCheck(rule, index, check)
+                compiled = _CompiledCheck(rule, index, check, legislation)
                 self.checks.append(compiled)
+                name = f"{prefix}_{rule.id}"
+                if isinstance(check, ReferencePeriodCheck):
+                    self.references_of[name].add(check.table)
                 for number, (patterns, action) in enumerate(self._rules(compiled)):
-                    name = f"{prefix}_{rule.id}"
-                    self.rulesets.setdefault(name, dict(_SESSION_RULE))[f"{index}_{number}"] = {
+                    self.rulesets.setdefault(name, {})[f"{index}_{number}"] = {
                         "all": patterns,
                         "run": action,
                     }
+            self.columns_of[f"{prefix}_{rule.id}"] = self.fact_columns
 
     # -- compilation ------------------------------------------------------------------
 
@@ -245,7 +257,7 @@ class DurableRuleset:
     def _reference_rules(
         self, check: ReferencePeriodCheck, rule: RuleDeclaration, sink: list[Any]
     ) -> Iterable[tuple[list[dict[str, Any]], Action]]:
-        reference = set(self.table_columns[check.table])
+        reference = {*self.table_columns[check.table], *check.years_after}
 
         def owner(column: str) -> tuple[str, str]:
             if column in self.line_columns:
@@ -267,7 +279,7 @@ class DurableRuleset:
         for conjunction in self._alternatives(rule, text):
             patterns = {"r": _Pattern("r", check.table, owner), "m": _Pattern("m", LINE, owner)}
             _place(conjunction, patterns, owner)
-            yield [patterns["r"].definition(), patterns["m"].definition()], _on_period(sink, check.reason, check.start)
+            yield [patterns["r"].definition(), patterns["m"].definition()], _on_period(sink, check.start)
 
     def _burst_rules(
         self, compiled: _CompiledCheck, check: BurstCheck, rule: RuleDeclaration, sink: list[Any]
@@ -362,8 +374,8 @@ def _on_late(sink: list[Any], prefix: str, regime: str, deadline: str) -> Action
     )
 
 
-def _on_period(sink: list[Any], reason: str, start: str) -> Action:
-    return _guarded(lambda c: sink.append(_Firing(c.m._i, reason, (("reference", c.r._r), ("start", c.r[start])))))
+def _on_period(sink: list[Any], start: str) -> Action:
+    return _guarded(lambda c: sink.append(_Firing(c.m._i, "", (("reference", c.r._r), ("start", c.r[start])))))
 
 
 def _on_chain(sink: list[Any], aliases: list[str], order: str) -> Action:
@@ -417,18 +429,17 @@ def _encode(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs)
 
 
-def _facts(frame: pl.DataFrame, kind: str, run: str) -> dict[str, list[dict[str, Any]]]:
-    """One fact per row, grouped by session; a null is an absent field, as ``IS NULL`` expects.
+def _facts(frame: pl.DataFrame, kind: str) -> dict[str, list[dict[str, Any]]]:
+    """One fact per row, grouped by provider; a null is an absent field, as ``IS NULL`` expects.
 
     Each fact has an explicit ``id``: without one durable_rules identifies a fact by a hash
     of its content, and two different lines may then be taken for the same fact.
     """
-    sessions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    providers: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for number, row in enumerate(_encode(frame).iter_rows(named=True)):
-        sid = f"{run}:{row[SESSION_KEY]}"
         fact = {k: v for k, v in row.items() if v is not None}
-        sessions[sid].append({**fact, "_kind": kind, "sid": sid, "id": f"{kind}:{number}"})
-    return sessions
+        providers[row[SESSION_KEY]].append({**fact, "_kind": kind, "sid": _SID, "id": f"{kind}:{number}"})
+    return providers
 
 
 def _registered(
@@ -456,9 +467,22 @@ def _assert(host: durable.Host, name: str, facts: list[dict[str, Any]]) -> None:
             host.assert_fact(name, fact)
 
 
+def _retract(host: durable.Host, name: str, facts: list[dict[str, Any]]) -> None:
+    """Take a provider's facts back out of the ruleset's session, leaving it empty."""
+    for fact in reversed(facts):
+        with contextlib.suppress(durable.MessageNotHandledException):
+            host.retract_fact(name, fact)
+
+
 def _references(ruleset: DurableRuleset, tables: Mapping[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
-    tables_used = {c.check.table for c in ruleset.checks if isinstance(c.check, ReferencePeriodCheck)}
-    return {table: tables[table].collect().with_row_index("_r") for table in sorted(tables_used)}
+    """Each reference table the checks join, numbered by row, with every date they derive."""
+    derived: dict[str, list[pl.Expr]] = defaultdict(list)
+    for c in ruleset.checks:
+        if isinstance(c.check, ReferencePeriodCheck):
+            derived[c.check.table] += years_after_columns(c.check, c.rule, ruleset.legislation)
+    return {
+        table: tables[table].with_row_index("_r").with_columns(derived[table]).collect() for table in sorted(derived)
+    }
 
 
 def run_session(
@@ -467,25 +491,30 @@ def run_session(
     """Assert the reference rows and lines in a fresh session; each check's firings."""
     prepared = lines.with_columns(ruleset.derived_columns())
     derived = set(prepared.columns) - set(lines.columns)
-    run = uuid.uuid4().hex
-    line_facts = _facts(prepared.select(sorted(ruleset.fact_columns | derived)), LINE, run)
-    reference_facts: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for table, frame in references.items():
-        for sid, facts in _facts(frame, table, run).items():
-            reference_facts[sid] += facts
+    line_facts = {}
+    for name, rule in zip(ruleset.rulesets, ruleset.catalog, strict=True):
+        own = {c for c in derived if c.startswith(f"_{rule.id}_")}
+        line_facts[name] = _facts(prepared.select(sorted(ruleset.columns_of[name] | own)), LINE)
+    providers = dict.fromkeys(provider for facts in line_facts.values() for provider in facts)
+    reference_facts = {
+        (provider, table): facts
+        for table, frame in references.items()
+        for provider, facts in _facts(frame, table).items()
+    }
     assert _HOST is not None
     with _LOCK:
         for compiled in ruleset.checks:
             compiled.firings.clear()
         _ACTION_ERRORS.clear()
-        for sid, facts in line_facts.items():
+        for provider in providers:
             for name in ruleset.rulesets:
+                tables = sorted(ruleset.references_of[name])
+                facts = [f for t in tables for f in reference_facts.get((provider, t), [])]
+                facts += line_facts[name].get(provider, [])
                 try:
-                    _HOST.assert_fact(name, {"_kind": _SESSION, "sid": sid, "id": _SESSION})
-                    _assert(_HOST, name, reference_facts.get(sid, []))
                     _assert(_HOST, name, facts)
                 finally:
-                    _HOST.delete_state(name, sid)
+                    _retract(_HOST, name, facts)
         if _ACTION_ERRORS:
             msg = f"A durable_rules action failed: {_ACTION_ERRORS[0]!r}"
             raise RuleError(msg) from _ACTION_ERRORS[0]
@@ -520,14 +549,7 @@ def _flagged(
             evidence = {"regime": extras["regime"], "deadline": deadline, check.compare: compared}
             rows[f.line] = (f.reason, {**evidence, "days_late": (compared - deadline).days})
     elif isinstance(check, ReferencePeriodCheck):
-        reference = references[check.table]
-        chosen: dict[int, _Firing] = {}
-        for f in firings:
-            if f.line not in chosen or dict(f.extras)["start"] < dict(chosen[f.line].extras)["start"]:
-                chosen[f.line] = f
-        for line, f in chosen.items():
-            joined = {**reference.row(dict(f.extras)["reference"], named=True), **row(line)}
-            rows[line] = (f.reason, {c: joined[c.removesuffix("_reference")] for c in check.evidence})
+        rows = _periods(compiled, firings, row, references[check.table])
     elif isinstance(check, BurstCheck):
         rows = _bursts(check, firings, row)
     elif isinstance(check, DuplicateKeyCheck):
@@ -551,6 +573,39 @@ def _flagged(
         },
         schema={"_i": pl.UInt32, "claim_id": pl.String, "reason": pl.String, "evidence": pl.String},
     )
+
+
+def _periods(
+    compiled: _CompiledCheck,
+    firings: list[_Firing],
+    row: Callable[[int], dict[str, Any]],
+    reference: pl.DataFrame,
+) -> dict[int, tuple[str, dict[str, Any]]]:
+    """Per line, the reference rows it fell in; the earliest one is the evidence.
+
+    With a ``total``, the rows' values are added up (each row once, whichever alternative
+    of the condition matched it) and only lines reaching ``at_least`` are kept.
+    """
+    check = compiled.check
+    assert isinstance(check, ReferencePeriodCheck)
+    matched: dict[int, dict[int, Any]] = defaultdict(dict)
+    for f in firings:
+        extras = dict(f.extras)
+        matched[f.line][extras["reference"]] = extras["start"]
+    at_least = float(compiled.rule.resolve(check.at_least or 0, compiled.legislation))
+    rows: dict[int, tuple[str, dict[str, Any]]] = {}
+    for line, starts in matched.items():
+        first = min(starts, key=lambda r: (starts[r], r))
+        joined = {**reference.row(first, named=True), **row(line)}
+        evidence = {c: joined[c.removesuffix("_reference")] for c in check.evidence}
+        if check.total:
+            total = round(sum(reference[check.total][r] for r in starts), 2)
+            if total < at_least:
+                continue
+            evidence |= dict(zip(reference_total_evidence(check), (total, len(starts)), strict=True))
+        reason = check.reason or reference[check.reason_column or ""][first]
+        rows[line] = (reason, evidence)
+    return rows
 
 
 def _bursts(
@@ -705,10 +760,17 @@ def evaluate_durable(
     legislation: str = "current",
     catalog: Catalog | None = None,
     lines: pl.DataFrame | None = None,
+    effective_from: date | None = None,
 ) -> pl.DataFrame:
     """The flags of every rule under ``legislation``, decided by durable_rules; same table as ``evaluate``.
 
     Runs in the durable_rules worker process (see ``_in_worker``).
     """
     frames = {name: frame.collect() if isinstance(frame, pl.LazyFrame) else frame for name, frame in tables.items()}
-    return _in_worker(frames, legislation, catalog, lines)
+    catalog = catalog or load_catalog()
+
+    def flags_under(version: str, only: Sequence[str] | None) -> pl.DataFrame:
+        flags = _in_worker(frames, version, catalog, lines)
+        return flags if only is None else flags.filter(pl.col("rule_id").is_in(only))
+
+    return follow_timeline(flags_under, catalog, legislation, catalog.effective_from(legislation, effective_from))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 
 import polars as pl
 
@@ -90,6 +91,35 @@ def enriched_lines(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     return enrich(tables).with_row_index("_i")
 
 
+FlagsUnder = Callable[[str, Sequence[str] | None], pl.DataFrame]
+
+
+def follow_timeline(
+    flags_under: FlagsUnder, catalog: Catalog, legislation: str, effective_from: date | None
+) -> pl.DataFrame:
+    """Each line's flags under the legislation that governs its date of service.
+
+    ``flags_under(legislation, rule_ids)`` evaluates (``None``: every rule). Lines served from
+    ``effective_from`` on follow ``legislation``, earlier ones ``current``; only the rules whose
+    parameters differ are evaluated twice, the others' earlier flags are relabelled.
+    """
+    later = flags_under(legislation, None)
+    if effective_from is None:
+        return later
+    differing = catalog.differing_rules(legislation, "current")
+    before = pl.col("service_date") < effective_from
+    earlier = flags_under("current", differing) if differing else later.clear()
+    return pl.concat(
+        [
+            later.filter(~before),
+            later.filter(before & ~pl.col("rule_id").is_in(differing)).with_columns(
+                pl.lit("current").alias("legislation")
+            ),
+            earlier.filter(before),
+        ]
+    ).sort("rule_id", "claim_id")
+
+
 def evaluate(
     tables: Mapping[str, pl.LazyFrame],
     *,
@@ -97,8 +127,12 @@ def evaluate(
     catalog: Catalog | None = None,
     rule_ids: Sequence[str] | None = None,
     lines: pl.DataFrame | None = None,
+    effective_from: date | None = None,
 ) -> pl.DataFrame:
     """Flags of every rule (or of ``rule_ids``) under ``legislation``, sorted by rule and claim.
+
+    A legislation with an ``effective_from`` date (the catalog's, or this argument) governs
+    the lines served from that day; earlier lines follow ``current``.
 
     Examples
     --------
@@ -106,11 +140,16 @@ def evaluate(
     >>> evaluate(load_dataset("data").lazy_tables(), legislation="reform_art174")  # doctest: +SKIP
     """
     catalog = catalog or load_catalog()
-    catalog.check_legislation(legislation)
-    rules = [catalog.rule(r) for r in rule_ids] if rule_ids else list(catalog)
+    start = catalog.effective_from(legislation, effective_from)
+    selected = [catalog.rule(r) for r in rule_ids] if rule_ids else list(catalog)
     enriched = lines if lines is not None else enriched_lines(tables)
-    plans = [_rule_plan(rule, legislation, enriched.lazy(), tables) for rule in rules]
-    return flags_table(rules, legislation, pl.collect_all(plans) if plans else [], enriched)
+
+    def flags_under(version: str, only: Sequence[str] | None) -> pl.DataFrame:
+        rules = [r for r in selected if only is None or r.id in only]
+        plans = [_rule_plan(rule, version, enriched.lazy(), tables) for rule in rules]
+        return flags_table(rules, version, pl.collect_all(plans) if plans else [], enriched)
+
+    return follow_timeline(flags_under, catalog, legislation, start)
 
 
 def summarise(flags: pl.DataFrame, catalog: Catalog | None = None) -> dict[str, dict[str, float | int]]:

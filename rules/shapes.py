@@ -127,6 +127,19 @@ def _burst(check: BurstCheck, rule: RuleDeclaration, legislation: str, lines: pl
     )
 
 
+def years_after_columns(check: ReferencePeriodCheck, rule: RuleDeclaration, legislation: str) -> list[pl.Expr]:
+    """The reference dates ``years_after`` derives (29 February gives 28 February)."""
+    return [
+        pl.col(d.date).dt.offset_by(f"{int(rule.resolve(d.years, legislation))}y").alias(name)
+        for name, d in check.years_after.items()
+    ]
+
+
+def reference_total_evidence(check: ReferencePeriodCheck) -> list[str]:
+    """What a ``total`` check adds to the evidence: the total and how many rows made it."""
+    return [f"{check.total}_total", "reference_rows"] if check.total else []
+
+
 def _reference_period(
     check: ReferencePeriodCheck,
     rule: RuleDeclaration,
@@ -134,17 +147,29 @@ def _reference_period(
     lines: pl.LazyFrame,
     tables: Mapping[str, pl.LazyFrame],
 ) -> pl.LazyFrame:
-    reference = tables[check.table]
+    reference = tables[check.table].with_row_index("_r").with_columns(years_after_columns(check, rule, legislation))
     if check.where:
         lines = lines.filter(rule.sql(check.where, legislation))
     period = within(check.date, check.start, check.end, end_inclusive=check.end_inclusive)
     joined = lines.join(reference, on=check.key, how="inner", suffix="_reference").filter(period)
     if check.having:
         joined = joined.filter(rule.sql(check.having, legislation))
+    if check.total:
+        at_least = float(rule.resolve(check.at_least or 0, legislation))
+        total, counted = reference_total_evidence(check)
+        joined = joined.with_columns(
+            pl.col(check.total).sum().over(ROW).round(2).alias(total), pl.len().over(ROW).alias(counted)
+        ).filter(pl.col(total) >= at_least)
+    reason = pl.lit(check.reason) if check.reason else pl.col(check.reason_column or "")
     return (
-        joined.sort("claim_id", check.start)
+        joined.sort("claim_id", check.start, "_r")
         .unique("claim_id", keep="first")
-        .select(ROW, "claim_id", pl.lit(check.reason).alias("reason"), _evidence(check.evidence))
+        .select(
+            ROW,
+            "claim_id",
+            reason.alias("reason"),
+            _evidence([*check.evidence, *reference_total_evidence(check)]),
+        )
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 
 import polars as pl
 
@@ -12,27 +13,28 @@ from rules.engine import enriched_lines, evaluate
 BREAKDOWN = ("rule_id", "channel", "profession")
 
 
-def affected_rules(catalog: Catalog, legislation: str, baseline: str) -> list[str]:
-    """Rules whose parameters differ between the two legislations."""
-    return [r.id for r in catalog if r.parameters_for(legislation) != r.parameters_for(baseline)]
-
-
 def whatif(
     tables: Mapping[str, pl.LazyFrame],
     *,
     legislation: str,
     baseline: str = "current",
     catalog: Catalog | None = None,
+    effective_from: date | None = None,
+    baseline_effective_from: date | None = None,
 ) -> pl.DataFrame:
     """Lines, providers and amounts newly flagged (and no longer flagged) under ``legislation``.
 
+    Compares two timelines: each legislation governs the lines served from its
+    ``effective_from`` (the catalog's, or these arguments), ``current`` the earlier ones.
     One row per rule, channel and profession with a change; ``change`` is ``newly_flagged``
     or ``no_longer_flagged``.
     """
     catalog = catalog or load_catalog()
     catalog.check_legislation(legislation)
     catalog.check_legislation(baseline)
-    rule_ids = affected_rules(catalog, legislation, baseline)
+    # A timeline mixes its version with current: any rule either changes may differ.
+    versions = {legislation, baseline, "current"}
+    rule_ids = sorted({r for a in versions for b in versions for r in catalog.differing_rules(a, b)})
     schema = {
         "change": pl.String,
         "rule_id": pl.String,
@@ -45,8 +47,17 @@ def whatif(
     if not rule_ids:
         return pl.DataFrame(schema=schema)
     lines = enriched_lines(tables)
-    before = evaluate(tables, legislation=baseline, catalog=catalog, rule_ids=rule_ids, lines=lines)
-    after = evaluate(tables, legislation=legislation, catalog=catalog, rule_ids=rule_ids, lines=lines)
+    before = evaluate(
+        tables,
+        legislation=baseline,
+        catalog=catalog,
+        rule_ids=rule_ids,
+        lines=lines,
+        effective_from=baseline_effective_from,
+    )
+    after = evaluate(
+        tables, legislation=legislation, catalog=catalog, rule_ids=rule_ids, lines=lines, effective_from=effective_from
+    )
     key = ["claim_id", "rule_id"]
     changes = pl.concat(
         [

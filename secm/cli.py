@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,14 @@ console = Console(stderr=True)
 log = logging.getLogger("secm")
 
 Legislation = Annotated[str, typer.Option(help="Legislation version of the rule parameters: current or reform_art174.")]
+EffectiveFrom = Annotated[
+    datetime | None,
+    typer.Option(
+        formats=["%Y-%m-%d"],
+        help="First date of service the legislation governs (earlier lines follow current); "
+        "default: the catalog's, else every line.",
+    ),
+]
 
 
 @contextmanager
@@ -83,6 +92,7 @@ def run(
     data: Annotated[Path, typer.Option(help="Dataset folder (see the data contract).")],
     out: Annotated[Path, typer.Option(help="Folder for flags.parquet, quarantine.parquet, run.json.")],
     legislation: Legislation = "current",
+    effective_from: EffectiveFrom = None,
     catalog: Annotated[Path | None, typer.Option(help="Rule catalog YAML (default: the shipped one).")] = None,
     publish: Annotated[
         bool, typer.Option(help="Publish the run to the application database (SECM_DATABASE_URL) for the service.")
@@ -102,6 +112,7 @@ def run(
             data,
             out,
             legislation=legislation,
+            effective_from=effective_from.date() if effective_from else None,
             catalog_path=catalog,
             on_step=lambda s: progress.update(task, description=s),
             on_table=on_table,
@@ -121,12 +132,17 @@ def run(
 def whatif(
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     legislation: Legislation = "reform_art174",
+    effective_from: EffectiveFrom = None,
     against: Annotated[str, typer.Option(help="Baseline legislation.")] = "current",
+    against_effective_from: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="First date of service the baseline governs (default: the catalog's)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="CSV file for the table (default: whatif_<legislation>.csv).")
     ] = None,
 ) -> None:
-    """What a legislation version changes against the baseline: lines, providers, amounts."""
+    """What a legislation timeline changes against the baseline's: lines, providers, amounts."""
     from data_contracts import load_dataset
     from rules import whatif as compute_whatif
 
@@ -134,7 +150,13 @@ def whatif(
         progress.add_task("Loading and evaluating both legislations", total=None)
         dataset = load_dataset(data)
         tables = dataset.lazy_tables()
-        changes = compute_whatif(tables, legislation=legislation, baseline=against)
+        changes = compute_whatif(
+            tables,
+            legislation=legislation,
+            baseline=against,
+            effective_from=effective_from.date() if effective_from else None,
+            baseline_effective_from=against_effective_from.date() if against_effective_from else None,
+        )
     target = out or Path(f"whatif_{legislation}.csv")
     changes.write_csv(target)
     table = Table(title=f"{legislation} against {against}")

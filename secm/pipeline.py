@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ def run(
     out: Path,
     *,
     legislation: str = "current",
+    effective_from: date | None = None,
     catalog_path: Path | None = None,
     period: Period = "year",
     on_step: Callable[[str], None] | None = None,
@@ -42,7 +43,7 @@ def run(
     ``provider_scores.parquet`` and ``run.json`` under ``out``; then, when ``publish_to``
     names a database, publish the run there for the HTTP service."""
     catalog = load_catalog(catalog_path)
-    catalog.check_legislation(legislation)
+    effective_from = catalog.effective_from(legislation, effective_from)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -57,7 +58,7 @@ def run(
         on_step("Evaluating rules")
     tables = dataset.lazy_tables()
     lines = enriched_lines(tables)
-    flags = evaluate(tables, legislation=legislation, catalog=catalog, lines=lines)
+    flags = evaluate(tables, legislation=legislation, catalog=catalog, lines=lines, effective_from=effective_from)
     step("rules_seconds")
     if on_step:
         on_step("Scoring provider profiles")
@@ -77,6 +78,7 @@ def run(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": str(Path(data).resolve()),
         "legislation": legislation,
+        "effective_from": effective_from.isoformat() if effective_from else None,
         "tables": {name: stats.as_dict() for name, stats in dataset.stats.items()},
         "quarantine_reasons": _reason_counts(dataset.quarantine),
         "rules": summarise(flags, catalog),

@@ -1,4 +1,4 @@
-"""Small hand-built datasets: a contract-shaped folder from a few dicts."""
+"""Small hand-built datasets: a contract-shaped folder from a few dicts, and their flags."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from polars.testing import assert_frame_equal
 
-from data_contracts import TABLES
+from data_contracts import TABLES, load_dataset
+from rules import evaluate
+from rules.durable_engine import evaluate_durable
 
 GP = "10001234003"
 NURSE = "40005678401"
@@ -85,6 +88,8 @@ def write_dataset(
     registry_rows: list[dict[str, Any]] | None = None,
     suspensions: list[dict[str, Any]] | None = None,
     debts: list[dict[str, Any]] | None = None,
+    statuses: list[dict[str, Any]] | None = None,
+    nomenclature: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the tables as Parquet with the contract's types; return ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -95,7 +100,26 @@ def write_dataset(
         "third_party_registry": registry_rows if registry_rows is not None else [registry()],
         "tp_suspensions": suspensions or [],
         "provider_debts": debts or [],
+        "provider_status": statuses or [],
     }
+    if nomenclature is not None:
+        tables["nomenclature"] = nomenclature
     for name, rows in tables.items():
         pl.DataFrame(rows, schema=TABLES[name].dtypes).write_parquet(root / f"{name}.parquet")
     return root
+
+
+def flags(root: Path, legislation: str = "current", effective_from: date | None = None, **tables: Any) -> pl.DataFrame:
+    """The Polars engine's flags on a hand-built dataset, after checking durable_rules flags the same."""
+    dataset = load_dataset(write_dataset(root, **tables))
+    assert dataset.quarantine.is_empty(), dataset.quarantine.to_dicts()
+    version = {"legislation": legislation, "effective_from": effective_from}
+    batch = evaluate(dataset.lazy_tables(), **version)
+    assert_frame_equal(evaluate_durable(dataset.lazy_tables(), **version), batch)
+    return batch
+
+
+def flagged(frame: pl.DataFrame, rule_id: str) -> dict[str, str]:
+    """claim_id -> reason for one rule."""
+    rows = frame.filter(pl.col("rule_id") == rule_id)
+    return dict(zip(rows["claim_id"], rows["reason"], strict=True))

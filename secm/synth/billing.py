@@ -41,6 +41,8 @@ CHANNEL_MIX = {
     "midwife": {"eattest": 50, "efact": 50},
     "other": {"paper_cash": 50, "eattest": 30, "efact": 20},
 }
+# A service up to this many days before a third-party suspension is invoiced during it.
+INVOICE_LEAD_DAYS = 90
 EVENING_SLOT_MINUTES = 40  # background evening home visits: one per 40-minute slot
 MAX_EVENING_VISITS = 4
 
@@ -143,6 +145,7 @@ def background_lines(
             "_delay": np.minimum(300, np.round(rng.lognormal(np.log(12), 1.0, n))).astype(np.int64),
             "_u": rng.random(n),
             "_institution": np.array(p["institution"], dtype=object)[who],
+            "software_id": np.array(p["software"], dtype=object)[who],
             "_susp_from": np.array(p["susp_from"])[who],
             "_susp_to": np.array(p["susp_to"])[who],
         }
@@ -196,10 +199,14 @@ def _finish(frame: pl.DataFrame, nomenclature: pl.DataFrame, claim_offset: int) 
         .otherwise(8 * 60 + pl.col("_minute"))
     )
     third_party = pl.col("channel").is_in(THIRD_PARTY_CHANNELS)
-    suspended = third_party & (pl.col("_day") >= pl.col("_susp_from")) & (pl.col("_day") <= pl.col("_susp_to"))
+    suspended = (
+        third_party
+        & (pl.col("_day") >= pl.col("_susp_from") - INVOICE_LEAD_DAYS)
+        & (pl.col("_day") <= pl.col("_susp_to"))
+    )
     paper = pl.col("channel").str.starts_with("paper")
     frame = frame.with_columns(minute.alias("_minute")).with_columns(
-        # A suspended provider bills its patients directly during the suspension.
+        # A suspended provider bills its patients directly while an invoice would fall in the suspension.
         pl.when(suspended).then(pl.lit("eattest")).otherwise(pl.col("channel")).alias("channel")
     )
     service_dt = pl.col("service_date").cast(pl.Datetime("us")) + pl.duration(minutes=pl.col("_minute"))

@@ -63,7 +63,7 @@ def generate(
     """
     rng = np.random.default_rng(seed)
     calendar = Calendar.years(first_year)
-    nomenclature = default_nomenclature()
+    nomenclature = scenarios.with_retired_code(default_nomenclature(), first_year)
     population = make_population(rng, n_providers or max(80, n_lines // 1200), n_lines)
     plan = scenarios.plan(rng, population, calendar, nomenclature, SCENARIO_CLAIMS)
     injected = len(plan.injection.lines)
@@ -110,6 +110,8 @@ def generate(
     write(plan.registry, out / "third_party_registry")
     write(plan.suspensions, out / "tp_suspensions")
     write(plan.debts, out / "provider_debts")
+    write(plan.statuses, out / "provider_status")
+    write(nomenclature, out / "nomenclature")
 
     labels = out / "labels"
     flags = pl.DataFrame(

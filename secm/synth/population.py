@@ -23,6 +23,8 @@ PROFESSIONS = {
 }
 REGIONS = {"VLA": (0.58, (2000, 3999)), "WAL": (0.32, (4000, 7999)), "BRU": (0.10, (1000, 1210))}
 INSURERS = {"100": 0.40, "200": 0.06, "300": 0.28, "400": 0.08, "500": 0.13, "600": 0.01, "900": 0.04}
+# Billing software packages and their market shares (illustrative names).
+SOFTWARE = {"medisoft-7": 0.34, "carenote": 0.27, "praxis-one": 0.21, "kinelog": 0.10, "dentaflow": 0.08}
 PSEUDO_NUMBER = "0999999922"  # the fictitious number abolished in February 2021
 
 
@@ -38,6 +40,19 @@ class Population:
     providers: pl.DataFrame  # contract columns + n_lines, tp_number, institution, pool_start, pool_size
     registry: pl.DataFrame
     institutions: list[str]
+
+
+def _software(sequence: np.ndarray) -> np.ndarray:
+    """Each provider's billing package, by market share, spread by its sequence number.
+
+    Derived rather than drawn, so that the random stream of the rest of the population
+    does not depend on the list of packages.
+    """
+    bounds = np.cumsum(list(SOFTWARE.values()))
+    spread = (sequence * 2654435761 % 1000) / 1000
+    return np.array(list(SOFTWARE), dtype=object)[
+        np.minimum(np.searchsorted(bounds, spread, side="right"), len(SOFTWARE) - 1)
+    ]
 
 
 def _sizes(rng: np.random.Generator, factor: np.ndarray, total: int) -> np.ndarray:
@@ -92,6 +107,7 @@ def make_population(rng: np.random.Generator, n_providers: int, n_lines: int) ->
             "n_lines": sizes,
             "tp_number": tp_numbers[group],
             "institution": [institutions[i] for i in rng.integers(0, len(institutions), n_providers)],
+            "software": _software(sequence),
             "pool_start": np.concatenate([[0], np.cumsum(pool_size)[:-1]]),
             "pool_size": pool_size,
         }

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+import holidays
 import numpy as np
 import polars as pl
 
@@ -25,8 +26,9 @@ ANOMALY_PROFESSIONS = {
     "phantom_patients": ("gp", "physiotherapist", "dentist"),
     "evening_share": ("gp",),
 }
-BOTH = ("current", "reform_art174")
-REFORM = ("reform_art174",)
+RETIRED_CODE = "101032"  # a GP consultation code withdrawn during the first year
+BOTH: tuple[str, ...] = ("current", "reform_art174")
+REFORM: tuple[str, ...] = ("reform_art174",)
 
 
 def _years(d: date, n: int) -> date:
@@ -37,10 +39,49 @@ def _years(d: date, n: int) -> date:
         return d.replace(year=d.year + n, day=28)
 
 
+def _holiday(year: int, name: str) -> date:
+    """A Belgian public holiday by its English name, from the holidays calendar."""
+    return holidays.country_holidays("BE", years=year, language="en_US").get_named(name, lookup="exact")[0]
+
+
+def retired_until(first_year: int) -> date:
+    """The last day on which :data:`RETIRED_CODE` is in force."""
+    return date(first_year, 6, 30)
+
+
+def with_retired_code(nomenclature: pl.DataFrame, first_year: int) -> pl.DataFrame:
+    """The nomenclature plus a code withdrawn in the middle of the first year."""
+    template = nomenclature.filter(pl.col("code") == "101076")
+    retired = template.with_columns(
+        pl.lit(RETIRED_CODE).alias("code"),
+        pl.lit("Consultation au cabinet (ancien code)").alias("label_fr"),
+        pl.lit("Raadpleging in de spreekkamer (oude code)").alias("label_nl"),
+        pl.lit(retired_until(first_year)).alias("valid_to"),
+    )
+    return pl.concat([nomenclature, retired])
+
+
+def _next_weekday(d: date, weekday: int) -> date:
+    """The first day on or after ``d`` with this weekday (Monday is 0)."""
+    return d + timedelta((weekday - d.weekday()) % 7)
+
+
+def national_number(birth: date, sequence: int) -> str:
+    """A well-formed national register number: what ``patient_id`` must never hold."""
+    base = int(f"{birth:%y%m%d}{sequence:03d}")
+    check = 97 - ((base + (2_000_000_000 if birth.year >= 2000 else 0)) % 97)
+    return f"{base:09d}{check:02d}"
+
+
 def _end_of_month(d: date, k: int) -> date:
     month = d.month - 1 + k + 1
     first_next = date(d.year + month // 12, month % 12 + 1, 1)
     return first_next - timedelta(days=1)
+
+
+def _place(setting: str) -> str:
+    """Where a service of this setting is performed: its own setting, the office for 'any'."""
+    return "office" if setting == "any" else setting
 
 
 @dataclass
@@ -49,6 +90,7 @@ class Injection:
 
     claim_offset: int
     fees: dict[str, float]
+    settings: dict[str, str]
     tp_numbers: dict[str, str]
     institutions: dict[str, str]
     lines: list[dict[str, Any]] = field(default_factory=list)
@@ -103,7 +145,7 @@ class Injection:
             "submitted_date": None if third_party else (submitted or day),
             "amount_fee": fee,
             "amount_reimbursed": round(fee * 0.75, 2),
-            "place_of_service": "hospital" if institution else "office",
+            "place_of_service": "hospital" if institution else _place(self.settings[code]),
             "institution_nihdi": self.institutions[provider] if institution else None,
             "quantity": 1,
         }
@@ -123,6 +165,7 @@ class Plan:
     registry: pl.DataFrame
     suspensions: pl.DataFrame
     debts: pl.DataFrame
+    statuses: pl.DataFrame
     injection: Injection
 
 
@@ -148,6 +191,7 @@ def plan(
     inj = Injection(
         claim_offset=claim_offset,
         fees=dict(zip(nomenclature["code"], nomenclature["fee_eur"], strict=True)),
+        settings=dict(zip(nomenclature["code"], nomenclature["setting"], strict=True)),
         tp_numbers=numbers,
         institutions=dict(zip(providers["provider_nihdi"], providers["institution"], strict=True)),
     )
@@ -275,6 +319,8 @@ def plan(
             flags=[(evening, "time_outside_window", BOTH)] if flagged else [],
         )
     inj.line(gp[4], D(y0, 9, 2), code="101275", at=time(21, 30), flags=[(evening, "time_outside_window", BOTH)])
+    # Bursts: the software stamped each visit with the minute it was typed (the seed's case),
+    # or recorded no time; the times of record are then the typing times.
     bursts = (
         (D(y0, 9, 5), (0, 9, 18), (True, True, True)),
         (D(y0, 9, 6), (0, 10, 20), (False, False, False)),
@@ -284,24 +330,91 @@ def plan(
     )
     for day, minutes, flagged_lines in bursts:
         for k, (minute, flagged) in enumerate(zip(minutes, flagged_lines, strict=True)):
+            typed = datetime.combine(day, time(19, 0)) + timedelta(minutes=minute)
             inj.line(
                 gp[4],
                 day,
                 code="104215",
-                at=time(18, 10 + 8 * k),
-                place_of_service="home",
-                encoded_at=datetime.combine(day, time(22, 0)) + timedelta(minutes=minute),
+                at=typed.time() if k % 2 == 0 else None,
+                encoded_at=typed,
                 flags=[(evening, "batch_encoding", BOTH)] if flagged else [],
             )
+    # Genuine times 18:10, 18:50 and 19:30 typed together at 21:30 are no burst; times of
+    # record 19:00, 19:05 and 19:08 are one, though typed hours apart the next morning.
+    day = D(y0, 9, 12)
+    for k, at in enumerate((time(18, 10), time(18, 50), time(19, 30))):
+        inj.line(gp[4], day, code="104215", at=at, encoded_at=datetime.combine(day, time(21, 30 + k)))
+    day = D(y0, 9, 13)
+    for k, at in enumerate((time(19, 0), time(19, 5), time(19, 8))):
+        inj.line(
+            gp[4],
+            day,
+            code="104215",
+            at=at,
+            encoded_at=datetime.combine(day + timedelta(1), time(8 + 2 * k, 0)),
+            flags=[(evening, "batch_encoding", BOTH)],
+        )
+
+    # NIGHT_WEEKEND_MISCODING: the night window wraps past midnight; weekend codes need a
+    # Saturday, a Sunday or a legal public holiday.
+    night = "NIGHT_WEEKEND_MISCODING"
+    for at, flagged in (
+        (time(20, 59), True),
+        (time(21, 0), False),
+        (time(0, 30), False),
+        (time(7, 59), False),
+        (time(8, 0), True),
+    ):
+        inj.line(
+            gp[4], D(y0, 10, 2), code="104230", at=at, flags=[(night, "time_outside_window", BOTH)] if flagged else []
+        )
+    easter_monday = _holiday(y1, "Easter Monday")
+    ascension = _holiday(y1, "Ascension Day")
+    weekend_days = (
+        (D(y0, 10, 4), D(y0, 10, 4).weekday() < 5),
+        (_next_weekday(D(y0, 10, 7), 5), False),  # a Saturday
+        (easter_monday, False),
+        (easter_monday + timedelta(1), True),
+        (ascension, False),
+        (ascension + timedelta(1), True),
+    )
+    for day, flagged in weekend_days:
+        inj.line(
+            gp[4],
+            day,
+            code="104252",
+            at=time(11, 0),
+            flags=[(night, "not_weekend_or_holiday", BOTH)] if flagged else [],
+        )
+
+    # NOMENCLATURE_NONCONFORMITY: another profession's code, a setting contradicted by the
+    # place of service, a code retired before the date of service.
+    conformity = "NOMENCLATURE_NONCONFORMITY"
+    inj.line(gp[12], D(y0, 10, 20), code="425014", flags=[(conformity, "profession_not_allowed", BOTH)])
+    inj.line(gp[12], D(y0, 10, 21), place_of_service="home", flags=[(conformity, "setting_mismatch", BOTH)])
+    inj.line(gp[12], retired_until(y0), code=RETIRED_CODE)
+    inj.line(
+        gp[12], retired_until(y0) + timedelta(1), code=RETIRED_CODE, flags=[(conformity, "code_not_in_force", BOTH)]
+    )
 
     # TP_SUSPENDED_BILLING: a closed and an open suspension (background bills in cash then).
     suspension = "TP_SUSPENDED_BILLING"
     suspended[gp[5]] = (D(y0, 5, 1), D(y0, 6, 30))
     suspended[gp[6]] = (D(y1, 10, 1), D(y1 + 1, 1, 1))
+    during = [(suspension, "service_during_suspension", BOTH)]
     for day, flagged in ((D(y0, 4, 30), False), (D(y0, 5, 1), True), (D(y0, 6, 30), True), (D(y0, 7, 1), False)):
-        inj.line(gp[5], day, channel="efact", flags=[(suspension, "billed_during_suspension", BOTH)] if flagged else [])
+        inj.line(gp[5], day, channel="efact", submitted=day, flags=during if flagged else [])
     inj.line(gp[5], D(y0, 5, 20))  # cash during the suspension is allowed
-    inj.line(gp[6], D(y1, 12, 30), channel="paper_third_party", flags=[(suspension, "billed_during_suspension", BOTH)])
+    # An earlier service invoiced during the suspension: the invoice is covered too.
+    for submitted, flagged in ((D(y0, 4, 30), False), (D(y0, 5, 1), True), (D(y0, 6, 30), True), (D(y0, 7, 1), False)):
+        inj.line(
+            gp[5],
+            D(y0, 4, 20),
+            channel="efact",
+            submitted=submitted,
+            flags=[(suspension, "invoice_during_suspension", BOTH)] if flagged else [],
+        )
+    inj.line(gp[6], D(y1, 12, 30), channel="paper_third_party", flags=during)
 
     # DEBT_BLOCKED_BILLING: threshold, exclusive end, plans in force or not.
     debt = "DEBT_BLOCKED_BILLING"
@@ -348,24 +461,84 @@ def plan(
             "plan_respected": False,
         },
     ]
+    # A second open debt makes gp[8]'s total reach the threshold; gp[7]'s repayment plan ran
+    # out five years after it started.
+    debts += [
+        {
+            "provider_nihdi": gp[8],
+            "debt_from": D(y1, 3, 1),
+            "debt_to": None,
+            "amount_eur": 30_000.0,
+            "plan_from": None,
+            "plan_respected": False,
+        },
+        {
+            "provider_nihdi": gp[7],
+            "debt_from": D(y0 - 6, 1, 1),
+            "debt_to": None,
+            "amount_eur": 80_000.0,
+            "plan_from": D(y0 - 5, 3, 1),
+            "plan_respected": True,
+        },
+    ]
     end = calendar.start + timedelta(calendar.n_days)
     gaps.update(
         {
-            gp[7]: (D(y1, 7, 1), end),
+            gp[7]: (D(y0, 3, 1), end),
+            gp[8]: (D(y1, 3, 1), end),
             gp[9]: (D(y0, 3, 1), D(y0, 9, 1)),
             gp[10]: (D(y0, 2, 1), D(y0, 5, 1)),
             gp[11]: (D(y1, 1, 1), end),
         }
     )
-    inj.line(gp[7], D(y1, 6, 30))
+    inj.line(gp[7], D(y0, 2, 28))
+    inj.line(gp[7], D(y0, 3, 1), flags=blocked)
+    inj.line(gp[7], D(y1, 6, 30), flags=blocked)
     inj.line(gp[7], D(y1, 7, 1), flags=blocked)
     inj.line(gp[8], D(y0, 5, 5))
+    inj.line(gp[8], D(y1, 2, 28))
+    inj.line(gp[8], D(y1, 3, 1), flags=blocked)
     inj.line(gp[9], D(y0, 3, 1), flags=blocked)
     inj.line(gp[9], D(y0, 8, 31), channel="efact", flags=blocked)
     inj.line(gp[9], D(y0, 9, 1))
     inj.line(gp[10], D(y0, 4, 30), flags=blocked)
     inj.line(gp[10], D(y0, 5, 1))
     inj.line(gp[11], D(y1, 1, 1), flags=blocked)
+
+    # PROVIDER_NOT_ENTITLED: a suspended right to practise (closed), a withdrawn visa (open).
+    entitled = "PROVIDER_NOT_ENTITLED"
+    statuses = [
+        {
+            "provider_nihdi": gp[13],
+            "status": "suspended",
+            "from_date": D(y0, 4, 1),
+            "to_date": D(y0, 4, 30),
+            "decision_ref": f"CM/{y0}/0001",
+        },
+        {
+            "provider_nihdi": gp[14],
+            "status": "visa_withdrawn",
+            "from_date": D(y1, 11, 1),
+            "to_date": None,
+            "decision_ref": None,
+        },
+    ]
+    gaps.update({gp[13]: (D(y0, 4, 1), D(y0, 5, 1)), gp[14]: (D(y1, 11, 1), end)})
+    for day, reason in (
+        (D(y0, 3, 31), None),
+        (D(y0, 4, 1), "suspended"),
+        (D(y0, 4, 30), "suspended"),
+        (D(y0, 5, 1), None),
+    ):
+        inj.line(
+            gp[13],
+            day,
+            channel="efact",
+            submitted=day + timedelta(3),
+            flags=[(entitled, reason, BOTH)] if reason else [],
+        )
+    inj.line(gp[14], D(y1, 10, 31))
+    inj.line(gp[14], D(y1, 11, 1), flags=[(entitled, "visa_withdrawn", BOTH)])
 
     # DUPLICATE_BILLING: the first submitted is kept; ties go to the smallest claim id.
     dup = [("DUPLICATE_BILLING", "duplicate_line", BOTH)]
@@ -408,6 +581,7 @@ def plan(
     bad("invoice_id_not_allowed", invoice_id=inj.invoices[0]["invoice_id"])
     first = inj.lines[0]["claim_id"]
     bad("duplicate_key", claim_id=first)
+    bad("patient_id_not_pseudonymised", patient_id=national_number(date(1985, 7, 30), 33))
 
     providers = _assign(rng, providers, taken, gaps, suspended, calendar)
     registry = pl.concat([population.registry, pl.DataFrame(registry_extra, schema=population.registry.schema)])
@@ -423,7 +597,17 @@ def plan(
         ],
         schema={"provider_nihdi": pl.String, "start_date": pl.Date, "end_date": pl.Date, "decision_ref": pl.String},
     )
-    return Plan(providers, registry, suspensions, pl.DataFrame(debts), inj)
+    status_frame = pl.DataFrame(
+        statuses,
+        schema={
+            "provider_nihdi": pl.String,
+            "status": pl.String,
+            "from_date": pl.Date,
+            "to_date": pl.Date,
+            "decision_ref": pl.String,
+        },
+    )
+    return Plan(providers, registry, suspensions, pl.DataFrame(debts), status_frame, inj)
 
 
 def _assign(

@@ -42,6 +42,7 @@ def test_volume_patients_timing_and_money_features(tmp_path: Path) -> None:
             amount_fee=50.0,
             nomenclature_code="104215",
             service_time=time(19, 0),
+            place_of_service="home",
         ),
         f.line(
             "D",

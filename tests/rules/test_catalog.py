@@ -20,6 +20,9 @@ CONTRACT_RULES = {
     "TP_SUSPENDED_BILLING",
     "DEBT_BLOCKED_BILLING",
     "DUPLICATE_BILLING",
+    "NIGHT_WEEKEND_MISCODING",
+    "NOMENCLATURE_NONCONFORMITY",
+    "PROVIDER_NOT_ENTITLED",
 }
 
 
@@ -39,7 +42,14 @@ def test_thresholds_are_parameters_with_the_contract_defaults() -> None:
     assert catalog.rule("LATE_ATTESTATION").parameters_for("reform_art174")["limitation_years"] == 1
     evening = catalog.rule("EVENING_VISIT_MISCODING").parameters_for("current")
     assert (evening["max_gap_minutes"], evening["min_burst_lines"]) == (10, 3)
-    assert catalog.rule("DEBT_BLOCKED_BILLING").parameters_for("current")["min_debt_eur"] == 50_000
+    debt = catalog.rule("DEBT_BLOCKED_BILLING").parameters_for("current")
+    assert (debt["min_debt_eur"], debt["plan_years"]) == (50_000, 5)
+
+
+def test_legal_bases_follow_the_seed_texts() -> None:
+    catalog = load_catalog()
+    assert "art. 42, part 3" in catalog.rule("EVENING_VISIT_MISCODING").legal_basis
+    assert "art. 53" not in catalog.rule("LATE_ATTESTATION").legal_basis  # the RD delivery deadline is not checked
 
 
 @pytest.mark.parametrize(
