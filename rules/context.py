@@ -294,9 +294,17 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
         .collect(),
     )
 
-    timing = pl.concat(
-        [lines.select("service_date", "service_time", "encoded_at"), attributes], how="horizontal"
-    ).select(
+    # A frame of the five columns it reads: concatenating the wide attributes would copy them.
+    clock = pl.DataFrame(
+        [
+            lines["service_date"],
+            lines["service_time"],
+            lines["encoded_at"],
+            attributes["window_start"],
+            attributes["window_end"],
+        ]
+    )
+    timing = clock.select(
         in_window(pl.col("service_time"), pl.col("window_start"), pl.col("window_end")).alias("service_in_window"),
         weekend_or_holiday(pl.col("service_date"), first_day, last_day).alias("weekend_or_holiday"),
         pl.col("service_date")

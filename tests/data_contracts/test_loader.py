@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from data_contracts import DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
+from data_contracts import TABLES, DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
 from tests import factories as f
 
 
@@ -207,3 +207,49 @@ def test_optional_tables_and_columns_may_be_absent(tmp_path: Path) -> None:
 def test_missing_folder_is_a_contract_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError):
         load_dataset(tmp_path / "nowhere")
+
+
+def _national_number(birth: date, sequence: int) -> str:
+    """A national register number, checked as the contract says (mod 97; a 2 before the
+    nine digits for people born from 2000)."""
+    base = int(f"{birth:%y%m%d}{sequence:03d}")
+    return f"{base:09d}{97 - (base + (2_000_000_000 if birth.year >= 2000 else 0)) % 97:02d}"
+
+
+def test_a_patient_id_that_is_a_national_register_number_is_quarantined(tmp_path: Path) -> None:
+    born_1985 = _national_number(date(1985, 7, 30), 33)
+    born_2003 = _national_number(date(2003, 1, 2), 1)
+    wrong_check = born_1985[:9] + f"{(int(born_1985[9:]) + 1) % 100:02d}"
+    lines = [
+        f.line("A", patient_id=born_1985),
+        f.line("B", patient_id=born_2003),
+        f.line("C", patient_id=wrong_check),  # 11 digits, no valid check: a pseudonym may look like that
+        f.line("D", patient_id="PSN0000000001"),
+    ]
+    root = f.write_dataset(tmp_path, lines=lines)
+    patients = [
+        {
+            "patient_id": born_2003,
+            "birth_year": 2003,
+            "sex": "F",
+            "preferential_reimbursement": None,
+            "chronic_condition": None,
+        },
+        {
+            "patient_id": "PSN0000000001",
+            "birth_year": 1950,
+            "sex": "M",
+            "preferential_reimbursement": True,
+            "chronic_condition": False,
+        },
+    ]
+    pl.DataFrame(patients, schema=TABLES["patients"].dtypes).write_parquet(root / "patients.parquet")
+    dataset = load_dataset(root)
+    quarantined = dataset.quarantine.select("table", "row_number", "reasons").to_dicts()
+    assert quarantined == [
+        {"table": "billing_lines", "row_number": 1, "reasons": ["patient_id_not_pseudonymised"]},
+        {"table": "billing_lines", "row_number": 2, "reasons": ["patient_id_not_pseudonymised"]},
+        {"table": "patients", "row_number": 1, "reasons": ["patient_id_not_pseudonymised"]},
+    ]
+    assert dataset.tables["billing_lines"]["claim_id"].to_list() == ["C", "D"]
+    assert dataset.tables["patients"]["patient_id"].to_list() == ["PSN0000000001"]
