@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 
-import holidays
 import polars as pl
 
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
@@ -142,9 +141,11 @@ def time_of_record(service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
 
 def weekend_or_holiday(day: pl.Expr, first: date | None, last: date | None) -> pl.Expr:
     """Saturday, Sunday or a Belgian legal public holiday, for dates from ``first`` to ``last``."""
+    import holidays  # loads every country's calendar (0.5 s): only when lines are enriched
+
     years = range(first.year, last.year + 1) if first and last else range(0)
-    public = sorted(holidays.country_holidays("BE", years=years))
-    return (day.dt.weekday() >= 6) | day.is_in(pl.lit(public, dtype=pl.List(pl.Date)).explode().implode())
+    public = pl.Series(sorted(holidays.country_holidays("BE", years=years)), dtype=pl.Date)
+    return (day.dt.weekday() >= 6) | day.is_in(public.implode())
 
 
 def _code_day(lines: pl.DataFrame) -> pl.Series:

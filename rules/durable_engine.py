@@ -181,8 +181,8 @@ class DurableRuleset:
         self.line_columns = set(line_columns)
         self.table_columns = tables
         self.checks: list[_CompiledCheck] = []
-        # The line columns the rule being compiled reads; each ruleset's facts carry only its
-        # own rule's (durable_rules keeps at most 32 properties per fact, unchecked).
+        # The line and derived columns the rule being compiled reads; each ruleset's facts carry
+        # only its own rule's (durable_rules keeps at most 32 properties per fact, unchecked).
         self.fact_columns: set[str] = set()
         self.columns_of: dict[str, set[str]] = {}
         prefix = ruleset_prefix(catalog, legislation)
@@ -191,11 +191,11 @@ class DurableRuleset:
         # The reference tables each ruleset joins: only their facts are asserted into it.
         self.references_of: dict[str, set[str]] = defaultdict(set)
         for rule in catalog:
+            name = f"{prefix}_{rule.id}"
             self.fact_columns = {"_i"}
             for index, check in enumerate(rule.checks):
                 compiled = _CompiledCheck(rule, index, check, legislation)
                 self.checks.append(compiled)
-                name = f"{prefix}_{rule.id}"
                 if isinstance(check, ReferencePeriodCheck):
                     self.references_of[name].add(check.table)
                 for number, (patterns, action) in enumerate(self._rules(compiled)):
@@ -203,7 +203,7 @@ class DurableRuleset:
                         "all": patterns,
                         "run": action,
                     }
-            self.columns_of[f"{prefix}_{rule.id}"] = self.fact_columns
+            self.columns_of[name] = self.fact_columns
 
     # -- compilation ------------------------------------------------------------------
 
@@ -245,6 +245,7 @@ class DurableRuleset:
         self.fact_columns.add(check.compare)
         for position, regime in enumerate(check.regimes):
             deadline = _derived(rule, compiled.index, regime.name)
+            self.fact_columns.add(deadline)
             # A regime applies when its condition holds and no earlier one's does (CASE WHEN).
             applies = self._alternatives(rule, regime.when)
             earlier = [self._alternatives(rule, r.when, negated=True) for r in check.regimes[:position]]
@@ -288,7 +289,7 @@ class DurableRuleset:
         order = _derived(rule, compiled.index, "order")
         gap = float(rule.resolve(check.max_gap_minutes, self.legislation)) * _MS_PER_MINUTE
         min_run = int(rule.resolve(check.min_run, self.legislation))
-        self.fact_columns |= {*check.partition_by}
+        self.fact_columns |= {*check.partition_by, seq, order}
         for conjunction in self._alternatives(rule, check.where):
             chain: list[dict[str, Any]] = []
             aliases = [f"p{k}" for k in range(min_run)]
@@ -306,6 +307,7 @@ class DurableRuleset:
     def _duplicate_rule(self, compiled: _CompiledCheck, sink: list[Any]) -> tuple[list[dict[str, Any]], Action]:
         key = _derived(compiled.rule, compiled.index, "key")
         seq = _derived(compiled.rule, compiled.index, "seq")
+        self.fact_columns |= {key, seq}
         first = {"a": {"$and": [{"_kind": LINE}, {"$ex": {key: 1}}]}}
         later = {"b": {"$and": [{"_kind": LINE}, {key: {"a": key}}, {"$gt": {seq: {"a": seq}}}]}}
         return [first, later], _on_pair(sink, seq)
@@ -490,11 +492,7 @@ def run_session(
 ) -> dict[tuple[str, int], list[Any]]:
     """Assert the reference rows and lines in a fresh session; each check's firings."""
     prepared = lines.with_columns(ruleset.derived_columns())
-    derived = set(prepared.columns) - set(lines.columns)
-    line_facts = {}
-    for name, rule in zip(ruleset.rulesets, ruleset.catalog, strict=True):
-        own = {c for c in derived if c.startswith(f"_{rule.id}_")}
-        line_facts[name] = _facts(prepared.select(sorted(ruleset.columns_of[name] | own)), LINE)
+    line_facts = {name: _facts(prepared.select(sorted(columns)), LINE) for name, columns in ruleset.columns_of.items()}
     providers = dict.fromkeys(provider for facts in line_facts.values() for provider in facts)
     reference_facts = {
         (provider, table): facts

@@ -11,6 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES, DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
+from secm.synth.scenarios import national_number
 from tests import factories as f
 
 
@@ -209,16 +210,9 @@ def test_missing_folder_is_a_contract_error(tmp_path: Path) -> None:
         load_dataset(tmp_path / "nowhere")
 
 
-def _national_number(birth: date, sequence: int) -> str:
-    """A national register number, checked as the contract says (mod 97; a 2 before the
-    nine digits for people born from 2000)."""
-    base = int(f"{birth:%y%m%d}{sequence:03d}")
-    return f"{base:09d}{97 - (base + (2_000_000_000 if birth.year >= 2000 else 0)) % 97:02d}"
-
-
 def test_a_patient_id_that_is_a_national_register_number_is_quarantined(tmp_path: Path) -> None:
-    born_1985 = _national_number(date(1985, 7, 30), 33)
-    born_2003 = _national_number(date(2003, 1, 2), 1)
+    born_1985 = national_number(date(1985, 7, 30), 33)
+    born_2003 = national_number(date(2003, 1, 2), 1)
     wrong_check = born_1985[:9] + f"{(int(born_1985[9:]) + 1) % 100:02d}"
     lines = [
         f.line("A", patient_id=born_1985),
