@@ -41,7 +41,7 @@ demo: install
 bench: install
 	$(RUN) python bench/bench_pipeline.py --lines 10000000 --sample 1000000
 	$(RUN) python bench/bench_detectors.py --providers 50000 --lines 3000000
-	$(RUN) python bench/bench_api.py --flags 1000000 --providers 50000
+	$(RUN) python bench/bench_load.py --clients 200 --seconds 60 --workers 2 --publish-during
 	$(RUN) python bench/bench_claims.py --lines 200000
 
 clean:

@@ -10,13 +10,24 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Errors that mean "the database cannot answer now" rather than "this request is wrong":
+# the server is down or restarting, a connection broke, the pool has nothing free, or
+# SQLite stayed locked past its busy timeout. The service answers them with 503.
+UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 
 @cache
-def engine_for(url: str) -> sa.Engine:
-    """One engine (and pool) per database URL; SQLite gets foreign keys and a busy timeout."""
+def engine_for(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.Engine:
+    """One engine per database URL and pool shape.
+
+    SQLite gets foreign keys, WAL (readers never wait for a publishing writer) and a busy
+    timeout; PostgreSQL gets a liveness check of pooled connections, so that the service
+    recovers by itself after the server restarts. ``pool_size`` connections at most: no
+    overflow, so that a service sized for N concurrent requests never opens more.
+    """
+    pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, **pool)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(connection, _):  # type: ignore[no-untyped-def]
@@ -28,12 +39,13 @@ def engine_for(url: str) -> sa.Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_pre_ping=True)
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql+psycopg") else {}
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
 
 
-def migrate(url: str) -> sa.Engine:
+def migrate(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.Engine:
     """Apply every Alembic migration not yet applied; the engine, ready to use."""
-    engine = engine_for(url)
+    engine = engine_for(url, pool_size, pool_timeout)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:

@@ -74,7 +74,7 @@ def main() -> None:
         raw = tables["billing_lines"].filter(pl.col("invoice_id").is_null()).collect().sample(5000, seed=1)
         claims = json.loads(raw.write_json())
         _, token = create_token(migrate(url), "inspector", "bench")
-        with serving(home, url, args.port) as base:
+        with serving(home, url, args.port) as (base, _):
             spawn = mp.get_context("spawn")
             queue = spawn.Queue()
             poster = spawn.Process(target=_post, args=(base, token, claims, args.seconds, queue))

@@ -1,36 +1,136 @@
-"""Starting the service in a process of its own for the benchmarks."""
+"""The service in a process of its own, and concurrent clients to load it (benchmarks and load tests).
+
+``serving`` starts ``secm serve`` on a free port and waits until it answers; ``drive`` runs
+many concurrent clients on one event loop (threads cannot keep 200 clients busy from one
+process on two cores) and reports throughput, latency percentiles and every error by kind.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
+import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 import httpx2
+import numpy as np
+
+# A request to send: (path, query parameters), drawn from a seeded random generator.
+Request = Callable[[random.Random], tuple[str, dict[str, Any]]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @contextmanager
-def serving(home: str, database_url: str, port: int) -> Iterator[str]:
-    """``secm serve`` on ``port`` until the block ends; its base URL once it answers."""
+def serving(
+    home: str, database_url: str, port: int | None = None, workers: int | None = None, log: Any = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``secm serve`` until the block ends: its base URL once it answers, and the process."""
+    port = port or free_port()
     env = {**os.environ, "SECM_HOME": home, "SECM_DATABASE_URL": database_url}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "secm.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "secm.cli", "serve", "--port", str(port)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    server = subprocess.Popen(command, env=env, stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        for _ in range(600):
+            if server.poll() is not None:
+                raise RuntimeError(f"secm serve exited with code {server.returncode}")
             try:
-                httpx2.get(f"{base}/health")
-                break
+                if httpx2.get(f"{base}/health").status_code == 200:
+                    break
             except httpx2.TransportError:
-                time.sleep(0.1)
-        yield base
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"secm serve did not answer on {base} within 60 s")
+        yield base, server
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+                raise RuntimeError("secm serve did not stop within 30 s of SIGTERM; killed") from None
+
+
+@dataclass
+class Load:
+    """What a load produced: per answered request its latency and status; failures by kind."""
+
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def errors(self) -> int:
+        """Requests not answered 200 (statuses) or not answered at all (failures)."""
+        return sum(n for s, n in self.statuses.items() if s != 200) + sum(self.failures.values())
+
+    def summary(self) -> dict[str, Any]:
+        ms = np.array(self.latencies or [0.0]) * 1000
+        return {
+            "requests": len(self.latencies),
+            "requests_per_second": round(len(self.latencies) / self.seconds, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p95_ms": round(float(np.percentile(ms, 95)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "max_ms": round(float(ms.max()), 1),
+            "errors": self.errors,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "failures": dict(self.failures),
+        }
+
+
+async def _drive(base: str, token: str, request: Request, clients: int, seconds: float, timeout: float) -> Load:
+    load = Load(seconds)
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(
+        base, headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+    ) as session:
+
+        async def client(seed: int) -> None:
+            rng = random.Random(seed)
+            while time.perf_counter() < deadline:
+                path, params = request(rng)
+                started = time.perf_counter()
+                try:
+                    async with session.get(path, params=params) as response:
+                        await response.read()
+                        load.statuses[response.status] += 1
+                        if response.status == 503:
+                            # An overloaded service says when to come back; a client honours it.
+                            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                            continue
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    load.failures[type(exc).__name__] += 1
+                    continue
+                load.latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return load
+
+
+def drive(base: str, token: str, request: Request, *, clients: int, seconds: float, timeout: float = 10.0) -> Load:
+    """``clients`` concurrent clients sending ``request``s back to back for ``seconds``."""
+    return asyncio.run(_drive(base, token, request, clients, seconds, timeout))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -297,17 +298,39 @@ def token_revoke(name: Annotated[str, typer.Option(help="The token's name.")]) -
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Server processes behind the port (default: the machine's cores).")
+    ] = None,
 ) -> None:
-    """Serve the HTTP API over the application database (SECM_DATABASE_URL)."""
+    """Serve the HTTP API over the application database (SECM_DATABASE_URL).
+
+    Each process lets SECM_SERVE_CONCURRENCY requests work at once (default 16) and answers
+    503 with Retry-After to what waits longer than SECM_SERVE_QUEUE_SECONDS (default 2).
+    SIGTERM or Ctrl-C stops taking connections and finishes the requests in flight.
+    """
     import uvicorn
 
-    from api.app import create_app
+    from api.database import migrate
     from secm.settings import get_settings
 
+    processes = workers or os.cpu_count() or 1
     with _clean_errors():
-        application = create_app(get_settings().effective_database_url)
-    console.print(f"Serving on http://{host}:{port} (API documentation at http://{host}:{port}/docs).")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+        settings = get_settings()
+        # Migrate once here, so that the processes do not race to create the schema.
+        migrate(settings.effective_database_url)
+    console.print(
+        f"Serving on http://{host}:{port} with {processes} process{'es' if processes > 1 else ''} "
+        f"(API documentation at http://{host}:{port}/docs)."
+    )
+    uvicorn.run(
+        "api.app:from_settings",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command()

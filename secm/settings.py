@@ -24,6 +24,19 @@ class Settings(BaseSettings):
         description="MLflow store; SQLite under SECM_HOME when unset.",
     )
 
+    serve_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Requests at work at once per server process, and database connections in its pool.",
+    )
+    serve_queue_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How long a request beyond the limit waits before a 503."
+    )
+    serve_queue_length: int = Field(
+        default=1000, ge=0, description="Requests that may wait per process; beyond, 503 at once."
+    )
+
     @cached_property
     def resolved_home(self) -> Path:
         path = self.home.expanduser().resolve()

@@ -204,3 +204,11 @@ def test_runs_are_visible_only_complete_and_newest_first(service: Service, resul
     with engine.connect() as connection:
         count = connection.execute(sa.select(sa.func.count()).select_from(t.flags)).scalar_one()
     assert count == 2 * results.flags.height
+
+
+def test_unknown_fields_in_a_body_are_rejected_not_ignored(service: Service) -> None:
+    nihdi = service.get("/providers/flagged").json()["items"][0]["provider_nihdi"]
+    answer = service.send("POST", "/cases", provider_nihdi=nihdi, note="a typo for notes")
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "note"]
+    assert service.get("/cases").json()["total"] == 0

@@ -1,10 +1,13 @@
-"""Latency and throughput of the service's list and detail endpoints under concurrent load.
+"""The service under load: many concurrent clients on the list and provider pages, with a publish.
 
-    uv run python bench/bench_api.py --flags 1000000 --providers 50000 [--database-url URL]
+    uv run python bench/bench_load.py --clients 200 --seconds 60 --workers 2 --publish-during
+    uv run python bench/bench_load.py ... --database-url postgresql://postgres@127.0.0.1:5432/test
 
 Publishes a run of ``--flags`` flags over ``--providers`` providers (built directly, not by
-the pipeline) into a fresh SQLite file (or the given database), serves it with uvicorn in
-one process and loads it from a second process with ``--workers`` concurrent clients.
+the pipeline) into a fresh SQLite file (or the given database), serves it with
+``secm serve --workers N`` and drives ``--clients`` concurrent clients from this process;
+with ``--publish-during``, a second process publishes another run halfway through. Prints
+requests/s, latency percentiles and errors (any answer but 200, or none within 10 s).
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import multiprocessing as mp
 import os
 import random
 import tempfile
-import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from service import Request, drive, serving
 
 from rules import load_catalog
 
@@ -69,64 +72,43 @@ def _results(n_flags: int, n_providers: int, seed: int = 1) -> dict[str, pl.Data
     return {"flags": flags, "scores": scores, "profiles": profiles, "quarantine": quarantine}
 
 
-def _load(base: str, token: str, providers: list[str], seconds: float, workers: int, queue: mp.Queue) -> None:
-    import httpx2
+def _publish_later(url: str, frames: dict, delay: float, done: mp.Queue[float]) -> None:
+    """Publish a second run ``delay`` seconds into the load, as a ``secm run`` would."""
+    from api.publish import publish
 
-    latencies: dict[str, list[float]] = {"list": [], "detail": []}
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
+    time.sleep(delay)
+    started = time.perf_counter()
+    info = {"run_id": "bench-2", "created_at": "2026-01-02T00:00:00+00:00", "legislation": "current", "rules": {}}
+    publish(url, info, references={}, **frames)
+    done.put(time.perf_counter() - started)
 
-    def worker(seed: int) -> None:
-        rng = random.Random(seed)
-        with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
-            while time.perf_counter() < deadline:
-                if rng.random() < 0.5:
-                    kind = "list"
-                    params = {"sort": rng.choice(["amount", "score", "lines"]), "page": rng.randint(1, 20)}
-                    if rng.random() < 0.5:
-                        params["rule"] = rng.choice(RULES)
-                    if rng.random() < 0.3:
-                        params["region"] = rng.choice(["BRU", "VLA", "WAL"])
-                    started = time.perf_counter()
-                    response = client.get("/providers/flagged", params=params)
-                else:
-                    kind = "detail"
-                    started = time.perf_counter()
-                    response = client.get(f"/providers/{rng.choice(providers)}")
-                elapsed = time.perf_counter() - started
-                assert response.status_code == 200, response.text
-                with lock:
-                    latencies[kind].append(elapsed)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    report = {}
-    for kind, values in latencies.items():
-        ms = np.array(values) * 1000
-        report[kind] = {
-            "requests": len(values),
-            "requests_per_second": len(values) / seconds,
-            "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)),
-            "p99_ms": float(np.percentile(ms, 99)),
-        }
-    queue.put(report)
+def _request(providers: list[str]) -> Request:
+    """Half list pages (random sort, page and filters), half provider pages."""
+
+    def request(rng: random.Random) -> tuple[str, dict[str, object]]:
+        if rng.random() < 0.5:
+            params: dict[str, object] = {"sort": rng.choice(["amount", "score", "lines"]), "page": rng.randint(1, 20)}
+            if rng.random() < 0.5:
+                params["rule"] = rng.choice(RULES)
+            if rng.random() < 0.3:
+                params["region"] = rng.choice(["BRU", "VLA", "WAL"])
+            return "/providers/flagged", params
+        return f"/providers/{rng.choice(providers)}", {}
+
+    return request
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flags", type=int, default=1_000_000)
     parser.add_argument("--providers", type=int, default=50_000)
-    parser.add_argument("--workers", type=int, default=4, help="Concurrent clients.")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--clients", type=int, default=200, help="Concurrent clients.")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--workers", type=int, default=None, help="secm serve --workers (default: its own).")
+    parser.add_argument("--publish-during", action="store_true", help="Publish a second run halfway through.")
     parser.add_argument("--database-url", help="Default: a fresh SQLite file.")
     args = parser.parse_args()
-
-    from service import serving
 
     from api.auth import create_token
     from api.database import migrate
@@ -140,28 +122,31 @@ def main() -> None:
         publish(url, info, references={}, **frames)
         published = time.perf_counter() - started
         _, token = create_token(migrate(url), "inspector", f"bench-{os.getpid()}")
-        with serving(home, url, args.port) as base:
-            providers = frames["scores"]["provider_nihdi"].sample(2000, seed=1).to_list()
+        providers = frames["scores"]["provider_nihdi"].sample(2000, seed=1).to_list()
+        with serving(home, url, workers=args.workers) as (base, _):
             spawn = mp.get_context("spawn")
-            queue = spawn.Queue()
-            loader = spawn.Process(target=_load, args=(base, token, providers, args.seconds, args.workers, queue))
-            loader.start()
-            report = queue.get()
-            loader.join()
-    print(
-        json.dumps(
-            {
+            done: mp.Queue[float] = spawn.Queue()
+            publisher = None
+            if args.publish_during:
+                publisher = spawn.Process(target=_publish_later, args=(url, frames, args.seconds / 2, done))
+                publisher.start()
+            load = drive(base, token, _request(providers), clients=args.clients, seconds=args.seconds)
+            second = None
+            if publisher is not None:
+                second = done.get()
+                publisher.join()
+            report = {
                 "flags": args.flags,
                 "providers": args.providers,
                 "database": url.split(":", 1)[0],
-                "publish_seconds": published,
-                "clients": args.workers,
-                **report,
-            },
-            indent=2,
-            default=lambda v: round(v, 2),
-        )
-    )
+                "publish_seconds": round(published, 2),
+                "publish_during_load_seconds": second and round(second, 2),
+                "clients": args.clients,
+                "server_workers": args.workers,
+                "seconds": args.seconds,
+                **load.summary(),
+            }
+            print(json.dumps(report, indent=2), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""The reads the endpoints (and any page built on them) share, on an open connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import HTTPException, status
+
+from api import tables as t
+
+
+def run_of(connection: sa.Connection, run_id: str | None) -> str:
+    """The requested run, or the newest complete one; 404 when there is none."""
+    query = sa.select(t.runs.c.run_id).where(t.runs.c.status == "complete")
+    if run_id:
+        found = connection.execute(query.where(t.runs.c.run_id == run_id)).scalar()
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"No published run '{run_id}'")
+        return str(found)
+    newest = connection.execute(query.order_by(t.runs.c.published_at.desc()).limit(1)).scalar()
+    if newest is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No run has been published yet (see secm run)")
+    return str(newest)
+
+
+def page_of(total: int, number: int, size: int, items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """One page of a list, as every list endpoint answers it."""
+    return {**extra, "page": number, "page_size": size, "total": total, "items": items}
+
+
+def count(connection: sa.Connection, table: sa.Table, where: list[Any]) -> int:
+    return int(connection.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def rows(
+    connection: sa.Connection, table: sa.Table, where: list[Any], order: list[Any], number: int, size: int
+) -> list[dict[str, Any]]:
+    """Page ``number`` of ``table``'s rows matching ``where``, in ``order``."""
+    query = sa.select(table).where(*where).order_by(*order).limit(size).offset((number - 1) * size)
+    return t.records(connection.execute(query))
+
+
+def provider_in_run(connection: sa.Connection, run: str, nihdi: str) -> dict[str, Any]:
+    """The provider's summary in ``run``; 404 when the run does not know the provider."""
+    fp = t.flagged_providers
+    row = t.first_record(connection.execute(sa.select(fp).where(fp.c.run_id == run, fp.c.provider_nihdi == nihdi)))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {nihdi} is not in run {run}")
+    return row
+
+
+def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]:
+    """A case and every change it went through; 404 when there is no such case."""
+    row = t.first_record(connection.execute(sa.select(t.cases).where(t.cases.c.id == case_id)))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No case {case_id}")
+    events = t.records(
+        connection.execute(
+            sa.select(t.case_events.c.author, t.case_events.c.at, t.case_events.c.change)
+            .where(t.case_events.c.case_id == case_id)
+            .order_by(t.case_events.c.id)
+        )
+    )
+    return {**row, "history": events}

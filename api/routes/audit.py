@@ -1,0 +1,33 @@
+"""The audit log, for administrators."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from api import tables as t
+from api.dependencies import Page, PageSize, Session, allow
+from api.queries import count, page_of, rows
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/audit")
+def audit_log(
+    session: Annotated[Session, Depends(allow())],
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    page: Page = 1,
+    page_size: PageSize = 50,
+) -> dict[str, Any]:
+    """The audit log, newest first (admin only)."""
+    where = []
+    if actor:
+        where.append(t.audit_log.c.actor == actor)
+    if action:
+        where.append(t.audit_log.c.action == action)
+    with session.begin() as connection:
+        total = count(connection, t.audit_log, where)
+        items = rows(connection, t.audit_log, where, [t.audit_log.c.id.desc()], page, page_size)
+    return page_of(total, page, page_size, items)

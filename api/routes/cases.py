@@ -1,0 +1,145 @@
+"""Cases: an inspector opens one on a provider, moves it along and closes it with an outcome."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from api import tables as t
+from api.auth import audit
+from api.dependencies import Page, PageSize, Session, allow, invalid
+from api.queries import case_with_history, count, page_of, provider_in_run, rows, run_of
+
+router = APIRouter(prefix="/cases", tags=["cases"])
+CASE_FLOW = {"open": {"investigating", "closed"}, "investigating": {"closed"}, "closed": set()}
+OUTCOMES = ("confirmed", "unfounded")
+CaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+class CaseOpen(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider_nihdi: str = Field(pattern=r"^\d{11}$")
+    notes: str = Field(default="", max_length=10_000)
+    run_id: str | None = Field(default=None, max_length=64)
+
+
+class CaseChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["open", "investigating", "closed"] | None = None
+    outcome: Literal["confirmed", "unfounded"] | None = None
+    amount_to_recover_eur: float | None = Field(default=None, ge=0, le=1e12)
+    notes: str | None = Field(default=None, max_length=10_000)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def open_case(session: Annotated[Session, Depends(allow("inspector"))], body: CaseOpen) -> dict[str, Any]:
+    """Open a case on a provider of a published run."""
+    caller = session.caller
+    with session.begin() as connection:
+        run = run_of(connection, body.run_id)
+        provider_in_run(connection, run, body.provider_nihdi)
+        now = datetime.now(UTC)
+        case_id = connection.execute(
+            t.cases.insert().values(
+                provider_nihdi=body.provider_nihdi,
+                run_id=run,
+                status="open",
+                notes=body.notes,
+                opened_by=caller.name,
+                opened_at=now,
+                updated_at=now,
+            )
+        ).inserted_primary_key[0]
+        change = {"status": [None, "open"], "notes": body.notes}
+        connection.execute(t.case_events.insert().values(case_id=case_id, author=caller.name, at=now, change=change))
+        audit(connection, caller, "open_case", provider_nihdi=body.provider_nihdi, case_id=case_id, detail=change)
+        return case_with_history(connection, case_id)
+
+
+@router.get("")
+def list_cases(
+    session: Annotated[Session, Depends(allow("inspector"))],
+    status_: Annotated[Literal["open", "investigating", "closed"] | None, Query(alias="status")] = None,
+    provider_nihdi: Annotated[str | None, Query(pattern=r"^\d{11}$")] = None,
+    page: Page = 1,
+    page_size: PageSize = 50,
+) -> dict[str, Any]:
+    """Cases, newest first."""
+    where = []
+    if status_:
+        where.append(t.cases.c.status == status_)
+    if provider_nihdi:
+        where.append(t.cases.c.provider_nihdi == provider_nihdi)
+    with session.begin() as connection:
+        total = count(connection, t.cases, where)
+        items = rows(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size)
+    return page_of(total, page, page_size, items)
+
+
+@router.get("/outcomes")
+def outcomes(session: Annotated[Session, Depends(allow("inspector", "data_scientist", "sca"))]) -> list[dict[str, Any]]:
+    """Closed cases and their outcomes, to measure detector precision against."""
+    c = t.cases.c
+    with session.begin() as connection:
+        return t.records(
+            connection.execute(
+                sa.select(c.id, c.provider_nihdi, c.run_id, c.outcome, c.amount_to_recover_eur, c.closed_at)
+                .where(c.status == "closed")
+                .order_by(c.id)
+            )
+        )
+
+
+@router.get("/{case_id}")
+def get_case(session: Annotated[Session, Depends(allow("inspector"))], case_id: CaseId) -> dict[str, Any]:
+    """A case with its full history of changes."""
+    with session.begin() as connection:
+        return case_with_history(connection, case_id)
+
+
+@router.patch("/{case_id}")
+def change_case(
+    session: Annotated[Session, Depends(allow("inspector"))], case_id: CaseId, body: CaseChange
+) -> dict[str, Any]:
+    """Move a case along open → investigating → closed; closing records its outcome."""
+    caller = session.caller
+    with session.begin() as connection:
+        current = case_with_history(connection, case_id)
+        if current["status"] == "closed":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"Case {case_id} is closed; it can no longer change")
+        values: dict[str, Any] = {}
+        if body.status and body.status != current["status"]:
+            if body.status not in CASE_FLOW[current["status"]]:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT, f"A case cannot go from '{current['status']}' to '{body.status}'"
+                )
+            values["status"] = body.status
+        closing = values.get("status") == "closed"
+        if (body.outcome is not None or body.amount_to_recover_eur is not None) and not closing:
+            raise invalid(
+                ("body", "outcome"), "An outcome and an amount to recover are recorded when the case is closed"
+            )
+        if closing and body.outcome is None:
+            raise invalid(("body", "outcome"), f"Closing a case needs an outcome: {' or '.join(OUTCOMES)}")
+        if closing:
+            values |= {"outcome": body.outcome, "amount_to_recover_eur": body.amount_to_recover_eur or 0.0}
+        if body.notes is not None:
+            values["notes"] = body.notes
+        if not values:
+            raise invalid(("body",), "Nothing to change: give status, outcome, amount_to_recover_eur or notes")
+        now = datetime.now(UTC)
+        if closing:
+            values["closed_at"] = now
+        connection.execute(t.cases.update().where(t.cases.c.id == case_id).values(**values, updated_at=now))
+        change = {k: [current.get(k), v] for k, v in values.items() if k != "closed_at"}
+        connection.execute(t.case_events.insert().values(case_id=case_id, author=caller.name, at=now, change=change))
+        audit(
+            connection, caller, "change_case", provider_nihdi=current["provider_nihdi"], case_id=case_id, detail=change
+        )
+        return case_with_history(connection, case_id)

@@ -1,0 +1,57 @@
+"""Real-time checks of claims as they arrive, against the newest published run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import audit
+from api.claims import checker_for
+from api.dependencies import Session, allow, invalid
+from api.queries import run_of
+from data_contracts import ContractError
+
+router = APIRouter(tags=["claims"])
+
+
+class ClaimsCheck(BaseModel):
+    """Contract-shaped records: dates ``YYYY-MM-DD``, times ``HH:MM[:SS]``, datetimes ISO."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[dict[str, Any]] = Field(min_length=1, max_length=2_000)
+    invoices: list[dict[str, Any]] = Field(default_factory=list, max_length=2_000)
+
+
+@router.post("/claims/check")
+def check_claims(
+    request: Request, response: Response, session: Annotated[Session, Depends(allow("inspector"))], body: ClaimsCheck
+) -> dict[str, Any]:
+    """Check claims as they arrive: per claim, the flags of every rule (durable_rules back end).
+
+    Invalid records answer 422 with one error per quarantine reason; the valid lines of
+    the same request are still checked and answered under ``claims``.
+    """
+    with session.begin() as connection:
+        run = run_of(connection, None)
+        audit(connection, session.caller, "check_claims", detail={"run_id": run, "lines": len(body.lines)})
+    try:
+        result = checker_for(session.engine, run, request.app.state.checkers).check(body.lines, body.invoices)
+    except (ContractError, ValueError) as exc:
+        raise invalid(("body",), str(exc)) from None
+    errors = result.pop("errors")
+    if errors:
+        response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+        result["detail"] = [
+            {
+                "loc": ["body", "lines" if e["table"] == "billing_lines" else "invoices", e["index"]],
+                "msg": reason,
+                "type": "quarantine",
+                **{k: v for k, v in e.items() if k in ("claim_id", "invoice_id")},
+            }
+            for e in errors
+            for reason in e["reasons"]
+        ]
+    return result
