@@ -41,6 +41,13 @@ def rows(
     return t.records(connection.execute(query))
 
 
+def listing(
+    connection: sa.Connection, table: sa.Table, where: list[Any], order: list[Any], number: int, size: int
+) -> dict[str, Any]:
+    """Page ``number`` of ``table``'s rows matching ``where``, with how many match in all."""
+    return page_of(count(connection, table, where), number, size, rows(connection, table, where, order, number, size))
+
+
 def provider_in_run(connection: sa.Connection, run: str, nihdi: str) -> dict[str, Any]:
     """The provider's summary in ``run``; 404 when the run does not know the provider."""
     fp = t.flagged_providers

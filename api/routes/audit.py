@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from api import tables as t
 from api.dependencies import Page, PageSize, Session, allow
-from api.queries import count, page_of, rows
+from api.queries import listing
 
 router = APIRouter(tags=["service"])
 
@@ -28,6 +28,4 @@ def audit_log(
     if action:
         where.append(t.audit_log.c.action == action)
     with session.begin() as connection:
-        total = count(connection, t.audit_log, where)
-        items = rows(connection, t.audit_log, where, [t.audit_log.c.id.desc()], page, page_size)
-    return page_of(total, page, page_size, items)
+        return listing(connection, t.audit_log, where, [t.audit_log.c.id.desc()], page, page_size)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import tables as t
 from api.auth import audit
 from api.dependencies import Page, PageSize, Session, allow, invalid
-from api.queries import case_with_history, count, page_of, provider_in_run, rows, run_of
+from api.queries import case_with_history, listing, provider_in_run, run_of
 
 router = APIRouter(prefix="/cases", tags=["cases"])
 CASE_FLOW = {"open": {"investigating", "closed"}, "investigating": {"closed"}, "closed": set()}
@@ -77,9 +77,7 @@ def list_cases(
     if provider_nihdi:
         where.append(t.cases.c.provider_nihdi == provider_nihdi)
     with session.begin() as connection:
-        total = count(connection, t.cases, where)
-        items = rows(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size)
-    return page_of(total, page, page_size, items)
+        return listing(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size)
 
 
 @router.get("/outcomes")

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx2
 import pytest
 from typer.testing import CliRunner
 
+from bench.service import serving
 from secm.cli import app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_run_publishes_and_serve_answers_with_a_created_token(synthetic: Path, tmp_path: Path) -> None:
@@ -33,29 +24,14 @@ def test_run_publishes_and_serve_answers_with_a_created_token(synthetic: Path, t
     assert token.startswith("secm_")
     assert token not in Path(os.environ["SECM_HOME"], "secm.db").read_bytes().decode("latin-1")  # stored hashed
 
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "secm.cli", "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx2.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.1)
+    home = os.environ["SECM_HOME"]
+    with (tmp_path / "serve.log").open("w") as log, serving(home, f"sqlite:///{home}/secm.db", log=log) as (base, _):
         headers = {"Authorization": f"Bearer {token}"}
         flagged = httpx2.get(f"{base}/providers/flagged", headers=headers, params={"rule": "DUPLICATE_BILLING"})
         assert flagged.status_code == 200
         assert flagged.json()["total"] == 1
         assert runner.invoke(app, ["token", "revoke", "--name", "alice"]).exit_code == 0
         assert httpx2.get(f"{base}/rules", headers=headers).status_code == 401
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
 
 
 @pytest.mark.parametrize(
