@@ -27,8 +27,13 @@ def assign_peer_groups(
     *,
     min_size: int = DEFAULT_MIN_PEERS,
     within: Sequence[str] = ("period",),
+    min_widest: int | None = None,
 ) -> pl.DataFrame:
     """``profiles`` with ``peer_group`` (e.g. ``gp|003|BRU``) and ``peer_group_size``.
+
+    ``min_widest`` (default ``min_size``) is the size the widest named group (the first
+    column alone, e.g. the profession) needs before falling back to everyone: comparing
+    shares across professions says nothing, so a detector may accept a smaller group there.
 
     Also the helper columns ``_peer_0`` … (one key per level, narrowest first) and
     ``_peer_level`` (the level chosen), which ``peer_statistics`` reads.
@@ -44,10 +49,11 @@ def assign_peer_groups(
     sizes = [pl.len().over(*within, f"_peer_{i}") for i in range(len(keys))]
     level: pl.Expr = pl.lit(len(keys) - 1)
     for i in range(len(keys) - 2, -1, -1):
-        level = pl.when(sizes[i] >= min_size).then(pl.lit(i)).otherwise(level)
+        needed = min_size if i < len(keys) - 2 or min_widest is None else min_widest
+        level = pl.when(sizes[i] >= needed).then(pl.lit(i)).otherwise(level)
     grouped = with_keys.with_columns(level.alias("_peer_level"))
     return grouped.with_columns(
-        _by_level(
+        by_level(
             lambda group: [pl.col(group[-1]).alias("peer_group"), pl.len().over(group).alias("peer_group_size")],
             len(keys),
             within,
@@ -55,7 +61,7 @@ def assign_peer_groups(
     ).with_columns(pl.col("peer_group_size").cast(pl.Int64))
 
 
-def _by_level(build: Callable[[list[str]], list[pl.Expr]], levels: int, within: Sequence[str]) -> list[pl.Expr]:
+def by_level(build: Callable[[list[str]], list[pl.Expr]], levels: int, within: Sequence[str]) -> list[pl.Expr]:
     """Each expression of ``build`` computed over the peer level chosen for the row."""
     per_level = [build([*within, f"_peer_{i}"]) for i in range(levels)]
     combined = []
@@ -80,7 +86,7 @@ def peer_statistics(
     def build(group: list[str]) -> list[pl.Expr]:
         return [*robust_z(features, group), *peer_medians(features, group), *peer_percentiles(features, group)]
 
-    statistics = grouped.with_columns(_by_level(build, levels, within))
+    statistics = grouped.with_columns(by_level(build, levels, within))
     return statistics.drop(c for c in statistics.columns if c.startswith("_peer_"))
 
 

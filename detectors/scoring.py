@@ -12,11 +12,21 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from detectors import evidence
+from detectors.evidence import PeerEvidence
 from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS, assign_peer_groups, peer_statistics, robust_z
 from detectors.profiles import FEATURES, ID
-from detectors.zoo import DEFAULT, Detector
+from detectors.zoo import NAMES as ZOO
+from detectors.zoo import Detector
 
 TOP_FEATURES = 3
+# An explanation names a group only when its z is beyond chance (2, a contribution of 4).
+NAMED_FROM = 4.0
+DEFAULT = evidence.NAME
+DETECTORS = (evidence.NAME, *ZOO)
+# A table of unknown features has no counts nor groups for the peer evidence: the ensemble.
+TABLE_DEFAULT = "ensemble"
+Model = PeerEvidence | Detector
 
 
 def normalise(
@@ -43,8 +53,10 @@ def fit_profiles(
     peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
     min_peers: int = DEFAULT_MIN_PEERS,
     random_state: int = 0,
-) -> Detector:
+) -> Model:
     """A detector fitted on ``profiles``, carrying the features and peer settings it used."""
+    if detector == evidence.NAME:
+        return PeerEvidence(peer_columns, min_peers).fit(profiles)
     model = Detector(detector, random_state=random_state)
     normalised = normalise(profiles, features, peer_columns=peer_columns, min_peers=min_peers)
     model.fit(matrix(normalised, features))
@@ -105,21 +117,68 @@ def _explanations(normalised: pl.DataFrame, features: Sequence[str]) -> pl.DataF
     )
 
 
-def score_profiles(model: Detector, profiles: pl.DataFrame) -> pl.DataFrame:
+def _evidence_explanations(contributions: pl.DataFrame) -> pl.DataFrame:
+    """Per row: the groups that make up the score, largest first, as a sentence and as JSON.
+
+    The JSON lists every non-zero contribution (they sum to the score); the sentence names
+    the largest ones beyond chance.
+    """
+    sentence = pl.format(
+        "{}: {} against a peer median of {} (higher than {}% of {} peers, adds {} to the score)",
+        pl.col("feature").replace_strict(FEATURES, default=pl.col("feature")),
+        pl.col("value").round_sig_figs(3),
+        pl.col("peer_median").round_sig_figs(3),
+        (pl.col("peer_percentile") * 100).floor().cast(pl.Int64),
+        pl.col("peer_group_size"),
+        pl.col("contribution").round(1),
+    )
+    item = pl.struct(
+        "group",
+        "feature",
+        "value",
+        "peer_median",
+        pl.col("peer_percentile").round(3),
+        pl.col("z").round(2).alias("robust_z"),
+        pl.col("contribution").round(3),
+    )
+    return contributions.group_by("_row", maintain_order=True).agg(
+        sentence.filter(pl.col("contribution") >= NAMED_FROM).head(TOP_FEATURES).str.join("; ").alias("explanation"),
+        pl.format("[{}]", item.struct.json_encode().str.join(",")).alias("contributions"),
+    )
+
+
+def _ranked(frame: pl.DataFrame) -> pl.DataFrame:
+    return (
+        frame.with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
+        .sort("rank")
+        .select(ID, "peer_group", "score", "rank", "explanation", "period", "peer_group_size", "contributions")
+    )
+
+
+def score_profiles(model: Model, profiles: pl.DataFrame) -> pl.DataFrame:
     """The contract's provider scores for ``profiles``, ranked 1 = most anomalous."""
+    if isinstance(model, PeerEvidence):
+        scored, contributions = model.explained(profiles)
+        return _ranked(
+            scored.select("_row", ID, "period", "peer_group", "peer_group_size", "score")
+            .join(_evidence_explanations(contributions), on="_row", how="left")
+            .with_columns(
+                pl.when(pl.col("explanation").fill_null("") == "")
+                .then(pl.lit("no feature above the peer median by more than chance"))
+                .otherwise(pl.col("explanation"))
+                .alias("explanation"),
+                pl.col("contributions").fill_null("[]"),
+            )
+        )
     features = list(model.feature_names_)
     normalised = normalise(profiles, features, peer_columns=model.peer_columns_, min_peers=model.min_peers_)
     scores = model.score(matrix(normalised, features)) if normalised.height else np.array([], dtype=float)
     explained = _explanations(normalised, features)
-    return (
+    return _ranked(
         normalised.select(ID, "period", "peer_group", "peer_group_size")
         .with_columns(pl.Series("score", scores, dtype=pl.Float64))
         .with_row_index("_row")
         .join(explained, on="_row", how="left")
-        .drop("_row")
-        .with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
-        .sort("rank")
-        .select(ID, "peer_group", "score", "rank", "explanation", "period", "peer_group_size", "contributions")
     )
 
 
@@ -128,7 +187,7 @@ def score_table(
     id_column: str,
     *,
     peer_group: str | None = None,
-    detector: str = DEFAULT,
+    detector: str = TABLE_DEFAULT,
     random_state: int = 0,
 ) -> pl.DataFrame:
     """Score any table of numeric features per id: ``id_column``, ``score``, ``rank``.

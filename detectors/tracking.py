@@ -24,8 +24,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS
 from detectors.profiles import FEATURES, ID
-from detectors.scoring import fit_profiles, score_profiles
-from detectors.zoo import NAMES, Detector
+from detectors.scoring import DETECTORS, Model, fit_profiles, score_profiles
 from secm.settings import Settings, get_settings
 
 MODEL_NAME = "secm-provider-anomaly"
@@ -80,7 +79,7 @@ def quality(scores: pl.DataFrame, labels: pl.DataFrame, k: int) -> dict[str, flo
     }
 
 
-def _plots(scores: pl.DataFrame, model: Detector, folder: Path) -> list[Path]:
+def _plots(scores: pl.DataFrame, model: Model, folder: Path) -> list[Path]:
     distribution = folder / "score_distribution.png"
     figure = Figure(figsize=(6, 3.5))
     axis = figure.subplots()
@@ -107,7 +106,7 @@ def train_zoo(
     profiles: pl.DataFrame,
     *,
     labels: pl.DataFrame | None = None,
-    detectors: Sequence[str] = NAMES,
+    detectors: Sequence[str] = DETECTORS,
     peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
     min_peers: int = DEFAULT_MIN_PEERS,
     period: str = "year",
@@ -178,7 +177,7 @@ def promote(version: str, settings: Settings | None = None) -> None:
     MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, version)
 
 
-def load_champion(settings: Settings | None = None) -> tuple[Detector, str] | None:
+def load_champion(settings: Settings | None = None) -> tuple[Model, str] | None:
     """The champion model and its version, or None when none is registered."""
     connect(settings)
     client = MlflowClient()

@@ -61,26 +61,58 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log eve
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option(help="Folder to write the dataset to.")],
-    lines: Annotated[int, typer.Option(min=1000, help="Billing lines to generate.")] = 100_000,
+    lines: Annotated[
+        int | None, typer.Option(min=1000, help="Billing lines to generate (default 100 000, or from --practice-size).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 42,
-    first_year: Annotated[int, typer.Option(help="First of the two service years.")] = 2023,
+    first_year: Annotated[int, typer.Option(help="First service year.")] = 2023,
+    years: Annotated[int, typer.Option(min=1, max=3, help="Years of background billing.")] = 2,
+    providers: Annotated[
+        int | None, typer.Option(min=80, help="Providers (default: one per 600 lines and year); sets peer-group sizes.")
+    ] = None,
+    practice_size: Annotated[
+        int | None,
+        typer.Option(min=10, help="Median patients a year per provider; sets --lines from --providers when given."),
+    ] = None,
+    anomalies: Annotated[
+        str,
+        typer.Option(
+            help="Anomaly kinds, comma-separated: upcoding, excessive_volume, phantom_patients, evening_share; "
+            "all, or none."
+        ),
+    ] = "all",
+    anomaly_share: Annotated[float, typer.Option(help="Share of providers per anomaly kind.")] = 0.005,
+    anomaly_strength: Annotated[str, typer.Option(help="subtle, realistic or blatant.")] = "realistic",
     format: Annotated[str, typer.Option(help="parquet or csv.")] = "parquet",
 ) -> None:
     """Generate a synthetic dataset with labelled scenarios (labels/ beside the tables)."""
-    from secm.synth import generate
+    from secm.synth import AnomalySettings, generate, lines_for_practice
+    from secm.synth.anomalies import KINDS
 
     with _clean_errors():
         if format not in ("parquet", "csv"):
             raise ValueError(f"--format must be parquet or csv, not {format!r}")
+        if practice_size and lines:
+            raise ValueError("Give --lines or --practice-size, not both")
+        kinds = [k.strip() for k in anomalies.split(",") if k.strip() not in ("", "none")]
+        settings = AnomalySettings(
+            kinds=KINDS if kinds == ["all"] else tuple(kinds), share=anomaly_share, strength=anomaly_strength
+        )
+        n_providers = providers or (1000 if practice_size else None)
+        total = lines_for_practice(n_providers, practice_size, years) if practice_size and n_providers else None
+        total = total or lines or 100_000
         with _progress() as progress:
-            task = progress.add_task("Generating lines", total=lines)
+            task = progress.add_task("Generating lines", total=total)
             summary = generate(
                 out,
-                n_lines=lines,
+                n_lines=total,
                 seed=seed,
                 first_year=first_year,
                 fmt=format,
                 progress=lambda n: progress.advance(task, n),
+                n_providers=n_providers,
+                years=years,
+                anomaly_settings=settings,
             )
     console.print(
         f"Wrote {summary.lines:,} lines, {summary.providers:,} providers, {summary.invoices:,} invoices "
@@ -179,7 +211,7 @@ def train(
         Path | None, typer.Option(help="Labelled anomalous providers (default: DATA/labels/providers.parquet).")
     ] = None,
     detector: Annotated[
-        list[str] | None, typer.Option(help="Detector to train (repeat; default: the whole zoo).")
+        list[str] | None, typer.Option(help="Detector to train (repeat; default: peer_evidence and the whole zoo).")
     ] = None,
     metric: Annotated[str, typer.Option(help="roc_auc, average_precision or precision_at_k.")] = "roc_auc",
     promote: Annotated[bool, typer.Option(help="Make the best run by --metric the champion.")] = False,
@@ -190,17 +222,17 @@ def train(
     min_peers: Annotated[int, typer.Option(min=2, help="Smallest peer group before falling back to a wider one.")] = 20,
 ) -> None:
     """Train and compare the detector zoo on a dataset's provider profiles, tracked in MLflow."""
+    from detectors.scoring import DETECTORS
     from detectors.tracking import best, train_zoo
     from detectors.tracking import promote as make_champion
-    from detectors.zoo import NAMES
     from secm.pipeline import profiles_of
 
     with _clean_errors():
         if period not in ("year", "quarter"):
             raise ValueError(f"--period must be year or quarter, not {period!r}")
-        unknown = set(detector or []) - set(NAMES)
+        unknown = set(detector or []) - set(DETECTORS)
         if unknown:
-            raise ValueError(f"Unknown detector(s) {sorted(unknown)}; known: {', '.join(NAMES)}")
+            raise ValueError(f"Unknown detector(s) {sorted(unknown)}; known: {', '.join(DETECTORS)}")
         label_file = labels or data / "labels" / "providers.parquet"
         if labels and not labels.exists():
             raise FileNotFoundError(f"No labels file at {labels}")
@@ -211,7 +243,7 @@ def train(
             runs = train_zoo(
                 profiles,
                 labels=truth,
-                detectors=detector or NAMES,
+                detectors=detector or DETECTORS,
                 peer_columns=[c.strip() for c in peer_columns.split(",") if c.strip()],
                 min_peers=min_peers,
                 period=period,
@@ -241,7 +273,7 @@ def detect(
     id: Annotated[str, typer.Option("--id", help="Column identifying each row.")],
     out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet): id, score, rank.")],
     peer_group: Annotated[str | None, typer.Option(help="Column to normalise features within.")] = None,
-    detector: Annotated[str, typer.Option(help="Detector name, or ensemble.")] = "ensemble",
+    detector: Annotated[str, typer.Option(help="A zoo detector name, or ensemble.")] = "ensemble",
 ) -> None:
     """Score any provider x numeric-feature table with the detector zoo."""
     from detectors.scoring import score_table

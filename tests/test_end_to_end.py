@@ -79,6 +79,9 @@ def test_generator_is_deterministic_for_a_seed(tmp_path: Path) -> None:
         (["run", "--data", "/nonexistent", "--out", "x"], "does not exist"),
         (["run", "--data", ".", "--out", "x", "--legislation", "reform_2030"], "Unknown legislation 'reform_2030'"),
         (["synth", "--out", "x", "--format", "xml"], "--format must be parquet or csv"),
+        (["synth", "--out", "x", "--anomaly-strength", "huge"], "Unknown anomaly strength 'huge'"),
+        (["synth", "--out", "x", "--anomalies", "upcoding,fraud"], "Unknown anomaly kind(s) ['fraud']"),
+        (["synth", "--out", "x", "--lines", "5000", "--practice-size", "100"], "--lines or --practice-size"),
     ],
 )
 def test_cli_errors_are_one_line_and_non_zero(args: list[str], message: str) -> None:
@@ -86,3 +89,28 @@ def test_cli_errors_are_one_line_and_non_zero(args: list[str], message: str) -> 
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_synth_options_shape_practices_and_anomalies(tmp_path: Path) -> None:
+    """Practice size, years, kinds and strength do what their names say, measured on the profiles."""
+    from secm.pipeline import profiles_of
+
+    out = tmp_path / "data"
+    args = ["synth", "--out", str(out), "--providers", "400", "--practice-size", "120", "--years", "1"]
+    args += ["--anomalies", "evening_share,phantom_patients", "--anomaly-share", "0.03", "--seed", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    labels = pl.read_parquet(out / "labels" / "providers.parquet")
+    assert set(labels["anomaly"]) == {"evening_share", "phantom_patients"}
+    assert labels["intensity"].is_not_null().all()
+    profiles = profiles_of(out).join(labels, on="provider_nihdi", how="left")
+    busy = profiles.filter(pl.col("period") == "2023")
+    assert 90 <= busy["patients"].median() <= 150  # type: ignore[operator]
+    ordinary_gp = busy.filter(pl.col("anomaly").is_null() & (pl.col("profession") == "gp"))
+    evening = busy.filter(pl.col("anomaly") == "evening_share")
+    phantom = busy.filter(pl.col("anomaly") == "phantom_patients")
+    # Realistic strength: an evening share of 12 to 18 % against about 5 %; phantom patients
+    # seen once make up far more of the patient list than usual.
+    assert 0.03 < ordinary_gp["evening_share"].median() < 0.08  # type: ignore[operator]
+    assert 0.11 < evening["evening_share"].median() < 0.2  # type: ignore[operator]
+    assert phantom["share_patients_seen_once"].median() > 1.5 * busy["share_patients_seen_once"].median()  # type: ignore[operator]

@@ -14,23 +14,17 @@ import numpy as np
 import polars as pl
 
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
+from secm.synth import anomalies
 from secm.synth.population import INSURERS
 
 CODE_MIX = {
-    "gp": {"101076": 52, "101135": 7, "103132": 12, "103110": 3, "104215": 8, "101275": 5, "104230": 2, "104252": 1},
+    "gp": {"101076": 52, "101135": 7, "103132": 12, "103110": 3, "104215": 3, "101275": 2, "104230": 2, "104252": 1},
     "specialist": {"102020": 45, "102771": 20, "475812": 20, "355014": 15},
     "nurse": {"425014": 35, "425110": 35, "423054": 20, "425375": 10},
     "physiotherapist": {"560011": 70, "560652": 20, "560895": 10},
     "dentist": {"371011": 40, "374011": 35, "374533": 25},
     "midwife": {"422015": 60, "422531": 40},
     "other": {"801011": 100},
-}
-# Anomalous profiles shift the code mix of their profession (moderately: peers still overlap).
-ANOMALY_MIX = {
-    ("gp", "upcoding"): {"101135": 30},
-    ("physiotherapist", "upcoding"): {"560895": 40},
-    ("dentist", "upcoding"): {"374533": 55},
-    ("gp", "evening_share"): {"104215": 28},
 }
 CHANNEL_MIX = {
     "gp": {"paper_cash": 10, "eattest": 45, "efact": 40, "paper_third_party": 5},
@@ -89,15 +83,6 @@ def _choose(rng: np.random.Generator, keys: np.ndarray, mixes: dict[str, dict[st
     return out
 
 
-def _mixes_for(providers: pl.DataFrame) -> dict[str, dict[str, int]]:
-    mixes: dict[str, dict[str, int]] = {}
-    for profession, anomaly in (
-        providers.select("profession", "anomaly").unique().sort("profession", "anomaly", nulls_last=True).iter_rows()
-    ):
-        mixes[f"{profession}|{anomaly or ''}"] = {**CODE_MIX[profession], **ANOMALY_MIX.get((profession, anomaly), {})}
-    return mixes
-
-
 def _insurer(patient: pl.Expr) -> pl.Expr:
     """Each patient belongs to one insurer (a stable hash of the pseudonym index)."""
     bucket = (patient * 2654435761) % 1000
@@ -121,22 +106,22 @@ def background_lines(
     who = np.repeat(np.arange(providers.height), providers["n_lines"].to_numpy())
     p = providers.to_dict(as_series=False)
     profession = np.array(p["profession"], dtype=object)[who]
-    anomaly = np.array([a or "" for a in p["anomaly"]], dtype=object)[who]
-    keys = np.char.add(np.char.add(profession.astype(str), "|"), anomaly.astype(str))
-    mixes = _mixes_for(providers)
+    kind = np.array(p["anomaly"], dtype=object)[who]
+    intensity = np.nan_to_num(np.array(p["intensity"], dtype=float))[who]
     day = calendar.sample(rng, n, np.array(p["gap_from"])[who], np.array(p["gap_to"])[who])
     pool_start = np.array(p["pool_start"])[who]
     pool_size = np.array(p["pool_size"])[who]
     patient = pool_start + np.floor(pool_size * rng.random(n) ** 1.6).astype(np.int64)
-    phantom = anomaly == "phantom_patients"
-    patient = np.where(phantom & (rng.random(n) < 0.7), 10**9 + claim_offset + np.arange(n), patient)
+    phantom = rng.random(n) < anomalies.phantom_share(kind, intensity)
+    patient = np.where(phantom, 10**9 + claim_offset + np.arange(n), patient)
+    codes = anomalies.recode(rng, _choose(rng, profession, CODE_MIX), profession, kind, intensity)
     frame = pl.DataFrame(
         {
             "_line": np.arange(n, dtype=np.int64),
             "provider_nihdi": np.array(p["provider_nihdi"], dtype=object)[who],
             "profession": profession,
             "_patient": patient,
-            "nomenclature_code": _choose(rng, keys, mixes),
+            "nomenclature_code": codes,
             "channel": _choose(rng, profession, CHANNEL_MIX),
             "_day": day.astype(np.int64),
             "service_date": pl.Series(day).cast(pl.Int32),

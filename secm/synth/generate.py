@@ -12,14 +12,14 @@ import polars as pl
 
 from data_contracts.loader import default_nomenclature
 from data_contracts.tables import TABLES
-from secm.synth import scenarios
+from secm.synth import anomalies, scenarios
+from secm.synth.anomalies import LINES_PER_PATIENT, AnomalySettings
 from secm.synth.billing import Calendar, background_lines, dedupe_keys, invoices_for
 from secm.synth.population import make_population
 
 LINE_COLUMNS = list(TABLES["billing_lines"].dtypes)
 INVOICE_COLUMNS = list(TABLES["third_party_invoices"].dtypes)
 SCENARIO_CLAIMS = 90_000_000_000  # scenario claim ids live apart from the background's
-VOLUME_FACTOR = 3.0  # an 'excessive_volume' provider bills about three times its size
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class SynthSummary:
     invoices: int
     labelled_flags: int
     anomalous_providers: int
+
+
+def lines_for_practice(n_providers: int, patients_a_year: int, years: int) -> int:
+    """Lines that give ``n_providers`` a median practice of about ``patients_a_year`` patients.
+
+    Practice sizes are log-normal (sigma 0.9), so the mean practice is 1.5 times the median.
+    """
+    return round(n_providers * patients_a_year * LINES_PER_PATIENT * years * 1.5)
 
 
 def _rebalance(sizes: np.ndarray, total: int) -> np.ndarray:
@@ -56,24 +64,31 @@ def generate(
     fmt: str = "parquet",
     progress: Callable[[int], None] | None = None,
     n_providers: int | None = None,
+    years: int = 2,
+    anomaly_settings: AnomalySettings | None = None,
 ) -> SynthSummary:
     """Write a dataset of ``n_lines`` billing lines (scenarios included) to ``out``.
 
-    ``n_providers`` defaults to one provider per 1 200 lines (at least 80).
+    ``n_providers`` defaults to one provider per 600 lines and year (at least 80). Background
+    billing covers ``years`` years from ``first_year``; the rule scenarios always use the
+    first two.
     """
+    if years not in (1, 2, 3):
+        msg = f"years must be 1, 2 or 3, not {years}"
+        raise ValueError(msg)
     rng = np.random.default_rng(seed)
-    calendar = Calendar.years(first_year)
+    calendar = Calendar.years(first_year, years)
     nomenclature = scenarios.with_retired_code(default_nomenclature(), first_year)
-    population = make_population(rng, n_providers or max(80, n_lines // 1200), n_lines)
-    plan = scenarios.plan(rng, population, calendar, nomenclature, SCENARIO_CLAIMS)
+    population = make_population(rng, n_providers or max(80, n_lines // (600 * years)), n_lines, years)
+    plan = scenarios.plan(
+        rng, population, calendar, nomenclature, SCENARIO_CLAIMS, anomaly_settings or AnomalySettings()
+    )
     injected = len(plan.injection.lines)
     if n_lines <= injected:
         msg = f"--lines must exceed the {injected} scenario lines"
         raise ValueError(msg)
     providers = plan.providers
-    weights = providers["n_lines"].to_numpy() * np.where(
-        providers["anomaly"].to_numpy() == "excessive_volume", VOLUME_FACTOR, 1.0
-    )
+    weights = providers["n_lines"].to_numpy() * anomalies.line_factor(providers)
     providers = providers.with_columns(pl.Series("n_lines", _rebalance(weights, n_lines - injected)))
 
     write = _writer(fmt)
@@ -126,7 +141,7 @@ def generate(
         ]
     )
     quarantine.write_parquet(labels / "quarantine.parquet")
-    anomalous = providers.filter(pl.col("anomaly").is_not_null()).select("provider_nihdi", "anomaly")
+    anomalous = providers.filter(pl.col("anomaly").is_not_null()).select("provider_nihdi", "anomaly", "intensity")
     anomalous.write_parquet(labels / "providers.parquet")
     return SynthSummary(
         lines=n_lines,

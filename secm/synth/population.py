@@ -65,7 +65,8 @@ def _sizes(rng: np.random.Generator, factor: np.ndarray, total: int) -> np.ndarr
     return sizes
 
 
-def make_population(rng: np.random.Generator, n_providers: int, n_lines: int) -> Population:
+def make_population(rng: np.random.Generator, n_providers: int, n_lines: int, years: int = 2) -> Population:
+    """Providers of ``n_lines`` lines over ``years`` years, each with a patient list of its size."""
     names = list(PROFESSIONS)
     shares = np.array([PROFESSIONS[p][0] for p in names])
     profession = rng.choice(len(names), size=n_providers, p=shares / shares.sum())
@@ -97,7 +98,7 @@ def make_population(rng: np.random.Generator, n_providers: int, n_lines: int) ->
     tp_numbers = np.array([f"0{400_000_000 + 7 * g:09d}" for g in range(number)])
 
     institutions = nihdi(np.full(12, 7), np.arange(50_000, 50_012), np.full(12, "000"))
-    pool_size = np.maximum(20, (sizes / rng.uniform(2.5, 6.0, size=n_providers)).astype(np.int64))
+    pool_size = np.maximum(20, (sizes / rng.uniform(2.5, 6.0, size=n_providers) * 2 / years).astype(np.int64))
     providers = pl.DataFrame(
         {
             "provider_nihdi": ids,

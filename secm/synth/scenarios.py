@@ -16,16 +16,10 @@ import numpy as np
 import polars as pl
 
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
+from secm.synth import anomalies
 from secm.synth.billing import Calendar
 from secm.synth.population import PSEUDO_NUMBER, Population
 
-ANOMALIES = ("upcoding", "excessive_volume", "phantom_patients", "evening_share")
-ANOMALY_PROFESSIONS = {
-    "upcoding": ("gp", "physiotherapist", "dentist"),
-    "excessive_volume": ("gp", "nurse", "physiotherapist", "specialist"),
-    "phantom_patients": ("gp", "physiotherapist", "dentist"),
-    "evening_share": ("gp",),
-}
 RETIRED_CODE = "101032"  # a GP consultation code withdrawn during the first year
 BOTH: tuple[str, ...] = ("current", "reform_art174")
 REFORM: tuple[str, ...] = ("reform_art174",)
@@ -179,7 +173,12 @@ def _pick(providers: pl.DataFrame, profession: str, taken: set[str], n: int) -> 
 
 
 def plan(
-    rng: np.random.Generator, population: Population, calendar: Calendar, nomenclature: pl.DataFrame, claim_offset: int
+    rng: np.random.Generator,
+    population: Population,
+    calendar: Calendar,
+    nomenclature: pl.DataFrame,
+    claim_offset: int,
+    settings: anomalies.AnomalySettings,
 ) -> Plan:
     """Choose scenario providers, build the scenario rows, and mark what background must avoid."""
     providers = population.providers
@@ -583,7 +582,7 @@ def plan(
     bad("duplicate_key", claim_id=first)
     bad("patient_id_not_pseudonymised", patient_id=national_number(date(1985, 7, 30), 33))
 
-    providers = _assign(rng, providers, taken, gaps, suspended, calendar)
+    providers = anomalies.assign(rng, _gaps(providers, gaps, suspended, calendar), taken, settings)
     registry = pl.concat([population.registry, pl.DataFrame(registry_extra, schema=population.registry.schema)])
     suspensions = pl.DataFrame(
         [
@@ -610,31 +609,18 @@ def plan(
     return Plan(providers, registry, suspensions, pl.DataFrame(debts), status_frame, inj)
 
 
-def _assign(
-    rng: np.random.Generator,
+def _gaps(
     providers: pl.DataFrame,
-    taken: set[str],
     gaps: dict[str, tuple[date, date]],
     suspended: dict[str, tuple[date, date]],
     calendar: Calendar,
 ) -> pl.DataFrame:
-    """Anomalies (about 2 % of providers, none among scenario providers) and background gaps."""
-    anomaly: dict[str, str] = {}
-    for kind in ANOMALIES:
-        pool = [
-            p
-            for p, prof in providers.select("provider_nihdi", "profession").iter_rows()
-            if prof in ANOMALY_PROFESSIONS[kind] and p not in taken and p not in anomaly
-        ]
-        n = max(2, round(providers.height * 0.005))
-        for p in rng.choice(pool, size=min(n, len(pool)), replace=False):
-            anomaly[str(p)] = kind
+    """Per provider, the days background billing must avoid (absences, suspensions)."""
 
     def offset(d: date) -> int:
         return (d - calendar.start).days
 
     return providers.with_columns(
-        pl.col("provider_nihdi").replace_strict(anomaly, default=None, return_dtype=pl.String).alias("anomaly"),
         pl.col("provider_nihdi")
         .replace_strict({p: offset(a) for p, (a, _) in gaps.items()}, default=-1, return_dtype=pl.Int64)
         .alias("gap_from"),

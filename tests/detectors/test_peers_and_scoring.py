@@ -75,14 +75,14 @@ def test_unknown_detector_is_named() -> None:
         Detector("svm").fit(np.zeros((10, 2)))
 
 
-def test_scores_are_explained_in_the_peer_groups_terms() -> None:
+def test_zoo_scores_are_explained_in_the_peer_groups_terms() -> None:
     profiles = _profiles({("gp", "003", "BRU"): 300})
     planted = {"evening_share": 40.0, "night_share": 30.0, "home_visit_share": 20.0}
     profiles = profiles.with_columns(
         pl.when(pl.col("provider_nihdi") == "gp003BRU0007").then(value).otherwise(pl.col(name)).alias(name)
         for name, value in planted.items()
     )
-    scores = score_profiles(fit_profiles(profiles), profiles)
+    scores = score_profiles(fit_profiles(profiles, "ensemble"), profiles)
     assert scores.columns[:5] == ["provider_nihdi", "peer_group", "score", "rank", "explanation"]
     first = scores.row(0, named=True)
     assert first["provider_nihdi"] == "gp003BRU0007"

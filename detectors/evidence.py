@@ -1,0 +1,174 @@
+"""The default detector: one-sided, count-aware evidence against the peer group, summed.
+
+An inspector's question is "does this provider bill *more* than comparable providers, by more
+than chance explains?". So, per feature, only the side that could mean overbilling counts,
+and a share is judged with its denominator: 9 evening codes out of 60 lines is weaker
+evidence than 90 out of 600, though both are 15 %. The score is a plain sum:
+
+- a **share** ``k / n`` (evening codes per line, one-off patients per patient…) becomes
+  ``(x - p) / sqrt(p (1 - p) / n + tau²)``, where ``p`` is the peer median share and
+  ``tau²`` the spread of shares between peers beyond what counting noise explains (a
+  beta-binomial view, estimated robustly); a small practice needs a larger gap to score;
+- a **level** (lines per patient, amount per line…) becomes a robust z of its logarithm;
+- features are grouped by what they would reveal (volume, patient list, hours, coding);
+  a group's evidence is its strongest feature's one-sided z, and its
+  contribution to the score is that z squared. The score is the sum of the contributions,
+  so an explanation that lists them is exact.
+
+Every z is measured against the provider's own peer group and period, so scores of different
+periods, professions and runs are on one scale (that of a sum of squared standard normals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from sklearn.base import BaseEstimator
+
+from detectors.peers import (
+    DEFAULT_MIN_PEERS,
+    DEFAULT_PEER_COLUMNS,
+    assign_peer_groups,
+    by_level,
+    peer_medians,
+    peer_percentiles,
+    robust_z,
+)
+
+NAME = "peer_evidence"
+# Share features and the column counting what each is a share of.
+SHARES: dict[str, str] = {
+    "share_patients_seen_once": "patients",
+    "evening_share": "lines",
+    "night_share": "lines",
+    "weekend_share": "lines",
+    "home_visit_share": "lines",
+    "high_fee_share": "lines",
+}
+LEVELS = ("lines_per_patient", "repeat_intensity", "amount_per_patient")
+GROUPS: dict[str, tuple[str, ...]] = {
+    "volume": ("lines_per_patient", "repeat_intensity", "amount_per_patient"),
+    "patient list": ("share_patients_seen_once",),
+    "hours": ("evening_share", "night_share", "weekend_share"),
+    "coding": ("high_fee_share", "home_visit_share"),
+}
+FEATURES: tuple[str, ...] = tuple(f for members in GROUPS.values() for f in members)
+# One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
+EVIDENCE_LIMIT = 10.0
+_MAD_TO_SD = 1.4826
+# Below ``min_peers``, a provider is still compared within the profession if it has this many.
+MIN_PROFESSION_PEERS = 8
+
+
+def _share_z(feature: str, denominator: str, group: Sequence[str]) -> pl.Expr:
+    """Count-aware z of a share against the peer median share."""
+    x = pl.col(feature)
+    n = pl.col(denominator).cast(pl.Float64)
+    p = x.median().over(group)
+    # A share nobody has (p = 0) still has a counting noise: half a case over the median count.
+    p_noise = pl.max_horizontal(p, 0.5 / n.median().over(group)).clip(upper_bound=0.5)
+    noise = p_noise * (1 - p_noise) / n
+    spread = ((x - p).abs().median().over(group) * _MAD_TO_SD) ** 2
+    tau2 = (spread - noise.median().over(group)).clip(lower_bound=0.0)
+    z = (x - p) / (noise + tau2).sqrt()
+    return pl.when(n > 0).then(z).otherwise(0.0)
+
+
+def _evidence(features: Sequence[str], group: Sequence[str]) -> list[pl.Expr]:
+    """Per feature ``e_``: its one-sided z (0 when below peers), clipped to ``EVIDENCE_LIMIT``."""
+    levels = [f for f in features if f not in SHARES]
+    exprs = [_share_z(f, SHARES[f], group).alias(f"e_{f}") for f in features if f in SHARES]
+    exprs += [z.alias(f"e_{f}") for f, z in zip(levels, robust_z([f"_log_{f}" for f in levels], group), strict=True)]
+    return [e.fill_nan(0.0).fill_null(0.0).clip(0.0, EVIDENCE_LIMIT).alias(e.meta.output_name()) for e in exprs]
+
+
+def peer_evidence(
+    profiles: pl.DataFrame,
+    *,
+    peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
+    min_peers: int = DEFAULT_MIN_PEERS,
+) -> pl.DataFrame:
+    """Profiles with peer group, per feature ``e_`` / ``median_`` / ``pct_``, per group ``g_``, and ``score``."""
+    prepared = profiles.with_columns(
+        *(pl.col(f).clip(lower_bound=0.0).add(1e-3).log().alias(f"_log_{f}") for f in LEVELS),
+    )
+    grouped = assign_peer_groups(prepared, peer_columns, min_size=min_peers, min_widest=MIN_PROFESSION_PEERS)
+    levels = sum(1 for c in grouped.columns if c.startswith("_peer_") and c != "_peer_level")
+
+    def build(group: list[str]) -> list[pl.Expr]:
+        return [*_evidence(FEATURES, group), *peer_medians(FEATURES, group), *peer_percentiles(FEATURES, group)]
+
+    scored = grouped.with_columns(by_level(build, levels, ("period",))).with_columns(
+        pl.max_horizontal(f"e_{f}" for f in members).alias(f"g_{name}") for name, members in GROUPS.items()
+    )
+    scored = scored.with_columns(pl.sum_horizontal(pl.col(f"g_{name}") ** 2 for name in GROUPS).alias("score"))
+    return scored.drop(c for c in scored.columns if c.startswith(("_peer_", "_log_")))
+
+
+def _contributions(evidence: pl.DataFrame) -> pl.DataFrame:
+    """Per row and group, the feature that carries the group and its exact contribution."""
+    long = pl.concat(
+        [
+            evidence.select(
+                "_row",
+                "peer_group_size",
+                pl.lit(group).alias("group"),
+                pl.col(f).alias("value"),
+                pl.lit(f).alias("feature"),
+                pl.col(f"median_{f}").alias("peer_median"),
+                pl.col(f"pct_{f}").alias("peer_percentile"),
+                pl.col(f"e_{f}").alias("z"),
+                (pl.col(f"g_{group}") ** 2).alias("contribution"),
+                pl.lit(i).alias("_order"),
+            )
+            for group, members in GROUPS.items()
+            for i, f in enumerate(members)
+        ]
+    )
+    # The group's carrier: its highest z (the first listed on ties).
+    return (
+        long.filter(pl.col("contribution") > 0)
+        .sort("_row", "group", pl.col("z"), "_order", descending=[False, False, True, False])
+        .group_by("_row", "group", maintain_order=True)
+        .first()
+        .sort("_row", "contribution", descending=[False, True])
+        .drop("_order")
+    )
+
+
+class PeerEvidence(BaseEstimator):  # type: ignore[misc]
+    """The one-sided, count-aware peer-evidence detector; see the module docstring.
+
+    It learns nothing from the training profiles but the distribution of their scores, so a
+    new score can be read as a percentile of the training population (``calibrated``).
+    """
+
+    name = NAME
+    members: tuple[str, ...] = ()
+    params = None
+
+    def __init__(self, peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS, min_peers: int = DEFAULT_MIN_PEERS) -> None:
+        self.peer_columns = peer_columns
+        self.min_peers = min_peers
+
+    @property
+    def feature_names_(self) -> list[str]:
+        return list(FEATURES)
+
+    def evidence(self, profiles: pl.DataFrame) -> pl.DataFrame:
+        return peer_evidence(profiles, peer_columns=self.peer_columns, min_peers=self.min_peers)
+
+    def fit(self, profiles: pl.DataFrame, y: object = None) -> PeerEvidence:
+        self.training_scores_ = np.sort(self.evidence(profiles)["score"].to_numpy())
+        return self
+
+    def calibrated(self, scores: np.ndarray) -> np.ndarray:
+        """Share of training profiles with a lower score (0 to 1)."""
+        return np.searchsorted(self.training_scores_, scores, side="left") / max(1, self.training_scores_.size)
+
+    def explained(self, profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The evidence frame (with ``_row``) and its contributions, one row per row and group."""
+        evidence = self.evidence(profiles).with_row_index("_row")
+        return evidence, _contributions(evidence)

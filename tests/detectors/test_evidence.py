@@ -1,0 +1,145 @@
+"""The default detector: one-sided, count-aware peer evidence, exact explanations, one scale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from detectors.evidence import GROUPS
+from detectors.profiles import FEATURES
+from detectors.scoring import fit_profiles, score_profiles
+from secm.pipeline import profiles_of
+from secm.synth import generate
+
+MOVED = "gp003BRU0007"
+
+
+def _profiles(n: int = 300, seed: int = 0, lines: float = 500.0) -> pl.DataFrame:
+    """Provider-year profiles with counts behind the shares, as ``provider_profiles`` builds them."""
+    rng = np.random.default_rng(seed)
+    n_lines = rng.poisson(lines, n).astype(float) + 20
+    patients = np.round(n_lines / rng.uniform(2.2, 2.8, n))
+
+    def share(p: float, denominator: np.ndarray) -> np.ndarray:
+        return rng.binomial(denominator.astype(np.int64), rng.beta(p * 1000, (1 - p) * 1000, n)) / denominator
+
+    values = {name: rng.normal(10, 1, n) for name in FEATURES}
+    values |= {
+        "lines": n_lines,
+        "patients": patients,
+        "lines_per_patient": n_lines / patients,
+        "repeat_intensity": n_lines / patients * rng.normal(1.3, 0.05, n),
+        "amount_per_patient": n_lines / patients * rng.normal(30, 1.5, n),
+        "share_patients_seen_once": share(0.33, patients),
+        "evening_share": share(0.05, n_lines),
+        "night_share": share(0.02, n_lines),
+        "weekend_share": share(0.06, n_lines),
+        "home_visit_share": share(0.25, n_lines),
+        "high_fee_share": share(0.35, n_lines),
+    }
+    return pl.DataFrame(
+        {
+            "provider_nihdi": [f"gp003BRU{i:04d}" for i in range(n)],
+            "period": "2024",
+            "profession": "gp",
+            "qualification": "003",
+            "region": "BRU",
+            **values,
+        }
+    )
+
+
+def _moved(profiles: pl.DataFrame, feature: str, factor: float) -> pl.DataFrame:
+    """``MOVED`` at ``factor`` times the peer median of ``feature``."""
+    moved = pl.col(feature).median() * factor
+    return profiles.with_columns(
+        pl.when(pl.col("provider_nihdi") == MOVED).then(moved).otherwise(pl.col(feature)).alias(feature)
+    )
+
+
+def _scores(profiles: pl.DataFrame) -> pl.DataFrame:
+    return score_profiles(fit_profiles(profiles), profiles)
+
+
+@pytest.mark.parametrize(
+    ("feature", "factor"),
+    [
+        ("evening_share", 3.0),
+        ("share_patients_seen_once", 1.8),
+        ("high_fee_share", 1.5),
+        ("lines_per_patient", 2.0),
+    ],
+)
+def test_moving_one_feature_names_exactly_that_feature(feature: str, factor: float) -> None:
+    def of_moved(frame: pl.DataFrame) -> tuple[dict[str, object], dict[str, dict[str, float]]]:
+        scores = _scores(frame)
+        row = scores.filter(pl.col("provider_nihdi") == MOVED).row(0, named=True)
+        return row, {c["feature"]: c for c in json.loads(row["contributions"])}
+
+    before, was = of_moved(_profiles())
+    after, now = of_moved(_moved(_profiles(), feature, factor))
+    assert after["rank"] == 1
+    assert str(after["explanation"]).startswith(FEATURES[feature] + ":")
+    assert "of 300 peers" in str(after["explanation"])
+    assert now[feature]["peer_percentile"] > 0.99
+    # Only the moved feature's group changed, and the moved feature carries the score.
+    group = now[feature]["group"]
+    assert {c["group"]: c["contribution"] for c in now.values() if c["group"] != group} == {
+        c["group"]: c["contribution"] for c in was.values() if c["group"] != group
+    }
+    assert now[feature]["contribution"] > 0.8 * float(after["score"])
+    assert float(after["score"]) > float(before["score"]) + 20
+    # The explanation is the score: its contributions add up to it.
+    assert sum(c["contribution"] for c in now.values()) == pytest.approx(after["score"], abs=0.01)
+
+
+def test_only_more_than_peers_counts() -> None:
+    profiles = _profiles()
+    baseline = _scores(profiles).filter(pl.col("provider_nihdi") == MOVED)["score"].item()
+    lower = _scores(_moved(profiles, "evening_share", 0.0)).filter(pl.col("provider_nihdi") == MOVED)
+    assert lower["score"].item() <= baseline
+    assert "evening" not in lower["explanation"].item()
+    higher = _scores(_moved(profiles, "evening_share", 3.0)).filter(pl.col("provider_nihdi") == MOVED)
+    assert higher["score"].item() > baseline + 10
+
+
+def test_the_same_share_counts_less_on_fewer_lines() -> None:
+    profiles = _profiles().with_columns(
+        pl.when(pl.col("provider_nihdi") == MOVED).then(0.15).otherwise(pl.col("evening_share")).alias("evening_share")
+    )
+    small = profiles.with_columns(
+        pl.when(pl.col("provider_nihdi") == MOVED).then(60.0).otherwise(pl.col("lines")).alias("lines")
+    )
+    evidence = {
+        name: json.loads(_scores(frame).filter(pl.col("provider_nihdi") == MOVED)["contributions"].item())
+        for name, frame in (("usual", profiles), ("small", small))
+    }
+    evening = {name: next(c for c in items if c["feature"] == "evening_share") for name, items in evidence.items()}
+    assert evening["small"]["robust_z"] < evening["usual"]["robust_z"] / 2
+    assert evening["usual"]["robust_z"] > 5
+
+
+def test_every_group_has_features_the_profile_builds() -> None:
+    assert {f for members in GROUPS.values() for f in members} <= set(FEATURES)
+
+
+def test_two_periods_of_one_population_score_on_one_scale(tmp_path: Path) -> None:
+    generate(tmp_path, n_lines=160_000, seed=9, n_providers=400)
+    profiles = profiles_of(tmp_path)
+    scores = _scores(profiles)
+    by_period = {
+        period: frame["score"].to_numpy()
+        for (period,), frame in scores.partition_by("period", as_dict=True).items()
+        if frame.height > 300
+    }
+    assert sorted(by_period) == ["2023", "2024"]
+    first, second = by_period.values()
+    for q in (0.5, 0.75, 0.9):
+        assert np.quantile(first, q) == pytest.approx(np.quantile(second, q), rel=0.25)
+    # And the scale is that of summed squared standard normals: the median ordinary profile
+    # scores a few units, not hundreds.
+    assert 0.5 < np.median(first) < 10
