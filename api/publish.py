@@ -36,7 +36,8 @@ def _csv(column: str) -> pl.Expr:
 
 
 def provider_summary(flags: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
-    """One row per scored or flagged provider: totals of its flags and its highest score."""
+    """One row per scored or flagged provider: totals of its flags, its highest score, and its
+    persistence (the top-decile streak of its latest period)."""
     flagged = (
         flags.group_by("provider_nihdi").agg(
             pl.col("profession").drop_nulls().first(),
@@ -54,6 +55,7 @@ def provider_summary(flags: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
         pl.col("peer_group").first().str.split("|").list.first().alias("_profession"),
         pl.col("score").max(),
         pl.col("rank").min(),
+        pl.col("top_decile_streak").sort_by("period").last().cast(pl.Int64).alias("persistence"),
     )
     if flagged is None:
         merged = best.with_columns(
@@ -68,6 +70,7 @@ def provider_summary(flags: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
             pl.coalesce("profession", "_profession").alias("profession"),
             pl.col("lines_flagged").fill_null(0),
             pl.col("amount_at_stake_eur").fill_null(0.0),
+            pl.col("persistence").fill_null(0),
             *(pl.col(c).fill_null(",") for c in ("rules", "insurers", "years")),
         )
     return merged.drop("_profession")
@@ -112,6 +115,7 @@ def publish(
         pl.col("explanation").fill_null(""),
         pl.col("contributions").fill_null("[]"),
         pl.col("profile").fill_null("{}"),
+        "top_decile_streak",
     )
     flag_rows = flags.select(
         pl.lit(run_id).alias("run_id"), *(c.name for c in t.flags.columns if c.name not in ("id", "run_id"))

@@ -11,6 +11,45 @@ from typing import Any
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+BASELINE = "0001"
+
+
+def since(revision: str) -> dict[str, str]:
+    """``info`` for a column or index added after the baseline, by the revision that adds it."""
+    return {"since": revision}
+
+
+def _revision(item: sa.Column[Any] | sa.Index) -> str:
+    return str(item.info.get("since", BASELINE))
+
+
+def as_of(revision: str) -> sa.MetaData:
+    """The schema as a migration ``revision`` left it: the columns and indexes not added later.
+
+    The baseline migration creates this for itself, so that a column added by a later
+    revision exists once, whether the database was created before or after it.
+    """
+    frozen = sa.MetaData()
+    for table in metadata.sorted_tables:
+        columns = [c._copy() for c in table.columns if _revision(c) <= revision]
+        for column in columns:
+            column.index = None  # the table's own Index objects below include these
+        copy = sa.Table(table.name, frozen, *columns)
+        for index in table.indexes:
+            if _revision(index) <= revision:
+                sa.Index(index.name, *(copy.c[c.name] for c in index.columns), unique=index.unique)
+    return frozen
+
+
+def added_in(revision: str) -> list[tuple[sa.Table, list[sa.Column[Any]], list[sa.Index]]]:
+    """Per table, the columns and indexes ``revision`` adds."""
+    changes = []
+    for table in metadata.sorted_tables:
+        columns = [c for c in table.columns if _revision(c) == revision]
+        indexes = [i for i in table.indexes if _revision(i) == revision]
+        if columns or indexes:
+            changes.append((table, columns, indexes))
+    return changes
 
 
 def _run_id(*, primary_key: bool = False) -> sa.Column[str]:
@@ -69,9 +108,12 @@ flagged_providers = sa.Table(
     sa.Column("years", sa.Text, nullable=False),
     sa.Column("score", sa.Float),
     sa.Column("rank", sa.Integer),
+    # Consecutive periods, up to the provider's latest, in the top decile of scores.
+    sa.Column("persistence", sa.Integer, nullable=False, server_default="0", info=since("0002")),
     sa.Index("ix_flagged_run_amount", "run_id", "amount_at_stake_eur"),
     sa.Index("ix_flagged_run_score", "run_id", "score"),
     sa.Index("ix_flagged_run_lines", "run_id", "lines_flagged"),
+    sa.Index("ix_flagged_run_persistence", "run_id", "persistence", info=since("0002")),
 )
 
 provider_rules = sa.Table(
@@ -95,6 +137,7 @@ provider_scores = sa.Table(
     sa.Column("explanation", sa.Text, nullable=False),
     sa.Column("contributions", sa.Text, nullable=False),
     sa.Column("profile", sa.Text, nullable=False),  # the profile's features, JSON
+    sa.Column("top_decile_streak", sa.Integer, nullable=False, server_default="0", info=since("0002")),
 )
 
 quarantine_counts = sa.Table(

@@ -64,7 +64,10 @@ def _results(n_flags: int, n_providers: int, seed: int = 1) -> dict[str, pl.Data
             "peer_group_size": 500,
             "contributions": '[{"feature":"evening_share","value":0.4,"peer_median":0.05}]',
         }
-    ).with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
+    ).with_columns(
+        pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"),
+        (pl.col("score") > 0.9).cast(pl.Int64).alias("top_decile_streak"),
+    )
     profiles = pl.DataFrame(
         {"provider_nihdi": providers, "period": "2024", "lines": rng.integers(10, 9000, n_providers)}
     )

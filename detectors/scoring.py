@@ -147,11 +147,40 @@ def _evidence_explanations(contributions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def top_decile_streaks(scores: pl.DataFrame) -> pl.Series:
+    """Per row, how many consecutive periods up to this one the provider was in the top decile.
+
+    Periods are consecutive when adjacent among the periods of ``scores``; a one-off outlier
+    has a streak of 1, one that stays at the top of its period for three years, 3.
+    """
+    top = pl.col("score").rank("ordinal", descending=True).over("period") <= (pl.len().over("period") / 10).ceil()
+    step = pl.col("period").rank("dense").cast(pl.Int64)
+    ordered = scores.select(pl.int_range(pl.len()).alias("_row"), ID, top.alias("_top"), step.alias("_step")).sort(
+        ID, "_step"
+    )
+    broken = ~pl.col("_top") | (pl.col("_step").diff().over(ID).fill_null(1) != 1)
+    streaks = ordered.with_columns(broken.cum_sum().over(ID).alias("_run")).with_columns(
+        pl.col("_top").cast(pl.Int64).cum_sum().over(ID, "_run").alias("top_decile_streak")
+    )
+    return streaks.sort("_row")["top_decile_streak"]
+
+
 def _ranked(frame: pl.DataFrame) -> pl.DataFrame:
+    ranked = frame.with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
     return (
-        frame.with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
+        ranked.with_columns(top_decile_streaks(ranked))
         .sort("rank")
-        .select(ID, "peer_group", "score", "rank", "explanation", "period", "peer_group_size", "contributions")
+        .select(
+            ID,
+            "peer_group",
+            "score",
+            "rank",
+            "explanation",
+            "period",
+            "peer_group_size",
+            "contributions",
+            "top_decile_streak",
+        )
     )
 
 

@@ -27,7 +27,16 @@ def flagged(
     year: Annotated[int | None, Query(ge=1990, le=2100, description="Service year of the flags.")] = None,
     min_score: Annotated[float | None, Query(ge=0, le=1e9)] = None,
     min_amount: Annotated[float | None, Query(ge=0, le=1e12)] = None,
-    sort: Literal["amount", "score", "lines", "provider"] = "amount",
+    min_persistence: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=100,
+            description="Only providers in the top decile of scores for at least this many "
+            "consecutive periods, up to their latest.",
+        ),
+    ] = None,
+    sort: Literal["amount", "score", "lines", "persistence", "provider"] = "amount",
     order: Literal["desc", "asc"] = "desc",
     page: Page = 1,
     page_size: PageSize = 50,
@@ -53,14 +62,20 @@ def flagged(
             where.append(fp.c.score >= min_score)
         if min_amount is not None:
             where.append(fp.c.amount_at_stake_eur >= min_amount)
-        key = {"amount": fp.c.amount_at_stake_eur, "score": fp.c.score, "lines": fp.c.lines_flagged}.get(
-            sort, fp.c.provider_nihdi
-        )
-        ordering = key.desc() if order == "desc" else key.asc()
+        if min_persistence is not None:
+            where.append(fp.c.persistence >= min_persistence)
+        keys = {
+            "amount": [fp.c.amount_at_stake_eur],
+            "score": [fp.c.score],
+            "lines": [fp.c.lines_flagged],
+            "persistence": [fp.c.persistence, fp.c.score],
+            "provider": [fp.c.provider_nihdi],
+        }[sort]
+        ordering = [(k.desc() if order == "desc" else k.asc()).nulls_last() for k in keys]
         # Counting is the costly part of a page, and a published run never changes.
-        filters = ("flagged", run, rule, profession, region, insurer, year, min_score, min_amount)
+        filters = ("flagged", run, rule, profession, region, insurer, year, min_score, min_amount, min_persistence)
         total = session.remembered(filters, lambda: count(connection, fp, where))
-        found = rows(connection, fp, where, [ordering.nulls_last(), fp.c.provider_nihdi], page, page_size)
+        found = rows(connection, fp, where, [*ordering, fp.c.provider_nihdi], page, page_size)
     items = [
         {
             **{k: v for k, v in row.items() if k not in ("run_id", "rules", "insurers", "years")},
@@ -115,10 +130,24 @@ def provider(
     answer: dict[str, Any] = {
         "run_id": run,
         "provider_nihdi": nihdi,
-        **{k: summary[k] for k in ("profession", "region", "lines_flagged", "amount_at_stake_eur", "score", "rank")},
+        **{
+            k: summary[k]
+            for k in ("profession", "region", "lines_flagged", "amount_at_stake_eur", "score", "rank", "persistence")
+        },
         "periods": [
             {
-                **{k: p[k] for k in ("period", "peer_group", "peer_group_size", "score", "rank", "explanation")},
+                **{
+                    k: p[k]
+                    for k in (
+                        "period",
+                        "peer_group",
+                        "peer_group_size",
+                        "score",
+                        "rank",
+                        "explanation",
+                        "top_decile_streak",
+                    )
+                },
                 "peer_comparison": json.loads(p["contributions"]),
                 "profile": json.loads(p["profile"]),
             }

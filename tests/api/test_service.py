@@ -106,7 +106,8 @@ def test_flagged_providers_match_the_flags_and_filter(service: Service, results:
         ({"rule": "NOPE"}, "Input should be 'LATE_ATTESTATION', "),
         ({"insurer": "1x0"}, "should match pattern"),
         ({"year": "last"}, "valid integer"),
-        ({"sort": "age"}, "'amount', 'score', 'lines' or 'provider'"),
+        ({"sort": "age"}, "'amount', 'score', 'lines', 'persistence' or 'provider'"),
+        ({"min_persistence": -1}, "greater than or equal to 0"),
     ],
 )
 def test_bad_filters_get_a_clear_422(service: Service, params: dict[str, object], message: str) -> None:
@@ -212,3 +213,23 @@ def test_unknown_fields_in_a_body_are_rejected_not_ignored(service: Service) -> 
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"] == ["body", "note"]
     assert service.get("/cases").json()["total"] == 0
+
+
+def test_worklist_filters_and_sorts_on_persistence(service: Service, results: Published) -> None:
+    latest = (
+        results.scores.sort("period")
+        .group_by("provider_nihdi")
+        .agg(pl.col("top_decile_streak").last())
+        .filter(pl.col("top_decile_streak") >= 2)
+    )
+    assert latest.height > 0  # the synthetic anomalies stay at the top both years
+    persistent = service.get("/providers/flagged", min_persistence=2, sort="persistence", page_size=200).json()
+    assert persistent["total"] == latest.height
+    assert {i["provider_nihdi"] for i in persistent["items"]} == set(latest["provider_nihdi"])
+    everyone = service.get("/providers/flagged", sort="persistence", page_size=200).json()["items"]
+    streaks = [i["persistence"] for i in everyone]
+    assert streaks == sorted(streaks, reverse=True)
+    first = persistent["items"][0]["provider_nihdi"]
+    page = service.get(f"/providers/{first}").json()
+    assert page["persistence"] >= 2
+    assert [p["top_decile_streak"] for p in page["periods"]][-1] == page["persistence"]

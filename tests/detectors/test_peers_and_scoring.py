@@ -10,7 +10,7 @@ import pytest
 
 from detectors.peers import assign_peer_groups, robust_z
 from detectors.profiles import FEATURES
-from detectors.scoring import fit_profiles, score_profiles, score_table
+from detectors.scoring import fit_profiles, score_profiles, score_table, top_decile_streaks
 from detectors.zoo import NAMES, Detector
 
 
@@ -117,3 +117,19 @@ def test_bring_your_own_features() -> None:
         score_table(table, "provider")
     with pytest.raises(ValueError, match="no numeric column"):
         score_table(table.select("npi", "note"), "npi")
+
+
+def test_top_decile_streaks_count_consecutive_periods_only() -> None:
+    # Ten providers per period; "a" tops 2022, 2023 and 2025, "b" only 2023; 2024 has others on top.
+    rows = []
+    for period, top in (("2022", "a"), ("2023", "a"), ("2024", "x"), ("2025", "a")):
+        rows += [{"provider_nihdi": f"p{i}", "period": period, "score": float(i)} for i in range(9)]
+        rows.append({"provider_nihdi": top, "period": period, "score": 100.0})
+    rows.append({"provider_nihdi": "b", "period": "2023", "score": 50.0})  # 11th in 2023: top decile is 2
+    scores = pl.DataFrame(rows)
+    streaks = scores.with_columns(top_decile_streaks(scores).alias("streak"))
+    by = {(r["provider_nihdi"], r["period"]): r["streak"] for r in streaks.iter_rows(named=True)}
+    assert [by[("a", p)] for p in ("2022", "2023", "2025")] == [1, 2, 1]  # 2024 breaks the run
+    assert by[("b", "2023")] == 1
+    assert by[("x", "2024")] == 1
+    assert by[("p0", "2022")] == 0

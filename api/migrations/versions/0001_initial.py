@@ -3,15 +3,15 @@
 Revision ID: 0001
 Revises:
 
-The baseline is the table definitions of ``api/tables.py`` as first released; every later
-change to them comes with its own revision of explicit operations.
+The baseline is the table definitions of ``api/tables.py`` without what later revisions add
+(columns and indexes tagged ``since``), so a later column is created once, by its revision.
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-from api.tables import metadata
+from api.tables import as_of
 
 revision = "0001"
 down_revision = None
@@ -20,8 +20,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    metadata.create_all(op.get_bind())
+    as_of(revision).create_all(op.get_bind())
 
 
 def downgrade() -> None:
-    metadata.drop_all(op.get_bind())
+    as_of(revision).drop_all(op.get_bind())

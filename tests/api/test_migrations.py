@@ -1,0 +1,40 @@
+"""Migrations: a database created by an earlier revision is upgraded to the same schema as a new one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from api.database import MIGRATIONS, engine_for, migrate
+
+
+def _columns(url: str) -> dict[str, set[str]]:
+    inspector = sa.inspect(engine_for(url))
+    return {table: {c["name"] for c in inspector.get_columns(table)} for table in inspector.get_table_names()}
+
+
+def _indexes(url: str) -> dict[str, set[str]]:
+    inspector = sa.inspect(engine_for(url))
+    return {table: {i["name"] or "" for i in inspector.get_indexes(table)} for table in inspector.get_table_names()}
+
+
+def test_an_old_database_is_upgraded_to_the_new_schema(tmp_path: Path) -> None:
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine_for(old).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    assert "persistence" not in _columns(old)["flagged_providers"]
+    assert "top_decile_streak" not in _columns(old)["provider_scores"]
+
+    migrate(old)
+    new = f"sqlite:///{tmp_path / 'new.db'}"
+    migrate(new)
+    assert _columns(old) == _columns(new)
+    assert _indexes(old) == _indexes(new)
+    assert "persistence" in _columns(new)["flagged_providers"]
+    assert "ix_flagged_run_persistence" in _indexes(new)["flagged_providers"]
