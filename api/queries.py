@@ -70,3 +70,26 @@ def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]
         )
     )
     return {**row, "history": events}
+
+
+def closed_outcomes() -> sa.Select[Any]:
+    """Closed cases and their outcomes, oldest first."""
+    c = t.cases.c
+    return (
+        sa.select(c.id, c.provider_nihdi, c.run_id, c.outcome, c.amount_to_recover_eur, c.closed_at)
+        .where(c.status == "closed")
+        .order_by(c.id)
+    )
+
+
+def verdicts(connection: sa.Connection) -> list[dict[str, Any]]:
+    """Per provider with a closed case: ``confirmed`` when any of its cases was confirmed."""
+    outcomes = closed_outcomes().subquery()
+    confirmed = sa.func.max(sa.case((outcomes.c.outcome == "confirmed", 1), else_=0))
+    return t.records(
+        connection.execute(
+            sa.select(outcomes.c.provider_nihdi, confirmed.label("confirmed"))
+            .group_by(outcomes.c.provider_nihdi)
+            .order_by(outcomes.c.provider_nihdi)
+        )
+    )

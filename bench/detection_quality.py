@@ -5,7 +5,8 @@
 
 Each cell changes one thing from a base dataset (realistic anomalies, a median of about 200
 patients a year, 1 000 providers, two years, every anomaly kind): practice size, anomaly
-strength, number of providers (hence peer-group size), the mix of kinds, one year of data.
+strength, number of providers (hence peer-group size), the mix of kinds, one year of data,
+GPs on night duty (legitimate outliers: false leads by construction).
 Every cell is generated with each seed, then scored by the default detector and, in the same
 process, by simple baselines:
 
@@ -45,6 +46,7 @@ class Cell:
     kinds: tuple[str, ...] = ("upcoding", "excessive_volume", "phantom_patients", "evening_share")
     share: float = 0.005
     years: int = 2
+    on_call: float = 0.0
 
 
 BASE = Cell("base")
@@ -66,6 +68,7 @@ CELLS = {
         replace(BASE, name="coding only", kinds=("upcoding", "evening_share"), share=0.01),
         replace(BASE, name="one year", years=1),
         replace(BASE, name="one year small", years=1, patients=60),
+        replace(BASE, name="on-call GPs", on_call=0.05),
     )
 }
 HELD_OUT_SEEDS = (101, 202, 303)
@@ -108,8 +111,11 @@ def _champion(profiles: pl.DataFrame) -> pl.DataFrame:
     return score_profiles(fit_profiles(profiles), profiles).select("provider_nihdi", "period", "score")
 
 
-def evaluate(profiles: pl.DataFrame, labels: pl.DataFrame, exclude: pl.Series) -> list[dict[str, object]]:
-    """Per detector and anomaly kind (and ``all``): the metrics at provider level."""
+def evaluate(
+    profiles: pl.DataFrame, labels: pl.DataFrame, exclude: pl.Series, *, verdicts: bool = False
+) -> list[dict[str, object]]:
+    """Per detector and anomaly kind (and ``all``): the metrics at provider level; with
+    ``verdicts``, also what verdicts on 1, 5 and 20 % of providers add (``verdict_lift``)."""
     started = time.perf_counter()
     scored = {"default": _champion(profiles)}
     seconds = time.perf_counter() - started
@@ -130,10 +136,15 @@ def evaluate(profiles: pl.DataFrame, labels: pl.DataFrame, exclude: pl.Series) -
             if metrics:
                 rows.append({"detector": detector, "kind": kind, "anomalous": int(y.sum()), **metrics})
     rows.append({"detector": "default", "kind": "seconds", "seconds": seconds})
+    if verdicts:
+        from detectors.tracking import verdict_lift
+
+        lift = verdict_lift(profiles.filter(~pl.col("provider_nihdi").is_in(exclude.implode())), labels)
+        rows.append({"detector": "verdicts", "kind": "lift", **lift})
     return rows
 
 
-def run_cell(cell: Cell, seed: int) -> tuple[list[dict[str, object]], dict[str, float]]:
+def run_cell(cell: Cell, seed: int, *, verdicts: bool = False) -> tuple[list[dict[str, object]], dict[str, float]]:
     from secm.pipeline import profiles_of
     from secm.synth import AnomalySettings, generate, lines_for_practice
 
@@ -145,7 +156,9 @@ def run_cell(cell: Cell, seed: int) -> tuple[list[dict[str, object]], dict[str, 
             seed=seed,
             n_providers=cell.providers,
             years=cell.years,
-            anomaly_settings=AnomalySettings(kinds=cell.kinds, share=cell.share, strength=cell.strength),
+            anomaly_settings=AnomalySettings(
+                kinds=cell.kinds, share=cell.share, strength=cell.strength, on_call=cell.on_call
+            ),
         )
         profiles = profiles_of(data)
         labels = pl.read_parquet(data / "labels" / "providers.parquet")
@@ -161,7 +174,7 @@ def run_cell(cell: Cell, seed: int) -> tuple[list[dict[str, object]], dict[str, 
         "median_lines_a_year": float(profiles["lines"].median() or 0),
         "median_peer_group": float(grouped["peer_group_size"].median() or 0),
     }
-    return evaluate(profiles, labels, scenario), shape
+    return evaluate(profiles, labels, scenario, verdicts=verdicts), shape
 
 
 def main() -> None:
@@ -170,6 +183,7 @@ def main() -> None:
     parser.add_argument("--seeds", default=",".join(map(str, HELD_OUT_SEEDS)))
     parser.add_argument("--json", type=Path, help="Also write every row to this file.")
     parser.add_argument("--from-json", type=Path, help="Summarise the rows of an earlier --json instead of running.")
+    parser.add_argument("--verdicts", action="store_true", help="Also measure the lift of inspectors' verdicts.")
     args = parser.parse_args()
     names = list(CELLS) if args.cells == "all" else [c.strip() for c in args.cells.split(",")]
     unknown = [n for n in names if n not in CELLS]
@@ -184,10 +198,11 @@ def main() -> None:
     for name in names:
         for seed in seeds:
             started = time.perf_counter()
-            results, shape = run_cell(CELLS[name], seed)
+            results, shape = run_cell(CELLS[name], seed, verdicts=args.verdicts)
             rows += [{"cell": name, "seed": seed, **shape, **r} for r in results]
             print(f"{name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
-    table = pl.DataFrame([r for r in rows if r["kind"] != "seconds"])
+    table = pl.DataFrame([r for r in rows if r["kind"] not in ("seconds", "lift")])
+    lifts = [r for r in rows if r["kind"] == "lift"]
     summary = (
         table.group_by("cell", "detector", "kind", maintain_order=True)
         .agg(
@@ -206,8 +221,27 @@ def main() -> None:
         print(overall)
         print(summary.filter(pl.col("kind") != "all").pivot("detector", index=["cell", "kind"], values="roc_auc"))
     print(markdown(summary))
+    if lifts:
+        print(verdict_table(pl.DataFrame(lifts)))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+
+
+def verdict_table(lifts: pl.DataFrame) -> str:
+    """Per cell, precision@k and average precision on untouched providers, unsupervised and
+    guided by verdicts on 1, 5 and 20 % of providers (mean over seeds)."""
+    shares = ("1pct", "5pct", "20pct")
+    head = "| cell | p@k unsupervised | " + " | ".join(f"p@k guided {s}" for s in shares)
+    head += " | AP unsupervised | " + " | ".join(f"AP guided {s}" for s in shares) + " |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(shares))]
+    means = lifts.group_by("cell", maintain_order=True).agg(pl.col(c).mean() for c in lifts.columns if "_" in c)
+    for row in means.iter_rows(named=True):
+        cells = [str(row["cell"]), f"{row['precision_at_k_unsupervised_1pct']:.2f}"]
+        cells += [f"{row[f'precision_at_k_guided_{s}']:.2f}" for s in shares]
+        cells += [f"{row['average_precision_unsupervised_1pct']:.2f}"]
+        cells += [f"{row[f'average_precision_guided_{s}']:.2f}" for s in shares]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown(summary: pl.DataFrame) -> str:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
 
 from detectors.peers import (
     DEFAULT_MIN_PEERS,
@@ -36,6 +37,7 @@ from detectors.peers import (
     peer_percentiles,
     robust_z,
 )
+from detectors.profiles import ID
 
 NAME = "peer_evidence"
 # Share features and the column counting what each is a share of.
@@ -58,6 +60,9 @@ FEATURES: tuple[str, ...] = tuple(f for members in GROUPS.values() for f in memb
 # One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
 EVIDENCE_LIMIT = 10.0
 _MAD_TO_SD = 1.4826
+# Confirmed and unfounded cases each needed before verdicts weigh the evidence.
+MIN_VERDICTS = 5
+PRIOR_VERDICTS = 50  # how many verdicts the unsupervised weights (all 1) are worth
 # Below ``min_peers``, a provider is still compared within the profession if it has this many.
 MIN_PROFESSION_PEERS = 8
 
@@ -89,8 +94,14 @@ def peer_evidence(
     *,
     peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
     min_peers: int = DEFAULT_MIN_PEERS,
+    weights: dict[str, float] | None = None,
 ) -> pl.DataFrame:
-    """Profiles with peer group, per feature ``e_`` / ``median_`` / ``pct_``, per group ``g_``, and ``score``."""
+    """Profiles with peer group, per feature ``e_`` / ``median_`` / ``pct_``, per group ``g_``, and ``score``.
+
+    A group's ``g_`` is its contribution: the largest ``weight * z²`` of its features (every
+    weight is 1 unless verdicts taught otherwise); the score is their sum.
+    """
+    weight = weights or dict.fromkeys(FEATURES, 1.0)
     prepared = profiles.with_columns(
         *(pl.col(f).clip(lower_bound=0.0).add(1e-3).log().alias(f"_log_{f}") for f in LEVELS),
     )
@@ -101,14 +112,16 @@ def peer_evidence(
         return [*_evidence(FEATURES, group), *peer_medians(FEATURES, group), *peer_percentiles(FEATURES, group)]
 
     scored = grouped.with_columns(by_level(build, levels, ("period",))).with_columns(
-        pl.max_horizontal(f"e_{f}" for f in members).alias(f"g_{name}") for name, members in GROUPS.items()
+        pl.max_horizontal(weight[f] * pl.col(f"e_{f}") ** 2 for f in members).alias(f"g_{name}")
+        for name, members in GROUPS.items()
     )
-    scored = scored.with_columns(pl.sum_horizontal(pl.col(f"g_{name}") ** 2 for name in GROUPS).alias("score"))
+    scored = scored.with_columns(pl.sum_horizontal(f"g_{name}" for name in GROUPS).alias("score"))
     return scored.drop(c for c in scored.columns if c.startswith(("_peer_", "_log_")))
 
 
-def _contributions(evidence: pl.DataFrame) -> pl.DataFrame:
+def _contributions(evidence: pl.DataFrame, weights: dict[str, float] | None) -> pl.DataFrame:
     """Per row and group, the feature that carries the group and its exact contribution."""
+    weight = weights or dict.fromkeys(FEATURES, 1.0)
     long = pl.concat(
         [
             evidence.select(
@@ -120,29 +133,33 @@ def _contributions(evidence: pl.DataFrame) -> pl.DataFrame:
                 pl.col(f"median_{f}").alias("peer_median"),
                 pl.col(f"pct_{f}").alias("peer_percentile"),
                 pl.col(f"e_{f}").alias("z"),
-                (pl.col(f"g_{group}") ** 2).alias("contribution"),
+                (weight[f] * pl.col(f"e_{f}") ** 2).alias("_term"),
+                pl.col(f"g_{group}").alias("contribution"),
                 pl.lit(i).alias("_order"),
             )
             for group, members in GROUPS.items()
             for i, f in enumerate(members)
         ]
     )
-    # The group's carrier: its highest z (the first listed on ties).
+    # The group's carrier: its largest term (the first listed on ties).
     return (
         long.filter(pl.col("contribution") > 0)
-        .sort("_row", "group", pl.col("z"), "_order", descending=[False, False, True, False])
+        .sort("_row", "group", "_term", "_order", descending=[False, False, True, False])
         .group_by("_row", "group", maintain_order=True)
         .first()
         .sort("_row", "contribution", descending=[False, True])
-        .drop("_order")
+        .drop("_order", "_term")
     )
 
 
 class PeerEvidence(BaseEstimator):  # type: ignore[misc]
     """The one-sided, count-aware peer-evidence detector; see the module docstring.
 
-    It learns nothing from the training profiles but the distribution of their scores, so a
-    new score can be read as a percentile of the training population (``calibrated``).
+    Unsupervised, it has nothing to learn. Given inspectors' verdicts (``fit(profiles, y)``
+    with ``y`` the providers of closed cases and whether each was ``confirmed``), it weighs
+    each feature's ``z²`` by what a logistic regression on the verdicts says it is worth,
+    shrunk towards 1 by ``PRIOR_VERDICTS`` (a handful of cases nudges, hundreds decide). The
+    score keeps its form, a sum of group contributions the explanation lists.
     """
 
     name = NAME
@@ -158,17 +175,40 @@ class PeerEvidence(BaseEstimator):  # type: ignore[misc]
         return list(FEATURES)
 
     def evidence(self, profiles: pl.DataFrame) -> pl.DataFrame:
-        return peer_evidence(profiles, peer_columns=self.peer_columns, min_peers=self.min_peers)
+        """Per row its evidence (see :func:`peer_evidence`) and its ``score``."""
+        return peer_evidence(
+            profiles,
+            peer_columns=self.peer_columns,
+            min_peers=self.min_peers,
+            weights=getattr(self, "weights_", None),
+        )
 
-    def fit(self, profiles: pl.DataFrame, y: object = None) -> PeerEvidence:
-        self.training_scores_ = np.sort(self.evidence(profiles)["score"].to_numpy())
+    def fit(self, profiles: pl.DataFrame, y: pl.DataFrame | None = None) -> PeerEvidence:
+        """Unsupervised without ``y``; with verdicts (``provider_nihdi``, ``confirmed``), weighted.
+
+        Fewer than ``MIN_VERDICTS`` confirmed or unfounded cases teach nothing reliable: the
+        weights stay unset and the unsupervised score is used (``verdicts_`` says how many).
+        """
+        self.weights_: dict[str, float] | None = None
+        self.verdicts_ = 0
+        if y is None or y.is_empty():
+            return self
+        labelled = self.evidence(profiles).join(y.select(ID, "confirmed"), on=ID, how="inner")
+        confirmed = int(labelled["confirmed"].sum())
+        self.verdicts_ = y.height
+        if min(confirmed, labelled.height - confirmed) < MIN_VERDICTS:
+            return self
+        X = labelled.select(pl.col(f"e_{f}") ** 2 for f in FEATURES).to_numpy()
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(X, labelled["confirmed"])
+        learned = np.clip(model.coef_[0], 0.0, None)
+        if learned.sum() > 0:
+            learned = learned / learned.mean()  # relative worth, 1 on average
+            n = labelled[ID].n_unique()
+            weights = (PRIOR_VERDICTS + n * learned) / (PRIOR_VERDICTS + n)
+            self.weights_ = dict(zip(FEATURES, weights.tolist(), strict=True))
         return self
 
-    def calibrated(self, scores: np.ndarray) -> np.ndarray:
-        """Share of training profiles with a lower score (0 to 1)."""
-        return np.searchsorted(self.training_scores_, scores, side="left") / max(1, self.training_scores_.size)
-
     def explained(self, profiles: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The evidence frame (with ``_row``) and its contributions, one row per row and group."""
+        """The evidence frame (with ``_row``) and each row's contributions, one per group."""
         evidence = self.evidence(profiles).with_row_index("_row")
-        return evidence, _contributions(evidence)
+        return evidence, _contributions(evidence, getattr(self, "weights_", None))

@@ -53,10 +53,14 @@ def fit_profiles(
     peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
     min_peers: int = DEFAULT_MIN_PEERS,
     random_state: int = 0,
+    verdicts: pl.DataFrame | None = None,
 ) -> Model:
-    """A detector fitted on ``profiles``, carrying the features and peer settings it used."""
+    """A detector fitted on ``profiles``, carrying the features and peer settings it used.
+
+    ``verdicts`` (``provider_nihdi``, ``confirmed``: closed cases) guide the default detector.
+    """
     if detector == evidence.NAME:
-        return PeerEvidence(peer_columns, min_peers).fit(profiles)
+        return PeerEvidence(peer_columns, min_peers).fit(profiles, verdicts)
     model = Detector(detector, random_state=random_state)
     normalised = normalise(profiles, features, peer_columns=peer_columns, min_peers=min_peers)
     model.fit(matrix(normalised, features))

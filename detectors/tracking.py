@@ -17,11 +17,13 @@ from typing import Any
 
 import mlflow
 import mlflow.sklearn
+import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from detectors.evidence import PeerEvidence
 from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS
 from detectors.profiles import FEATURES, ID
 from detectors.scoring import DETECTORS, Model, fit_profiles, score_profiles
@@ -79,6 +81,65 @@ def quality(scores: pl.DataFrame, labels: pl.DataFrame, k: int) -> dict[str, flo
     }
 
 
+LABELLED_SHARES = (0.01, 0.05, 0.2)
+
+
+def _provider_scores(model: Model, profiles: pl.DataFrame) -> pl.DataFrame:
+    """One score per provider: its mean over periods (a lead that persists counts more)."""
+    return score_profiles(model, profiles).group_by(ID).agg(pl.col("score").mean()).sort(ID)
+
+
+def verdict_lift(
+    profiles: pl.DataFrame,
+    labels: pl.DataFrame,
+    *,
+    shares: Sequence[float] = LABELLED_SHARES,
+    peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
+    min_peers: int = DEFAULT_MIN_PEERS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """What verdicts on a share of providers add, measured on providers they did not touch.
+
+    Providers are split in two halves at random. In the first, a share of all providers is
+    investigated as inspectors would: half from the top of the unsupervised worklist, half at
+    random; labelled ones are ``confirmed``, the others ``unfounded``. The guided detector and
+    the unsupervised one are then compared on the second half (precision at k = its labelled
+    providers, and average precision).
+    """
+    unsupervised = fit_profiles(profiles, "peer_evidence", peer_columns=peer_columns, min_peers=min_peers)
+    base = _provider_scores(unsupervised, profiles)
+    rng = np.random.default_rng(seed)
+    half = rng.random(base.height) < 0.5
+    taught = base.filter(pl.Series(half)).sort("score", descending=True)
+    tested = base.filter(~pl.Series(half))[ID]
+    truth = labels.select(ID).unique().with_columns(pl.lit(True).alias("confirmed"))
+    on_test = pl.col(ID).is_in(tested.implode())
+    k = labels.filter(on_test)[ID].n_unique()
+    plain = quality(base.filter(on_test), labels, k)
+    metrics: dict[str, float] = {}
+    for share in shares:
+        n = min(taught.height, max(2, round(share * base.height)))
+        top = taught.head(n // 2)[ID].to_list()
+        others = taught[ID].to_numpy()[n // 2 :]
+        picked = [*top, *rng.choice(others, size=min(others.size, n - n // 2), replace=False).tolist()]
+        verdicts = (
+            pl.DataFrame({ID: picked}).join(truth, on=ID, how="left").with_columns(pl.col("confirmed").fill_null(False))
+        )
+        guided = fit_profiles(
+            profiles, "peer_evidence", peer_columns=peer_columns, min_peers=min_peers, verdicts=verdicts
+        )
+        found = quality(_provider_scores(guided, profiles).filter(on_test), labels, k)
+        tag = f"{round(share * 100)}pct"
+        for metric in ("precision_at_k", "average_precision"):
+            metrics[f"{metric}_unsupervised_{tag}"] = plain.get(metric, float("nan"))
+            metrics[f"{metric}_guided_{tag}"] = found.get(metric, float("nan"))
+            metrics[f"lift_{metric}_{tag}"] = (
+                metrics[f"{metric}_guided_{tag}"] - metrics[f"{metric}_unsupervised_{tag}"]
+            )
+        metrics[f"verdicts_used_{tag}"] = float(getattr(guided, "weights_", None) is not None)
+    return metrics
+
+
 def _plots(scores: pl.DataFrame, model: Model, folder: Path) -> list[Path]:
     distribution = folder / "score_distribution.png"
     figure = Figure(figsize=(6, 3.5))
@@ -114,8 +175,13 @@ def train_zoo(
     random_state: int = 0,
     settings: Settings | None = None,
     on_detector: Callable[[str], None] | None = None,
+    verdicts: pl.DataFrame | None = None,
 ) -> list[TrainingRun]:
-    """Fit, score, log and register every detector; one MLflow run each."""
+    """Fit, score, log and register every detector; one MLflow run each.
+
+    ``verdicts`` (closed cases: ``provider_nihdi``, ``confirmed``) guide the default detector;
+    with ``labels``, its run also logs the lift verdicts give at 1, 5 and 20 % of providers.
+    """
     experiment = connect(settings)
     data = fingerprint(profiles)
     client = MlflowClient()
@@ -125,7 +191,12 @@ def train_zoo(
             on_detector(name)
         with mlflow.start_run(experiment_id=experiment, run_name=name) as run:
             model = fit_profiles(
-                profiles, name, peer_columns=peer_columns, min_peers=min_peers, random_state=random_state
+                profiles,
+                name,
+                peer_columns=peer_columns,
+                min_peers=min_peers,
+                random_state=random_state,
+                verdicts=verdicts,
             )
             scores = score_profiles(model, profiles)
             params: dict[str, Any] = {
@@ -144,6 +215,14 @@ def train_zoo(
             metrics = quality(scores, labels, k) if labels is not None else {}
             if metrics:
                 mlflow.log_metrics(metrics)
+            if isinstance(model, PeerEvidence):
+                mlflow.log_params({"verdicts": model.verdicts_, "guided": model.weights_ is not None})
+                if labels is not None:
+                    mlflow.log_metrics(
+                        verdict_lift(
+                            profiles, labels, peer_columns=peer_columns, min_peers=min_peers, seed=random_state
+                        )
+                    )
             with tempfile.TemporaryDirectory() as tmp:
                 for plot in _plots(scores, model, Path(tmp)):
                     mlflow.log_artifact(str(plot), artifact_path="plots")
@@ -169,6 +248,48 @@ def best(runs: Sequence[TrainingRun], metric: str) -> TrainingRun:
         msg = f"No run has the metric '{metric}': it needs labels (DATA/labels/providers.parquet or --labels)."
         raise ValueError(msg)
     return max(scored, key=lambda r: r.metrics[metric])
+
+
+@dataclass(frozen=True)
+class Duel:
+    """A candidate against the champion on verdicts the candidate did not learn from."""
+
+    candidate: float
+    champion: float | None
+    held_out: int
+
+    @property
+    def candidate_wins(self) -> bool:
+        return self.champion is None or self.candidate > self.champion
+
+
+def duel(
+    profiles: pl.DataFrame,
+    verdicts: pl.DataFrame,
+    detector: str,
+    *,
+    peer_columns: Sequence[str] = DEFAULT_PEER_COLUMNS,
+    min_peers: int = DEFAULT_MIN_PEERS,
+    settings: Settings | None = None,
+    seed: int = 0,
+) -> Duel:
+    """Average precision on a third of the verdicts, of ``detector`` refitted on the other two
+    thirds and of the current champion (None when there is none)."""
+    rng = np.random.default_rng(seed)
+    ordered = verdicts.sort(ID)
+    held = pl.Series(rng.random(ordered.height) < 1 / 3)
+    learn, test = ordered.filter(~held), ordered.filter(held)
+    confirmed = test.filter(pl.col("confirmed")).select(ID)
+
+    def precision(model: Model) -> float:
+        scores = _provider_scores(model, profiles).join(test.select(ID), on=ID)
+        return quality(scores, confirmed, max(1, confirmed.height)).get("average_precision", float("nan"))
+
+    candidate = fit_profiles(
+        profiles, detector, peer_columns=peer_columns, min_peers=min_peers, random_state=seed, verdicts=learn
+    )
+    champion = load_champion(settings)
+    return Duel(precision(candidate), precision(champion[0]) if champion else None, test.height)
 
 
 def promote(version: str, settings: Settings | None = None) -> None:

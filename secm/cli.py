@@ -83,6 +83,9 @@ def synth(
     ] = "all",
     anomaly_share: Annotated[float, typer.Option(help="Share of providers per anomaly kind.")] = 0.005,
     anomaly_strength: Annotated[str, typer.Option(help="subtle, realistic or blatant.")] = "realistic",
+    on_call_share: Annotated[
+        float, typer.Option(help="Share of ordinary GPs on night duty: many night codes, legitimately.")
+    ] = 0.0,
     format: Annotated[str, typer.Option(help="parquet or csv.")] = "parquet",
 ) -> None:
     """Generate a synthetic dataset with labelled scenarios (labels/ beside the tables)."""
@@ -96,7 +99,10 @@ def synth(
             raise ValueError("Give --lines or --practice-size, not both")
         kinds = [k.strip() for k in anomalies.split(",") if k.strip() not in ("", "none")]
         settings = AnomalySettings(
-            kinds=KINDS if kinds == ["all"] else tuple(kinds), share=anomaly_share, strength=anomaly_strength
+            kinds=KINDS if kinds == ["all"] else tuple(kinds),
+            share=anomaly_share,
+            strength=anomaly_strength,
+            on_call=on_call_share,
         )
         n_providers = providers or (1000 if practice_size else None)
         total = lines_for_practice(n_providers, practice_size, years) if practice_size and n_providers else None
@@ -220,10 +226,14 @@ def train(
         str, typer.Option(help="Peer grouping, comma-separated.")
     ] = "profession,qualification,region",
     min_peers: Annotated[int, typer.Option(min=2, help="Smallest peer group before falling back to a wider one.")] = 20,
+    verdicts: Annotated[
+        bool,
+        typer.Option(help="Let the outcomes of closed cases (SECM_DATABASE_URL) guide the default detector."),
+    ] = True,
 ) -> None:
     """Train and compare the detector zoo on a dataset's provider profiles, tracked in MLflow."""
     from detectors.scoring import DETECTORS
-    from detectors.tracking import best, train_zoo
+    from detectors.tracking import best, duel, train_zoo
     from detectors.tracking import promote as make_champion
     from secm.pipeline import profiles_of
 
@@ -238,18 +248,24 @@ def train(
             raise FileNotFoundError(f"No labels file at {labels}")
         with _progress() as progress:
             task = progress.add_task("Building provider profiles", total=None)
+            peers = [c.strip() for c in peer_columns.split(",") if c.strip()]
             profiles = profiles_of(data, period=period)  # type: ignore[arg-type]
             truth = pl.read_parquet(label_file) if label_file.exists() else None
+            outcomes = _verdicts() if verdicts else None
             runs = train_zoo(
                 profiles,
                 labels=truth,
                 detectors=detector or DETECTORS,
-                peer_columns=[c.strip() for c in peer_columns.split(",") if c.strip()],
+                peer_columns=peers,
                 min_peers=min_peers,
                 period=period,
                 on_detector=lambda name: progress.update(task, description=f"Training {name}"),
+                verdicts=outcomes,
             )
-        table = Table(title=f"{profiles.height:,} provider profiles" + ("" if truth is not None else " (no labels)"))
+        guided = f", guided by {outcomes.height:,} closed cases" if outcomes is not None else ""
+        table = Table(
+            title=f"{profiles.height:,} provider profiles" + ("" if truth is not None else " (no labels)") + guided
+        )
         for column in ("detector", "version", "roc_auc", "average_precision", "precision_at_k", "run"):
             table.add_column(column)
         for r in runs:
@@ -261,10 +277,33 @@ def train(
         Console().print(table)
         if promote:
             winner = best(runs, metric)
+            if outcomes is not None:
+                match = duel(profiles, outcomes, winner.detector, peer_columns=peers, min_peers=min_peers)
+                champion = "none" if match.champion is None else f"{match.champion:.3f}"
+                console.print(
+                    f"On {match.held_out} held-out verdicts, average precision: {winner.detector} "
+                    f"{match.candidate:.3f}, champion {champion}."
+                )
+                if not match.candidate_wins:
+                    console.print("The champion stays: the candidate does not beat it on held-out verdicts.")
+                    return
             make_champion(winner.version)
             console.print(
                 f"Champion: {winner.detector} (version {winner.version}, {metric} {winner.metrics[metric]:.3f})."
             )
+
+
+def _verdicts() -> pl.DataFrame | None:
+    """Closed cases per provider (``confirmed`` or not) from the application database, if any."""
+    from api.database import migrate
+    from api.queries import verdicts
+    from secm.settings import get_settings
+
+    with migrate(get_settings().effective_database_url).begin() as connection:
+        rows = verdicts(connection)
+    if not rows:
+        return None
+    return pl.DataFrame(rows).with_columns(pl.col("confirmed").cast(pl.Boolean))
 
 
 @app.command()

@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import tables as t
 from api.auth import audit
 from api.dependencies import Page, PageSize, Session, allow, invalid
-from api.queries import case_with_history, listing, provider_in_run, run_of
+from api.queries import case_with_history, closed_outcomes, listing, provider_in_run, run_of
 
 router = APIRouter(prefix="/cases", tags=["cases"])
 CASE_FLOW = {"open": {"investigating", "closed"}, "investigating": {"closed"}, "closed": set()}
@@ -83,15 +82,8 @@ def list_cases(
 @router.get("/outcomes")
 def outcomes(session: Annotated[Session, Depends(allow("inspector", "data_scientist", "sca"))]) -> list[dict[str, Any]]:
     """Closed cases and their outcomes, to measure detector precision against."""
-    c = t.cases.c
     with session.begin() as connection:
-        return t.records(
-            connection.execute(
-                sa.select(c.id, c.provider_nihdi, c.run_id, c.outcome, c.amount_to_recover_eur, c.closed_at)
-                .where(c.status == "closed")
-                .order_by(c.id)
-            )
-        )
+        return t.records(connection.execute(closed_outcomes()))
 
 
 @router.get("/{case_id}")

@@ -10,6 +10,10 @@ so that a dataset holds anomalies of varied size, as real ones are:
 - ``evening_share``: a share ``intensity`` of lines become evening codes;
 - ``upcoding``: a share ``intensity`` of lines become the profession's higher-fee code.
 
+Beside them, ``on_call`` ordinary GPs work night duty rotas: a share ``ON_CALL_NIGHT`` of their
+lines are night codes, legitimately. They are the false leads an unsupervised score cannot
+tell from fraud, and that inspectors' verdicts teach it to discount.
+
 Strengths are set so that ``realistic`` matches what control work reports: 1.7 to 2.2 times
 the usual lines per patient, 90 to 140 % phantom patients, an evening share of 12 to 18 %
 against about 5 %.
@@ -53,6 +57,8 @@ STRENGTHS: dict[str, dict[str, tuple[float, float]]] = {
 # The codes an evening or upcoding anomaly moves lines to, per profession.
 EVENING_CODES = ("104215", "101275")
 UPCODES = {"gp": "101135", "physiotherapist": "560895", "dentist": "374533"}
+ON_CALL_NIGHT = 0.12
+NIGHT_CODE = "104230"
 LINES_PER_PATIENT = 2.5  # background lines per patient and year, measured on the generator
 
 
@@ -63,6 +69,7 @@ class AnomalySettings:
     kinds: tuple[str, ...] = KINDS
     share: float = 0.005
     strength: str = "realistic"
+    on_call: float = 0.0  # share of ordinary GPs on night duty rotas
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.kinds) - set(KINDS))
@@ -72,17 +79,17 @@ class AnomalySettings:
         if self.strength not in STRENGTHS:
             msg = f"Unknown anomaly strength {self.strength!r}; known: {', '.join(STRENGTHS)}"
             raise ValueError(msg)
-        if not 0 <= self.share <= 0.2:
-            msg = f"The anomaly share per kind must be between 0 and 0.2, not {self.share}"
-            raise ValueError(msg)
+        for name, value in (("anomaly share per kind", self.share), ("on-call share", self.on_call)):
+            if not 0 <= value <= 0.2:
+                msg = f"The {name} must be between 0 and 0.2, not {value}"
+                raise ValueError(msg)
 
 
 def assign(
     rng: np.random.Generator, providers: pl.DataFrame, taken: set[str], settings: AnomalySettings
 ) -> pl.DataFrame:
-    """``providers`` with ``anomaly`` (kind or null) and ``intensity`` (null when not anomalous).
-
-    Providers in ``taken`` (the rule scenarios') stay ordinary.
+    """``providers`` with ``anomaly`` (kind or null), ``intensity`` (null when not anomalous)
+    and ``on_call``. Providers in ``taken`` (the rule scenarios') stay ordinary.
     """
     kinds: dict[str, str] = {}
     for kind in settings.kinds:
@@ -102,7 +109,15 @@ def assign(
         for i in (0, 1)
     )
     u = pl.Series(rng.random(providers.height))
-    return providers.with_columns(assigned.alias("anomaly"), (low + (high - low) * u).alias("intensity"))
+    gps = [p for p, prof in providers.select("provider_nihdi", "profession").iter_rows() if prof == "gp"]
+    free = [p for p in gps if p not in taken and p not in kinds]
+    n_on_call = min(len(free), round(len(gps) * settings.on_call))
+    on_call = set(rng.choice(free, size=n_on_call, replace=False).tolist()) if n_on_call else set()
+    return providers.with_columns(
+        assigned.alias("anomaly"),
+        (low + (high - low) * u).alias("intensity"),
+        pl.col("provider_nihdi").is_in(list(on_call)).alias("on_call"),
+    )
 
 
 def line_factor(providers: pl.DataFrame) -> np.ndarray:
@@ -123,13 +138,21 @@ def phantom_share(kind: np.ndarray, intensity: np.ndarray) -> np.ndarray:
 
 
 def recode(
-    rng: np.random.Generator, codes: np.ndarray, profession: np.ndarray, kind: np.ndarray, intensity: np.ndarray
+    rng: np.random.Generator,
+    codes: np.ndarray,
+    profession: np.ndarray,
+    kind: np.ndarray,
+    intensity: np.ndarray,
+    on_call: np.ndarray,
 ) -> np.ndarray:
-    """Codes after evening and upcoding anomalies moved a share ``intensity`` of lines."""
-    moved = rng.random(codes.size) < intensity
+    """Codes after evening and upcoding anomalies moved a share ``intensity`` of lines, and
+    night duty moved a share ``ON_CALL_NIGHT`` of on-call GPs' lines to night codes."""
+    u = rng.random(codes.size)
+    moved = u < intensity
     evening = moved & (kind == "evening_share")
     out = codes.copy()
     out[evening] = rng.choice(EVENING_CODES, size=int(evening.sum()), p=(0.7, 0.3))
     for profession_name, code in UPCODES.items():
         out[moved & (kind == "upcoding") & (profession == profession_name)] = code
+    out[on_call & (u < ON_CALL_NIGHT)] = NIGHT_CODE
     return out

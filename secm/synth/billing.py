@@ -114,7 +114,8 @@ def background_lines(
     patient = pool_start + np.floor(pool_size * rng.random(n) ** 1.6).astype(np.int64)
     phantom = rng.random(n) < anomalies.phantom_share(kind, intensity)
     patient = np.where(phantom, 10**9 + claim_offset + np.arange(n), patient)
-    codes = anomalies.recode(rng, _choose(rng, profession, CODE_MIX), profession, kind, intensity)
+    on_call = np.array(p["on_call"], dtype=bool)[who]
+    codes = anomalies.recode(rng, _choose(rng, profession, CODE_MIX), profession, kind, intensity, on_call)
     frame = pl.DataFrame(
         {
             "_line": np.arange(n, dtype=np.int64),

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from detectors.evidence import GROUPS
 from detectors.profiles import FEATURES
 from detectors.scoring import fit_profiles, score_profiles
+from detectors.tracking import verdict_lift
 from secm.pipeline import profiles_of
-from secm.synth import generate
+from secm.synth import AnomalySettings, generate, lines_for_practice
 
 MOVED = "gp003BRU0007"
 
@@ -143,3 +145,29 @@ def test_two_periods_of_one_population_score_on_one_scale(tmp_path: Path) -> Non
     # And the scale is that of summed squared standard normals: the median ordinary profile
     # scores a few units, not hundreds.
     assert 0.5 < np.median(first) < 10
+
+
+def test_verdicts_teach_the_detector_to_discount_legitimate_outliers(tmp_path: Path) -> None:
+    """GPs on night duty are false leads by construction; verdicts on some of them lift the rest."""
+    generate(
+        tmp_path,
+        n_lines=lines_for_practice(800, 150, 2),
+        seed=21,
+        n_providers=800,
+        anomaly_settings=AnomalySettings(on_call=0.05),
+    )
+    profiles = profiles_of(tmp_path)
+    labels = pl.read_parquet(tmp_path / "labels" / "providers.parquet")
+    lift = verdict_lift(profiles, labels, shares=(0.2,), seed=3)
+    assert lift["verdicts_used_20pct"] == 1.0
+    assert lift["precision_at_k_guided_20pct"] > lift["precision_at_k_unsupervised_20pct"]
+    assert lift["lift_average_precision_20pct"] > 0.1
+
+
+def test_too_few_verdicts_leave_the_score_unsupervised() -> None:
+    profiles = _profiles()
+    few = pl.DataFrame({"provider_nihdi": [MOVED, "gp003BRU0001"], "confirmed": [True, False]})
+    model = fit_profiles(profiles, verdicts=few)
+    assert model.weights_ is None  # type: ignore[union-attr]
+    assert model.verdicts_ == 2  # type: ignore[union-attr]
+    assert_frame_equal(score_profiles(model, profiles), _scores(profiles))

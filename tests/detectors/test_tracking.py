@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -12,8 +13,10 @@ from mlflow import MlflowClient
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
+from api import tables as t
+from api.database import migrate
 from detectors.scoring import fit_profiles, score_profiles
-from detectors.tracking import CHAMPION, MODEL_NAME, best, load_champion, promote, quality, train_zoo
+from detectors.tracking import CHAMPION, MODEL_NAME, best, duel, load_champion, promote, quality, train_zoo
 from secm.cli import app
 from secm.pipeline import profiles_of
 from secm.pipeline import run as run_pipeline
@@ -101,3 +104,66 @@ def test_train_and_detect_errors_are_one_line(synthetic: Path, tmp_path: Path) -
     )
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out).columns == ["npi", "score", "rank"]
+
+
+def test_verdicts_guide_training_and_gate_promotion(
+    synthetic: Path, profiles: pl.DataFrame, labels: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closed cases in the application database reach secm train; the champion must be beaten."""
+    ordinary = profiles.filter(~pl.col("provider_nihdi").is_in(labels["provider_nihdi"].implode()))
+    cases = [(p, "confirmed") for p in labels["provider_nihdi"]]
+    cases += [(p, "unfounded") for p in ordinary["provider_nihdi"].unique().sort().head(12)]
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    monkeypatch.setenv("SECM_DATABASE_URL", url)
+    now = datetime.now(UTC)
+    with migrate(url).begin() as connection:
+        connection.execute(
+            t.runs.insert().values(
+                run_id="r",
+                created_at=now,
+                published_at=now,
+                dataset="",
+                legislation="current",
+                status="complete",
+                info={},
+            )
+        )
+        connection.execute(
+            t.cases.insert(),
+            [
+                {
+                    "provider_nihdi": nihdi,
+                    "run_id": "r",
+                    "status": "closed",
+                    "outcome": outcome,
+                    "notes": "",
+                    "opened_by": "test",
+                    "opened_at": now,
+                    "updated_at": now,
+                    "closed_at": now,
+                }
+                for nihdi, outcome in cases
+            ],
+        )
+    train = ["train", "--data", str(synthetic), "--detector", "peer_evidence", "--promote"]
+    runner = CliRunner()
+    result = runner.invoke(app, train)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert f"guided by {len(cases)} closed cases" in output
+    assert "held-out verdicts" in output
+    assert "Champion: peer_evidence" in output  # no champion yet: the candidate wins
+    champion = load_champion()
+    assert champion is not None
+    assert champion[0].weights_ is not None  # type: ignore[union-attr]
+
+    # The same candidate again does not beat itself: the champion stays.
+    again = runner.invoke(app, train)
+    assert again.exit_code == 0, again.output
+    assert "The champion stays" in again.output
+    verdicts = pl.DataFrame(
+        {"provider_nihdi": [c[0] for c in cases], "confirmed": [c[1] == "confirmed" for c in cases]}
+    )
+    match = duel(profiles, verdicts, "peer_evidence")
+    assert match.champion == pytest.approx(match.candidate)
+    assert 0 < match.held_out < len(cases)
