@@ -82,14 +82,44 @@ def closed_outcomes() -> sa.Select[Any]:
     )
 
 
+def _verdicts(*where: Any) -> sa.Subquery:
+    """Per provider with a closed case (among ``where``): 1 when any was confirmed, else 0."""
+    outcomes = closed_outcomes().where(*where).subquery()
+    confirmed = sa.func.max(sa.case((outcomes.c.outcome == "confirmed", 1), else_=0))
+    return (
+        sa.select(outcomes.c.provider_nihdi, confirmed.label("confirmed"))
+        .group_by(outcomes.c.provider_nihdi)
+        .subquery()
+    )
+
+
 def verdicts(connection: sa.Connection) -> list[dict[str, Any]]:
     """Per provider with a closed case: ``confirmed`` when any of its cases was confirmed."""
-    outcomes = closed_outcomes().subquery()
-    confirmed = sa.func.max(sa.case((outcomes.c.outcome == "confirmed", 1), else_=0))
-    return t.records(
-        connection.execute(
-            sa.select(outcomes.c.provider_nihdi, confirmed.label("confirmed"))
-            .group_by(outcomes.c.provider_nihdi)
-            .order_by(outcomes.c.provider_nihdi)
-        )
+    v = _verdicts()
+    return t.records(connection.execute(sa.select(v).order_by(v.c.provider_nihdi)))
+
+
+def rule_backtest(connection: sa.Connection, *where: Any) -> dict[str, dict[str, Any]]:
+    """Per rule: providers it flagged in any published run that were investigated (a closed
+    case, among ``where``), how many were confirmed, and the confirmed share (None when none)."""
+    v = _verdicts(*where)
+    pr = t.provider_rules.c
+    flagged = (
+        sa.select(pr.rule_id, pr.provider_nihdi)
+        .join(t.runs, t.runs.c.run_id == pr.run_id)
+        .where(t.runs.c.status == "complete")
+        .distinct()
+        .subquery()
     )
+    rows = connection.execute(
+        sa.select(flagged.c.rule_id, sa.func.count().label("investigated"), sa.func.sum(v.c.confirmed))
+        .join(v, v.c.provider_nihdi == flagged.c.provider_nihdi)
+        .group_by(flagged.c.rule_id)
+    )
+    return {
+        str(rule): {"investigated": int(n), "confirmed": int(m or 0), "confirmed_share": round(int(m or 0) / n, 4)}
+        for rule, n, m in rows
+    }
+
+
+NO_BACKTEST = {"investigated": 0, "confirmed": 0, "confirmed_share": None}

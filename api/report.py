@@ -16,6 +16,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
+from api.queries import NO_BACKTEST, rule_backtest
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules import RuleDeclaration, load_catalog
 
@@ -275,6 +276,10 @@ def annual_report(connection: sa.Connection, year: int, basis: Basis = "service"
     volumes = _volumes(runs, year)
     billed = float(volumes["amount_eur"].sum())
     rules = _rules(flags, billed)
+    start, end = _year_bounds(year)
+    backtest = rule_backtest(connection, t.cases.c.closed_at >= start, t.cases.c.closed_at < end)
+    for rule in rules:
+        rule |= backtest.get(rule["rule_id"], NO_BACKTEST)
     previous_flags, _ = year_flags(connection, year - 1, basis)
     previous = {r["rule_id"]: r for r in _rules(previous_flags, 0.0)}
     change = [

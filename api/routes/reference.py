@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from api import tables as t
 from api.auth import ROLES
 from api.dependencies import Session, allow
+from api.queries import NO_BACKTEST, rule_backtest
 from rules import load_catalog
 
 router = APIRouter()
@@ -22,9 +23,12 @@ def health() -> dict[str, str]:
 
 
 @router.get("/rules", tags=["reference"])
-def rules(_: Annotated[Session, Depends(allow(*ROLES))]) -> list[dict[str, Any]]:
-    """The rule catalog: titles, legal basis, severity and parameters per legislation."""
+def rules(session: Annotated[Session, Depends(allow(*ROLES))]) -> list[dict[str, Any]]:
+    """The rule catalog: titles, legal basis, severity, parameters per legislation, and its
+    backtest: of the providers it flagged that were investigated, the share confirmed."""
     catalog = load_catalog()
+    with session.begin() as connection:
+        backtest = rule_backtest(connection)
     return [
         {
             "rule_id": rule.id,
@@ -33,6 +37,7 @@ def rules(_: Annotated[Session, Depends(allow(*ROLES))]) -> list[dict[str, Any]]
             "description": rule.description,
             "severity": rule.severity,
             "parameters": {name: rule.parameters_for(name) for name in catalog.legislations},
+            "backtest": backtest.get(rule.id, NO_BACKTEST),
         }
         for rule in catalog
     ]

@@ -118,3 +118,29 @@ def test_exports(service: Service, results: Published, tmp_path: Path, monkeypat
     bad = runner.invoke(app, ["report", "--year", "2024", "--format", "pdf"])
     assert bad.exit_code == 1
     assert "--format must be one of" in bad.output
+
+
+def test_rules_are_backtested_on_closed_cases(service: Service, results: Published) -> None:
+    """Per rule, the share of confirmed cases among the flagged providers that were investigated."""
+    by_rule = results.flags.group_by("rule_id").agg(pl.col("provider_nihdi").unique().sort())
+    late = by_rule.filter(rule_id="LATE_ATTESTATION")["provider_nihdi"].item().to_list()
+    assert len(late) >= 3
+    confirmed, unfounded = late[0], late[1]
+    for nihdi, outcome in ((confirmed, "confirmed"), (unfounded, "unfounded")):
+        case = service.send("post", "/cases", provider_nihdi=nihdi).json()
+        service.send("patch", f"/cases/{case['id']}", status="closed", outcome=outcome, amount_to_recover_eur=1.0)
+    service.send("post", "/cases", provider_nihdi=late[-1])  # still open: not a verdict
+
+    rules = {r["rule_id"]: r["backtest"] for r in service.get("/rules", "sca").json()}
+    assert rules["LATE_ATTESTATION"] == {"investigated": 2, "confirmed": 1, "confirmed_share": 0.5}
+    flagged_by = {rule: set(providers) for rule, providers in by_rule.iter_rows()}
+    for rule, backtest in rules.items():
+        investigated = len(flagged_by.get(rule, set()) & {confirmed, unfounded})
+        assert backtest["investigated"] == investigated, rule
+        if not investigated:
+            assert backtest["confirmed_share"] is None
+    report = service.get(f"/reports/annual/{date.today().year}", "sca").json()
+    late_row = next(r for r in report["rules"] if r["rule_id"] == "LATE_ATTESTATION")
+    assert (late_row["investigated"], late_row["confirmed"], late_row["confirmed_share"]) == (2, 1, 0.5)
+    earlier = service.get(f"/reports/annual/{date.today().year - 1}", "sca").json()
+    assert all(r["investigated"] == 0 for r in earlier["rules"])  # no case was closed that year
