@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from detectors import evidence
 from detectors.evidence import PeerEvidence
@@ -222,11 +223,14 @@ def score_table(
     peer_group: str | None = None,
     detector: str = TABLE_DEFAULT,
     random_state: int = 0,
+    labels: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Score any table of numeric features per id: ``id_column``, ``score``, ``rank``.
 
     Every numeric column but the id and the peer group is a feature; features are
     normalised within the peer group (or over the whole table), nulls count as the median.
+    ``labels`` (``id_column``, ``confirmed``) for some ids make it semi-supervised: see
+    :func:`guided_scores`.
     """
     for column in (id_column, peer_group):
         if column and column not in table.columns:
@@ -245,11 +249,40 @@ def score_table(
         .with_columns(pl.col(f).fill_null(pl.col(f).median().over("_peer")) for f in features)
         .with_columns(robust_z(features, ["_peer"]))
     )
-    model = Detector(detector, random_state=random_state).fit(matrix(normalised, features))
-    scores = model.score(matrix(normalised, features))
+    X = matrix(normalised, features)
+    scores = Detector(detector, random_state=random_state).fit(X).score(X)
+    if labels is not None:
+        known = normalised.select(id_column).join(
+            labels.select(pl.col(id_column).cast(normalised.schema[id_column]), pl.col("confirmed").cast(pl.Boolean)),
+            on=id_column,
+            how="left",
+        )["confirmed"]
+        scores = guided_scores(X, scores, known, random_state=random_state)
     return (
         normalised.select(id_column)
         .with_columns(pl.Series("score", scores, dtype=pl.Float64))
         .with_columns(pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"))
         .sort("rank")
     )
+
+
+def guided_scores(X: np.ndarray, unsupervised: np.ndarray, known: pl.Series, *, random_state: int = 0) -> np.ndarray:
+    """Unsupervised scores guided by labels on some rows (``known``: True, False or null).
+
+    A gradient-boosted classifier learns from the labelled rows over the features and the
+    unsupervised score (as PyOD's XGBOD does); the result averages the two percentile ranks,
+    so that what the labels did not cover keeps its unsupervised order. With fewer than
+    ``MIN_VERDICTS`` of either class, the unsupervised scores are returned unchanged.
+    """
+    labelled = known.is_not_null().to_numpy()
+    y = known.fill_null(False).to_numpy()
+    if min(int(y[labelled].sum()), int((~y[labelled]).sum())) < evidence.MIN_VERDICTS:
+        return unsupervised
+    features = np.column_stack([X, unsupervised])
+    classifier = HistGradientBoostingClassifier(max_depth=3, learning_rate=0.05, random_state=random_state)
+    probability = classifier.fit(features[labelled], y[labelled]).predict_proba(features)[:, 1]
+
+    def percentile(values: np.ndarray) -> np.ndarray:
+        return np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(1, values.size - 1)
+
+    return (percentile(unsupervised) + percentile(probability)) / 2

@@ -313,24 +313,48 @@ def detect(
     out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet): id, score, rank.")],
     peer_group: Annotated[str | None, typer.Option(help="Column to normalise features within.")] = None,
     detector: Annotated[str, typer.Option(help="A zoo detector name, or ensemble.")] = "ensemble",
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="CSV or Parquet: the id column and --label-column, for the ids already investigated."),
+    ] = None,
+    label_column: Annotated[
+        str, typer.Option(help="Label column: true, 1, yes or confirmed mean a confirmed case.")
+    ] = "confirmed",
 ) -> None:
-    """Score any provider x numeric-feature table with the detector zoo."""
+    """Score any provider x numeric-feature table with the detector zoo, guided by labels if given."""
     from detectors.scoring import score_table
 
     with _clean_errors():
-        if not features.exists():
-            raise FileNotFoundError(f"No feature table at {features}")
-        table = (
-            pl.read_parquet(features)
-            if features.suffix == ".parquet"
-            else pl.read_csv(features, infer_schema_length=10_000)
-        )
-        scores = score_table(table, id, peer_group=peer_group, detector=detector)
+        table = _read_table(features, "feature table")
+        known = _labels(labels, id, label_column) if labels else None
+        scores = score_table(table, id, peer_group=peer_group, detector=detector, labels=known)
         if out.suffix == ".parquet":
             scores.write_parquet(out)
         else:
             scores.write_csv(out)
-    console.print(f"Scored {scores.height:,} rows with {detector}; written to {out}.")
+    guided = f", guided by {known.height:,} labels" if known is not None else ""
+    console.print(f"Scored {scores.height:,} rows with {detector}{guided}; written to {out}.")
+
+
+def _read_table(path: Path, what: str) -> pl.DataFrame:
+    """A CSV or Parquet file; a missing or unreadable one is a one-line error naming it."""
+    if not path.exists():
+        raise FileNotFoundError(f"No {what} at {path}")
+    try:
+        return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema_length=10_000)
+    except pl.exceptions.PolarsError as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"Cannot read the {what} {path} as CSV or Parquet: {reason}") from error
+
+
+def _labels(path: Path, id_column: str, label_column: str) -> pl.DataFrame:
+    """``id_column`` and ``confirmed`` (bool) from a labels file."""
+    frame = _read_table(path, "labels file")
+    missing = [c for c in (id_column, label_column) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"The labels file {path} has no column(s) {missing}; it has {', '.join(frame.columns)}")
+    positive = pl.col(label_column).cast(pl.String).str.to_lowercase().is_in(["true", "1", "yes", "confirmed"])
+    return frame.select(id_column, positive.alias("confirmed")).unique(id_column)
 
 
 token_app = typer.Typer(help="Create and revoke the service's bearer tokens.", no_args_is_help=True)

@@ -82,6 +82,8 @@ def test_generator_is_deterministic_for_a_seed(tmp_path: Path) -> None:
         (["synth", "--out", "x", "--anomaly-strength", "huge"], "Unknown anomaly strength 'huge'"),
         (["synth", "--out", "x", "--anomalies", "upcoding,fraud"], "Unknown anomaly kind(s) ['fraud']"),
         (["synth", "--out", "x", "--lines", "5000", "--practice-size", "100"], "--lines or --practice-size"),
+        (["detect", "--features", "nope.csv", "--id", "x", "--out", "o.csv"], "No feature table at nope.csv"),
+        (["detect", "--features", "README.md", "--id", "x", "--out", "o.csv"], "Cannot read the feature table"),
     ],
 )
 def test_cli_errors_are_one_line_and_non_zero(args: list[str], message: str) -> None:

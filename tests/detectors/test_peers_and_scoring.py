@@ -7,6 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from detectors.peers import assign_peer_groups, robust_z
 from detectors.profiles import FEATURES
@@ -133,3 +134,36 @@ def test_top_decile_streaks_count_consecutive_periods_only() -> None:
     assert by[("b", "2023")] == 1
     assert by[("x", "2024")] == 1
     assert by[("p0", "2022")] == 0
+
+
+def test_labels_on_some_rows_lift_the_rest() -> None:
+    """Legitimate outliers top the unsupervised order; labels on some rows teach it."""
+    rng = np.random.default_rng(8)
+    n = 1000
+    fraud = np.zeros(n, dtype=bool)
+    fraud[:60] = True
+    legitimate = np.zeros(n, dtype=bool)
+    legitimate[60:120] = True
+    table = pl.DataFrame(
+        {
+            "npi": [f"N{i:04d}" for i in range(n)],
+            "night_duty": rng.normal(0, 1, n) + 6 * legitimate,
+            "claims_per_patient": rng.normal(0, 1, n) + 2.5 * fraud,
+            "amount_per_claim": rng.normal(0, 1, n) + 2.5 * fraud,
+        }
+    )
+    labelled = np.arange(n) % 5 == 0  # a fifth of the rows, 12 of the frauds
+    labels = pl.DataFrame({"npi": table["npi"].filter(pl.Series(labelled)), "confirmed": fraud[labelled]})
+    held_out = pl.col("npi").is_in(labels["npi"].implode()).not_()
+    truth = set(table["npi"].filter(pl.Series(fraud & ~labelled)))
+
+    def precision(scores: pl.DataFrame) -> float:
+        top = scores.filter(held_out).sort("score", descending=True).head(len(truth))["npi"]
+        return len(truth & set(top)) / len(truth)
+
+    plain = precision(score_table(table, "npi"))
+    guided = precision(score_table(table, "npi", labels=labels))
+    assert guided > plain + 0.2
+    few = pl.concat([labels.filter("confirmed").head(4), labels.filter(~pl.col("confirmed")).head(30)])
+    # Fewer than 5 confirmed: nothing is learnt.
+    assert_frame_equal(score_table(table, "npi", labels=few), score_table(table, "npi"))

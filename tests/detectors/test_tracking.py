@@ -104,6 +104,18 @@ def test_train_and_detect_errors_are_one_line(synthetic: Path, tmp_path: Path) -
     )
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(out).columns == ["npi", "score", "rank"]
+    labels = tmp_path / "labels.csv"
+    pl.DataFrame({"npi": ["a", "c"], "fraud": ["no", "yes"]}).write_csv(labels)
+    detect = ["detect", "--features", str(table), "--id", "npi", "--detector", "hbos", "--out", str(out)]
+    detect += ["--labels", str(labels)]
+    result = runner.invoke(app, detect)
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert "The labels file" in message
+    assert "no column(s) ['confirmed']" in message
+    result = runner.invoke(app, [*detect, "--label-column", "fraud"])
+    assert result.exit_code == 0, result.output
+    assert "guided by 2 labels" in result.output  # too few to learn from: the order stays unsupervised
 
 
 def test_verdicts_guide_training_and_gate_promotion(
