@@ -10,6 +10,11 @@ from fastapi import HTTPException, status
 from api import tables as t
 
 
+def matching(table: sa.Table, **values: object) -> list[sa.ColumnElement[bool]]:
+    """Equality filters on ``table`` for the values given (a missing or empty one filters nothing)."""
+    return [table.c[column] == value for column, value in values.items() if value]
+
+
 def run_of(connection: sa.Connection, run_id: str | None) -> str:
     """The requested run, or the newest complete one; 404 when there is none."""
     query = sa.select(t.runs.c.run_id).where(t.runs.c.status == "complete")

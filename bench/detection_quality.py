@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 @dataclass(frozen=True)
@@ -74,18 +73,6 @@ CELLS = {
 HELD_OUT_SEEDS = (101, 202, 303)
 
 
-def _metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    if y.all() or not y.any():
-        return {}
-    k = int(y.sum())
-    top = np.argsort(-score, kind="stable")[:k]
-    return {
-        "roc_auc": float(roc_auc_score(y, score)),
-        "average_precision": float(average_precision_score(y, score)),
-        "precision_at_k": float(y[top].mean()),
-    }
-
-
 def _baselines(profiles: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Scores per profile row of the simple baselines and of the previous default.
 
@@ -116,6 +103,8 @@ def evaluate(
 ) -> list[dict[str, object]]:
     """Per detector and anomaly kind (and ``all``): the metrics at provider level; with
     ``verdicts``, also what verdicts on 1, 5 and 20 % of providers add (``verdict_lift``)."""
+    from detectors.tracking import quality, verdict_lift
+
     started = time.perf_counter()
     scored = {"default": _champion(profiles)}
     seconds = time.perf_counter() - started
@@ -131,14 +120,12 @@ def evaluate(
         kinds = ["all", *sorted(labels["anomaly"].unique().to_list())]
         for kind in kinds:
             subset = per_provider.filter(pl.col("anomaly").is_null() | (pl.col("anomaly") == kind) | (kind == "all"))
-            y = subset["anomaly"].is_not_null().to_numpy()
-            metrics = _metrics(y, subset["score"].to_numpy())
+            anomalous = subset.filter(pl.col("anomaly").is_not_null())
+            metrics = quality(subset, anomalous, anomalous.height)
             if metrics:
-                rows.append({"detector": detector, "kind": kind, "anomalous": int(y.sum()), **metrics})
+                rows.append({"detector": detector, "kind": kind, "anomalous": anomalous.height, **metrics})
     rows.append({"detector": "default", "kind": "seconds", "seconds": seconds})
     if verdicts:
-        from detectors.tracking import verdict_lift
-
         lift = verdict_lift(profiles.filter(~pl.col("provider_nihdi").is_in(exclude.implode())), labels)
         rows.append({"detector": "verdicts", "kind": "lift", **lift})
     return rows

@@ -72,7 +72,9 @@ def synth(
     ] = None,
     practice_size: Annotated[
         int | None,
-        typer.Option(min=10, help="Median patients a year per provider; sets --lines from --providers when given."),
+        typer.Option(
+            min=10, help="Median patients a year per provider; sets --lines from --providers (default 1 000)."
+        ),
     ] = None,
     anomalies: Annotated[
         str,
@@ -104,9 +106,11 @@ def synth(
             strength=anomaly_strength,
             on_call=on_call_share,
         )
-        n_providers = providers or (1000 if practice_size else None)
-        total = lines_for_practice(n_providers, practice_size, years) if practice_size and n_providers else None
-        total = total or lines or 100_000
+        n_providers: int | None = providers
+        total = lines or 100_000
+        if practice_size:
+            n_providers = providers or 1000
+            total = lines_for_practice(n_providers, practice_size, years)
         with _progress() as progress:
             task = progress.add_task("Generating lines", total=total)
             summary = generate(

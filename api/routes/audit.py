@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from api import tables as t
 from api.dependencies import Page, PageSize, Session, allow
-from api.queries import listing
+from api.queries import listing, matching
 
 router = APIRouter(tags=["service"])
 
@@ -22,10 +22,6 @@ def audit_log(
     page_size: PageSize = 50,
 ) -> dict[str, Any]:
     """The audit log, newest first (admin only)."""
-    where = []
-    if actor:
-        where.append(t.audit_log.c.actor == actor)
-    if action:
-        where.append(t.audit_log.c.action == action)
+    where = matching(t.audit_log, actor=actor, action=action)
     with session.begin() as connection:
         return listing(connection, t.audit_log, where, [t.audit_log.c.id.desc()], page, page_size)

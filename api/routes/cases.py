@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import tables as t
 from api.auth import audit
 from api.dependencies import Page, PageSize, Session, allow, invalid
-from api.queries import case_with_history, closed_outcomes, listing, provider_in_run, run_of
+from api.queries import case_with_history, closed_outcomes, listing, matching, provider_in_run, run_of
 
 router = APIRouter(prefix="/cases", tags=["cases"])
 CASE_FLOW = {"open": {"investigating", "closed"}, "investigating": {"closed"}, "closed": set()}
@@ -70,11 +70,7 @@ def list_cases(
     page_size: PageSize = 50,
 ) -> dict[str, Any]:
     """Cases, newest first."""
-    where = []
-    if status_:
-        where.append(t.cases.c.status == status_)
-    if provider_nihdi:
-        where.append(t.cases.c.provider_nihdi == provider_nihdi)
+    where = matching(t.cases, status=status_, provider_nihdi=provider_nihdi)
     with session.begin() as connection:
         return listing(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size)
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from api import tables as t
 from api.auth import audit
 from api.dependencies import NIHDI, Page, PageSize, RuleId, RunId, Session, allow
-from api.queries import count, page_of, provider_in_run, rows, run_of
+from api.queries import count, matching, page_of, provider_in_run, rows, run_of
 
 router = APIRouter(prefix="/providers", tags=["providers"])
 
@@ -45,7 +45,7 @@ def flagged(
     fp = t.flagged_providers
     with session.begin() as connection:
         run = run_of(connection, run_id)
-        where = [fp.c.run_id == run]
+        where = [fp.c.run_id == run, *matching(fp, profession=profession, region=region)]
         if rule is not None:
             by_rule = sa.select(t.provider_rules.c.provider_nihdi).where(
                 t.provider_rules.c.run_id == run, t.provider_rules.c.rule_id == rule.value
@@ -54,10 +54,6 @@ def flagged(
         for column, value in (("insurers", insurer), ("years", year)):
             if value is not None:
                 where.append(fp.c[column].like(f"%,{value},%"))
-        if profession:
-            where.append(fp.c.profession == profession)
-        if region:
-            where.append(fp.c.region == region)
         if min_score is not None:
             where.append(fp.c.score >= min_score)
         if min_amount is not None:
