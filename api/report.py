@@ -126,6 +126,25 @@ def _volumes(runs: list[dict[str, Any]], year: int) -> pl.DataFrame:
     return frame.group_by("insurer_code", "channel").agg(pl.col("lines").sum(), pl.col("amount_eur").sum())
 
 
+def _software(runs: list[dict[str, Any]], year: int) -> list[dict[str, Any]]:
+    """Per billing package: evening-coded lines, the share stamped with the typing time, and
+    the miscoding flags (the seed asks the SECM to analyse billing software)."""
+    rows = [dict(s) for r in runs for s in r["info"].get("software", []) if s["year"] == year]
+    if not rows:
+        return []
+    counts = [c for c in rows[0] if c not in ("year", "software_id", "stamped_share")]
+    return (
+        pl.DataFrame(rows)
+        .group_by("software_id")
+        .agg(pl.col(counts).sum())
+        .with_columns(
+            (pl.col("evening_stamped_lines") / pl.col("evening_lines")).fill_nan(None).round(4).alias("stamped_share")
+        )
+        .sort("software_id")
+        .to_dicts()
+    )
+
+
 def _data_sources(rule: RuleDeclaration) -> list[str]:
     text = rule.model_dump_json()
     sources = {"billing_lines"}
@@ -305,6 +324,7 @@ def annual_report(connection: sa.Connection, year: int, basis: Basis = "service"
         "rules": rules,
         "breakdowns": _breakdowns(flags),
         "data_quality": _quality(flags, volumes, runs),
+        "software": _software(runs, year),
         "anomaly_detection": _anomalies(connection, runs, year),
         "cases": case_figures(connection, year),
         "year_over_year": change,

@@ -38,6 +38,8 @@ def long_rows(report: dict[str, Any]) -> pl.DataFrame:
             add(f"by_{dimension}", str(item["value"]), {k: v for k, v in item.items() if k != "value"})
     for insurer in report["data_quality"]:
         add("data_quality", insurer["insurer_code"], {k: v for k, v in insurer.items() if k != "insurer_code"})
+    for package in report["software"]:
+        add("software", package["software_id"], {k: v for k, v in package.items() if k != "software_id"})
     add("anomaly_detection", "all", report["anomaly_detection"])
     add("cases", "all", report["cases"])
     for change in report["year_over_year"]:
@@ -67,6 +69,8 @@ def _sheets(report: dict[str, Any]) -> dict[str, pl.DataFrame]:
     ]
     if quality:
         sheets["data_quality"] = pl.DataFrame(quality)
+    if report["software"]:
+        sheets["software"] = pl.DataFrame(report["software"])
     sheets["cases"] = pl.DataFrame([report["cases"]])
     sheets["anomaly_detection"] = pl.DataFrame([report["anomaly_detection"]])
     sheets["datamatchings"] = pl.DataFrame(
@@ -158,6 +162,7 @@ def to_html(report: dict[str, Any]) -> str:
         ("Change against the previous year", _table(report["year_over_year"])),
         *((f"By {d.replace('_code', '')}", _table(items)) for d, items in report["breakdowns"].items()),
         ("Data quality per insurer", _table(report["data_quality"])),
+        ("Evening coding per billing package", _table(report["software"])),
         ("Anomaly detection", _table([report["anomaly_detection"]])),
         ("Cases", _table([report["cases"]])),
         ("Datamatchings run", _table(report["datamatchings"])),

@@ -129,18 +129,27 @@ def in_window(time: pl.Expr, start: pl.Expr, end: pl.Expr) -> pl.Expr:
 MINUTE_US, DAY_US = 60_000_000, 86_400_000_000
 
 
+def _minutes(service_time: pl.Expr, encoded_at: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """Microseconds since midnight of the service time and of the typing time."""
+    return service_time.cast(pl.Int64) // 1000, encoded_at.cast(pl.Int64) % DAY_US
+
+
+def stamped(service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
+    """The service time is the typing time, to the minute: the software's stamp, not the visit's."""
+    served, typed = _minutes(service_time, encoded_at)
+    return served // MINUTE_US == typed // MINUTE_US
+
+
 def time_of_record(service_date: pl.Expr, service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
     """The moment a line says its service took place, on its date of service.
 
     Practice software stamps a line with the moment it is typed when no time is entered, so a
-    service time equal to the typing time (to the minute) says nothing of the visit itself:
-    then, as without a service time, the typing time is the time of record. Computed on
-    microsecond counts: ten million lines, and each temporal cast would copy them.
+    service time equal to the typing time (see :func:`stamped`) says nothing of the visit
+    itself: then, as without a service time, the typing time is the time of record. Computed
+    on microsecond counts: ten million lines, and each temporal cast would copy them.
     """
-    served = service_time.cast(pl.Int64) // 1000
-    typed = encoded_at.cast(pl.Int64) % DAY_US
-    stamped = served // MINUTE_US == typed // MINUTE_US
-    clock = pl.when(stamped.not_()).then(served).otherwise(pl.coalesce(typed, served))
+    served, typed = _minutes(service_time, encoded_at)
+    clock = pl.when(stamped(service_time, encoded_at).not_()).then(served).otherwise(pl.coalesce(typed, served))
     return (service_date.cast(pl.Int64) * DAY_US + clock).cast(pl.Datetime("us"))
 
 

@@ -18,6 +18,7 @@ from detectors.profiles import Period, provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from detectors.tracking import load_champion
 from rules import enriched_lines, evaluate, load_catalog, summarise
+from rules.context import stamped
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def run(
         "rules": summarise(flags, catalog),
         "billed_amount_eur": round(float(dataset.tables["billing_lines"]["amount_reimbursed"].sum()), 2),
         "volumes": volumes(dataset.tables["billing_lines"]),
+        "software": software_statistics(lines, flags),
         "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
         "detector": {**detector, "period": period, "profiles_scored": scores.height},
         "timings": timings,
@@ -131,6 +133,42 @@ def volumes(lines: pl.DataFrame) -> list[dict[str, Any]]:
         lines.group_by(pl.col("service_date").dt.year().alias("year"), "insurer_code", "channel")
         .agg(pl.len().alias("lines"), pl.col("amount_reimbursed").sum().round(2).alias("amount_eur"))
         .sort("year", "insurer_code", "channel")
+        .to_dicts()
+    )
+
+
+MISCODING_RULES = ("EVENING_VISIT_MISCODING", "NIGHT_WEEKEND_MISCODING")
+
+
+def software_statistics(lines: pl.DataFrame, flags: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per service year and billing package: evening-coded lines, how many carry the typing
+    time as their service time, and the miscoding flags on its lines.
+
+    A package whose evening visits mostly bear the moment they were typed hides when they
+    took place, which is how batch-typed rounds escape notice; the SECM analyses packages.
+    """
+    package = pl.col("software_id").fill_null("(not recorded)")
+    evening = pl.col("time_window") == "evening"
+    miscoding = flags.filter(pl.col("rule_id").is_in(MISCODING_RULES)).select("claim_id", "rule_id")
+    per_rule = [
+        pl.col("claim_id").is_in(miscoding.filter(pl.col("rule_id") == rule)["claim_id"].implode()).sum().alias(rule)
+        for rule in MISCODING_RULES
+    ]
+    return (
+        lines.group_by(pl.col("service_date").dt.year().alias("year"), package.alias("software_id"))
+        .agg(
+            pl.len().alias("lines"),
+            evening.sum().alias("evening_lines"),
+            (evening & stamped(pl.col("service_time"), pl.col("encoded_at")).fill_null(False))
+            .sum()
+            .alias("evening_stamped_lines"),
+            *per_rule,
+        )
+        .with_columns(
+            (pl.col("evening_stamped_lines") / pl.col("evening_lines")).fill_nan(None).round(4).alias("stamped_share")
+        )
+        .rename({rule: f"{rule.lower()}_flags" for rule in MISCODING_RULES})
+        .sort("year", "software_id")
         .to_dicts()
     )
 

@@ -2,7 +2,9 @@
 
 "Clean" means no rule of the catalog fires on them under any legislation: submissions stay
 well inside every delay, numbers are the provider's own, evening visits are typed in as
-they happen, and no two lines share a duplicate key. Scenarios add what must be caught.
+they happen, and no two lines share a duplicate key. :mod:`secm.synth.habits` then gives
+some providers the habits that make rules fire (base rates), and scenarios add every
+rule's boundary cases.
 """
 
 from __future__ import annotations
@@ -84,14 +86,14 @@ def _choose(rng: np.random.Generator, keys: np.ndarray, mixes: dict[str, dict[st
 
 
 def _insurer(patient: pl.Expr) -> pl.Expr:
-    """Each patient belongs to one insurer (a stable hash of the pseudonym index)."""
+    """Each patient belongs to one insurer (a stable hash of the pseudonym index), by market share."""
     bucket = (patient * 2654435761) % 1000
-    expr = pl.lit(list(INSURERS)[-1])
-    bound = 1000
-    for code, share in reversed(list(INSURERS.items())):
-        bound -= round(share * 1000)
-        expr = pl.when(bucket >= bound).then(pl.lit(code)).otherwise(expr)
-    return expr
+    bounds = np.cumsum([round(share * 1000) for share in INSURERS.values()])
+    codes = list(INSURERS)
+    expr = pl.when(bucket < int(bounds[0])).then(pl.lit(codes[0]))
+    for code, bound in zip(codes[1:-1], bounds[1:-1], strict=True):
+        expr = expr.when(bucket < int(bound)).then(pl.lit(code))
+    return expr.otherwise(pl.lit(codes[-1]))
 
 
 def background_lines(

@@ -12,7 +12,7 @@ import polars as pl
 
 from data_contracts.loader import default_nomenclature
 from data_contracts.tables import TABLES
-from secm.synth import anomalies, scenarios
+from secm.synth import anomalies, habits, scenarios
 from secm.synth.anomalies import LINES_PER_PATIENT, AnomalySettings
 from secm.synth.billing import Calendar, background_lines, dedupe_keys, invoices_for
 from secm.synth.population import make_population
@@ -87,7 +87,9 @@ def generate(
     if n_lines <= injected:
         msg = f"--lines must exceed the {injected} scenario lines"
         raise ValueError(msg)
-    providers = plan.providers
+    # Habits draw from their own stream, so that the rest of a seed's data does not depend on them.
+    habit_rng = np.random.default_rng([seed, 1])
+    providers = habits.assign(habit_rng, plan.providers, plan.scenario_providers)
     weights = providers["n_lines"].to_numpy() * anomalies.line_factor(providers)
     providers = providers.with_columns(pl.Series("n_lines", _rebalance(weights, n_lines - injected)))
 
@@ -97,12 +99,16 @@ def generate(
     bounds = np.searchsorted(np.cumsum(providers["n_lines"].to_numpy()), np.arange(chunk_lines, n_lines, chunk_lines))
     starts = [0, *sorted(set(bounds.tolist()) - {0}), providers.height]
     claim_offset = invoice_offset = 0
+    background_flags = []
     for part, (a, b) in enumerate(itertools.pairwise(starts)):
         chunk = providers.slice(a, b - a)
-        lines = dedupe_keys(background_lines(rng, chunk, calendar, nomenclature, claim_offset))
+        lines = background_lines(rng, chunk, calendar, nomenclature, claim_offset)
+        lines = dedupe_keys(habits.on_lines(habit_rng, lines, chunk))
         lines, invoices = invoices_for(lines, chunk, rng, invoice_offset)
+        habitual = habits.on_invoices(habit_rng, lines, invoices, chunk)
+        background_flags.append(habitual.flags)
         write(lines.select(LINE_COLUMNS), out / "billing_lines" / f"part-{part:05d}")
-        write(invoices, out / "third_party_invoices" / f"part-{part:05d}")
+        write(habitual.invoices, out / "third_party_invoices" / f"part-{part:05d}")
         claim_offset += lines.height
         invoice_offset += invoices.height
         if progress:
@@ -129,9 +135,7 @@ def generate(
     write(nomenclature, out / "nomenclature")
 
     labels = out / "labels"
-    flags = pl.DataFrame(
-        inj.flags, schema={"claim_id": pl.String, "rule_id": pl.String, "reason": pl.String, "legislation": pl.String}
-    )
+    flags = pl.concat([pl.DataFrame(inj.flags, schema=habits.LABEL_SCHEMA), *background_flags])
     flags.write_parquet(labels / "flags.parquet")
     quarantine = pl.DataFrame(inj.quarantine).rename({"claim_id": "key"})
     quarantine = pl.concat(

@@ -18,11 +18,12 @@ import polars as pl
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from secm.synth import anomalies
 from secm.synth.billing import Calendar
-from secm.synth.population import PSEUDO_NUMBER, Population
+from secm.synth.population import INSURERS, PSEUDO_NUMBER, Population
 
 RETIRED_CODE = "101032"  # a GP consultation code withdrawn during the first year
 BOTH: tuple[str, ...] = ("current", "reform_art174")
 REFORM: tuple[str, ...] = ("reform_art174",)
+SCENARIO_INSURERS = tuple(INSURERS)  # scenario lines go to each insurer in turn
 
 
 def _years(d: date, n: int) -> date:
@@ -111,6 +112,7 @@ class Injection:
         """Add a line (and its own invoice when third-party); return its claim id."""
         claim_id = f"C{self.claim_offset + len(self.lines):011d}"
         fee = self.fees[code]
+        insurer = SCENARIO_INSURERS[len(self.lines) % len(SCENARIO_INSURERS)]
         third_party = channel in THIRD_PARTY_CHANNELS
         invoice_id = None
         if third_party:
@@ -119,7 +121,7 @@ class Injection:
                 {
                     "invoice_id": invoice_id,
                     "third_party_number": self.tp_numbers[provider] if number is True else number,
-                    "insurer_code": "100",
+                    "insurer_code": insurer,
                     "submitted_date": submitted or day + timedelta(days=10),
                     "amount_claimed": round(fee * 0.75, 2),
                     "line_count": 1,
@@ -130,7 +132,7 @@ class Injection:
             "invoice_id": invoice_id,
             "provider_nihdi": provider,
             "patient_id": patient or f"PSX{len(self.lines):010d}",
-            "insurer_code": "100",
+            "insurer_code": insurer,
             "nomenclature_code": code,
             "service_date": day,
             "service_time": at,
@@ -161,6 +163,7 @@ class Plan:
     debts: pl.DataFrame
     statuses: pl.DataFrame
     injection: Injection
+    scenario_providers: frozenset[str]
 
 
 def _pick(providers: pl.DataFrame, profession: str, taken: set[str], n: int) -> list[str]:
@@ -606,7 +609,7 @@ def plan(
             "decision_ref": pl.String,
         },
     )
-    return Plan(providers, registry, suspensions, pl.DataFrame(debts), status_frame, inj)
+    return Plan(providers, registry, suspensions, pl.DataFrame(debts), status_frame, inj, frozenset(taken))
 
 
 def _gaps(

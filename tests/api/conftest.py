@@ -26,7 +26,7 @@ from data_contracts import load_dataset
 from detectors.profiles import provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from rules import enriched_lines, evaluate
-from secm.pipeline import quarantine_by_insurer, volumes
+from secm.pipeline import quarantine_by_insurer, software_statistics, volumes
 
 POSTGRES = os.environ.get("SECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -66,6 +66,7 @@ def results(synthetic: Path) -> Published:
         "legislation": "current",
         "rules": {},
         "volumes": volumes(dataset.tables["billing_lines"]),
+        "software": software_statistics(lines, flags),
         "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
     }
     return Published(info, flags, scores, profiles, dataset.quarantine, dataset.tables)

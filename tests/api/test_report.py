@@ -11,6 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from secm.cli import app
+from secm.pipeline import MISCODING_RULES
+from secm.synth.habits import STAMPING_SOFTWARE
+from secm.synth.population import SOFTWARE
 from tests.api.conftest import Published, Service
 
 
@@ -56,6 +59,19 @@ def test_every_total_is_the_sum_of_its_breakdowns_and_of_the_flags(service: Serv
         "tp_suspensions"
         in next(m for m in report["datamatchings"] if m["rule_id"] == "TP_SUSPENDED_BILLING")["data_sources"]
     )
+
+
+def test_billing_packages_reconcile_and_the_stamping_one_stands_out(service: Service, results: Published) -> None:
+    year = _year(results)
+    packages = service.get(f"/reports/annual/{year}", "sca").json()["software"]
+    flags = results.flags.filter(pl.col("service_date").dt.year() == year)
+    billed = sum(v["lines"] for v in results.info["volumes"] if v["year"] == year)
+    assert sum(p["lines"] for p in packages) == billed
+    for rule in MISCODING_RULES:
+        assert sum(p[f"{rule.lower()}_flags"] for p in packages) == flags.filter(rule_id=rule).height
+    shares = {p["software_id"]: p["stamped_share"] for p in packages if p["software_id"] in SOFTWARE}
+    assert max(shares, key=lambda name: shares[name] or 0.0) == STAMPING_SOFTWARE
+    assert all(share == 0.0 for name, share in shares.items() if name != STAMPING_SOFTWARE)
 
 
 def test_cases_and_year_over_year(service: Service, results: Published) -> None:
@@ -111,7 +127,7 @@ def test_exports(service: Service, results: Published, tmp_path: Path, monkeypat
     assert int(total) == results.flags.filter(pl.col("service_date").dt.year() == year).height
     with zipfile.ZipFile(tmp_path / "report.xlsx") as workbook:
         sheets = workbook.read("xl/workbook.xml").decode()
-    assert all(f'name="{s}"' in sheets for s in ("rules", "by_profession", "data_quality", "datamatchings"))
+    assert all(f'name="{s}"' in sheets for s in ("rules", "by_profession", "data_quality", "software", "datamatchings"))
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     assert "@media print" in page
