@@ -68,7 +68,8 @@ def synth(
     first_year: Annotated[int, typer.Option(help="First service year.")] = 2023,
     years: Annotated[int, typer.Option(min=1, max=3, help="Years of background billing.")] = 2,
     providers: Annotated[
-        int | None, typer.Option(min=80, help="Providers (default: one per 600 lines and year); sets peer-group sizes.")
+        int | None,
+        typer.Option(min=80, help="Providers (default: one per 2 500 lines and year); sets peer-group sizes."),
     ] = None,
     practice_size: Annotated[
         int | None,

@@ -27,7 +27,7 @@ HABIT_REASONS = {
 @pytest.fixture(scope="module")
 def larger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("larger") / "data"
-    generate(root, n_lines=400_000, seed=5)
+    generate(root, n_lines=1_000_000, seed=5)
     return root
 
 

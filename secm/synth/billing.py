@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
-from secm.synth import anomalies
+from secm.synth import anomalies, habits, population
 from secm.synth.population import INSURERS
 
 CODE_MIX = {
@@ -111,9 +111,9 @@ def background_lines(
     kind = np.array(p["anomaly"], dtype=object)[who]
     intensity = np.nan_to_num(np.array(p["intensity"], dtype=float))[who]
     day = calendar.sample(rng, n, np.array(p["gap_from"])[who], np.array(p["gap_to"])[who])
-    pool_start = np.array(p["pool_start"])[who]
     pool_size = np.array(p["pool_size"])[who]
-    patient = pool_start + np.floor(pool_size * rng.random(n) ** 1.6).astype(np.int64)
+    nth = np.floor(pool_size * rng.random(n) ** 1.6).astype(np.int64)
+    patient = np.array(p["pool_base"])[who] + (np.array(p["pool_start"])[who] + nth) % np.array(p["pool_span"])[who]
     phantom = rng.random(n) < anomalies.phantom_share(kind, intensity)
     patient = np.where(phantom, 10**9 + claim_offset + np.arange(n), patient)
     on_call = np.array(p["on_call"], dtype=bool)[who]
@@ -136,9 +136,10 @@ def background_lines(
             "software_id": np.array(p["software"], dtype=object)[who],
             "_susp_from": np.array(p["susp_from"])[who],
             "_susp_to": np.array(p["susp_to"])[who],
+            "_batch_typist": np.array(p["batch_evening"], dtype=bool)[who],
         }
     ).with_columns((pl.lit(calendar.start) + pl.duration(days=pl.col("service_date"))).alias("service_date"))
-    return _finish(frame, nomenclature, claim_offset)
+    return _finish(habits.evening_rounds(frame), nomenclature, claim_offset)
 
 
 def _finish(frame: pl.DataFrame, nomenclature: pl.DataFrame, claim_offset: int) -> pl.DataFrame:
@@ -207,11 +208,11 @@ def _finish(frame: pl.DataFrame, nomenclature: pl.DataFrame, claim_offset: int) 
         .then(pl.duration(minutes=30 + 20 * pl.col("_jitter")))
         .otherwise(pl.duration(hours=1 + 3 * pl.col("_jitter")))
     )
-    preferential = pl.col("_patient") % 4 == 0
+    preferential = population.preferential(pl.col("_patient"))
     hospital = pl.col("setting") == "hospital"
     return frame.with_columns(
         pl.format("C{}", (pl.col("_line") + claim_offset).cast(pl.String).str.zfill(11)).alias("claim_id"),
-        pl.format("PSN{}", pl.col("_patient").cast(pl.String).str.zfill(10)).alias("patient_id"),
+        population.patient_pseudonym(pl.col("_patient")).alias("patient_id"),
         _insurer(pl.col("_patient")).alias("insurer_code"),
         pl.when(paper & (pl.col("_u") < 0.3))
         .then(None)

@@ -15,11 +15,13 @@ from data_contracts.tables import TABLES
 from secm.synth import anomalies, habits, scenarios
 from secm.synth.anomalies import LINES_PER_PATIENT, AnomalySettings
 from secm.synth.billing import Calendar, background_lines, dedupe_keys, invoices_for
-from secm.synth.population import make_population
+from secm.synth.population import make_population, patients_table
 
 LINE_COLUMNS = list(TABLES["billing_lines"].dtypes)
 INVOICE_COLUMNS = list(TABLES["third_party_invoices"].dtypes)
 SCENARIO_CLAIMS = 90_000_000_000  # scenario claim ids live apart from the background's
+# Default lines per provider and year: full-time practices (a GP bills about 3 000 a year).
+LINES_A_YEAR = 2_500
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def generate(
 ) -> SynthSummary:
     """Write a dataset of ``n_lines`` billing lines (scenarios included) to ``out``.
 
-    ``n_providers`` defaults to one provider per 600 lines and year (at least 80). Background
+    ``n_providers`` defaults to one per :data:`LINES_A_YEAR` lines and year (at least 80). Background
     billing covers ``years`` years from ``first_year``; the rule scenarios always use the
     first two.
     """
@@ -79,7 +81,7 @@ def generate(
     rng = np.random.default_rng(seed)
     calendar = Calendar.years(first_year, years)
     nomenclature = scenarios.with_retired_code(default_nomenclature(), first_year)
-    population = make_population(rng, n_providers or max(80, n_lines // (600 * years)), n_lines, years)
+    population = make_population(rng, n_providers or max(80, n_lines // (LINES_A_YEAR * years)), n_lines, years)
     plan = scenarios.plan(
         rng, population, calendar, nomenclature, SCENARIO_CLAIMS, anomaly_settings or AnomalySettings()
     )
@@ -132,6 +134,7 @@ def generate(
     write(plan.suspensions, out / "tp_suspensions")
     write(plan.debts, out / "provider_debts")
     write(plan.statuses, out / "provider_status")
+    write(patients_table(int((providers["pool_base"] + providers["pool_span"]).max())), out / "patients")
     write(nomenclature, out / "nomenclature")
 
     labels = out / "labels"

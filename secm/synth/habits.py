@@ -37,6 +37,8 @@ PSEUDO_INVOICE_SHARE = 0.5
 LATE_CASH_SHARE = 0.15  # of a late paper biller's paper attestations
 EARLY_EVENING_SHARE = 0.5  # of a habit's evening office consultations
 STAMPING_SOFTWARE = "praxis-one"
+EVENING_HOME_CODE, DAY_HOME_CODE = "104215", "103132"  # a GP's home visit, evening and day
+ROUND_DAYS_SHARE = 0.3  # of a batch typist's days with three or more home visits
 BATCH_TYPED_FROM = 20 * 60 + 40  # minute of the day a batch typist starts typing the round
 BATCH_TYPING_MINUTES = 3  # minutes per visit typed
 LABEL_SCHEMA = {"claim_id": pl.String, "rule_id": pl.String, "reason": pl.String, "legislation": pl.String}
@@ -46,18 +48,38 @@ BOTH = ("current", "reform_art174")
 def assign(rng: np.random.Generator, providers: pl.DataFrame, exclude: frozenset[str]) -> pl.DataFrame:
     """``providers`` with one boolean column per habit; providers in ``exclude`` have none.
 
-    The batch typists are chosen among users of :data:`STAMPING_SOFTWARE`, whose stamp hides
-    when the visit took place.
+    Each habit goes to its share of the eligible providers, at least one, so that every
+    dataset shows every habit. The batch typists are chosen among users of
+    :data:`STAMPING_SOFTWARE`, whose stamp hides when the visit took place.
     """
-    eligible = ~pl.col("provider_nihdi").is_in(list(exclude))
-    u = pl.DataFrame({name: rng.random(providers.height) for name in HABITS})
-    columns = []
+    columns = {}
     for name, (professions, share) in HABITS.items():
-        has = eligible & pl.col("profession").is_in(professions) & (u[name] < share)
+        eligible = ~pl.col("provider_nihdi").is_in(list(exclude)) & pl.col("profession").is_in(professions)
         if name == "batch_evening":
-            has &= pl.col("software") == STAMPING_SOFTWARE
-        columns.append(has.alias(name))
-    return providers.with_columns(columns)
+            eligible &= pl.col("software") == STAMPING_SOFTWARE
+        rows = providers.select(eligible.arg_true()).to_series().to_numpy()
+        chosen = rng.choice(rows, size=min(rows.size, max(1, round(share * rows.size))), replace=False)
+        columns[name] = np.isin(np.arange(providers.height), chosen)
+    return providers.with_columns(pl.DataFrame(columns))
+
+
+def evening_rounds(lines: pl.DataFrame) -> pl.DataFrame:
+    """A batch typist bills, on some days, the day's home visits as an evening round: typed
+    together in the evening, they get the evening code the stamp seems to justify.
+
+    Reads ``_batch_typist`` (the provider's habit) and ``_day``; runs before the evening
+    slots are laid out, so that a round holds at most the visits an evening can.
+    """
+    home = pl.col("nomenclature_code") == DAY_HOME_CODE
+    visits = home.sum().over("provider_nihdi", "_day")
+    chosen_day = (pl.col("_day") * 7919 + pl.col("provider_nihdi").hash(7) % 1000) % 1000 < ROUND_DAYS_SHARE * 1000
+    round_ = pl.col("_batch_typist") & home & (visits >= 3) & chosen_day
+    return lines.with_columns(
+        pl.when(round_)
+        .then(pl.lit(EVENING_HOME_CODE))
+        .otherwise(pl.col("nomenclature_code"))
+        .alias("nomenclature_code")
+    ).drop("_batch_typist")
 
 
 def _minute_of(moment: pl.Expr) -> pl.Expr:

@@ -37,7 +37,7 @@ def nihdi(profession_digit: np.ndarray, sequence: np.ndarray, qualification: np.
 
 @dataclass(frozen=True)
 class Population:
-    providers: pl.DataFrame  # contract columns + n_lines, tp_number, institution, pool_start, pool_size
+    providers: pl.DataFrame  # contract columns + n_lines, tp_number, institution, pool_* (see shared_pools)
     registry: pl.DataFrame
     institutions: list[str]
 
@@ -63,6 +63,59 @@ def _sizes(rng: np.random.Generator, factor: np.ndarray, total: int) -> np.ndarr
     remainder = total - sizes.sum()
     sizes[np.argsort(raw - sizes)[::-1][:remainder]] += 1
     return sizes
+
+
+def preferential(patient: pl.Expr) -> pl.Expr:
+    """One patient in four has the preferential reimbursement (BIM/VT), by pseudonym index."""
+    return patient % 4 == 0
+
+
+def patient_pseudonym(patient: pl.Expr) -> pl.Expr:
+    return pl.format("PSN{}", patient.cast(pl.String).str.zfill(10))
+
+
+def patients_table(n: int) -> pl.DataFrame:
+    """The ``patients`` table for pseudonym indices ``0 .. n-1``: attributes are stable
+    hashes of the index, so that every line of one patient agrees with it."""
+    index = pl.int_range(n, dtype=pl.Int64)
+    spread = (index * 2246822519) % 10_000
+    return pl.select(
+        patient_pseudonym(index).alias("patient_id"),
+        (1928 + spread % 97).alias("birth_year"),
+        pl.when(spread < 5)
+        .then(pl.lit("X"))
+        .when(spread % 2 == 0)
+        .then(pl.lit("F"))
+        .otherwise(pl.lit("M"))
+        .alias("sex"),
+        preferential(index).alias("preferential_reimbursement"),
+        ((spread // 7) % 5 == 0).alias("chronic_condition"),
+    )
+
+
+def shared_pools(profession: np.ndarray, region: np.ndarray, size: np.ndarray) -> dict[str, np.ndarray]:
+    """Patient lists that overlap across professions, as in life: one patient sees a GP, a
+    specialist and a physiotherapist of their region.
+
+    Each region has a population of patient indices ``[base, base + span)``, as large as its
+    GPs' lists together (every patient has one GP). Each profession's lists tile that
+    population in turn, wrapping round, so that a specialist's patients are also some GPs'.
+    A provider's patient ``k`` is ``base + (start + k) % span``.
+    """
+    start = np.zeros(size.size, dtype=np.int64)
+    span = np.zeros(size.size, dtype=np.int64)
+    base = np.zeros(size.size, dtype=np.int64)
+    offset = 0
+    for r in np.unique(region):
+        here = region == r
+        gps = here & (profession == "gp")
+        population = int(max(size[gps].sum() if gps.any() else size[here].sum(), size[here].max()))
+        for p in np.unique(profession[here]):
+            rows = np.flatnonzero(here & (profession == p))
+            start[rows] = (np.cumsum(size[rows]) - size[rows]) % population
+        span[here], base[here] = population, offset
+        offset += population
+    return {"pool_start": start, "pool_size": size, "pool_span": span, "pool_base": base}
 
 
 def make_population(rng: np.random.Generator, n_providers: int, n_lines: int, years: int = 2) -> Population:
@@ -109,8 +162,7 @@ def make_population(rng: np.random.Generator, n_providers: int, n_lines: int, ye
             "tp_number": tp_numbers[group],
             "institution": [institutions[i] for i in rng.integers(0, len(institutions), n_providers)],
             "software": _software(sequence),
-            "pool_start": np.concatenate([[0], np.cumsum(pool_size)[:-1]]),
-            "pool_size": pool_size,
+            **shared_pools(np.array([names[p] for p in profession]), region, pool_size),
         }
     )
     valid_from = pl.date(2015, 1, 1) + pl.duration(days=pl.Series(rng.integers(0, 2000, n_providers)))
