@@ -89,7 +89,8 @@ def _compare(out: str, sample: int, queue: mp.Queue) -> None:
     polars_flags = evaluate(tables, lines=lines)
     timings["polars"] = time.perf_counter() - started
     started = time.perf_counter()
-    frames = [lines.to_pandas(), *(tables[t].collect().to_pandas() for t in ("tp_suspensions", "provider_debts"))]
+    references = ("tp_suspensions", "provider_debts", "provider_status")
+    frames = [lines.to_pandas(), *(tables[t].collect().to_pandas() for t in references)]
     timings["pandas_conversion"] = time.perf_counter() - started
     started = time.perf_counter()
     by_pandas = pandas_flags(*frames)

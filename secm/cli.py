@@ -86,9 +86,13 @@ def synth(
     ] = "all",
     anomaly_share: Annotated[float, typer.Option(help="Share of providers per anomaly kind.")] = 0.005,
     anomaly_strength: Annotated[str, typer.Option(help="subtle, realistic or blatant.")] = "realistic",
-    on_call_share: Annotated[
-        float, typer.Option(help="Share of ordinary GPs on night duty: many night codes, legitimately.")
-    ] = 0.0,
+    atypical_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of ordinary GPs per kind of legitimately atypical practice: on night duty, "
+            "in nursing homes, on rural home-visit rounds."
+        ),
+    ] = 0.02,
     format: Annotated[str, typer.Option(help="parquet or csv.")] = "parquet",
 ) -> None:
     """Generate a synthetic dataset with labelled scenarios (labels/ beside the tables)."""
@@ -105,7 +109,7 @@ def synth(
             kinds=KINDS if kinds == ["all"] else tuple(kinds),
             share=anomaly_share,
             strength=anomaly_strength,
-            on_call=on_call_share,
+            atypical=atypical_share,
         )
         n_providers: int | None = providers
         total = lines or 100_000

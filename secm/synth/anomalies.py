@@ -10,9 +10,11 @@ so that a dataset holds anomalies of varied size, as real ones are:
 - ``evening_share``: a share ``intensity`` of lines become evening codes;
 - ``upcoding``: a share ``intensity`` of lines become the profession's higher-fee code.
 
-Beside them, ``on_call`` ordinary GPs work night duty rotas: a share ``ON_CALL_NIGHT`` of their
-lines are night codes, legitimately. They are the false leads an unsupervised score cannot
-tell from fraud, and that inspectors' verdicts teach it to discount.
+Beside them, some ordinary GPs run legitimately atypical practices (``atypical``): on night
+duty rotas (``on_call``, a share ``ON_CALL_NIGHT`` of night codes), in nursing homes
+(``nursing_home``: residents seen every week, so more lines per patient, most of them home
+visits) or on rural home-visit rounds (``rural_rounds``). They are the false leads an
+unsupervised score cannot tell from fraud, and that inspectors' verdicts teach it to discount.
 
 Strengths are set so that ``realistic`` matches what control work reports: 1.7 to 2.2 times
 the usual lines per patient, 90 to 140 % phantom patients, an evening share of 12 to 18 %
@@ -59,6 +61,13 @@ EVENING_CODES = ("104215", "101275")
 UPCODES = {"gp": "101135", "physiotherapist": "560895", "dentist": "374533"}
 ON_CALL_NIGHT = 0.12
 NIGHT_CODE = "104230"
+HOME_VISIT_CODE = "103132"
+# Atypical kind -> (lines per patient against an ordinary GP's, share of lines moved, code moved to)
+ATYPICAL: dict[str, tuple[float, float, str]] = {
+    "on_call": (1.0, ON_CALL_NIGHT, NIGHT_CODE),
+    "nursing_home": (1.6, 0.45, HOME_VISIT_CODE),
+    "rural_rounds": (1.0, 0.3, HOME_VISIT_CODE),
+}
 LINES_PER_PATIENT = 2.5  # background lines per patient and year, measured on the generator
 
 
@@ -69,17 +78,22 @@ class AnomalySettings:
     kinds: tuple[str, ...] = KINDS
     share: float = 0.005
     strength: str = "realistic"
-    on_call: float = 0.0  # share of ordinary GPs on night duty rotas
+    atypical: float = 0.02  # share of ordinary GPs per kind of legitimately atypical practice
+    atypical_kinds: tuple[str, ...] = tuple(ATYPICAL)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.kinds) - set(KINDS))
         if unknown:
             msg = f"Unknown anomaly kind(s) {unknown}; known: {', '.join(KINDS)}"
             raise ValueError(msg)
+        unknown = sorted(set(self.atypical_kinds) - set(ATYPICAL))
+        if unknown:
+            msg = f"Unknown atypical practice(s) {unknown}; known: {', '.join(ATYPICAL)}"
+            raise ValueError(msg)
         if self.strength not in STRENGTHS:
             msg = f"Unknown anomaly strength {self.strength!r}; known: {', '.join(STRENGTHS)}"
             raise ValueError(msg)
-        for name, value in (("anomaly share per kind", self.share), ("on-call share", self.on_call)):
+        for name, value in (("anomaly share per kind", self.share), ("atypical share per kind", self.atypical)):
             if not 0 <= value <= 0.2:
                 msg = f"The {name} must be between 0 and 0.2, not {value}"
                 raise ValueError(msg)
@@ -89,7 +103,7 @@ def assign(
     rng: np.random.Generator, providers: pl.DataFrame, taken: set[str], settings: AnomalySettings
 ) -> pl.DataFrame:
     """``providers`` with ``anomaly`` (kind or null), ``intensity`` (null when not anomalous)
-    and ``on_call``. Providers in ``taken`` (the rule scenarios') stay ordinary.
+    and ``atypical`` (kind or null). Providers in ``taken`` (the rule scenarios') stay ordinary.
     """
     kinds: dict[str, str] = {}
     for kind in settings.kinds:
@@ -111,12 +125,14 @@ def assign(
     u = pl.Series(rng.random(providers.height))
     gps = [p for p, prof in providers.select("provider_nihdi", "profession").iter_rows() if prof == "gp"]
     free = [p for p in gps if p not in taken and p not in kinds]
-    n_on_call = min(len(free), round(len(gps) * settings.on_call))
-    on_call = set(rng.choice(free, size=n_on_call, replace=False).tolist()) if n_on_call else set()
+    practices = settings.atypical_kinds
+    n_atypical = min(len(free) // max(1, len(practices)), round(len(gps) * settings.atypical)) if practices else 0
+    chosen = rng.choice(free, size=n_atypical * len(practices), replace=False) if n_atypical else []
+    atypical = {str(p): practices[i // n_atypical] for i, p in enumerate(chosen)}
     return providers.with_columns(
         assigned.alias("anomaly"),
         (low + (high - low) * u).alias("intensity"),
-        pl.col("provider_nihdi").is_in(list(on_call)).alias("on_call"),
+        pl.col("provider_nihdi").replace_strict(atypical, default=None, return_dtype=pl.String).alias("atypical"),
     )
 
 
@@ -124,10 +140,11 @@ def line_factor(providers: pl.DataFrame) -> np.ndarray:
     """How many times its ordinary size each provider bills (1 for ordinary providers)."""
     kind = providers["anomaly"].to_numpy()
     intensity = providers["intensity"].fill_null(0.0).to_numpy()
+    atypical = providers["atypical"].replace_strict({k: v[0] for k, v in ATYPICAL.items()}, default=1.0).to_numpy()
     return np.select(
         [kind == "excessive_volume", kind == "phantom_patients"],
         [intensity, 1.0 + intensity / LINES_PER_PATIENT],
-        1.0,
+        atypical,
     )
 
 
@@ -143,10 +160,10 @@ def recode(
     profession: np.ndarray,
     kind: np.ndarray,
     intensity: np.ndarray,
-    on_call: np.ndarray,
+    atypical: np.ndarray,
 ) -> np.ndarray:
     """Codes after evening and upcoding anomalies moved a share ``intensity`` of lines, and
-    night duty moved a share ``ON_CALL_NIGHT`` of on-call GPs' lines to night codes."""
+    atypical practices theirs (:data:`ATYPICAL`: night codes on call, home visits)."""
     u = rng.random(codes.size)
     moved = u < intensity
     evening = moved & (kind == "evening_share")
@@ -154,5 +171,6 @@ def recode(
     out[evening] = rng.choice(EVENING_CODES, size=int(evening.sum()), p=(0.7, 0.3))
     for profession_name, code in UPCODES.items():
         out[moved & (kind == "upcoding") & (profession == profession_name)] = code
-    out[on_call & (u < ON_CALL_NIGHT)] = NIGHT_CODE
+    for name, (_, share, code) in ATYPICAL.items():
+        out[(atypical == name) & (u < share)] = code
     return out

@@ -116,8 +116,8 @@ def background_lines(
     patient = np.array(p["pool_base"])[who] + (np.array(p["pool_start"])[who] + nth) % np.array(p["pool_span"])[who]
     phantom = rng.random(n) < anomalies.phantom_share(kind, intensity)
     patient = np.where(phantom, 10**9 + claim_offset + np.arange(n), patient)
-    on_call = np.array(p["on_call"], dtype=bool)[who]
-    codes = anomalies.recode(rng, _choose(rng, profession, CODE_MIX), profession, kind, intensity, on_call)
+    atypical = np.array(p["atypical"], dtype=object)[who]
+    codes = anomalies.recode(rng, _choose(rng, profession, CODE_MIX), profession, kind, intensity, atypical)
     frame = pl.DataFrame(
         {
             "_line": np.arange(n, dtype=np.int64),

@@ -150,6 +150,9 @@ def generate(
     quarantine.write_parquet(labels / "quarantine.parquet")
     anomalous = providers.filter(pl.col("anomaly").is_not_null()).select("provider_nihdi", "anomaly", "intensity")
     anomalous.write_parquet(labels / "providers.parquet")
+    providers.filter(pl.col("atypical").is_not_null()).select("provider_nihdi", "atypical").write_parquet(
+        labels / "atypical.parquet"
+    )
     return SynthSummary(
         lines=n_lines,
         providers=providers.height,

@@ -154,7 +154,7 @@ def test_verdicts_teach_the_detector_to_discount_legitimate_outliers(tmp_path: P
         n_lines=lines_for_practice(800, 150, 2),
         seed=21,
         n_providers=800,
-        anomaly_settings=AnomalySettings(on_call=0.05),
+        anomaly_settings=AnomalySettings(atypical=0.05, atypical_kinds=("on_call",)),
     )
     profiles = profiles_of(tmp_path)
     labels = pl.read_parquet(tmp_path / "labels" / "providers.parquet")

@@ -58,9 +58,13 @@ def test_log_register_load_by_alias_and_score_identically(profiles: pl.DataFrame
     assert mlflow.get_tracking_uri().endswith("mlflow.db")
 
 
-def test_quality_floor_on_generated_providers(profiles: pl.DataFrame, labels: pl.DataFrame) -> None:
+def test_quality_floor_on_generated_providers(synthetic: Path, profiles: pl.DataFrame, labels: pl.DataFrame) -> None:
     scores = score_profiles(fit_profiles(profiles), profiles)
-    metrics = quality(scores, labels, k=20)
+    # Legitimately atypical practices are false leads by construction; the detection bench
+    # measures how much of the top they take. The floor is against ordinary providers.
+    atypical = pl.read_parquet(synthetic / "labels" / "atypical.parquet")["provider_nihdi"]
+    assert atypical.len() > 0
+    metrics = quality(scores.filter(~pl.col("provider_nihdi").is_in(atypical.implode())), labels, k=20)
     assert metrics["roc_auc"] >= 0.85, metrics
     assert metrics["average_precision"] > labels.height / profiles["provider_nihdi"].n_unique()
 
