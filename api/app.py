@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from api.admission import Admission
 from api.database import UNAVAILABLE, migrate
+from api.hardening import BodyLimit, SecurityHeaders
 from api.routes import audit, cases, claims, providers, reference, reports
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,15 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    database_url: str, *, concurrency: int = 4, queue_seconds: float = 2.0, queue_length: int = 1000
+    database_url: str,
+    *,
+    concurrency: int = 4,
+    queue_seconds: float = 2.0,
+    queue_length: int = 1000,
+    max_body_bytes: int = 16 * 1024 * 1024,
 ) -> FastAPI:
-    """The service over ``database_url``; ``concurrency`` requests at work at once (see the module)."""
+    """The service over ``database_url``; ``concurrency`` requests at work at once (see the
+    module); request bodies up to ``max_body_bytes``."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +70,10 @@ def create_app(
     app.state.engine = migrate(database_url, pool_size=concurrency, pool_timeout=queue_seconds)
     app.state.memo = {}
     app.state.checkers = {}
+    # The last added runs first: headers on every answer, then the body limit, then admission.
     app.add_middleware(Admission, limit=concurrency, wait=queue_seconds, queue=queue_length)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _database_unavailable)
     for module in (reference, providers, claims, cases, reports, audit):
@@ -81,4 +91,5 @@ def from_settings() -> FastAPI:
         concurrency=settings.serve_concurrency,
         queue_seconds=settings.serve_queue_seconds,
         queue_length=settings.serve_queue_length,
+        max_body_bytes=settings.serve_max_body_bytes,
     )

@@ -1,6 +1,7 @@
 """Bearer tokens, roles and the append-only audit log.
 
-A token is shown once, when created; only its SHA-256 is stored. Roles grant least
+A token is shown once, when created; only its SHA-256 is stored. It may expire; its last use
+is recorded (to the minute, so that a busy token does not write on every request). Roles grant least
 privilege: ``inspector`` (providers, claim lines, cases), ``data_scientist`` (profiles,
 scores, case outcomes; no claim lines), ``sca`` (aggregates and reports; no claim lines),
 ``admin`` (everything, and the audit log).
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,26 @@ import sqlalchemy as sa
 from api import tables as t
 
 ROLES = ("inspector", "data_scientist", "sca", "admin")
+LAST_USE_RESOLUTION = timedelta(minutes=1)
+DURATION_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+
+
+class Unauthorized(Exception):
+    """A token that does not admit its bearer, with the reason to tell them."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h`` or ``30m`` as a duration (a positive whole number and a unit)."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        msg = f"A duration is a positive whole number of days, hours or minutes, e.g. 90d, 12h or 30m; not {text!r}"
+        raise ValueError(msg)
+    return int(number) * DURATION_UNITS[unit]
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes; every stored moment is UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 @dataclass(frozen=True)
@@ -31,8 +52,11 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(engine: sa.Engine, role: str, name: str | None = None) -> tuple[str, str]:
-    """A new token for ``role``: ``(name, token)``; the token itself is not stored."""
+def create_token(
+    engine: sa.Engine, role: str, name: str | None = None, expires_in: timedelta | None = None
+) -> tuple[str, str]:
+    """A new token for ``role``: ``(name, token)``; the token itself is not stored. It stops
+    working ``expires_in`` from now (``None``: when revoked)."""
     if role not in ROLES:
         msg = f"Unknown role '{role}'; roles: {', '.join(ROLES)}"
         raise ValueError(msg)
@@ -43,10 +67,25 @@ def create_token(engine: sa.Engine, role: str, name: str | None = None) -> tuple
         if taken:
             msg = f"A token named '{name}' already exists; choose another --name"
             raise ValueError(msg)
+        now = datetime.now(UTC)
         connection.execute(
-            t.tokens.insert().values(name=name, role=role, token_hash=_hash(token), created_at=datetime.now(UTC))
+            t.tokens.insert().values(
+                name=name,
+                role=role,
+                token_hash=_hash(token),
+                created_at=now,
+                expires_at=now + expires_in if expires_in else None,
+            )
         )
     return name, token
+
+
+def list_tokens(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Every token: name, role, created, expires, last used, revoked (never the token)."""
+    columns = ("name", "role", "created_at", "expires_at", "last_used_at", "revoked_at")
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(*(t.tokens.c[c] for c in columns)).order_by(t.tokens.c.id))
+        return [{c: _utc(v) if isinstance(v, datetime) else v for c, v in row._mapping.items()} for row in rows]
 
 
 def revoke_token(engine: sa.Engine, name: str) -> None:
@@ -61,13 +100,24 @@ def revoke_token(engine: sa.Engine, name: str) -> None:
         raise ValueError(msg)
 
 
-def caller_for(connection: sa.Connection, token: str) -> Caller | None:
-    row = connection.execute(
-        sa.select(t.tokens.c.name, t.tokens.c.role).where(
-            t.tokens.c.token_hash == _hash(token), t.tokens.c.revoked_at.is_(None)
-        )
-    ).first()
-    return Caller(row.name, row.role) if row else None
+def caller_for(engine: sa.Engine, token: str) -> Caller:
+    """Who ``token`` admits; :class:`Unauthorized` if nobody. Records its use, to the minute."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.select(
+                t.tokens.c.id, t.tokens.c.name, t.tokens.c.role, t.tokens.c.expires_at, t.tokens.c.last_used_at
+            ).where(t.tokens.c.token_hash == _hash(token), t.tokens.c.revoked_at.is_(None))
+        ).first()
+    if row is None:
+        raise Unauthorized("Invalid or revoked token")
+    now = datetime.now(UTC)
+    expires_at, last_used_at = _utc(row.expires_at), _utc(row.last_used_at)
+    if expires_at is not None and expires_at <= now:
+        raise Unauthorized(f"Token expired on {expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one")
+    if last_used_at is None or now - last_used_at >= LAST_USE_RESOLUTION:
+        with engine.begin() as connection:
+            connection.execute(t.tokens.update().where(t.tokens.c.id == row.id).values(last_used_at=now))
+    return Caller(row.name, row.role)
 
 
 def audit(

@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import Caller, caller_for
+from api.auth import Caller, Unauthorized, caller_for
 from rules import load_catalog
 
 MAX_PAGE_SIZE = 200
@@ -57,11 +57,6 @@ class Session:
         return self.memo[key]
 
 
-def _authenticate(engine: sa.Engine, token: str) -> Caller | None:
-    with engine.connect() as connection:
-        return caller_for(connection, token)
-
-
 def allow(*roles: str) -> Callable[..., Awaitable[Session]]:
     """A dependency admitting a valid token of one of ``roles`` (admin is always admitted)."""
 
@@ -71,11 +66,10 @@ def allow(*roles: str) -> Callable[..., Awaitable[Session]]:
         if credentials is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Missing bearer token", {"WWW-Authenticate": "Bearer"})
         engine = request.app.state.engine
-        caller = await run_in_threadpool(_authenticate, engine, credentials.credentials)
-        if caller is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "Invalid or revoked token", {"WWW-Authenticate": "Bearer"}
-            )
+        try:
+            caller = await run_in_threadpool(caller_for, engine, credentials.credentials)
+        except Unauthorized as refused:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(refused), {"WWW-Authenticate": "Bearer"}) from None
         if caller.role != "admin" and caller.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"The role '{caller.role}' may not do this")
         return Session(caller, engine, request.app.state.memo)

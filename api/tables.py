@@ -52,6 +52,26 @@ def added_in(revision: str) -> list[tuple[sa.Table, list[sa.Column[Any]], list[s
     return changes
 
 
+def add_revision(op: Any, revision: str) -> None:
+    """Upgrade by ``revision``: add its columns and indexes (``op`` is Alembic's)."""
+    for table, columns, indexes in added_in(revision):
+        with op.batch_alter_table(table.name) as batch:
+            for column in columns:
+                batch.add_column(column._copy())
+        for index in indexes:
+            op.create_index(index.name, table.name, [c.name for c in index.columns], unique=index.unique)
+
+
+def drop_revision(op: Any, revision: str) -> None:
+    """Downgrade from ``revision``: drop what :func:`add_revision` added."""
+    for table, columns, indexes in added_in(revision):
+        for index in indexes:
+            op.drop_index(index.name, table_name=table.name)
+        with op.batch_alter_table(table.name) as batch:
+            for column in columns:
+                batch.drop_column(column.name)
+
+
 def _run_id(*, primary_key: bool = False) -> sa.Column[str]:
     """The published run a row belongs to; its rows go when the run is deleted."""
     foreign_key = sa.ForeignKey("runs.run_id", ondelete="CASCADE")
@@ -168,6 +188,8 @@ tokens = sa.Table(
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("expires_at", sa.DateTime(timezone=True), info=since("0003")),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), info=since("0003")),
 )
 
 cases = sa.Table(

@@ -366,7 +366,7 @@ def _labels(path: Path, id_column: str, label_column: str) -> pl.DataFrame:
     return frame.select(id_column, positive.alias("confirmed")).unique(id_column)
 
 
-token_app = typer.Typer(help="Create and revoke the service's bearer tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke the service's bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
 
@@ -374,16 +374,37 @@ app.add_typer(token_app, name="token")
 def token_create(
     role: Annotated[str, typer.Option(help="inspector, data_scientist, sca or admin.")],
     name: Annotated[str | None, typer.Option(help="A unique name (default: the role and a suffix).")] = None,
+    expires_in: Annotated[
+        str, typer.Option(help="Lifetime: days, hours or minutes (90d, 12h, 30m), or 'never'.")
+    ] = "90d",
 ) -> None:
     """Create a token; it is printed once, alone on the last line, and stored only hashed."""
-    from api.auth import create_token
+    from api.auth import create_token, parse_duration
     from api.database import migrate
     from secm.settings import get_settings
 
     with _clean_errors():
-        name, token = create_token(migrate(get_settings().effective_database_url), role, name)
-    console.print(f"Token '{name}' with role {role} (keep it: it is not stored and cannot be shown again):")
+        lifetime = None if expires_in == "never" else parse_duration(expires_in)
+        name, token = create_token(migrate(get_settings().effective_database_url), role, name, lifetime)
+    until = f"valid for {expires_in}" if lifetime else "valid until revoked"
+    console.print(f"Token '{name}' with role {role}, {until} (keep it: it is not stored and cannot be shown again):")
     typer.echo(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every token with its role, creation, expiry, last use and revocation (never the token)."""
+    from api.auth import list_tokens
+    from api.database import migrate
+    from secm.settings import get_settings
+
+    with _clean_errors():
+        tokens = list_tokens(migrate(get_settings().effective_database_url))
+    table = Table("name", "role", "created", "expires", "last used", "revoked")
+    for row in tokens:
+        moments = (row[c] for c in ("created_at", "expires_at", "last_used_at", "revoked_at"))
+        table.add_row(row["name"], row["role"], *(f"{m:%Y-%m-%d %H:%M}" if m else "-" for m in moments))
+    console.print(table)
 
 
 @token_app.command("revoke")

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     serve_queue_length: int = Field(
         default=1000, ge=0, description="Requests that may wait per process; beyond, 503 at once."
     )
+    serve_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest request body accepted; beyond, 413."
+    )
 
     @cached_property
     def resolved_home(self) -> Path:

@@ -30,6 +30,7 @@ def test_an_old_database_is_upgraded_to_the_new_schema(tmp_path: Path) -> None:
         command.upgrade(config, "0001")
     assert "persistence" not in _columns(old)["flagged_providers"]
     assert "top_decile_streak" not in _columns(old)["provider_scores"]
+    assert "expires_at" not in _columns(old)["tokens"]
 
     migrate(old)
     new = f"sqlite:///{tmp_path / 'new.db'}"
@@ -38,3 +39,4 @@ def test_an_old_database_is_upgraded_to_the_new_schema(tmp_path: Path) -> None:
     assert _indexes(old) == _indexes(new)
     assert "persistence" in _columns(new)["flagged_providers"]
     assert "ix_flagged_run_persistence" in _indexes(new)["flagged_providers"]
+    assert {"expires_at", "last_used_at"} <= _columns(new)["tokens"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from api.tables import added_in
+from api.tables import add_revision, drop_revision
 
 revision = "0002"
 down_revision = "0001"
@@ -17,18 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    for table, columns, indexes in added_in(revision):
-        with op.batch_alter_table(table.name) as batch:
-            for column in columns:
-                batch.add_column(column._copy())
-        for index in indexes:
-            op.create_index(index.name, table.name, [c.name for c in index.columns], unique=index.unique)
+    add_revision(op, revision)
 
 
 def downgrade() -> None:
-    for table, columns, indexes in added_in(revision):
-        for index in indexes:
-            op.drop_index(index.name, table_name=table.name)
-        with op.batch_alter_table(table.name) as batch:
-            for column in columns:
-                batch.drop_column(column.name)
+    drop_revision(op, revision)

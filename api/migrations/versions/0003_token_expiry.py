@@ -1,0 +1,24 @@
+"""Token expiry and last use: ``expires_at`` and ``last_used_at`` on tokens.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from api.tables import add_revision, drop_revision
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    add_revision(op, revision)
+
+
+def downgrade() -> None:
+    drop_revision(op, revision)

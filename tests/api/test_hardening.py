@@ -1,0 +1,117 @@
+"""What users of the service expect beyond its answers: bounded bodies, security headers,
+tokens that expire and say when they were last used."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from api.app import create_app
+from api.auth import create_token, list_tokens, parse_duration
+from api.database import migrate
+from secm.cli import app as cli
+from tests.api.conftest import Service
+
+LIMIT = 4096
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[tuple[TestClient, str, str]]:
+    """A service with a 4 KiB body limit and an inspector's token, over a SQLite file."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    _, token = create_token(migrate(url), "inspector", "small")
+    with TestClient(create_app(url, max_body_bytes=LIMIT)) as client:
+        yield client, url, token
+
+
+def test_bodies_over_the_limit_get_413_announced_or_streamed(small: tuple[TestClient, str, str]) -> None:
+    client, _, token = small
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    body = b'{"provider_nihdi": "' + b"1" * LIMIT + b'"}'
+    announced = client.post("/cases", content=body, headers=auth)
+    assert announced.status_code == 413
+    assert f"exceeds {LIMIT:,} bytes" in announced.json()["detail"]
+    streamed = client.post("/cases", content=iter([body[:3000], body[3000:]]), headers=auth)
+    assert streamed.status_code == 413
+    # Under the limit, a streamed body reaches the endpoint whole: here, its validation.
+    fits = client.post("/cases", content=iter([b'{"provider_nihdi": ', b'"1", "x": 1}']), headers=auth)
+    assert fits.status_code == 422
+    assert "Extra inputs are not permitted" in fits.text
+
+
+def test_every_answer_carries_the_security_headers(service: Service, small: tuple[TestClient, str, str]) -> None:
+    nihdi = service.get("/providers/flagged").json()["items"][0]["provider_nihdi"]
+    for response in (
+        service.get(f"/providers/{nihdi}/claims"),
+        service.client.get("/providers/flagged"),  # 401
+        service.get("/audit"),  # 403
+    ):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+        assert response.headers["cache-control"] == "no-store"
+    docs = service.client.get("/docs")
+    assert "https://cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+
+
+def test_tokens_expire_with_a_clear_401(small: tuple[TestClient, str, str]) -> None:
+    client, url, _ = small
+    _, expired = create_token(migrate(url), "inspector", "brief", expires_in=timedelta(minutes=1))
+    later = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(sep=" ")
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE tokens SET expires_at = ? WHERE name = 'brief'", (later,))
+    response = client.get("/rules", headers={"Authorization": f"Bearer {expired}"})
+    assert response.status_code == 401
+    assert "Token expired on" in response.json()["detail"]
+
+
+def test_last_use_is_recorded_to_the_minute(small: tuple[TestClient, str, str]) -> None:
+    client, url, token = small
+    engine = migrate(url)
+    assert next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"] is None
+    assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    first = next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"]
+    assert first is not None
+    assert datetime.now(UTC) - first < timedelta(minutes=1)
+    assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    again = next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"]
+    assert again == first  # within LAST_USE_RESOLUTION: no write on every request
+
+
+@pytest.mark.parametrize(("text", "days"), [("90d", 90), ("12h", 0.5), ("30m", 30 / 1440)])
+def test_durations(text: str, days: float) -> None:
+    assert parse_duration(text) == timedelta(days=days)
+
+
+@pytest.mark.parametrize("text", ["0d", "90", "d", "-1d", "1w", "1.5d"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="positive whole number"):
+        parse_duration(text)
+
+
+def test_token_cli_expiry_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECM_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    runner = CliRunner()
+    made = runner.invoke(cli, ["token", "create", "--role", "sca", "--name", "report", "--expires-in", "30d"])
+    assert made.exit_code == 0, made.output
+    assert "valid for 30d" in made.output
+    forever = runner.invoke(cli, ["token", "create", "--role", "sca", "--name", "kept", "--expires-in", "never"])
+    assert "valid until revoked" in forever.output
+    bad = runner.invoke(cli, ["token", "create", "--role", "sca", "--expires-in", "soon"])
+    assert bad.exit_code == 1
+    assert "positive whole number" in bad.output
+    listed = runner.invoke(cli, ["token", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.output.splitlines() if "report" in line)
+    in_30_days = (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d")
+    assert in_30_days in row
+    kept = next(line for line in listed.output.splitlines() if "kept" in line)
+    cells = [cell.strip() for cell in kept.strip("│ ").split("│")]
+    assert cells[:2] == ["kept", "sca"]
+    assert cells[3:] == ["-", "-", "-"]  # no expiry, never used, not revoked
