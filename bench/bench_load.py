@@ -19,60 +19,13 @@ import os
 import random
 import tempfile
 import time
-from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
-import polars as pl
-from service import Request, drive, serving
+from service import Request, drive, serving, synthetic_results
 
 from rules import load_catalog
 
 RULES = [rule.id for rule in load_catalog()]
-
-
-def _results(n_flags: int, n_providers: int, seed: int = 1) -> dict[str, pl.DataFrame]:
-    rng = np.random.default_rng(seed)
-    providers = np.array([f"{10_000_000 + i:08d}{rng.integers(0, 999):03d}" for i in range(n_providers)])
-    who = rng.zipf(1.6, n_flags) % n_providers
-    days = rng.integers(0, 730, n_flags)
-    flags = pl.DataFrame(
-        {
-            "claim_id": [f"C{i:011d}" for i in range(n_flags)],
-            "rule_id": np.array(RULES)[rng.integers(0, len(RULES), n_flags)],
-            "provider_nihdi": providers[who],
-            "reason": "bench",
-            "amount_at_stake_eur": rng.gamma(2.0, 20.0, n_flags).round(2),
-            "service_date": [date(2023, 1, 1) + timedelta(days=int(d)) for d in days],
-            "insurer_code": np.array(["100", "200", "300", "500", "600"])[rng.integers(0, 5, n_flags)],
-            "channel": "efact",
-            "nomenclature_code": "101076",
-            "profession": "gp",
-            "region": np.array(["BRU", "VLA", "WAL"])[who % 3],
-            "severity": "medium",
-            "legal_basis": "bench",
-            "evidence": '{"bench": true}',
-        }
-    )
-    scores = pl.DataFrame(
-        {
-            "provider_nihdi": providers,
-            "peer_group": "gp|003|BRU",
-            "score": rng.random(n_providers),
-            "explanation": "share of evening codes: 0.4 against a peer median of 0.05",
-            "period": "2024",
-            "peer_group_size": 500,
-            "contributions": '[{"feature":"evening_share","value":0.4,"peer_median":0.05}]',
-        }
-    ).with_columns(
-        pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"),
-        (pl.col("score") > 0.9).cast(pl.Int64).alias("top_decile_streak"),
-    )
-    profiles = pl.DataFrame(
-        {"provider_nihdi": providers, "period": "2024", "lines": rng.integers(10, 9000, n_providers)}
-    )
-    quarantine = pl.DataFrame(schema={"table": pl.String, "reasons": pl.List(pl.String)})
-    return {"flags": flags, "scores": scores, "profiles": profiles, "quarantine": quarantine}
 
 
 def _publish_later(url: str, frames: dict, delay: float, done: mp.Queue[float]) -> None:
@@ -119,7 +72,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as home:
         url = args.database_url or f"sqlite:///{Path(home) / 'secm.db'}"
-        frames = _results(args.flags, args.providers)
+        frames = synthetic_results(args.flags, args.providers)
         info = {"run_id": "bench", "created_at": "2026-01-01T00:00:00+00:00", "legislation": "current", "rules": {}}
         started = time.perf_counter()
         publish(url, info, references={}, **frames)

@@ -19,11 +19,63 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import aiohttp
 import httpx2
 import numpy as np
+import polars as pl
+
+from rules import load_catalog
+
+
+def synthetic_results(n_flags: int, n_providers: int, seed: int = 1) -> dict[str, pl.DataFrame]:
+    """Results of a run of ``n_flags`` flags over ``n_providers`` providers, as ``publish`` takes
+    them (no reference tables): a large publish without generating and running a dataset."""
+    rules = [rule.id for rule in load_catalog()]
+    rng = np.random.default_rng(seed)
+    providers = np.array([f"{10_000_000 + i:08d}{rng.integers(0, 999):03d}" for i in range(n_providers)])
+    who = rng.zipf(1.6, n_flags) % n_providers
+    days = rng.integers(0, 730, n_flags)
+    flags = pl.DataFrame(
+        {
+            "claim_id": [f"C{i:011d}" for i in range(n_flags)],
+            "rule_id": np.array(rules)[rng.integers(0, len(rules), n_flags)],
+            "provider_nihdi": providers[who],
+            "reason": "bench",
+            "amount_at_stake_eur": rng.gamma(2.0, 20.0, n_flags).round(2),
+            "service_date": [date(2023, 1, 1) + timedelta(days=int(d)) for d in days],
+            "insurer_code": np.array(["100", "200", "300", "500", "600"])[rng.integers(0, 5, n_flags)],
+            "channel": "efact",
+            "nomenclature_code": "101076",
+            "profession": "gp",
+            "region": np.array(["BRU", "VLA", "WAL"])[who % 3],
+            "severity": "medium",
+            "legal_basis": "bench",
+            "evidence": '{"bench": true}',
+        }
+    )
+    scores = pl.DataFrame(
+        {
+            "provider_nihdi": providers,
+            "peer_group": "gp|003|BRU",
+            "score": rng.random(n_providers),
+            "explanation": "share of evening codes: 0.4 against a peer median of 0.05",
+            "period": "2024",
+            "peer_group_size": 500,
+            "contributions": '[{"feature":"evening_share","value":0.4,"peer_median":0.05}]',
+        }
+    ).with_columns(
+        pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"),
+        (pl.col("score") > 0.9).cast(pl.Int64).alias("top_decile_streak"),
+    )
+    profiles = pl.DataFrame(
+        {"provider_nihdi": providers, "period": "2024", "lines": rng.integers(10, 9000, n_providers)}
+    )
+    quarantine = pl.DataFrame(schema={"table": pl.String, "reasons": pl.List(pl.String)})
+    return {"flags": flags, "scores": scores, "profiles": profiles, "quarantine": quarantine}
+
 
 # A request to send: (path, query parameters), drawn from a seeded random generator.
 Request = Callable[[random.Random], tuple[str, dict[str, Any]]]

@@ -72,7 +72,7 @@ def results(synthetic: Path) -> Published:
     return Published(info, flags, scores, profiles, dataset.quarantine, dataset.tables)
 
 
-def _postgres_schema_url() -> Iterator[str]:
+def postgres_schema_url() -> Iterator[str]:
     try:
         with psycopg.connect(POSTGRES, connect_timeout=3, autocommit=True) as connection:
             schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -92,7 +92,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.db'}"
     else:
-        yield from _postgres_schema_url()
+        yield from postgres_schema_url()
 
 
 @dataclass
