@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 
 from api import tables as t
 from api.auth import audit
-from api.dependencies import NIHDI, Page, PageSize, RuleId, RunId, Session, allow
+from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow
 from api.queries import count, matching, page_of, provider_in_run, rows, run_of
 
 router = APIRouter(prefix="/providers", tags=["providers"])
@@ -40,7 +40,7 @@ def flagged(
     order: Literal["desc", "asc"] = "desc",
     page: Page = 1,
     page_size: PageSize = 50,
-) -> dict[str, Any]:
+) -> Answer:
     """Providers of a run by amount at stake, score or flagged lines, with filters."""
     fp = t.flagged_providers
     with session.begin() as connection:
@@ -79,7 +79,7 @@ def flagged(
         }
         for row in found
     ]
-    return page_of(total, page, page_size, items, run_id=run)
+    return Answer(page_of(total, page, page_size, items, run_id=run))
 
 
 @router.get("/{nihdi}")
@@ -87,7 +87,7 @@ def provider(
     session: Annotated[Session, Depends(allow("inspector", "data_scientist"))],
     nihdi: Annotated[str, NIHDI],
     run_id: RunId = None,
-) -> dict[str, Any]:
+) -> Answer:
     """A provider's profile, peer comparison, score with explanation, and flags per rule."""
     with session.begin() as connection:
         run = run_of(connection, run_id)
@@ -153,7 +153,7 @@ def provider(
     }
     if cases is not None:
         answer["cases"] = cases
-    return answer
+    return Answer(answer)
 
 
 @router.get("/{nihdi}/claims")
@@ -164,7 +164,7 @@ def claims(
     rule: Annotated[RuleId | None, Query(description="Only the lines of this rule.")] = None,
     page: Page = 1,
     page_size: PageSize = 50,
-) -> dict[str, Any]:
+) -> Answer:
     """The flagged claim lines behind a provider's flags, with their evidence (audited)."""
     with session.begin() as connection:
         run = run_of(connection, run_id)
@@ -193,4 +193,4 @@ def claims(
                 "claims": [i["claim_id"] for i in items],
             },
         )
-    return page_of(total, page, page_size, items, run_id=run)
+    return Answer(page_of(total, page, page_size, items, run_id=run))
