@@ -6,6 +6,7 @@ table objects are what the code queries with.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,24 +53,28 @@ def added_in(revision: str) -> list[tuple[sa.Table, list[sa.Column[Any]], list[s
     return changes
 
 
-def add_revision(op: Any, revision: str) -> None:
-    """Upgrade by ``revision``: add its columns and indexes (``op`` is Alembic's)."""
-    for table, columns, indexes in added_in(revision):
-        with op.batch_alter_table(table.name) as batch:
-            for column in columns:
-                batch.add_column(column._copy())
-        for index in indexes:
-            op.create_index(index.name, table.name, [c.name for c in index.columns], unique=index.unique)
+def additive(revision: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``upgrade`` and ``downgrade`` of a revision that only adds the columns and indexes
+    tagged ``since(revision)``."""
+    from alembic import op  # only migrations call this
 
+    def upgrade() -> None:
+        for table, columns, indexes in added_in(revision):
+            with op.batch_alter_table(table.name) as batch:
+                for column in columns:
+                    batch.add_column(column._copy())
+            for index in indexes:
+                op.create_index(index.name, table.name, [c.name for c in index.columns], unique=index.unique)
 
-def drop_revision(op: Any, revision: str) -> None:
-    """Downgrade from ``revision``: drop what :func:`add_revision` added."""
-    for table, columns, indexes in added_in(revision):
-        for index in indexes:
-            op.drop_index(index.name, table_name=table.name)
-        with op.batch_alter_table(table.name) as batch:
-            for column in columns:
-                batch.drop_column(column.name)
+    def downgrade() -> None:
+        for table, columns, indexes in added_in(revision):
+            for index in indexes:
+                op.drop_index(index.name, table_name=table.name)
+            with op.batch_alter_table(table.name) as batch:
+                for column in columns:
+                    batch.drop_column(column.name)
+
+    return upgrade, downgrade
 
 
 def _run_id(*, primary_key: bool = False) -> sa.Column[str]:

@@ -6,19 +6,10 @@ Revises: 0002
 
 from __future__ import annotations
 
-from alembic import op
-
-from api.tables import add_revision, drop_revision
+from api.tables import additive
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
-
-
-def upgrade() -> None:
-    add_revision(op, revision)
-
-
-def downgrade() -> None:
-    drop_revision(op, revision)
+upgrade, downgrade = additive(revision)
