@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from api import tables as t
+from api.database import SQLITE_BUSY_SECONDS
 
 ROLES = ("inspector", "data_scientist", "sca", "admin")
 LAST_USE_RESOLUTION = timedelta(minutes=1)
@@ -115,9 +116,28 @@ def caller_for(engine: sa.Engine, token: str) -> Caller:
     if expires_at is not None and expires_at <= now:
         raise Unauthorized(f"Token expired on {expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one")
     if last_used_at is None or now - last_used_at >= LAST_USE_RESOLUTION:
-        with engine.begin() as connection:
-            connection.execute(t.tokens.update().where(t.tokens.c.id == row.id).values(last_used_at=now))
+        _record_use(engine, row.id, now)
     return Caller(row.name, row.role)
+
+
+def _record_use(engine: sa.Engine, token_id: int, now: datetime) -> None:
+    """Best effort: a request never waits to record its token's use. On SQLite, a publishing
+    run holds the one write lock for its whole transaction; then the use is recorded by a
+    later request instead (the lock is tried, not waited for)."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        driver = connection.connection.driver_connection  # the PRAGMA is no part of a transaction
+        if sqlite:
+            driver.execute("PRAGMA busy_timeout = 0")
+        try:
+            with connection.begin():
+                connection.execute(t.tokens.update().where(t.tokens.c.id == token_id).values(last_used_at=now))
+        except sa.exc.OperationalError:
+            if not sqlite:
+                raise
+        finally:
+            if sqlite:
+                driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_SECONDS * 1000}")
 
 
 def audit(

@@ -14,6 +14,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # the server is down or restarting, a connection broke, the pool has nothing free, or
 # SQLite stayed locked past its busy timeout. The service answers them with 503.
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+SQLITE_BUSY_SECONDS = 30  # how long a SQLite writer waits for another's write lock
 
 
 @cache
@@ -27,7 +28,7 @@ def engine_for(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.E
     """
     pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, **pool)
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, **pool)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(connection, _):  # type: ignore[no-untyped-def]

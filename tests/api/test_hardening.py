@@ -4,6 +4,7 @@ tokens that expire and say when they were last used."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,3 +116,20 @@ def test_token_cli_expiry_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cells = [cell.strip() for cell in kept.strip("│ ").split("│")]
     assert cells[:2] == ["kept", "sca"]
     assert cells[3:] == ["-", "-", "-"]  # no expiry, never used, not revoked
+
+
+def test_recording_a_use_never_waits_for_a_publishing_writer(small: tuple[TestClient, str, str]) -> None:
+    client, url, token = small
+    engine = migrate(url)
+    writer = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # what a publishing run holds for its whole transaction
+    try:
+        started = time.perf_counter()
+        assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert time.perf_counter() - started < 2  # not the 30 s busy timeout
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"] is None
+    assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"] is not None
