@@ -55,3 +55,19 @@ def test_scenarios_reach_every_insurer(larger: Path) -> None:
     scenario = lines.filter(~BACKGROUND)
     assert set(scenario["insurer_code"]) == set(INSURERS)
     assert lines["insurer_code"].n_unique() == len(INSURERS)
+
+
+def test_nursing_home_patients_are_elderly_and_chronically_ill(larger: Path) -> None:
+    dataset = load_dataset(larger).tables
+    homes = pl.read_parquet(larger / "labels" / "atypical.parquet").filter(atypical="nursing_home")
+    assert homes.height > 0
+    seen = dataset["billing_lines"].select("provider_nihdi", "patient_id").unique()
+    mix = (
+        seen.join(dataset["patients"], on="patient_id")
+        .with_columns(pl.col("provider_nihdi").is_in(homes["provider_nihdi"].implode()).alias("home"))
+        .group_by("home")
+        .agg((pl.col("birth_year") <= 1945).mean().alias("over_80"), pl.col("chronic_condition").mean())
+    )
+    home, other = (mix.filter(home=flag).row(0, named=True) for flag in (True, False))
+    assert home["over_80"] > 0.8 > 0.4 > other["over_80"]
+    assert home["chronic_condition"] > 0.9 > 0.4 > other["chronic_condition"]

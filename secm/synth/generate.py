@@ -48,6 +48,17 @@ def _rebalance(sizes: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
+def _residents(providers: pl.DataFrame) -> tuple[int, np.ndarray]:
+    """How many patient indices there are, and which are nursing-home GPs' residents (a GP's
+    list is one contiguous slice of its region's population, see ``shared_pools``)."""
+    n = int((providers["pool_base"] + providers["pool_span"]).max())
+    residents = np.zeros(n, dtype=bool)
+    homes = providers.filter(pl.col("atypical") == "nursing_home")
+    for base, start, size in homes.select("pool_base", "pool_start", "pool_size").iter_rows():
+        residents[base + start : base + start + size] = True
+    return n, residents
+
+
 def _writer(fmt: str) -> Callable[[pl.DataFrame, Path], None]:
     if fmt == "parquet":
         return lambda df, path: df.write_parquet(path.with_suffix(".parquet"))
@@ -134,7 +145,7 @@ def generate(
     write(plan.suspensions, out / "tp_suspensions")
     write(plan.debts, out / "provider_debts")
     write(plan.statuses, out / "provider_status")
-    write(patients_table(int((providers["pool_base"] + providers["pool_span"]).max())), out / "patients")
+    write(patients_table(*_residents(providers)), out / "patients")
     write(nomenclature, out / "nomenclature")
 
     labels = out / "labels"

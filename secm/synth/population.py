@@ -74,14 +74,16 @@ def patient_pseudonym(patient: pl.Expr) -> pl.Expr:
     return pl.format("PSN{}", patient.cast(pl.String).str.zfill(10))
 
 
-def patients_table(n: int) -> pl.DataFrame:
+def patients_table(n: int, residents: np.ndarray | None = None) -> pl.DataFrame:
     """The ``patients`` table for pseudonym indices ``0 .. n-1``: attributes are stable
-    hashes of the index, so that every line of one patient agrees with it."""
+    hashes of the index, so that every line of one patient agrees with it. ``residents``
+    (a mask over the indices) are nursing-home residents: born 1920 to 1945, chronically ill."""
     index = pl.int_range(n, dtype=pl.Int64)
     spread = (index * 2246822519) % 10_000
+    resident = pl.lit(pl.Series(residents if residents is not None else np.zeros(n, dtype=bool)))
     return pl.select(
         patient_pseudonym(index).alias("patient_id"),
-        (1928 + spread % 97).alias("birth_year"),
+        pl.when(resident).then(1920 + spread % 26).otherwise(1928 + spread % 97).alias("birth_year"),
         pl.when(spread < 5)
         .then(pl.lit("X"))
         .when(spread % 2 == 0)
@@ -89,7 +91,7 @@ def patients_table(n: int) -> pl.DataFrame:
         .otherwise(pl.lit("M"))
         .alias("sex"),
         preferential(index).alias("preferential_reimbursement"),
-        ((spread // 7) % 5 == 0).alias("chronic_condition"),
+        (resident | ((spread // 7) % 5 == 0)).alias("chronic_condition"),
     )
 
 
