@@ -19,6 +19,7 @@ from api import tables as t
 from api.queries import NO_BACKTEST, rule_backtest
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules import RuleDeclaration, load_catalog
+from rules.context import STAMPED_SHARE
 
 Basis = Literal["service", "detection"]
 DIMENSIONS = ("profession", "region", "insurer_code", "channel")
@@ -137,9 +138,7 @@ def _software(runs: list[dict[str, Any]], year: int) -> list[dict[str, Any]]:
         pl.DataFrame(rows)
         .group_by("software_id")
         .agg(pl.col(counts).sum())
-        .with_columns(
-            (pl.col("evening_stamped_lines") / pl.col("evening_lines")).fill_nan(None).round(4).alias("stamped_share")
-        )
+        .with_columns(STAMPED_SHARE)
         .sort("software_id")
         .to_dicts()
     )

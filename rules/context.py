@@ -140,6 +140,12 @@ def stamped(service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
     return served // MINUTE_US == typed // MINUTE_US
 
 
+# A package's share of evening-coded lines bearing the stamp, from its counts (null without any).
+STAMPED_SHARE = (
+    (pl.col("evening_stamped_lines") / pl.col("evening_lines")).fill_nan(None).round(4).alias("stamped_share")
+)
+
+
 def time_of_record(service_date: pl.Expr, service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
     """The moment a line says its service took place, on its date of service.
 

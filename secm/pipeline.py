@@ -18,7 +18,7 @@ from detectors.profiles import Period, provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from detectors.tracking import load_champion
 from rules import enriched_lines, evaluate, load_catalog, summarise
-from rules.context import stamped
+from rules.context import STAMPED_SHARE, stamped
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,7 @@ def software_statistics(lines: pl.DataFrame, flags: pl.DataFrame) -> list[dict[s
             .alias("evening_stamped_lines"),
             *per_rule,
         )
-        .with_columns(
-            (pl.col("evening_stamped_lines") / pl.col("evening_lines")).fill_nan(None).round(4).alias("stamped_share")
-        )
+        .with_columns(STAMPED_SHARE)
         .rename({rule: f"{rule.lower()}_flags" for rule in MISCODING_RULES})
         .sort("year", "software_id")
         .to_dicts()

@@ -18,7 +18,6 @@ from secm.synth.billing import Calendar, background_lines, dedupe_keys, invoices
 from secm.synth.population import make_population, patients_table
 
 LINE_COLUMNS = list(TABLES["billing_lines"].dtypes)
-INVOICE_COLUMNS = list(TABLES["third_party_invoices"].dtypes)
 SCENARIO_CLAIMS = 90_000_000_000  # scenario claim ids live apart from the background's
 # Default lines per provider and year: full-time practices (a GP bills about 3 000 a year).
 LINES_A_YEAR = 2_500
@@ -119,7 +118,7 @@ def generate(
         lines = dedupe_keys(habits.on_lines(habit_rng, lines, chunk))
         lines, invoices = invoices_for(lines, chunk, rng, invoice_offset)
         habitual = habits.on_invoices(habit_rng, lines, invoices, chunk)
-        background_flags.append(habitual.flags)
+        background_flags += [habits.line_flags(lines), habitual.flags]
         write(lines.select(LINE_COLUMNS), out / "billing_lines" / f"part-{part:05d}")
         write(habitual.invoices, out / "third_party_invoices" / f"part-{part:05d}")
         claim_offset += lines.height

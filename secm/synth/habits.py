@@ -108,16 +108,16 @@ def _labels(
 
 @dataclass(frozen=True)
 class Habitual:
-    """A chunk's lines and invoices after the habits, and the flags they imply."""
+    """A chunk's invoices after the invoice habits, and the flags those imply."""
 
-    lines: pl.DataFrame
     invoices: pl.DataFrame
     flags: pl.DataFrame
 
 
 def on_lines(rng: np.random.Generator, lines: pl.DataFrame, providers: pl.DataFrame) -> pl.DataFrame:
     """Line habits: stamped evening times, early evening supplements, late paper attestations,
-    batch-typed evening rounds. Works on the background's own columns (``_slot``, ``_u``)."""
+    batch-typed evening rounds. Reads the background's evening slots (``_slot``); marks the
+    lines it changed (``_batch``, ``_early``, ``_late_cash``) for :func:`line_flags`."""
     habit = providers.select("provider_nihdi", "early_evening", "batch_evening", "late_paper_cash")
     lines = lines.join(habit, on="provider_nihdi", how="left", maintain_order="left").with_columns(
         pl.Series("_h", rng.random(lines.height))
@@ -183,7 +183,7 @@ def on_invoices(
     rng: np.random.Generator, lines: pl.DataFrame, invoices: pl.DataFrame, providers: pl.DataFrame
 ) -> Habitual:
     """Invoice habits: late eFact (home nurses) and paper third-party invoices, the pseudo
-    number on invoices to :data:`PSEUDO_INSURERS`; with the flags every habit implies."""
+    number on invoices to :data:`PSEUDO_INSURERS`; with the flags they imply."""
     owner = (
         lines.filter(pl.col("invoice_id").is_not_null())
         .group_by("invoice_id")
@@ -233,7 +233,6 @@ def on_invoices(
     late_nurse = pl.col("_late_efact").fill_null(False) & own & (pl.col("profession") == "nurse")
     flags = pl.concat(
         [
-            line_flags(lines),
             _labels(marked, late_nurse, "LATE_ATTESTATION", "late_efact_nurse", BOTH),
             _labels(
                 marked, pl.col("_late_paper").fill_null(False) & own, "LATE_ATTESTATION", "late_paper_third_party", BOTH
@@ -241,4 +240,4 @@ def on_invoices(
             _labels(marked, pl.col("_pseudo").fill_null(False), "PSEUDO_TP_NUMBER", "unregistered", BOTH),
         ]
     )
-    return Habitual(lines, invoices.select(columns), flags)
+    return Habitual(invoices.select(columns), flags)

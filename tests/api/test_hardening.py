@@ -72,16 +72,20 @@ def test_tokens_expire_with_a_clear_401(small: tuple[TestClient, str, str]) -> N
     assert "Token expired on" in response.json()["detail"]
 
 
+def _last_used(url: str) -> datetime | None:
+    """When the fixture's token was last used, as ``secm token list`` reports it."""
+    return next(t for t in list_tokens(migrate(url)) if t["name"] == "small")["last_used_at"]
+
+
 def test_last_use_is_recorded_to_the_minute(small: tuple[TestClient, str, str]) -> None:
     client, url, token = small
-    engine = migrate(url)
-    assert next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"] is None
+    assert _last_used(url) is None
     assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    first = next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"]
+    first = _last_used(url)
     assert first is not None
     assert datetime.now(UTC) - first < timedelta(minutes=1)
     assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    again = next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"]
+    again = _last_used(url)
     assert again == first  # within LAST_USE_RESOLUTION: no write on every request
 
 
@@ -120,7 +124,6 @@ def test_token_cli_expiry_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_recording_a_use_never_waits_for_a_publishing_writer(small: tuple[TestClient, str, str]) -> None:
     client, url, token = small
-    engine = migrate(url)
     writer = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # what a publishing run holds for its whole transaction
     try:
@@ -130,6 +133,6 @@ def test_recording_a_use_never_waits_for_a_publishing_writer(small: tuple[TestCl
     finally:
         writer.execute("ROLLBACK")
         writer.close()
-    assert next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"] is None
+    assert _last_used(url) is None
     assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    assert next(t for t in list_tokens(engine) if t["name"] == "small")["last_used_at"] is not None
+    assert _last_used(url) is not None
