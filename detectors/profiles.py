@@ -16,6 +16,8 @@ ID = "provider_nihdi"
 PEER_ATTRIBUTES = ("profession", "qualification", "region")
 PSEUDO_STATUSES = ("missing", "unregistered", "not_valid_on_date")
 BURST_GAP_MINUTES = 10
+# What makes two codes the same kind of service, whose fees an upcoding shift compares.
+SERVICE_KIND = ("profession", "code_setting", "time_window")
 
 FEATURES: dict[str, str] = {
     "lines": "billing lines",
@@ -26,7 +28,7 @@ FEATURES: dict[str, str] = {
     "busiest_day_lines": "lines on the busiest day",
     "share_patients_seen_once": "share of patients seen only once",
     "repeat_intensity": "lines per returning patient",
-    "high_fee_share": "share of lines on high-fee codes",
+    "high_fee_share": "share of lines on a dearer code than usual for the same kind of service",
     "evening_share": "share of evening codes",
     "night_share": "share of night codes",
     "weekend_share": "share of lines on weekends",
@@ -81,7 +83,9 @@ def provider_profiles(
         .with_columns(
             period_expr(period),
             pl.col("_flagged").fill_null(False),
-            (pl.col("code_fee_eur") > pl.col("code_fee_eur").median().over("profession")).alias("_high_fee"),
+            # Against codes for the same kind of service: a night or home visit is dearer than an
+            # office consultation by nature, upcoding is the dearer variant of the same service.
+            (pl.col("code_fee_eur") > pl.col("code_fee_eur").median().over(*SERVICE_KIND)).alias("_high_fee"),
         )
     )
     keys = [ID, "period"]

@@ -115,3 +115,15 @@ def test_quarters_split_a_year(tmp_path: Path) -> None:
     frame = profiles(tmp_path, period="quarter", lines=lines)
     assert frame["period"].to_list() == ["2024Q1", "2024Q3"]
     assert frame["lines"].to_list() == [1, 1]
+
+
+def test_high_fee_share_compares_codes_for_the_same_kind_of_service(tmp_path: Path) -> None:
+    lines = [f.line(f"A{i}", nomenclature_code="101076") for i in range(2)]
+    lines += [f.line("A2", nomenclature_code="101135")]  # the dearer office consultation
+    night = {"nomenclature_code": "104230", "service_time": time(23, 0), "place_of_service": "home"}
+    lines += [f.line(f"B{i}", provider_nihdi=f.OTHER_GP, patient_id=f"N{i}", **night) for i in range(3)]
+    providers = [f.provider(), f.provider(f.OTHER_GP)]
+    rows = {r["provider_nihdi"]: r for r in profiles(tmp_path, lines=lines, providers=providers).iter_rows(named=True)}
+    # A night home visit is dearer than any office consultation by nature: not an upcoding lead.
+    assert rows[f.OTHER_GP]["high_fee_share"] == 0
+    assert rows[f.GP]["high_fee_share"] == pytest.approx(1 / 3)
