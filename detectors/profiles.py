@@ -16,7 +16,8 @@ ID = "provider_nihdi"
 PEER_ATTRIBUTES = ("profession", "qualification", "region")
 PSEUDO_STATUSES = ("missing", "unregistered", "not_valid_on_date")
 BURST_GAP_MINUTES = 10
-# What makes two codes the same kind of service, whose fees an upcoding shift compares.
+# Codes are compared on fee only within the same kind of service: a night or home visit is
+# dearer than an office consultation by nature; upcoding is the dearer variant of one service.
 SERVICE_KIND = ("profession", "code_setting", "time_window")
 
 FEATURES: dict[str, str] = {
@@ -83,8 +84,6 @@ def provider_profiles(
         .with_columns(
             period_expr(period),
             pl.col("_flagged").fill_null(False),
-            # Against codes for the same kind of service: a night or home visit is dearer than an
-            # office consultation by nature, upcoding is the dearer variant of the same service.
             (pl.col("code_fee_eur") > pl.col("code_fee_eur").median().over(*SERVICE_KIND)).alias("_high_fee"),
         )
     )
