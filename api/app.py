@@ -24,6 +24,7 @@ from api.admission import Admission
 from api.database import UNAVAILABLE, migrate
 from api.hardening import BodyLimit, SecurityHeaders
 from api.routes import audit, cases, claims, providers, reference, reports
+from api.worklist import Worklists
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def create_app(
         },
     )
     app.state.engine = migrate(database_url, pool_size=concurrency, pool_timeout=queue_seconds)
-    app.state.memo = {}
+    app.state.worklists = Worklists()
+    app.state.admitted = set()
     app.state.checkers = {}
     # The last added runs first: headers on every answer, then the body limit, then admission.
     app.add_middleware(Admission, limit=concurrency, wait=queue_seconds, queue=queue_length)

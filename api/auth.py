@@ -49,7 +49,7 @@ class Caller:
     role: str
 
 
-def _hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -73,7 +73,7 @@ def create_token(
             t.tokens.insert().values(
                 name=name,
                 role=role,
-                token_hash=_hash(token),
+                token_hash=token_hash(token),
                 created_at=now,
                 expires_at=now + expires_in if expires_in else None,
             )
@@ -101,26 +101,39 @@ def revoke_token(engine: sa.Engine, name: str) -> None:
         raise ValueError(msg)
 
 
-def caller_for(engine: sa.Engine, token: str) -> Caller:
-    """Who ``token`` admits; :class:`Unauthorized` if nobody. Records its use, to the minute."""
-    with engine.connect() as connection:
-        row = connection.execute(
-            sa.select(
-                t.tokens.c.id, t.tokens.c.name, t.tokens.c.role, t.tokens.c.expires_at, t.tokens.c.last_used_at
-            ).where(t.tokens.c.token_hash == _hash(token), t.tokens.c.revoked_at.is_(None))
-        ).first()
+# Looked up on every request: built once (SQLAlchemy then reuses its compiled form).
+_TOKEN = sa.select(
+    t.tokens.c.id, t.tokens.c.name, t.tokens.c.role, t.tokens.c.expires_at, t.tokens.c.last_used_at
+).where(t.tokens.c.token_hash == sa.bindparam("token_hash"), t.tokens.c.revoked_at.is_(None))
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Who a token admits, and whether its last use is older than the recording resolution."""
+
+    caller: Caller
+    token_id: int
+    used_at: datetime | None  # now, if the use is to be recorded; None if recorded lately
+
+
+def admit(connection: sa.Connection, token: str) -> Admitted:
+    """Who ``token`` admits, read on ``connection``; :class:`Unauthorized` if nobody.
+
+    Recording the use is left to the caller (:func:`record_use`), after its transaction:
+    a read never turns into a write that would wait for a publishing run's lock.
+    """
+    row = connection.execute(_TOKEN, {"token_hash": token_hash(token)}).first()
     if row is None:
         raise Unauthorized("Invalid or revoked token")
     now = datetime.now(UTC)
     expires_at, last_used_at = _utc(row.expires_at), _utc(row.last_used_at)
     if expires_at is not None and expires_at <= now:
         raise Unauthorized(f"Token expired on {expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one")
-    if last_used_at is None or now - last_used_at >= LAST_USE_RESOLUTION:
-        _record_use(engine, row.id, now)
-    return Caller(row.name, row.role)
+    stale = last_used_at is None or now - last_used_at >= LAST_USE_RESOLUTION
+    return Admitted(Caller(row.name, row.role), row.id, now if stale else None)
 
 
-def _record_use(engine: sa.Engine, token_id: int, now: datetime) -> None:
+def record_use(engine: sa.Engine, token_id: int, now: datetime) -> None:
     """Best effort: a request never waits to record its token's use. On SQLite, a publishing
     run holds the one write lock for its whole transaction; then the use is recorded by a
     later request instead (the lock is tried, not waited for)."""

@@ -429,13 +429,13 @@ def serve(
 ) -> None:
     """Serve the HTTP API over the application database (SECM_DATABASE_URL).
 
-    Each process lets SECM_SERVE_CONCURRENCY requests work at once (default 16) and answers
+    Each process lets SECM_SERVE_CONCURRENCY requests work at once (default 4) and answers
     503 with Retry-After to what waits longer than SECM_SERVE_QUEUE_SECONDS (default 2).
     SIGTERM or Ctrl-C stops taking connections and finishes the requests in flight.
     """
-    import uvicorn
-
     from api.database import migrate
+    from api.server import listening_sockets
+    from api.server import serve as serve_api
     from secm.settings import get_settings
 
     processes = workers or os.cpu_count() or 1
@@ -443,19 +443,12 @@ def serve(
         settings = get_settings()
         # Migrate once here, so that the processes do not race to create the schema.
         migrate(settings.effective_database_url)
+        sockets = listening_sockets(host, port, processes)
     console.print(
         f"Serving on http://{host}:{port} with {processes} process{'es' if processes > 1 else ''} "
         f"(API documentation at http://{host}:{port}/docs)."
     )
-    uvicorn.run(
-        "api.app:from_settings",
-        factory=True,
-        host=host,
-        port=port,
-        workers=processes,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-    )
+    serve_api(sockets, log_level="warning", timeout_graceful_shutdown=30)
 
 
 @app.command()

@@ -39,8 +39,8 @@ class CaseChange(BaseModel):
 @router.post("", status_code=status.HTTP_201_CREATED)
 def open_case(session: Annotated[Session, Depends(allow("inspector"))], body: CaseOpen) -> dict[str, Any]:
     """Open a case on a provider of a published run."""
-    caller = session.caller
     with session.begin() as connection:
+        caller = session.caller
         run = run_of(connection, body.run_id)
         provider_in_run(connection, run, body.provider_nihdi)
         now = datetime.now(UTC)
@@ -94,8 +94,8 @@ def change_case(
     session: Annotated[Session, Depends(allow("inspector"))], case_id: CaseId, body: CaseChange
 ) -> dict[str, Any]:
     """Move a case along open → investigating → closed; closing records its outcome."""
-    caller = session.caller
     with session.begin() as connection:
+        caller = session.caller
         current = case_with_history(connection, case_id)
         if current["status"] == "closed":
             raise HTTPException(status.HTTP_409_CONFLICT, f"Case {case_id} is closed; it can no longer change")

@@ -6,12 +6,13 @@ import json
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from api import tables as t
 from api.auth import audit
 from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow
-from api.queries import count, matching, page_of, provider_in_run, rows, run_of
+from api.queries import count, page_of, provider_in_run, rows, run_of
+from api.worklist import Filters, Worklist
 
 router = APIRouter(prefix="/providers", tags=["providers"])
 
@@ -42,43 +43,20 @@ def flagged(
     page_size: PageSize = 50,
 ) -> Answer:
     """Providers of a run by amount at stake, score or flagged lines, with filters."""
-    fp = t.flagged_providers
+    filters = Filters(
+        rule=rule and rule.value,
+        profession=profession,
+        region=region,
+        insurer=insurer,
+        year=year,
+        min_score=min_score,
+        min_amount=min_amount,
+        min_persistence=min_persistence,
+    )
     with session.begin() as connection:
         run = run_of(connection, run_id)
-        where = [fp.c.run_id == run, *matching(fp, profession=profession, region=region)]
-        if rule is not None:
-            by_rule = sa.select(t.provider_rules.c.provider_nihdi).where(
-                t.provider_rules.c.run_id == run, t.provider_rules.c.rule_id == rule.value
-            )
-            where.append(fp.c.provider_nihdi.in_(by_rule))
-        for column, value in (("insurers", insurer), ("years", year)):
-            if value is not None:
-                where.append(fp.c[column].like(f"%,{value},%"))
-        if min_score is not None:
-            where.append(fp.c.score >= min_score)
-        if min_amount is not None:
-            where.append(fp.c.amount_at_stake_eur >= min_amount)
-        if min_persistence is not None:
-            where.append(fp.c.persistence >= min_persistence)
-        keys = {
-            "amount": [fp.c.amount_at_stake_eur],
-            "score": [fp.c.score],
-            "lines": [fp.c.lines_flagged],
-            "persistence": [fp.c.persistence, fp.c.score],
-            "provider": [fp.c.provider_nihdi],
-        }[sort]
-        ordering = [(k.desc() if order == "desc" else k.asc()).nulls_last() for k in keys]
-        # Counting is the costly part of a page, and a published run never changes.
-        filters = ("flagged", run, rule, profession, region, insurer, year, min_score, min_amount, min_persistence)
-        total = session.remembered(filters, lambda: count(connection, fp, where))
-        found = rows(connection, fp, where, [*ordering, fp.c.provider_nihdi], page, page_size)
-    items = [
-        {
-            **{k: v for k, v in row.items() if k not in ("run_id", "rules", "insurers", "years")},
-            **{k: [v for v in row[k].split(",") if v] for k in ("rules", "insurers", "years")},
-        }
-        for row in found
-    ]
+        worklist = session.worklists.of(connection, run)
+    total, items = worklist.page(filters, sort, order, page, page_size)
     return Answer(page_of(total, page, page_size, items, run_id=run))
 
 
@@ -91,39 +69,41 @@ def provider(
     """A provider's profile, peer comparison, score with explanation, and flags per rule."""
     with session.begin() as connection:
         run = run_of(connection, run_id)
-        summary = provider_in_run(connection, run, nihdi)
-        periods = t.records(
-            connection.execute(
-                sa.select(t.provider_scores)
-                .where(t.provider_scores.c.run_id == run, t.provider_scores.c.provider_nihdi == nihdi)
-                .order_by(t.provider_scores.c.period)
-            )
+        worklist = session.worklists.of(connection, run)
+        answer = worklist.remembered(nihdi, lambda: _in_run(connection, run, nihdi, worklist))
+        if session.caller.role not in ("inspector", "admin"):
+            return Answer(answer)
+        c = t.cases.c
+        cases = t.records(connection.execute(sa.select(c.id, c.status, c.outcome).where(c.provider_nihdi == nihdi)))
+    return Answer({**answer, "cases": cases})
+
+
+def _in_run(connection: sa.Connection, run: str, nihdi: str, worklist: Worklist) -> dict[str, Any]:
+    """What a run says of a provider (all but its cases, which change); 404 if it does not know it."""
+    summary = worklist.provider(nihdi)
+    if summary is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {nihdi} is not in run {run}")
+    ps, f = t.provider_scores.c, t.flags.c
+    periods = t.records(
+        connection.execute(
+            sa.select(t.provider_scores).where(ps.run_id == run, ps.provider_nihdi == nihdi).order_by(ps.period)
         )
-        by_rule = t.records(
-            connection.execute(
-                sa.select(
-                    t.flags.c.rule_id,
-                    sa.func.count().label("lines"),
-                    sa.func.sum(t.flags.c.amount_at_stake_eur).label("amount_at_stake_eur"),
-                    sa.func.min(t.flags.c.legal_basis).label("legal_basis"),
-                )
-                .where(t.flags.c.run_id == run, t.flags.c.provider_nihdi == nihdi)
-                .group_by(t.flags.c.rule_id)
-                .order_by(t.flags.c.rule_id)
+    )
+    by_rule = t.records(
+        connection.execute(
+            sa.select(
+                f.rule_id,
+                sa.func.count().label("lines"),
+                sa.func.sum(f.amount_at_stake_eur).label("amount_at_stake_eur"),
+                sa.func.min(f.legal_basis).label("legal_basis"),
             )
+            .where(f.run_id == run, f.provider_nihdi == nihdi)
+            .group_by(f.rule_id)
+            .order_by(f.rule_id)
         )
-        cases = (
-            t.records(
-                connection.execute(
-                    sa.select(t.cases.c.id, t.cases.c.status, t.cases.c.outcome).where(
-                        t.cases.c.provider_nihdi == nihdi
-                    )
-                )
-            )
-            if session.caller.role in ("inspector", "admin")
-            else None
-        )
-    answer: dict[str, Any] = {
+    )
+    shown = ("period", "peer_group", "peer_group_size", "score", "rank", "explanation", "top_decile_streak")
+    return {
         "run_id": run,
         "provider_nihdi": nihdi,
         **{
@@ -132,18 +112,7 @@ def provider(
         },
         "periods": [
             {
-                **{
-                    k: p[k]
-                    for k in (
-                        "period",
-                        "peer_group",
-                        "peer_group_size",
-                        "score",
-                        "rank",
-                        "explanation",
-                        "top_decile_streak",
-                    )
-                },
+                **{k: p[k] for k in shown},
                 "peer_comparison": json.loads(p["contributions"]),
                 "profile": json.loads(p["profile"]),
             }
@@ -151,9 +120,6 @@ def provider(
         ],
         "flags_by_rule": [{**r, "amount_at_stake_eur": round(float(r["amount_at_stake_eur"]), 2)} for r in by_rule],
     }
-    if cases is not None:
-        answer["cases"] = cases
-    return Answer(answer)
 
 
 @router.get("/{nihdi}/claims")

@@ -43,6 +43,27 @@ def test_health_needs_no_token_and_everything_else_does(service: Service) -> Non
     assert service.get("/rules").status_code == 401
 
 
+def test_a_token_this_process_admitted_is_checked_again_by_every_operation(service: Service) -> None:
+    """Admitted once, a token skips the check before validation; each request's first
+    transaction still checks it, so once revoked it is refused on every operation."""
+    paths = service.client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    operations = [(method, path) for path, methods in paths.items() for method in methods if path != "/health"]
+    assert len(operations) >= 12
+    values = {"nihdi": "11006431003", "case_id": "1", "year": "2024"}
+    bodies = {
+        ("post", "/cases"): {"provider_nihdi": "11006431003"},
+        ("patch", "/cases/{case_id}"): {"notes": "checked"},
+        ("post", "/claims/check"): {"lines": [{}]},
+    }
+    assert service.get("/rules", role="admin").status_code == 200
+    revoke_token(migrate(service.url), "admin-test")
+    headers = {"Authorization": f"Bearer {service.tokens['admin']}"}
+    for method, path in operations:
+        answer = service.client.request(method, path.format(**values), json=bodies.get((method, path)), headers=headers)
+        assert answer.status_code == 401, (method, path, answer.text)
+        assert answer.json()["detail"] == "Invalid or revoked token"
+
+
 @pytest.mark.parametrize(
     ("role", "path", "code"),
     [
