@@ -8,7 +8,7 @@ same transaction, so readers never see a half-loaded run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,14 +76,29 @@ def provider_summary(flags: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
     return merged.drop("_profession")
 
 
-def _rows(frame: pl.DataFrame) -> Iterable[list[dict[str, Any]]]:
-    for start in range(0, frame.height, CHUNK):
-        yield frame.slice(start, CHUNK).to_dicts()
-
-
 def _insert(connection: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> None:
-    for chunk in _rows(frame):
-        connection.execute(table.insert(), chunk)
+    """Insert ``frame``'s rows into ``table`` in bulk, within the connection's transaction.
+
+    SQLAlchemy's own insert builds and processes a dict per row, which made a million flags a
+    half-minute publish on SQLite and a minute on PostgreSQL, a core taken from the service all
+    that time. PostgreSQL gets the rows as CSV through ``COPY``; SQLite gets tuples of plain
+    values through the driver's ``executemany``, dates as the ISO text SQLAlchemy's ``Date``
+    reads back.
+    """
+    quote = connection.dialect.identifier_preparer.quote
+    target = f"{quote(table.name)} ({', '.join(quote(c) for c in frame.columns)})"
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(f"COPY {target} FROM STDIN (FORMAT csv)") as copy:
+            for chunk in frame.iter_slices(CHUNK):
+                copy.write(chunk.write_csv(include_header=False))
+        return
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    statement = f"INSERT INTO {target} VALUES ({', '.join([marker] * frame.width)})"
+    if connection.dialect.name == "sqlite":
+        frame = frame.with_columns(pl.col(pl.Date).dt.to_string("%Y-%m-%d"))
+    for chunk in frame.iter_slices(CHUNK):
+        connection.exec_driver_sql(statement, chunk.rows())
 
 
 def publish(

@@ -30,7 +30,7 @@ PUBLISH = """
 import sys
 from api.publish import publish
 from bench.service import synthetic_results
-frames = synthetic_results(200_000, 20_000)
+frames = synthetic_results(600_000, 20_000)
 print("publishing", flush=True)
 info = {"run_id": "killed", "created_at": "2026-03-01T00:00:00+00:00", "legislation": "current", "rules": {}}
 publish(sys.argv[1], info, references={}, **frames)
