@@ -114,15 +114,18 @@ class Admitted:
     caller: Caller
     token_id: int
     used_at: datetime | None  # now, if the use is to be recorded; None if recorded lately
+    also: tuple[Any, ...] = ()  # the values of the ``also`` columns read with the token
 
 
-def admit(connection: sa.Connection, token: str) -> Admitted:
-    """Who ``token`` admits, read on ``connection``; :class:`Unauthorized` if nobody.
+def admit(connection: sa.Connection, token: str, *also: sa.ColumnElement[Any]) -> Admitted:
+    """Who ``token`` admits, read on ``connection`` (with the scalar columns ``also``, in the
+    same statement); :class:`Unauthorized` if nobody.
 
     Recording the use is left to the caller (:func:`record_use`), after its transaction:
     a read never turns into a write that would wait for a publishing run's lock.
     """
-    row = connection.execute(_TOKEN, {"token_hash": token_hash(token)}).first()
+    statement = _TOKEN.add_columns(*also) if also else _TOKEN
+    row = connection.execute(statement, {"token_hash": token_hash(token)}).first()
     if row is None:
         raise Unauthorized("Invalid or revoked token")
     now = datetime.now(UTC)
@@ -130,7 +133,9 @@ def admit(connection: sa.Connection, token: str) -> Admitted:
     if expires_at is not None and expires_at <= now:
         raise Unauthorized(f"Token expired on {expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one")
     stale = last_used_at is None or now - last_used_at >= LAST_USE_RESOLUTION
-    return Admitted(Caller(row.name, row.role), row.id, now if stale else None)
+    return Admitted(
+        Caller(row.name, row.role), row.id, now if stale else None, tuple(row[len(_TOKEN.selected_columns) :])
+    )
 
 
 def record_use(engine: sa.Engine, token_id: int, now: datetime) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.pool import ConnectionPoolEntry as PoolRecord
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Errors that mean "the database cannot answer now" rather than "this request is wrong":
@@ -15,6 +17,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # SQLite stayed locked past its busy timeout. The service answers them with 503.
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 SQLITE_BUSY_SECONDS = 30  # how long a SQLite writer waits for another's write lock
+IDLE_PING_SECONDS = 1.0  # a pooled connection unused this long is checked before use
 
 
 @cache
@@ -22,9 +25,10 @@ def engine_for(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.E
     """One engine per database URL and pool shape.
 
     SQLite gets foreign keys, WAL (readers never wait for a publishing writer) and a busy
-    timeout; PostgreSQL gets a liveness check of pooled connections, so that the service
-    recovers by itself after the server restarts. ``pool_size`` connections at most: no
-    overflow, so that a service sized for N concurrent requests never opens more.
+    timeout; PostgreSQL gets a liveness check of pooled connections that sat idle (see
+    ``_ping_when_idle``), so that the service recovers by itself after the server restarts.
+    ``pool_size`` connections at most: no overflow, so that a service sized for N concurrent
+    requests never opens more.
     """
     pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
@@ -41,7 +45,31 @@ def engine_for(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.E
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql+psycopg") else {}
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
+    engine = sa.create_engine(url, connect_args=connect_args, **pool)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """Check a pooled connection before use only if it sat idle for ``IDLE_PING_SECONDS``.
+
+    SQLAlchemy's ``pool_pre_ping`` checks every checkout: a round trip to the server on every
+    request. A connection in steady use needs none: if the server went away meanwhile, the
+    request fails with a disconnect (a 503), which discards the whole pool, and the next
+    request connects afresh.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _returned(_: object, record: PoolRecord) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _taken(dbapi_connection: object, record: PoolRecord, _: object) -> None:
+        if time.monotonic() - record.info.get("returned_at", 0.0) > IDLE_PING_SECONDS:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except engine.dialect.loaded_dbapi.Error as exc:
+                raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
 def migrate(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.Engine:

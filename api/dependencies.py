@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import Caller, Unauthorized, admit, record_use, token_hash
+from api.queries import NEWEST_RUN, run_of
 from api.worklist import Worklists
 from rules import load_catalog
 
@@ -57,6 +58,7 @@ class Session:
     # Tokens this process has admitted before (their hashes).
     admitted: set[str]
     _caller: Caller | None = None
+    _newest_run: str | None = None  # read with the token
 
     @property
     def caller(self) -> Caller:
@@ -73,7 +75,7 @@ class Session:
         with self.engine.begin() as connection:
             if self._caller is None:
                 try:
-                    admitted = admit(connection, self.token)
+                    admitted = admit(connection, self.token, NEWEST_RUN)
                 except Unauthorized as refused:
                     raise HTTPException(
                         status.HTTP_401_UNAUTHORIZED, str(refused), {"WWW-Authenticate": "Bearer"}
@@ -82,12 +84,18 @@ class Session:
                 if role != "admin" and role not in self.roles:
                     raise HTTPException(status.HTTP_403_FORBIDDEN, f"The role '{role}' may not do this")
                 self._caller, used = admitted.caller, admitted
+                self._newest_run = admitted.also[0]
                 if len(self.admitted) >= ADMITTED_KEPT:
                     self.admitted.clear()
                 self.admitted.add(token_hash(self.token))
             yield connection
         if used is not None and used.used_at is not None:
             record_use(self.engine, used.token_id, used.used_at)
+
+    def run(self, connection: sa.Connection, run_id: str | None) -> str:
+        """The requested run, or the newest complete one (read with the token: one statement
+        less per request); 404 when there is none."""
+        return run_of(connection, run_id, self._newest_run)
 
     def check(self) -> None:
         """Admit the token now, in a transaction of its own."""

@@ -15,15 +15,20 @@ def matching(table: sa.Table, **values: object) -> list[sa.ColumnElement[bool]]:
     return [table.c[column] == value for column, value in values.items() if value]
 
 
-def run_of(connection: sa.Connection, run_id: str | None) -> str:
-    """The requested run, or the newest complete one; 404 when there is none."""
-    query = sa.select(t.runs.c.run_id).where(t.runs.c.status == "complete")
+_COMPLETE = sa.select(t.runs.c.run_id).where(t.runs.c.status == "complete")
+# The newest complete run, as a scalar any statement can read along (the token's does).
+NEWEST_RUN = _COMPLETE.order_by(t.runs.c.published_at.desc()).limit(1).scalar_subquery().label("newest_run")
+
+
+def run_of(connection: sa.Connection, run_id: str | None, newest: str | None = None) -> str:
+    """The requested run, or the newest complete one (``newest`` if already read); 404 when
+    there is none."""
     if run_id:
-        found = connection.execute(query.where(t.runs.c.run_id == run_id)).scalar()
+        found = connection.execute(_COMPLETE.where(t.runs.c.run_id == run_id)).scalar()
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"No published run '{run_id}'")
         return str(found)
-    newest = connection.execute(query.order_by(t.runs.c.published_at.desc()).limit(1)).scalar()
+    newest = newest or connection.execute(sa.select(NEWEST_RUN)).scalar()
     if newest is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No run has been published yet (see secm run)")
     return str(newest)

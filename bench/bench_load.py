@@ -4,7 +4,8 @@
     uv run python bench/bench_load.py ... --database-url postgresql://postgres@127.0.0.1:5432/test
 
 Publishes a run of ``--flags`` flags over ``--providers`` providers (built directly, not by
-the pipeline) into a fresh SQLite file (or the given database), serves it with
+the pipeline) into a fresh SQLite file (or, on the given PostgreSQL server, a schema of its
+own, dropped afterwards), serves it with
 ``secm serve --workers N`` and drives ``--clients`` concurrent clients from this process;
 with ``--publish-during``, a second process publishes another run halfway through. Prints
 requests/s, latency percentiles and errors (any answer but 200, or none within 10 s).
@@ -19,6 +20,8 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from service import Request, drive, serving, synthetic_results
@@ -55,6 +58,25 @@ def _request(providers: list[str]) -> Request:
     return request
 
 
+@contextmanager
+def _database(server: str | None, home: str) -> Iterator[str]:
+    """A fresh application database: a SQLite file in ``home``, or a schema of its own on the
+    PostgreSQL ``server``, dropped when the block ends."""
+    if server is None:
+        yield f"sqlite:///{Path(home) / 'secm.db'}"
+        return
+    import psycopg
+
+    schema = f"bench_load_{os.getpid()}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{server}{'&' if '?' in server else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flags", type=int, default=1_000_000)
@@ -63,15 +85,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=None, help="secm serve --workers (default: its own).")
     parser.add_argument("--publish-during", action="store_true", help="Publish a second run halfway through.")
-    parser.add_argument("--database-url", help="Default: a fresh SQLite file.")
+    parser.add_argument("--database-url", help="A PostgreSQL server (default: a fresh SQLite file).")
     args = parser.parse_args()
 
     from api.auth import create_token
     from api.database import migrate
     from api.publish import publish
 
-    with tempfile.TemporaryDirectory() as home:
-        url = args.database_url or f"sqlite:///{Path(home) / 'secm.db'}"
+    with tempfile.TemporaryDirectory() as home, _database(args.database_url, home) as url:
         frames = synthetic_results(args.flags, args.providers)
         info = {"run_id": "bench", "created_at": "2026-01-01T00:00:00+00:00", "legislation": "current", "rules": {}}
         started = time.perf_counter()

@@ -1,8 +1,9 @@
 """The service in a process of its own, and concurrent clients to load it (benchmarks and load tests).
 
 ``serving`` starts ``secm serve`` on a free port and waits until it answers; ``drive`` runs
-many concurrent clients on one event loop (threads cannot keep 200 clients busy from one
-process on two cores) and reports throughput, latency percentiles and every error by kind.
+many concurrent keep-alive clients on one event loop (threads cannot keep 200 clients busy
+from one process on two cores) and reports throughput, latency percentiles and every error by
+kind (any answer but 200, a broken connection, or no answer within the timeout).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-import aiohttp
+import httptools
 import httpx2
 import numpy as np
 import polars as pl
@@ -152,34 +154,87 @@ class Load:
         }
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection sending a GET at a time; httptools parses the answers.
+
+    The load generator shares the machine's cores with the server it measures: aiohttp's
+    client took 0.7 ms of CPU per request (40 % of a core at 600 requests/s), this 0.08 ms.
+    """
+
+    def __init__(self, headers: bytes) -> None:
+        self.headers = headers
+        self.parser = httptools.HttpResponseParser(self)
+        self.answered: asyncio.Future[int] | None = None
+        self.retry_after = 1.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("the server closed the connection"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"retry-after":
+            self.retry_after = float(value)
+
+    def on_message_complete(self) -> None:
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_result(self.parser.get_status_code())
+
+    def _fail(self, exc: Exception) -> None:
+        if self.answered is not None and not self.answered.done():
+            self.answered.set_exception(exc)
+
+    async def get(self, target: bytes) -> int:
+        """The status of ``GET target``, once its whole answer has arrived."""
+        assert self.transport is not None
+        self.answered = asyncio.get_running_loop().create_future()
+        self.transport.write(b"GET " + target + b" HTTP/1.1\r\n" + self.headers)
+        return await self.answered
+
+
 async def _drive(base: str, token: str, request: Request, clients: int, seconds: float, timeout: float) -> Load:
     load = Load(seconds)
     deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=clients, force_close=False)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(
-        base, headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-    ) as session:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    headers = f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    loop = asyncio.get_running_loop()
 
-        async def client(seed: int) -> None:
-            rng = random.Random(seed)
-            while time.perf_counter() < deadline:
-                path, params = request(rng)
-                started = time.perf_counter()
-                try:
-                    async with session.get(path, params=params) as response:
-                        await response.read()
-                        load.statuses[response.status] += 1
-                        if response.status == 503:
-                            # An overloaded service says when to come back; a client honours it.
-                            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-                            continue
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    load.failures[type(exc).__name__] += 1
-                    continue
-                load.latencies.append(time.perf_counter() - started)
+    async def client(seed: int) -> None:
+        rng = random.Random(seed)
+        connection = None
+        while time.perf_counter() < deadline:
+            path, params = request(rng)
+            target = (f"{path}?{urlencode(params)}" if params else path).encode()
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    if connection is None or connection.transport is None or connection.transport.is_closing():
+                        _, connection = await loop.create_connection(lambda: _Connection(headers), host, int(port))
+                    status = await connection.get(target)
+            except (TimeoutError, OSError, httptools.HttpParserError) as exc:
+                load.failures[type(exc).__name__] += 1
+                if connection is not None and connection.transport is not None:
+                    connection.transport.close()
+                connection = None
+                continue
+            load.statuses[status] += 1
+            if status == 503:
+                # An overloaded service says when to come back; a client honours it.
+                await asyncio.sleep(connection.retry_after)
+                continue
+            load.latencies.append(time.perf_counter() - started)
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
 
-        await asyncio.gather(*(client(i) for i in range(clients)))
+    await asyncio.gather(*(client(i) for i in range(clients)))
     return load
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import tables as t
 from api.auth import audit
 from api.dependencies import Page, PageSize, Session, allow, invalid
-from api.queries import case_with_history, closed_outcomes, listing, matching, provider_in_run, run_of
+from api.queries import case_with_history, closed_outcomes, listing, matching, provider_in_run
 
 router = APIRouter(prefix="/cases", tags=["cases"])
 CASE_FLOW = {"open": {"investigating", "closed"}, "investigating": {"closed"}, "closed": set()}
@@ -41,7 +41,7 @@ def open_case(session: Annotated[Session, Depends(allow("inspector"))], body: Ca
     """Open a case on a provider of a published run."""
     with session.begin() as connection:
         caller = session.caller
-        run = run_of(connection, body.run_id)
+        run = session.run(connection, body.run_id)
         provider_in_run(connection, run, body.provider_nihdi)
         now = datetime.now(UTC)
         case_id = connection.execute(

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import audit
 from api.claims import checker_for
 from api.dependencies import Session, allow, invalid
-from api.queries import run_of
 from data_contracts import ContractError
 
 router = APIRouter(tags=["claims"])
@@ -35,7 +34,7 @@ def check_claims(
     the same request are still checked and answered under ``claims``.
     """
     with session.begin() as connection:
-        run = run_of(connection, None)
+        run = session.run(connection, None)
         audit(connection, session.caller, "check_claims", detail={"run_id": run, "lines": len(body.lines)})
     try:
         result = checker_for(session.engine, run, request.app.state.checkers).check(body.lines, body.invoices)

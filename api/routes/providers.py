@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from api import tables as t
 from api.auth import audit
 from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow
-from api.queries import count, page_of, provider_in_run, rows, run_of
+from api.queries import count, page_of, provider_in_run, rows
 from api.worklist import Filters, Worklist
 
 router = APIRouter(prefix="/providers", tags=["providers"])
@@ -54,7 +54,7 @@ def flagged(
         min_persistence=min_persistence,
     )
     with session.begin() as connection:
-        run = run_of(connection, run_id)
+        run = session.run(connection, run_id)
         worklist = session.worklists.of(connection, run)
     total, items = worklist.page(filters, sort, order, page, page_size)
     return Answer(page_of(total, page, page_size, items, run_id=run))
@@ -68,7 +68,7 @@ def provider(
 ) -> Answer:
     """A provider's profile, peer comparison, score with explanation, and flags per rule."""
     with session.begin() as connection:
-        run = run_of(connection, run_id)
+        run = session.run(connection, run_id)
         worklist = session.worklists.of(connection, run)
         answer = worklist.remembered(nihdi, lambda: _in_run(connection, run, nihdi, worklist))
         if session.caller.role not in ("inspector", "admin"):
@@ -133,7 +133,7 @@ def claims(
 ) -> Answer:
     """The flagged claim lines behind a provider's flags, with their evidence (audited)."""
     with session.begin() as connection:
-        run = run_of(connection, run_id)
+        run = session.run(connection, run_id)
         where = [t.flags.c.run_id == run, t.flags.c.provider_nihdi == nihdi]
         if rule:
             where.append(t.flags.c.rule_id == rule.value)
