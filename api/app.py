@@ -53,6 +53,10 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = max(threads.total_tokens, 2 * concurrency + 8)
+        try:
+            await anyio.to_thread.run_sync(app.state.worklists.warm, app.state.engine)
+        except UNAVAILABLE as exc:  # the service starts all the same, and reads it when it can
+            log.warning("could not read the newest run's worklist at start: %s", str(exc).splitlines()[0])
         yield
 
     app = FastAPI(

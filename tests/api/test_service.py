@@ -43,6 +43,11 @@ def test_health_needs_no_token_and_everything_else_does(service: Service) -> Non
     assert service.get("/rules").status_code == 401
 
 
+def test_the_newest_run_is_read_at_start(service: Service) -> None:
+    """The first pages after a start do not wait for the run's worklist to be read."""
+    assert service.client.app.state.worklists.runs == ("run-1",)  # type: ignore[attr-defined]
+
+
 def test_a_token_this_process_admitted_is_checked_again_by_every_operation(service: Service) -> None:
     """Admitted once, a token skips the check before validation; each request's first
     transaction still checks it, so once revoked it is refused on every operation."""
