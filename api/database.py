@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry as PoolRecord
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -64,7 +65,7 @@ def _ping_when_idle(engine: sa.Engine) -> None:
         record.info["returned_at"] = time.monotonic()
 
     @sa.event.listens_for(engine, "checkout")
-    def _taken(dbapi_connection: object, record: PoolRecord, _: object) -> None:
+    def _taken(dbapi_connection: DBAPIConnection, record: PoolRecord, _: object) -> None:
         if time.monotonic() - record.info.get("returned_at", 0.0) > IDLE_PING_SECONDS:
             try:
                 engine.dialect.do_ping(dbapi_connection)
