@@ -13,6 +13,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,6 +108,13 @@ _TOKEN = sa.select(
 ).where(t.tokens.c.token_hash == sa.bindparam("token_hash"), t.tokens.c.revoked_at.is_(None))
 
 
+@cache
+def _token_with(*also: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """The token's statement reading ``also`` along, built once per set of columns (a statement
+    built per request costs its construction and cache key every time)."""
+    return _TOKEN.add_columns(*also)
+
+
 @dataclass(frozen=True)
 class Admitted:
     """Who a token admits, and whether its last use is older than the recording resolution."""
@@ -124,8 +132,7 @@ def admit(connection: sa.Connection, token: str, *also: sa.ColumnElement[Any]) -
     Recording the use is left to the caller (:func:`record_use`), after its transaction:
     a read never turns into a write that would wait for a publishing run's lock.
     """
-    statement = _TOKEN.add_columns(*also) if also else _TOKEN
-    row = connection.execute(statement, {"token_hash": token_hash(token)}).first()
+    row = connection.execute(_token_with(*also), {"token_hash": token_hash(token)}).first()
     if row is None:
         raise Unauthorized("Invalid or revoked token")
     now = datetime.now(UTC)

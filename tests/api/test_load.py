@@ -33,7 +33,7 @@ def test_two_hundred_clients_are_all_answered_within_five_seconds(results: Publi
     assert summary["max_ms"] < 5_000, summary
 
 
-def test_connections_are_spread_evenly_over_the_workers(results: Published, tmp_path: Path) -> None:
+def test_connections_are_spread_evenly_over_the_workers(tmp_path: Path) -> None:
     """200 clients connecting at once: each of two workers holds 35 to 65 % of them (with one
     shared socket, the worker that woke first took about two thirds)."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
