@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from api.admission import Admission
 from api.database import UNAVAILABLE, migrate
+from api.dependencies import Passes
 from api.hardening import BodyLimit, SecurityHeaders
 from api.routes import audit, cases, claims, providers, reference, reports
 from api.worklist import Worklists
@@ -45,9 +46,11 @@ def create_app(
     queue_seconds: float = 2.0,
     queue_length: int = 1000,
     max_body_bytes: int = 16 * 1024 * 1024,
+    token_recheck_seconds: float = 1.0,
 ) -> FastAPI:
     """The service over ``database_url``; ``concurrency`` requests at work at once (see the
-    module); request bodies up to ``max_body_bytes``."""
+    module); request bodies up to ``max_body_bytes``; a token admitted is read again after
+    ``token_recheck_seconds`` (see ``api.dependencies``)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -74,7 +77,7 @@ def create_app(
     )
     app.state.engine = migrate(database_url, pool_size=concurrency, pool_timeout=queue_seconds)
     app.state.worklists = Worklists()
-    app.state.admitted = set()
+    app.state.passes = Passes(token_recheck_seconds)
     app.state.checkers = {}
     # The last added runs first: headers on every answer, then the body limit, then admission.
     app.add_middleware(Admission, limit=concurrency, wait=queue_seconds, queue=queue_length)
@@ -98,4 +101,5 @@ def from_settings() -> FastAPI:
         queue_seconds=settings.serve_queue_seconds,
         queue_length=settings.serve_queue_length,
         max_body_bytes=settings.serve_max_body_bytes,
+        token_recheck_seconds=settings.serve_token_recheck_seconds,
     )

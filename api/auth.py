@@ -121,6 +121,7 @@ class Admitted:
 
     caller: Caller
     token_id: int
+    expires_at: datetime | None
     used_at: datetime | None  # now, if the use is to be recorded; None if recorded lately
     also: tuple[Any, ...] = ()  # the values of the ``also`` columns read with the token
 
@@ -141,7 +142,11 @@ def admit(connection: sa.Connection, token: str, *also: sa.ColumnElement[Any]) -
         raise Unauthorized(f"Token expired on {expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one")
     stale = last_used_at is None or now - last_used_at >= LAST_USE_RESOLUTION
     return Admitted(
-        Caller(row.name, row.role), row.id, now if stale else None, tuple(row[len(_TOKEN.selected_columns) :])
+        Caller(row.name, row.role),
+        row.id,
+        expires_at,
+        now if stale else None,
+        tuple(row[len(_TOKEN.selected_columns) :]),
     )
 
 

@@ -51,6 +51,12 @@ def engine_for(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.E
     return engine
 
 
+@cache
+def reading(engine: sa.Engine) -> sa.Engine:
+    """``engine`` in autocommit: for requests that only read (sharing its pool)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _ping_when_idle(engine: sa.Engine) -> None:
     """Check a pooled connection before use only if it sat idle for ``IDLE_PING_SECONDS``.
 

@@ -11,6 +11,7 @@ under load; from memory a page costs well under a millisecond, whatever the filt
 from __future__ import annotations
 
 import gc
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -64,11 +65,12 @@ class Worklist:
         self.size = providers.height
         self._frame = providers
         shown = [c for c in providers.columns if c not in HIDDEN]
-        self._values = {c: providers[c].to_list() for c in shown}
+        # Each row as the JSON a page answers with, rendered once: a page joins fifty of them.
+        self._rows: list[str] = providers.select(pl.struct(shown).struct.json_encode()).to_series().to_list()
         numbers = ("score", "amount_at_stake_eur", "persistence")
         self._numbers = {c: providers[c].cast(pl.Float64).fill_null(np.nan).to_numpy() for c in numbers}
         self._orders: dict[tuple[str, str], np.ndarray] = {}
-        self._position = {nihdi: i for i, nihdi in enumerate(self._values["provider_nihdi"])}
+        self._position = {nihdi: i for i, nihdi in enumerate(providers["provider_nihdi"])}
         self._pages: OrderedDict[str, Any] = OrderedDict()
         self._pages_lock = threading.Lock()
         self._having: dict[tuple[str, str], np.ndarray] = {}
@@ -82,7 +84,7 @@ class Worklist:
     def provider(self, nihdi: str) -> dict[str, Any] | None:
         """The provider's row (as a page gives it), or None if the run does not know it."""
         at = self._position.get(nihdi)
-        return None if at is None else {c: values[at] for c, values in self._values.items()}
+        return None if at is None else json.loads(self._rows[at])
 
     def remembered(self, nihdi: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` for a provider of this run, kept for the ``PAGES_KEPT`` last asked for
@@ -142,13 +144,12 @@ class Worklist:
                 keep &= self._numbers[column] >= bound  # a missing score (NaN) never passes
         return keep
 
-    def page(self, filters: Filters, sort: str, order: str, number: int, size: int) -> tuple[int, list[dict[str, Any]]]:
-        """How many providers match ``filters``, and page ``number`` of them in that order."""
+    def page(self, filters: Filters, sort: str, order: str, number: int, size: int) -> tuple[int, list[str]]:
+        """How many providers match ``filters``, and page ``number`` of them in that order
+        (each provider's row as JSON)."""
         positions = self.order(sort, order)
         matching = positions[self.matching(filters)[positions]]
-        chosen = matching[(number - 1) * size : number * size].tolist()
-        columns = {c: [values[i] for i in chosen] for c, values in self._values.items()}
-        return len(matching), [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        return len(matching), [self._rows[i] for i in matching[(number - 1) * size : number * size].tolist()]
 
 
 def _read(connection: sa.Connection, run: str) -> pl.DataFrame:
@@ -176,6 +177,14 @@ class Worklists:
     def runs(self) -> tuple[str, ...]:
         """The runs held, the one asked for last at the end."""
         return tuple(self._runs)
+
+    def held(self, run: str) -> Worklist | None:
+        """``run``'s worklist if this process holds it already; None if it must be read."""
+        with self._lock:
+            found = self._runs.get(run)
+            if found is not None:
+                self._runs.move_to_end(run)
+            return found
 
     def of(self, connection: sa.Connection, run: str) -> Worklist:
         """``run``'s worklist, read on ``connection`` the first time (one reader at a time)."""

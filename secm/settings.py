@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest request body accepted; beyond, 413."
     )
+    serve_token_recheck_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="A token admitted is read again after this long: how soon a revocation or a new run takes effect.",
+    )
 
     @cached_property
     def resolved_home(self) -> Path:

@@ -7,10 +7,12 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
 from api import tables as t
 from api.auth import audit
-from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow
+from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow, rendered_page
 from api.queries import count, page_of, provider_in_run, rows
 from api.worklist import Filters, Worklist
 
@@ -18,7 +20,7 @@ router = APIRouter(prefix="/providers", tags=["providers"])
 
 
 @router.get("/flagged")
-def flagged(
+async def flagged(
     session: Annotated[Session, Depends(allow("inspector", "data_scientist"))],
     run_id: RunId = None,
     rule: Annotated[RuleId | None, Query(description="Only providers flagged by this rule.")] = None,
@@ -41,7 +43,7 @@ def flagged(
     order: Literal["desc", "asc"] = "desc",
     page: Page = 1,
     page_size: PageSize = 50,
-) -> Answer:
+) -> Response:
     """Providers of a run by amount at stake, score or flagged lines, with filters."""
     filters = Filters(
         rule=rule and rule.value,
@@ -53,11 +55,21 @@ def flagged(
         min_amount=min_amount,
         min_persistence=min_persistence,
     )
-    with session.begin() as connection:
-        run = session.run(connection, run_id)
-        worklist = session.worklists.of(connection, run)
+    run = run_id or session.newest_run
+    worklist = session.worklists.held(run) if run else None
+    if worklist is None:  # the database says which run, and what it holds
+        read: tuple[str, Worklist] = await run_in_threadpool(_worklist, session, run_id)
+        run, worklist = read
+    # Answered on the event loop: a page from memory costs less than a hop to a thread.
     total, items = worklist.page(filters, sort, order, page, page_size)
-    return Answer(page_of(total, page, page_size, items, run_id=run))
+    return rendered_page(total, page, page_size, items, run_id=run)
+
+
+def _worklist(session: Session, run_id: str | None) -> tuple[str, Worklist]:
+    """The run asked for (404 if unknown) and its worklist, read if this process has not yet."""
+    with session.read() as connection:
+        run = session.run(connection, run_id)
+        return run, session.worklists.of(connection, run)
 
 
 @router.get("/{nihdi}")
@@ -67,7 +79,7 @@ def provider(
     run_id: RunId = None,
 ) -> Answer:
     """A provider's profile, peer comparison, score with explanation, and flags per rule."""
-    with session.begin() as connection:
+    with session.read() as connection:
         run = session.run(connection, run_id)
         worklist = session.worklists.of(connection, run)
         answer = worklist.remembered(nihdi, lambda: _in_run(connection, run, nihdi, worklist))

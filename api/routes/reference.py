@@ -27,7 +27,7 @@ def rules(session: Annotated[Session, Depends(allow(*ROLES))]) -> list[dict[str,
     """The rule catalog: titles, legal basis, severity, parameters per legislation, and its
     backtest: of the providers it flagged that were investigated, the share confirmed."""
     catalog = load_catalog()
-    with session.begin() as connection:
+    with session.read() as connection:
         backtest = rule_backtest(connection)
     return [
         {
@@ -46,7 +46,7 @@ def rules(session: Annotated[Session, Depends(allow(*ROLES))]) -> list[dict[str,
 @router.get("/runs", tags=["reference"])
 def runs(session: Annotated[Session, Depends(allow(*ROLES))]) -> list[dict[str, Any]]:
     """Published runs, newest first, with their per-rule figures."""
-    with session.begin() as connection:
+    with session.read() as connection:
         rows = t.records(
             connection.execute(
                 sa.select(t.runs).where(t.runs.c.status == "complete").order_by(t.runs.c.published_at.desc())

@@ -8,6 +8,7 @@ skipped, unless ``SECM_REQUIRE_POSTGRES`` is set (CI), which makes that a failur
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,11 +96,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield from postgres_schema_url()
 
 
+# How soon the test service reads a token again: a revocation or a new run takes effect
+# once this has passed (the service's default is a second).
+RECHECK_SECONDS = 0.2
+
+
 @dataclass
 class Service:
     client: TestClient
     url: str
     tokens: dict[str, str]
+
+    @staticmethod
+    def after_recheck() -> None:
+        """Wait until every token is read again (see ``RECHECK_SECONDS``)."""
+        time.sleep(RECHECK_SECONDS)
 
     def get(self, path: str, role: str = "inspector", **params: object):  # type: ignore[no-untyped-def]
         return self.client.get(path, params=params, headers={"Authorization": f"Bearer {self.tokens[role]}"})
@@ -116,6 +127,6 @@ def service(database_url: str, results: Published) -> Iterator[Service]:
     tokens = {
         role: create_token(engine, role, f"{role}-test")[1] for role in ("inspector", "data_scientist", "sca", "admin")
     }
-    with TestClient(create_app(database_url)) as client:
+    with TestClient(create_app(database_url, token_recheck_seconds=RECHECK_SECONDS)) as client:
         yield Service(client, database_url, tokens)
     engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import httpx2
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from bench.service import serving
 from secm.cli import app
+from secm.settings import get_settings
 
 
 def test_run_publishes_and_serve_answers_with_a_created_token(synthetic: Path, tmp_path: Path) -> None:
@@ -31,6 +33,7 @@ def test_run_publishes_and_serve_answers_with_a_created_token(synthetic: Path, t
         assert flagged.status_code == 200
         assert flagged.json()["total"] == 1
         assert runner.invoke(app, ["token", "revoke", "--name", "alice"]).exit_code == 0
+        time.sleep(get_settings().serve_token_recheck_seconds)  # a revocation takes effect within it
         assert httpx2.get(f"{base}/rules", headers=headers).status_code == 401
 
 

@@ -17,7 +17,7 @@ from api.app import create_app
 from api.auth import create_token, list_tokens, parse_duration
 from api.database import migrate
 from secm.cli import app as cli
-from tests.api.conftest import Service
+from tests.api.conftest import RECHECK_SECONDS, Service
 
 LIMIT = 4096
 
@@ -27,7 +27,7 @@ def small(tmp_path: Path) -> Iterator[tuple[TestClient, str, str]]:
     """A service with a 4 KiB body limit and an inspector's token, over a SQLite file."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
     _, token = create_token(migrate(url), "inspector", "small")
-    with TestClient(create_app(url, max_body_bytes=LIMIT)) as client:
+    with TestClient(create_app(url, max_body_bytes=LIMIT, token_recheck_seconds=RECHECK_SECONDS)) as client:
         yield client, url, token
 
 
@@ -68,6 +68,22 @@ def test_tokens_expire_with_a_clear_401(small: tuple[TestClient, str, str]) -> N
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         db.execute("UPDATE tokens SET expires_at = ? WHERE name = 'brief'", (later,))
     response = client.get("/rules", headers={"Authorization": f"Bearer {expired}"})
+    assert response.status_code == 401
+    assert "Token expired on" in response.json()["detail"]
+
+
+def test_a_token_read_lately_still_expires_on_time(tmp_path: Path) -> None:
+    """The expiry read with a token is checked on every request, not only when it is read again."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    _, token = create_token(migrate(url), "inspector", "brief", expires_in=timedelta(minutes=1))
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE tokens SET expires_at = ? WHERE name = 'brief'", (soon.isoformat(sep=" "),))
+    with TestClient(create_app(url, token_recheck_seconds=60)) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/rules", headers=headers).status_code == 200
+        time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.05)
+        response = client.get("/rules", headers=headers)
     assert response.status_code == 401
     assert "Token expired on" in response.json()["detail"]
 
@@ -134,5 +150,6 @@ def test_recording_a_use_never_waits_for_a_publishing_writer(small: tuple[TestCl
         writer.execute("ROLLBACK")
         writer.close()
     assert _last_used(url) is None
+    time.sleep(RECHECK_SECONDS)  # the next request reads the token again, and records its use
     assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert _last_used(url) is not None

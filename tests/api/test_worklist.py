@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -70,15 +71,15 @@ def test_pages_are_the_filtered_rows_in_order(seed: int) -> None:
         for number in (1, 2, len(expected) // size + 1, len(expected) // size + 2):
             total, items = worklist.page(f, sort, order, number, size)
             assert total == len(expected)
-            assert [i["provider_nihdi"] for i in items] == expected[(number - 1) * size : number * size]
+            assert [json.loads(i)["provider_nihdi"] for i in items] == expected[(number - 1) * size : number * size]
 
 
 def test_a_page_answers_the_row_as_published() -> None:
     providers = _providers(50, 9)
     _, items = Worklist(providers).page(Filters(), "provider", "asc", 1, 1)
     first = providers.sort("provider_nihdi").row(0, named=True)
-    assert items == [{k: v for k, v in first.items() if k != "run_id"}]
-    assert Worklist(providers).provider(first["provider_nihdi"]) == items[0]
+    assert [json.loads(i) for i in items] == [{k: v for k, v in first.items() if k != "run_id"}]
+    assert Worklist(providers).provider(first["provider_nihdi"]) == json.loads(items[0])
     assert Worklist(providers).provider("00000000000") is None
 
 
