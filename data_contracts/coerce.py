@@ -8,7 +8,7 @@ import polars as pl
 
 from data_contracts import parsers
 from data_contracts.errors import MissingColumnError
-from data_contracts.reader import SourceFile, csv_separator
+from data_contracts.reader import BEYOND_HEADER, SourceFile, csv_separator
 from data_contracts.tables import TableSpec
 
 
@@ -29,12 +29,22 @@ def _text_parser(dtype: pl.DataType, *, decimal_comma: bool) -> Callable[[pl.Exp
 
 
 def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool) -> pl.Expr:
+    """The raw column in the contract's type; null where a value does not fit it."""
     col = pl.col(name)
+    if raw.is_nested():  # a list or a struct where the contract has one value
+        return pl.lit(None, dtype=target)
     if raw == pl.String:
-        return _text_parser(target, decimal_comma=decimal_comma)(col)
-    if target == pl.String:
-        return col.cast(pl.String)
-    return col.cast(target, strict=False)
+        value = _text_parser(target, decimal_comma=decimal_comma)(col)
+    elif target == pl.String:
+        value = col.cast(pl.String)
+    elif target == pl.Int64 and raw.is_float():
+        # 1.5 is not a quantity: a cast would truncate it to 1.
+        value = pl.when(col == col.round()).then(col.cast(target, strict=False))
+    else:
+        value = col.cast(target, strict=False)
+    if target in (pl.Date, pl.Datetime):
+        value = parsers.within_years(value)
+    return value
 
 
 def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFrame:
@@ -54,7 +64,7 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFra
         if name not in present:
             typed.append(pl.lit(None, dtype=target).alias(name))
             continue
-        if present[name] == target and not source.is_csv:
+        if present[name] == target and not source.is_csv and target not in (pl.Date, pl.Datetime):
             # Typed storage (Parquet) of the right type: nothing to parse, nothing malformed.
             typed.append(pl.col(name))
             continue
@@ -64,5 +74,11 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFra
         if present[name] == pl.String:
             raw_value = parsers.parse_text(raw_value)
         malformed.append(pl.when(raw_value.is_not_null() & value.is_null()).then(pl.lit(name)))
+    if BEYOND_HEADER in present:  # a CSV row with more fields than its header
+        malformed.append(pl.when(pl.col(BEYOND_HEADER).is_not_null()).then(pl.lit("row")))
+    if source.is_csv:  # bytes that were not UTF-8 (read as U+FFFD): the values are not what was meant
+        texts = [c for c in spec.dtypes if c in present]
+        garbled = pl.any_horizontal(pl.col(texts).str.contains("\ufffd", literal=True).fill_null(False))
+        malformed.append(pl.when(garbled).then(pl.lit("encoding")))
     flags = pl.concat_list(malformed).list.drop_nulls() if malformed else pl.lit([], dtype=pl.List(pl.String))
     return raw.select(pl.col("_source"), pl.col("_row"), *typed, flags.alias("_malformed"))

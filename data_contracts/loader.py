@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 
 from data_contracts.coerce import coerce
-from data_contracts.errors import DatasetNotFoundError, MissingTableError
-from data_contracts.reader import SourceFile, find_table_files, scan_raw
+from data_contracts.errors import DatasetNotFoundError, MissingTableError, UnreadableTableError
+from data_contracts.reader import SourceFile, find_table_files, scan_raw, unreadable
 from data_contracts.references import failed_checks, reasons
 from data_contracts.schemas import PROVENANCE_COLUMNS
 from data_contracts.tables import TABLES, TableSpec
@@ -32,6 +32,7 @@ QUARANTINE_SCHEMA = {
     "raw_values": pl.String,
 }
 DEFAULT_NOMENCLATURE = "<default nomenclature>"
+RAW_VALUE_CHARS = 200  # of each raw value kept in the quarantine: enough to see what was wrong
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,12 @@ def _raw_values(files: list[SourceFile], keys: pl.DataFrame) -> pl.DataFrame:
         if rows.is_empty():
             continue
         raw = scan_raw(source).join(rows.lazy(), on="_row", how="semi")
-        values = pl.struct(pl.all().exclude("_source", "_row").cast(pl.String))
+        schema = raw.collect_schema()
+        values = pl.struct(
+            pl.col(c) if schema[c].is_nested() else pl.col(c).cast(pl.String).str.slice(0, RAW_VALUE_CHARS)
+            for c in schema
+            if c not in ("_source", "_row")
+        )
         parts.append(raw.select("_source", "_row", values.struct.json_encode().alias("raw_values")))
     if not parts:
         return pl.DataFrame(schema={"_source": pl.String, "_row": pl.Int64, "raw_values": pl.String})
@@ -147,6 +153,16 @@ def load_files(
     if not files:
         return spec.empty(), pl.DataFrame(schema=QUARANTINE_SCHEMA), TableStats(0, 0, 0, 0.0)
     typed = pl.concat([coerce(scan_raw(f), spec, f) for f in files], how="vertical")
+    try:
+        return _load(spec, files, typed, valid_tables, started)
+    except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
+        names = ", ".join(f.name for f in files)
+        raise UnreadableTableError(f"Cannot read table '{spec.name}' ({names}): {unreadable(exc)}") from None
+
+
+def _load(
+    spec: TableSpec, files: list[SourceFile], typed: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame], started: float
+) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
     valid, failure = spec.schema.filter(typed).collect_all()
     failed = failure.details()
     rows_read = len(valid) + len(failed)

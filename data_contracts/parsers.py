@@ -18,7 +18,13 @@ DATETIME_FORMATS = (
 )
 TRUE_WORDS = ("true", "t", "1", "yes", "y", "oui", "ja")
 FALSE_WORDS = ("false", "f", "0", "no", "n", "non", "nee")
-NIHDI_PATTERN = r"^\d{11}$"
+# Years a billing date may have. Earlier or later is a typing error; year 0 and negative years
+# (which Polars parses) cannot even be represented downstream (Python dates start at year 1).
+DATE_YEARS = (1900, 2199)
+NIHDI_PATTERN = r"^[0-9]{11}$"
+INSURER_PATTERN = r"^[0-9]{3}$"
+# Where a report groups by insurer, codes that are not one (a quarantined row's) count here.
+INVALID_INSURER = "invalid"
 _NATIONAL_NUMBER_CENTURY = 2_000_000_000  # born from 2000 on: the check is taken over 2 followed by the 9 digits
 
 
@@ -26,6 +32,11 @@ def parse_date(expr: pl.Expr) -> pl.Expr:
     """``YYYY-MM-DD`` or ``DD/MM/YYYY``; impossible dates (30 February) are null."""
     text = expr.str.strip_chars()
     return pl.coalesce(*(text.str.to_date(fmt, strict=False) for fmt in DATE_FORMATS))
+
+
+def within_years(expr: pl.Expr) -> pl.Expr:
+    """A date or datetime, or null when its year is outside ``DATE_YEARS``."""
+    return pl.when(expr.dt.year().is_between(*DATE_YEARS)).then(expr)
 
 
 def parse_time(expr: pl.Expr) -> pl.Expr:
@@ -46,13 +57,13 @@ def parse_decimal(expr: pl.Expr, *, decimal_comma: bool) -> pl.Expr:
     if decimal_comma:
         text = text.str.replace(",", ".", literal=True)
     # Only plain decimal notation: a cast would also accept 'inf' or '1e3'.
-    valid = text.str.contains(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+    valid = text.str.contains(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)$")
     return pl.when(valid).then(text.cast(pl.Float64, strict=False)).otherwise(None)
 
 
 def parse_integer(expr: pl.Expr) -> pl.Expr:
     text = expr.str.strip_chars()
-    valid = text.str.contains(r"^[+-]?\d{1,18}$")
+    valid = text.str.contains(r"^[+-]?[0-9]{1,18}$")
     return pl.when(valid).then(text.cast(pl.Int64, strict=False)).otherwise(None)
 
 

@@ -41,25 +41,53 @@ def csv_separator(path: Path) -> str:
     return ";" if head.count(";") > head.count(",") else ","
 
 
+# A CSV row's fields beyond its header's, kept in this column (its first one) so that the row
+# can be quarantined rather than the file refused.
+BEYOND_HEADER = "_beyond_header"
+
+
+def _scan_csv(path: Path) -> pl.LazyFrame:
+    """Every field as text; rows with fewer fields than the header get nulls, rows with more
+    keep the first extra one in ``BEYOND_HEADER``. Bytes that are not UTF-8 become U+FFFD."""
+    separator = csv_separator(path)
+    options = {"separator": separator, "infer_schema": False, "encoding": "utf8-lossy"}
+    header = pl.read_csv(path, n_rows=0, **options).columns  # type: ignore[arg-type]
+    return pl.scan_csv(
+        path,
+        has_header=False,
+        skip_rows=1,
+        schema=dict.fromkeys([*header, BEYOND_HEADER], pl.String),
+        truncate_ragged_lines=True,
+        missing_columns="insert",
+        **options,  # type: ignore[arg-type]
+    )
+
+
 def scan_raw(source: SourceFile) -> pl.LazyFrame:
     """The file's rows as stored (CSV: all text), with ``_source`` and 1-based ``_row``."""
     try:
-        if source.is_csv:
-            lf = pl.scan_csv(
-                source.path,
-                separator=csv_separator(source.path),
-                infer_schema=False,
-                encoding="utf8-lossy",
-            )
-        else:
-            lf = pl.scan_parquet(source.path)
+        lf = _scan_csv(source.path) if source.is_csv else pl.scan_parquet(source.path)
         names = lf.collect_schema().names()
+    except pl.exceptions.NoDataError:
+        raise UnreadableTableError(f"Cannot read {source.name}: the file is empty, without even a header") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
-        msg = f"Cannot read {source.name}: {str(exc).splitlines()[0]}"
-        raise UnreadableTableError(msg) from exc
+        raise UnreadableTableError(f"Cannot read {source.name}: {unreadable(exc)}") from None
     renames = {n: n.strip().lstrip("\ufeff") for n in names if n != n.strip().lstrip("\ufeff")}
     return (
         lf.rename(renames)
         .with_row_index("_row", offset=1)
         .with_columns(pl.col("_row").cast(pl.Int64), pl.lit(source.name).alias("_source"))
     )
+
+
+def unreadable(exc: Exception) -> str:
+    """Why a file could not be read, in one line and without any of its values: the readers'
+    own messages quote the offending field, which may be a patient's."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    text = str(exc)
+    if "not properly escaped" in text or "invalid csv" in text.lower():
+        return "not valid CSV (a quoted field is never closed?)"
+    if "parquet" in text.lower() or "out of spec" in text.lower():
+        return "not a valid Parquet file"
+    return f"unreadable ({type(exc).__name__})"

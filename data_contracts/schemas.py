@@ -13,7 +13,7 @@ import dataframely as dy
 import polars as pl
 
 from data_contracts.keys import may_repeat
-from data_contracts.parsers import NIHDI_PATTERN, looks_like_national_number
+from data_contracts.parsers import INSURER_PATTERN, NIHDI_PATTERN, looks_like_national_number
 
 CHANNELS = ("paper_cash", "eattest", "paper_third_party", "efact")
 THIRD_PARTY_CHANNELS = ("paper_third_party", "efact")
@@ -61,8 +61,8 @@ class BillingLines(Provenance):
     invoice_id = dy.String(nullable=True)
     provider_nihdi = _nihdi()
     patient_id = dy.String()
-    insurer_code = dy.String(regex=r"^\d{3}$")
-    nomenclature_code = dy.String(regex=r"^\d{6}$")
+    insurer_code = dy.String(regex=INSURER_PATTERN)
+    nomenclature_code = dy.String(regex=r"^[0-9]{6}$")
     service_date = dy.Date()
     service_time = dy.Time(nullable=True)
     encoded_at = dy.Datetime(nullable=True, time_unit="us")
@@ -103,7 +103,7 @@ class BillingLines(Provenance):
 class ThirdPartyInvoices(Provenance):
     invoice_id = dy.String()
     third_party_number = dy.String(nullable=True)
-    insurer_code = dy.String(regex=r"^\d{3}$")
+    insurer_code = dy.String(regex=INSURER_PATTERN)
     submitted_date = dy.Date()
     amount_claimed = dy.Float64(min=0)
     line_count = dy.Int64(min=0)
@@ -129,7 +129,7 @@ class Providers(Provenance):
     provider_nihdi = _nihdi()
     profession = dy.String(check=_one_of(PROFESSIONS))
     region = dy.String(nullable=True, check=_one_of(REGIONS))
-    postcode = dy.String(nullable=True, regex=r"^\d{4}$")
+    postcode = dy.String(nullable=True, regex=r"^[0-9]{4}$")
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
@@ -193,7 +193,7 @@ class Patients(Provenance):
 
 
 class Nomenclature(Provenance):
-    code = dy.String(regex=r"^\d{6}$")
+    code = dy.String(regex=r"^[0-9]{6}$")
     label_fr = dy.String(nullable=True)
     label_nl = dy.String(nullable=True)
     profession = dy.String(check=_one_of(PROFESSIONS))
@@ -202,7 +202,7 @@ class Nomenclature(Provenance):
     window_start = dy.Time(nullable=True)
     window_end = dy.Time(nullable=True)
     fee_eur = dy.Float64(min=0)
-    day_equivalent_code = dy.String(nullable=True, regex=r"^\d{6}$")
+    day_equivalent_code = dy.String(nullable=True, regex=r"^[0-9]{6}$")
     valid_from = dy.Date()
     valid_to = dy.Date(nullable=True)
 

@@ -259,6 +259,10 @@ def train(
             task = progress.add_task("Building provider profiles", total=None)
             peers = [c.strip() for c in peer_columns.split(",") if c.strip()]
             profiles = profiles_of(data, period=period)  # type: ignore[arg-type]
+            if profiles.is_empty():
+                raise ValueError(
+                    f"Nothing to train on: {data} has no valid billing line (secm run lists what was quarantined)"
+                )
             truth = pl.read_parquet(label_file) if label_file.exists() else None
             outcomes = _verdicts() if verdicts else None
             runs = train_zoo(
