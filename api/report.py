@@ -9,6 +9,7 @@ its breakdowns; a year without data gives zeros.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 
 from api import tables as t
 from api.queries import NO_BACKTEST, rule_backtest
+from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules import RuleDeclaration, load_catalog
 from rules.context import STAMPED_SHARE
@@ -196,7 +198,9 @@ def _quality(flags: pl.DataFrame, volumes: pl.DataFrame, runs: list[dict[str, An
     )
     quarantine: dict[str, dict[str, int]] = {}
     for run in runs:
-        for insurer, reasons in run["info"].get("quarantine_by_insurer", {}).items():
+        for code, reasons in run["info"].get("quarantine_by_insurer", {}).items():
+            # Runs published earlier kept the raw code of quarantined rows as their key.
+            insurer = code if re.fullmatch(INSURER_PATTERN, code) else INVALID_INSURER
             for reason, n in reasons.items():
                 quarantine.setdefault(insurer, {}).setdefault(reason, 0)
                 quarantine[insurer][reason] += n

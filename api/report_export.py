@@ -17,6 +17,28 @@ import polars as pl
 from matplotlib.figure import Figure
 
 FORMATS = ("json", "csv", "xlsx", "html")
+# A spreadsheet reads a cell that starts with one of = + - @ tab or carriage return as a
+# formula (OWASP, CSV injection).
+FORMULA_START = r"^[=+\-@\t\r]"
+NUMBER = r"^[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
+
+
+def inert(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every text cell a spreadsheet would run as a formula, prefixed with ``'`` so that it is
+    shown as typed; numbers written as text (``-12.5``) are left alone."""
+    return frame.with_columns(
+        pl.when(pl.col(c).str.contains(FORMULA_START) & ~pl.col(c).str.contains(NUMBER))
+        .then(pl.lit("'") + pl.col(c))
+        .otherwise(pl.col(c))
+        .alias(c)
+        for c, dtype in frame.schema.items()
+        if dtype == pl.String
+    )
+
+
+def _label(text: object) -> str:
+    """A chart label shown as typed: matplotlib reads text between two ``$`` as mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def long_rows(report: dict[str, Any]) -> pl.DataFrame:
@@ -99,7 +121,7 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     current = [r["amount_at_stake_eur"] for r in report["rules"]]
     axis.barh([p + 0.2 for p in positions], previous, height=0.4, label=str(year - 1), color="#9db4cf")
     axis.barh([p - 0.2 for p in positions], current, height=0.4, label=str(year), color="#1f4e79")
-    axis.set(yticks=list(positions), yticklabels=rules, xlabel="amount at stake (EUR)")
+    axis.set(yticks=list(positions), yticklabels=[_label(r) for r in rules], xlabel="amount at stake (EUR)")
     axis.legend()
     charts = [(f"Amount at stake per rule, {year - 1} and {year}", _png(trend))]
     for dimension, title in (("profession", "profession"), ("region", "region")):
@@ -107,14 +129,16 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
         figure = Figure(figsize=(7, 2.6))
         axis = figure.subplots()
         axis.barh(
-            [str(i["value"]) for i in items][::-1], [i["amount_at_stake_eur"] for i in items][::-1], color="#2e7d5b"
+            [_label(i["value"]) for i in items][::-1], [i["amount_at_stake_eur"] for i in items][::-1], color="#2e7d5b"
         )
         axis.set(xlabel="amount at stake (EUR)")
         charts.append((f"Amount at stake by {title}", _png(figure)))
     quality = report["data_quality"]
     figure = Figure(figsize=(7, 2.6))
     axis = figure.subplots()
-    axis.bar([q["insurer_code"] for q in quality], [q["pseudo_number_rate"] * 100 for q in quality], color="#a5533b")
+    axis.bar(
+        [_label(q["insurer_code"]) for q in quality], [q["pseudo_number_rate"] * 100 for q in quality], color="#a5533b"
+    )
     axis.set(ylabel="% of third-party lines", xlabel="insurer (OA)")
     charts.append(("Pseudo third-party numbers per insurer", _png(figure)))
     return charts
@@ -185,12 +209,13 @@ def export(report: dict[str, Any], fmt: str, out: Path) -> None:
     if fmt == "json":
         out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     elif fmt == "csv":
-        long_rows(report).write_csv(out)
+        inert(long_rows(report)).write_csv(out)
     elif fmt == "xlsx":
         from xlsxwriter import Workbook
 
-        with Workbook(str(out)) as workbook:
+        # Text is never written as a formula, and is made inert for whoever edits the cell.
+        with Workbook(str(out), {"strings_to_formulas": False}) as workbook:
             for name, frame in _sheets(report).items():
-                frame.write_excel(workbook, worksheet=name[:31], autofit=True)
+                inert(frame).write_excel(workbook, worksheet=name[:31], autofit=True)
     else:
         out.write_text(to_html(report), encoding="utf-8")

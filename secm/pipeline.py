@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from data_contracts import TableStats, load_dataset
+from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from detectors.profiles import Period, provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from detectors.tracking import load_champion
@@ -172,8 +173,11 @@ def software_statistics(lines: pl.DataFrame, flags: pl.DataFrame) -> list[dict[s
 
 
 def quarantine_by_insurer(quarantine: pl.DataFrame) -> dict[str, dict[str, int]]:
-    """Quarantined rows per insurer (as read in the raw row, '?' when absent) and reason."""
-    insurer = pl.col("raw_values").str.json_path_match("$.insurer_code").fill_null("?")
+    """Quarantined rows per insurer and reason. The insurer is read in the raw row; a code
+    that is not one (absent, or anything but 3 digits) counts under ``invalid``: a report key
+    is never a value as typed by whoever sent the file."""
+    raw = pl.col("raw_values").str.json_path_match("$.insurer_code").str.strip_chars()
+    insurer = pl.when(raw.str.contains(INSURER_PATTERN)).then(raw).otherwise(pl.lit(INVALID_INSURER))
     counts = quarantine.select(insurer.alias("insurer"), "reasons").explode("reasons").group_by("insurer", "reasons")
     result: dict[str, dict[str, int]] = {}
     for who, reason, n in counts.len().sort("insurer", "reasons").iter_rows():

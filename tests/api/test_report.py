@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from secm.cli import app
-from secm.pipeline import MISCODING_RULES
+from secm.pipeline import MISCODING_RULES, quarantine_by_insurer
 from secm.synth.habits import STAMPING_SOFTWARE
 from secm.synth.population import SOFTWARE
 from tests.api.conftest import Published, Service
@@ -160,3 +161,44 @@ def test_rules_are_backtested_on_closed_cases(service: Service, results: Publish
     assert (late_row["investigated"], late_row["confirmed"], late_row["confirmed_share"]) == (2, 1, 0.5)
     earlier = service.get(f"/reports/annual/{date.today().year - 1}", "sca").json()
     assert all(r["investigated"] == 0 for r in earlier["rules"])  # no case was closed that year
+
+
+HOSTILE = ['=HYPERLINK("http://example.org/x","click")', "@SUM(1+1)", "+1-1", "-1+cmd", "\tlead", r"$\foo{$"]
+
+
+def test_exports_are_inert(results: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text that reached a run from its input (a quarantined row's insurer code, a billing
+    package's name) is never a formula in the CSV or the workbook, nor mathtext in a chart."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    software = dict(results.info["software"][0])  # type: ignore[index]
+    info = {
+        **results.info,
+        "quarantine_by_insurer": {code: {"invalid_insurer_code": 1} for code in HOSTILE},
+        "software": [*results.info["software"], *({**software, "software_id": s} for s in HOSTILE)],  # type: ignore[misc]
+    }
+    Published(info, *(getattr(results, f) for f in ("flags", "scores", "profiles", "quarantine", "references"))).into(
+        url
+    )
+    monkeypatch.setenv("SECM_DATABASE_URL", url)
+    year = software["year"]
+    for fmt in ("csv", "xlsx", "html"):
+        result = CliRunner().invoke(
+            app, ["report", "--year", str(year), "--format", fmt, "--out", str(tmp_path / f"r.{fmt}")]
+        )
+        assert result.exit_code == 0, result.output
+    csv = pl.read_csv(tmp_path / "r.csv", infer_schema=False)
+    cells = pl.concat([csv[c] for c in csv.columns]).drop_nulls()
+    assert not cells.str.contains(r"^[=+@\t\r]|^-[^0-9]").any(), cells.filter(cells.str.contains(r"^[=+@\t\r-]"))
+    assert cells.str.starts_with("'=HYPERLINK").any()
+    with zipfile.ZipFile(tmp_path / "r.xlsx") as workbook:
+        parts = [workbook.read(n).decode() for n in workbook.namelist() if n.startswith("xl/worksheets/")]
+        strings = workbook.read("xl/sharedStrings.xml").decode()
+    assert not any("<f>" in part for part in parts)  # no formula anywhere
+    assert "'=HYPERLINK" in strings.replace("&quot;", '"')
+    assert "invalid" in (tmp_path / "r.html").read_text()
+
+
+def test_quarantined_insurer_codes_are_report_keys_only_when_valid() -> None:
+    raw = [json.dumps({"insurer_code": c}) for c in ["100", "1", "=1+1", "\uff11\uff10\uff10"]] + ["{}"]
+    quarantine = pl.DataFrame({"raw_values": raw, "reasons": [["x"]] * 5})
+    assert quarantine_by_insurer(quarantine) == {"100": {"x": 1}, "invalid": {"x": 4}}
