@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -61,9 +62,10 @@ def _validate(
     if unknown:
         msg = f"Unknown {name} field(s) {unknown}; the contract's fields are {sorted(spec.dtypes)}"
         raise ValueError(msg)
-    text = {c: pl.String for c in spec.dtypes}
+    columns = list(spec.dtypes)
     frame = pl.DataFrame(
-        [{c: None if r.get(c) is None else str(r[c]) for c in spec.dtypes} for r in records], schema=text
+        [{c: None if r.get(c) is None else str(r[c]) for c in columns} for r in records],
+        schema=dict.fromkeys(columns, pl.String),
     )
     path = folder / f"{name}.csv"
     frame.write_csv(path)
@@ -109,23 +111,18 @@ class ClaimChecker:
         lines = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
         flags = evaluate_durable(tables, legislation=self.legislation, lines=lines, effective_from=self.effective_from)
         posted = valid_lines.select("claim_id")
-        mine = flags.join(posted, on="claim_id", how="semi")
-        claims = [
-            {
-                "claim_id": claim_id,
-                "flags": [
-                    {
-                        "rule_id": f["rule_id"],
-                        "reason": f["reason"],
-                        "amount_at_stake_eur": f["amount_at_stake_eur"],
-                        "legal_basis": f["legal_basis"],
-                        "evidence": json.loads(f["evidence"]),
-                    }
-                    for f in mine.filter(pl.col("claim_id") == claim_id).iter_rows(named=True)
-                ],
-            }
-            for claim_id in posted["claim_id"]
-        ]
+        by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for f in flags.join(posted, on="claim_id", how="semi").iter_rows(named=True):
+            by_claim[f["claim_id"]].append(
+                {
+                    "rule_id": f["rule_id"],
+                    "reason": f["reason"],
+                    "amount_at_stake_eur": f["amount_at_stake_eur"],
+                    "legal_basis": f["legal_basis"],
+                    "evidence": json.loads(f["evidence"]),
+                }
+            )
+        claims = [{"claim_id": claim_id, "flags": by_claim.get(claim_id, [])} for claim_id in posted["claim_id"]]
         return {"run_id": self.run_id, "errors": errors, "claims": claims}
 
 

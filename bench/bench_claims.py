@@ -5,6 +5,8 @@
 Generates and runs a dataset (published to a fresh SQLite file), serves it, then posts
 claims of that dataset one request per claim from a second process for ``--seconds``;
 prints claims/s and per-claim latency, and the batch engine's time per line on the same data.
+Then posts batches of ``--same-key`` sizes whose lines all share one duplicate key (copies of
+one claim), the worst case of the duplicate rule, and prints each batch's seconds.
 """
 
 from __future__ import annotations
@@ -44,11 +46,27 @@ def _post(base: str, token: str, claims: list[dict], seconds: float, queue: mp.Q
     )
 
 
+def _same_key(base: str, token: str, claim: dict, sizes: list[int]) -> dict[int, float]:
+    """Seconds to check a batch of ``n`` copies of ``claim`` (one duplicate key), per size."""
+    import httpx2
+
+    seconds = {}
+    with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600) as client:
+        for n in sizes:
+            lines = [{**claim, "claim_id": f"same-{n}-{i}"} for i in range(n)]
+            started = time.perf_counter()
+            response = client.post("/claims/check", json={"lines": lines})
+            seconds[n] = time.perf_counter() - started
+            assert response.status_code == 200, response.text
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--same-key", default="250,500,1000,2000", help="Batch sizes sharing one duplicate key.")
     args = parser.parse_args()
 
     import polars as pl
@@ -81,6 +99,7 @@ def main() -> None:
             poster.start()
             report = queue.get()
             poster.join()
+            same_key = _same_key(base, token, claims[0], [int(n) for n in args.same_key.split(",") if n])
     batch_per_line_us = batch_seconds / lines.height * 1e6
     print(
         json.dumps(
@@ -89,6 +108,7 @@ def main() -> None:
                 "endpoint": report,
                 "batch_engine": {"seconds": batch_seconds, "per_line_microseconds": batch_per_line_us},
                 "endpoint_p50_over_batch_per_line": report["p50_ms"] * 1000 / batch_per_line_us,
+                "same_key_batch_seconds": same_key,
             },
             indent=2,
             default=lambda v: round(v, 3),

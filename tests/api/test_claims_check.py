@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -130,3 +132,41 @@ def test_history_stays_bounded(service: Service) -> None:
     assert check(service, *lines).status_code == 200
     checker = next(iter(service.client.app.state.checkers.values()))  # type: ignore[attr-defined]
     assert len(checker.history[GP]) == HISTORY_LINES
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_non_finite_amount_is_quarantined(service: Service, value: str) -> None:
+    body = json.dumps({"lines": [line("A")]}).replace("31.5", value)
+    answer = service.client.post(
+        "/claims/check",
+        content=body,
+        headers={"Authorization": f"Bearer {service.tokens['inspector']}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422, answer.text
+    assert [d["msg"] for d in answer.json()["detail"]] == ["malformed_amount_fee"]
+
+
+def test_a_line_that_fails_validation_never_enters_the_history(service: Service) -> None:
+    bad = check(service, line("A", service_date="0001-01-01", submitted_date="0001-01-01"))
+    assert bad.status_code == 422
+    assert {d["msg"] for d in bad.json()["detail"]} >= {"malformed_service_date"}
+    after = check(service, line("B"), line("C"))
+    assert after.status_code == 200, after.text
+    assert flags_of(after.json()) == {"B": [], "C": []}
+
+
+def test_lines_sharing_one_duplicate_key_cost_in_proportion(service: Service) -> None:
+    """The duplicate rule pairs each line with the one before it in its key group only, so
+    that n lines sharing a key cost O(n log n), not O(n²) (2 000 such lines took 75 s).
+    ``bench/bench_claims.py`` measures the seconds themselves."""
+    check(service, line("warm-up"))
+    seconds = {}
+    for n in (500, 2_000):
+        started = time.perf_counter()
+        answer = check(service, *(line(f"D{n}-{i}", patient_id=f"PSAME{n}") for i in range(n)))
+        seconds[n] = time.perf_counter() - started
+        assert answer.status_code == 200, answer.text
+        flagged = flags_of(answer.json())
+        assert flagged[f"D{n}-0"] == []
+        assert all("DUPLICATE_BILLING" in flagged[f"D{n}-{i}"] for i in range(1, n))
+    assert seconds[2_000] < 8 * seconds[500], seconds  # four times the lines; O(n²) would be 16 times
