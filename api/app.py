@@ -18,12 +18,13 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.admission import Admission
 from api.database import UNAVAILABLE, migrate
 from api.dependencies import Passes
-from api.hardening import BodyLimit, SecurityHeaders
+from api.hardening import BodyLimit, SecurityHeaders, invalid_request
 from api.routes import audit, cases, claims, providers, reference, reports
 from api.worklist import Worklists
 
@@ -85,6 +86,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for module in (reference, providers, claims, cases, reports, audit):
         app.include_router(module.router)
     return app

@@ -33,7 +33,7 @@ class Unauthorized(Exception):
 def parse_duration(text: str) -> timedelta:
     """``90d``, ``12h`` or ``30m`` as a duration (a positive whole number and a unit)."""
     number, unit = text[:-1], text[-1:]
-    if unit not in DURATION_UNITS or not number.isdigit() or int(number) == 0:
+    if unit not in DURATION_UNITS or not (number.isascii() and number.isdigit()) or int(number) == 0:
         msg = f"A duration is a positive whole number of days, hours or minutes, e.g. 90d, 12h or 30m; not {text!r}"
         raise ValueError(msg)
     return int(number) * DURATION_UNITS[unit]

@@ -41,7 +41,7 @@ from api.worklist import Worklists
 from rules import load_catalog
 
 MAX_PAGE_SIZE = 200
-NIHDI = Path(pattern=r"^\d{11}$", description="The provider's 11-digit NIHDI/RIZIV number.")
+NIHDI = Path(pattern=r"^[0-9]{11}$", description="The provider's 11-digit NIHDI/RIZIV number.")
 # The shipped catalog's rule ids, so that the OpenAPI document lists the values a filter takes.
 RuleId = Enum("RuleId", {rule.id: rule.id for rule in load_catalog()}, type=str)  # type: ignore[misc]
 RunId = Annotated[str | None, Query(description="A published run; default: the newest.", max_length=64)]

@@ -1,13 +1,20 @@
 """What users of a claims service expect of it beyond its answers: bounded request bodies
-(413 with a message) and headers that keep answers out of caches, frames and MIME sniffing.
+(413 with a message), headers that keep answers out of caches, frames and MIME sniffing, and
+validation errors that can always be answered.
 
-Both are ASGI middlewares, so that they hold for every route, error and 503 alike.
+The first two are ASGI middlewares, so that they hold for every route, error and 503 alike.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Any, cast
 
+from fastapi import Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SECURITY_HEADERS = (
@@ -47,7 +54,7 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
-            if not length.isdigit() or int(length) > self.limit:
+            if not (length.isascii() and length.isdigit()) or int(length) > self.limit:
                 await _too_large(send, self.limit)
                 return
             await self.app(scope, receive, send)
@@ -102,3 +109,21 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422, but answerable whatever was sent: Python's JSON reader takes
+    ``NaN``, ``Infinity`` and ``1e400``, which an error quoting its input cannot render."""
+    errors = cast(RequestValidationError, exc).errors()  # registered for it alone
+    return JSONResponse({"detail": _finite(jsonable_encoder(errors))}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float written as text (``"nan"``, ``"inf"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

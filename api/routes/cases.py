@@ -20,15 +20,15 @@ CaseId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class CaseOpen(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    provider_nihdi: str = Field(pattern=r"^\d{11}$")
+    provider_nihdi: str = Field(pattern=r"^[0-9]{11}$")
     notes: str = Field(default="", max_length=10_000)
     run_id: str | None = Field(default=None, max_length=64)
 
 
 class CaseChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     status: Literal["open", "investigating", "closed"] | None = None
     outcome: Literal["confirmed", "unfounded"] | None = None
@@ -65,7 +65,7 @@ def open_case(session: Annotated[Session, Depends(allow("inspector"))], body: Ca
 def list_cases(
     session: Annotated[Session, Depends(allow("inspector"))],
     status_: Annotated[Literal["open", "investigating", "closed"] | None, Query(alias="status")] = None,
-    provider_nihdi: Annotated[str | None, Query(pattern=r"^\d{11}$")] = None,
+    provider_nihdi: Annotated[str | None, Query(pattern=r"^[0-9]{11}$")] = None,
     page: Page = 1,
     page_size: PageSize = 50,
 ) -> dict[str, Any]:

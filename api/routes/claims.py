@@ -18,7 +18,7 @@ router = APIRouter(tags=["claims"])
 class ClaimsCheck(BaseModel):
     """Contract-shaped records: dates ``YYYY-MM-DD``, times ``HH:MM[:SS]``, datetimes ISO."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     lines: list[dict[str, Any]] = Field(min_length=1, max_length=2_000)
     invoices: list[dict[str, Any]] = Field(default_factory=list, max_length=2_000)

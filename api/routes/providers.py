@@ -26,7 +26,7 @@ async def flagged(
     rule: Annotated[RuleId | None, Query(description="Only providers flagged by this rule.")] = None,
     profession: Annotated[str | None, Query(max_length=32)] = None,
     region: Annotated[str | None, Query(max_length=8)] = None,
-    insurer: Annotated[str | None, Query(pattern=r"^\d{3}$", description="Insurer (OA) code.")] = None,
+    insurer: Annotated[str | None, Query(pattern=r"^[0-9]{3}$", description="Insurer (OA) code.")] = None,
     year: Annotated[int | None, Query(ge=1990, le=2100, description="Service year of the flags.")] = None,
     min_score: Annotated[float | None, Query(ge=0, le=1e9)] = None,
     min_amount: Annotated[float | None, Query(ge=0, le=1e12)] = None,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from api.app import create_app
@@ -153,3 +155,38 @@ def test_recording_a_use_never_waits_for_a_publishing_writer(small: tuple[TestCl
     time.sleep(RECHECK_SECONDS)  # the next request reads the token again, and records its use
     assert client.get("/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert _last_used(url) is not None
+
+
+# What Python's JSON reader takes that JSON does not have, and numbers too large for a float.
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]
+FIELDS = {
+    ("post", "/cases"): {"provider_nihdi": '"10001234003"', "notes": '""', "run_id": "null"},
+    ("patch", "/cases/1"): {"status": '"open"', "amount_to_recover_eur": "1.5", "notes": '""'},
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    operation=st.sampled_from(sorted(FIELDS)),
+    value=st.one_of(st.sampled_from(NON_FINITE), st.integers(min_value=10**20, max_value=10**400).map(str)),
+    data=st.data(),
+)
+def test_non_finite_and_huge_numbers_are_answered_422(
+    small: tuple[TestClient, str, str], operation: tuple[str, str], value: str, data: st.DataObject
+) -> None:
+    client, _, token = small
+    fields = dict(FIELDS[operation])
+    fields[data.draw(st.sampled_from(sorted(fields)))] = value
+    body = "{" + ",".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    answer = client.request(*operation, content=body, headers=headers)
+    assert answer.status_code == 422, (body, answer.text)
+    assert answer.json()["detail"]
+
+
+@pytest.mark.parametrize("nihdi", ["１０００１２３４００３", "١٠٠٠١٢٣٤٠٠٣", "1000123400３"])
+def test_numbers_in_other_scripts_are_422_not_404(small: tuple[TestClient, str, str], nihdi: str) -> None:
+    client, _, token = small
+    answer = client.get(f"/providers/{nihdi}", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 422
+    assert "pattern" in answer.text
