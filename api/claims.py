@@ -6,8 +6,11 @@ valid lines are then evaluated with each provider's recent lines, so that a dupl
 burst is caught as its last line arrives; only the posted lines' flags are answered.
 
 State is bounded: per provider, the ``HISTORY_LINES`` lines with the latest service dates
-are kept (older duplicates and bursts are the batch run's job). Each check runs in its own
-durable_rules sessions, in the back end's worker process; the history is read and updated
+are kept (older duplicates and bursts are the batch run's job), for the ``HISTORY_PROVIDERS``
+providers checked last. Posted invoices are the caller's own: a line is checked against the
+invoices its caller posted (the last ``INVOICES_KEPT``), never another caller's. Nothing is
+kept longer than ``KEPT_SECONDS`` after it was last posted. Each check runs in its own
+durable_rules sessions, in the back end's worker process; the state is read and updated
 under a lock.
 """
 
@@ -16,7 +19,8 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -34,6 +38,38 @@ from rules import enriched_lines, load_catalog
 from rules.durable_engine import evaluate_durable
 
 HISTORY_LINES = 200
+HISTORY_PROVIDERS = 50_000
+INVOICES_KEPT = 10_000
+CALLERS_KEPT = 1_000
+KEPT_SECONDS = 24 * 3600.0
+
+
+class Recent:
+    """Values by key: the ``size`` stored last, none stored more than ``seconds`` ago."""
+
+    def __init__(self, size: int, seconds: float = KEPT_SECONDS) -> None:
+        self.size = size
+        self.seconds = seconds
+        self._values: OrderedDict[str, tuple[float, pl.DataFrame]] = OrderedDict()
+
+    def get(self, key: str) -> pl.DataFrame | None:
+        self._forget()
+        found = self._values.get(key)
+        return None if found is None else found[1]
+
+    def put(self, key: str, value: pl.DataFrame) -> None:
+        self._values[key] = (time.monotonic(), value)
+        self._values.move_to_end(key)
+        self._forget()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _forget(self) -> None:
+        """Drop the oldest while there are too many or they are too old (oldest first)."""
+        too_old = time.monotonic() - self.seconds
+        while self._values and (len(self._values) > self.size or next(iter(self._values.values()))[0] < too_old):
+            self._values.popitem(last=False)
 
 
 def reference_tables(connection: sa.Connection, run_id: str) -> dict[str, pl.DataFrame]:
@@ -81,19 +117,22 @@ class ClaimChecker:
     legislation: str
     effective_from: date | None
     references: dict[str, pl.DataFrame]
-    history: dict[str, pl.DataFrame] = field(default_factory=dict)
-    invoices: pl.DataFrame = field(default_factory=lambda: TABLES["third_party_invoices"].empty())
+    history: Recent = field(default_factory=lambda: Recent(HISTORY_PROVIDERS))
+    invoices: Recent = field(default_factory=lambda: Recent(CALLERS_KEPT))  # per caller
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]]) -> dict[str, Any]:
-        """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per valid line)."""
+    def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]], caller: str) -> dict[str, Any]:
+        """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per
+        valid line), with the invoices ``caller`` posted before."""
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             valid_invoices, bad_invoices = _validate(
                 "third_party_invoices", invoices, folder, {"providers": self.references["providers"]}
             )
             with self.lock:
-                known_invoices = pl.concat([self.invoices, valid_invoices]).unique("invoice_id", keep="last")
+                posted = self.invoices.get(caller)
+            earlier_invoices = TABLES["third_party_invoices"].empty() if posted is None else posted
+            known_invoices = pl.concat([earlier_invoices, valid_invoices]).unique("invoice_id", keep="last")
             valid = {**self.references, "third_party_invoices": known_invoices}
             valid_lines, bad_lines = _validate("billing_lines", lines, folder, valid)
         errors = _errors("third_party_invoices", bad_invoices, invoices, "invoice_id")
@@ -102,14 +141,16 @@ class ClaimChecker:
             return {"run_id": self.run_id, "errors": errors, "claims": []}
         with self.lock:
             providers = valid_lines["provider_nihdi"].unique().to_list()
-            earlier = [self.history[p] for p in providers if p in self.history]
+            earlier = [h for h in (self.history.get(p) for p in providers) if h is not None]
             context = pl.concat([*earlier, valid_lines]).unique("claim_id", keep="last")
             for provider, recent in context.partition_by("provider_nihdi", as_dict=True).items():
-                self.history[str(provider[0])] = recent.sort("service_date").tail(HISTORY_LINES)
-            self.invoices = known_invoices
+                self.history.put(str(provider[0]), recent.sort("service_date").tail(HISTORY_LINES))
+            self.invoices.put(caller, known_invoices.tail(INVOICES_KEPT))
         tables = {**valid, "billing_lines": context}
-        lines = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
-        flags = evaluate_durable(tables, legislation=self.legislation, lines=lines, effective_from=self.effective_from)
+        enriched = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
+        flags = evaluate_durable(
+            tables, legislation=self.legislation, lines=enriched, effective_from=self.effective_from
+        )
         posted = valid_lines.select("claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for f in flags.join(posted, on="claim_id", how="semi").iter_rows(named=True):

@@ -7,7 +7,7 @@ session.begin()`` (or ``session.read()``), so a request holds at most one connec
 time and never while its answer is sent (see ``api.admission`` for why that matters).
 
 The token is checked before the request is validated, so a stranger gets 401 whatever they
-send. A token admitted lately is not read again: each process keeps what it read of a token
+send; every refusal (401 or 403) is an audit entry. A token admitted lately is not read again: each process keeps what it read of a token
 (its caller, expiry and the newest run) for ``recheck_seconds`` (default 1 s), then reads it
 again. Under load that spares most requests a database read and a hop to a worker thread,
 half of a worklist page's cost; the price is that a revoked token, or a newly published run,
@@ -34,7 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import Caller, Unauthorized, admit, record_use, token_hash
+from api.auth import Caller, Unauthorized, admit, audit, record_use, token_hash
 from api.database import reading
 from api.queries import NEWEST_RUN, page_of, run_of
 from api.worklist import Worklists
@@ -48,6 +48,7 @@ RunId = Annotated[str | None, Query(description="A published run; default: the n
 Page = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1.")]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page, at most {MAX_PAGE_SIZE}.")]
 
+REFUSED_PATH_CHARS = 256  # of a refused request's path kept in the audit log
 PASSES_KEPT = 10_000  # tokens remembered per process; more are forgotten all at once
 bearer = HTTPBearer(auto_error=False, description="A token from `secm token create`.")
 
@@ -130,24 +131,45 @@ def allow(*roles: str) -> Callable[..., Awaitable[Session]]:
     async def session(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> Session:
-        if credentials is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Missing bearer token", {"WWW-Authenticate": "Bearer"})
         state = request.app.state
-        passes: Passes = state.passes
-        found = passes.valid(credentials.credentials)
-        if found is None:
-            try:
-                found = await run_in_threadpool(passes.check, state.engine, credentials.credentials)
-            except Unauthorized as refused:
-                raise HTTPException(
-                    status.HTTP_401_UNAUTHORIZED, str(refused), {"WWW-Authenticate": "Bearer"}
-                ) from None
+        try:
+            found = await _admitted(state.passes, state.engine, credentials)
+        except HTTPException as refused:
+            await run_in_threadpool(_record_refusal, state.engine, request, refused, None)
+            raise
         role = found.caller.role
         if role != "admin" and role not in roles:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"The role '{role}' may not do this")
+            forbidden = HTTPException(status.HTTP_403_FORBIDDEN, f"The role '{role}' may not do this")
+            await run_in_threadpool(_record_refusal, state.engine, request, forbidden, found.caller)
+            raise forbidden
         return Session(found.caller, found.newest_run, state.engine, state.worklists)
 
     return session
+
+
+async def _admitted(passes: Passes, engine: sa.Engine, credentials: HTTPAuthorizationCredentials | None) -> Pass:
+    """The pass of the request's token; 401 if it has none or one that admits nobody."""
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Missing bearer token", {"WWW-Authenticate": "Bearer"})
+    found = passes.valid(credentials.credentials)
+    if found is not None:
+        return found
+    try:
+        return await run_in_threadpool(passes.check, engine, credentials.credentials)
+    except Unauthorized as refused:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(refused), {"WWW-Authenticate": "Bearer"}) from None
+
+
+def _record_refusal(engine: sa.Engine, request: Request, refused: HTTPException, caller: Caller | None) -> None:
+    """A refused attempt in the audit log: who (when the token was known), what, and why."""
+    detail = {
+        "method": request.method,
+        "path": request.url.path[:REFUSED_PATH_CHARS],
+        "status": refused.status_code,
+        "reason": refused.detail,
+    }
+    with engine.begin() as connection:
+        audit(connection, caller or Caller("unknown", "none"), "refused", detail=detail)
 
 
 class Answer(JSONResponse):

@@ -50,8 +50,14 @@ def _clean_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+# What secm writes under SECM_HOME (token hashes, cases, evidence, runs) is readable by its
+# own user only: files 0600, folders 0700.
+PRIVATE_UMASK = 0o077
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False) -> None:
+    os.umask(PRIVATE_UMASK)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

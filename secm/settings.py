@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -49,7 +50,9 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_home(self) -> Path:
         path = self.home.expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_uid == os.getuid():
+            path.chmod(0o700)  # a home made by an earlier version, or by hand, is closed too
         return path
 
     @property

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from api import tables as t
+from api.auth import audit
 from api.dependencies import Page, PageSize, Session, allow
 from api.queries import listing, matching
 
@@ -21,7 +22,9 @@ def audit_log(
     page: Page = 1,
     page_size: PageSize = 50,
 ) -> dict[str, Any]:
-    """The audit log, newest first (admin only)."""
+    """The audit log, newest first (admin only); reading it is itself audited."""
     where = matching(t.audit_log, actor=actor, action=action)
     with session.begin() as connection:
-        return listing(connection, t.audit_log, where, [t.audit_log.c.id.desc()], page, page_size)
+        found = listing(connection, t.audit_log, where, [t.audit_log.c.id.desc()], page, page_size)
+        audit(connection, session.caller, "read_audit", detail={"actor": actor, "action": action, "page": page})
+        return found

@@ -72,21 +72,28 @@ def list_cases(
     """Cases, newest first."""
     where = matching(t.cases, status=status_, provider_nihdi=provider_nihdi)
     with session.begin() as connection:
-        return listing(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size)
+        found = listing(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size)
+        detail = {"status": status_, "page": page, "cases": [c["id"] for c in found["items"]]}
+        audit(connection, session.caller, "list_cases", provider_nihdi=provider_nihdi, detail=detail)
+        return found
 
 
 @router.get("/outcomes")
 def outcomes(session: Annotated[Session, Depends(allow("inspector", "data_scientist", "sca"))]) -> list[dict[str, Any]]:
     """Closed cases and their outcomes, to measure detector precision against."""
     with session.begin() as connection:
-        return t.records(connection.execute(closed_outcomes()))
+        found = t.records(connection.execute(closed_outcomes()))
+        audit(connection, session.caller, "read_outcomes", detail={"cases": len(found)})
+        return found
 
 
 @router.get("/{case_id}")
 def get_case(session: Annotated[Session, Depends(allow("inspector"))], case_id: CaseId) -> dict[str, Any]:
     """A case with its full history of changes."""
     with session.begin() as connection:
-        return case_with_history(connection, case_id)
+        found = case_with_history(connection, case_id)
+        audit(connection, session.caller, "read_case", provider_nihdi=found["provider_nihdi"], case_id=case_id)
+        return found
 
 
 @router.patch("/{case_id}")

@@ -13,6 +13,7 @@ from api.dependencies import Session, allow, invalid
 from data_contracts import ContractError
 
 router = APIRouter(tags=["claims"])
+CLAIM_ID_CHARS = 64  # of each posted claim id kept in the audit log
 
 
 class ClaimsCheck(BaseModel):
@@ -35,9 +36,14 @@ def check_claims(
     """
     with session.begin() as connection:
         run = session.run(connection, None)
-        audit(connection, session.caller, "check_claims", detail={"run_id": run, "lines": len(body.lines)})
+        claims = [str(line.get("claim_id"))[:CLAIM_ID_CHARS] for line in body.lines]
+        audit(
+            connection, session.caller, "check_claims", detail={"run_id": run, "lines": len(claims), "claims": claims}
+        )
     try:
-        result = checker_for(session.engine, run, request.app.state.checkers).check(body.lines, body.invoices)
+        result = checker_for(session.engine, run, request.app.state.checkers).check(
+            body.lines, body.invoices, session.caller.name
+        )
     except (ContractError, ValueError) as exc:
         raise invalid(("body",), str(exc)) from None
     errors = result.pop("errors")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from typing import Any
 
+import polars as pl
 import pytest
 
-from api.claims import HISTORY_LINES
+from api.claims import HISTORY_LINES, Recent
 from tests.api.conftest import Service
 
 GP = "11003065005"  # a GP of the generated dataset with no suspension and no debt
@@ -131,7 +133,7 @@ def test_history_stays_bounded(service: Service) -> None:
     lines = [line(f"H{i}", service_date=f"2024-02-{1 + i % 28:02d}", submitted_date="2024-03-15") for i in range(250)]
     assert check(service, *lines).status_code == 200
     checker = next(iter(service.client.app.state.checkers.values()))  # type: ignore[attr-defined]
-    assert len(checker.history[GP]) == HISTORY_LINES
+    assert len(checker.history.get(GP)) == HISTORY_LINES
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
@@ -170,3 +172,49 @@ def test_lines_sharing_one_duplicate_key_cost_in_proportion(service: Service) ->
         assert flagged[f"D{n}-0"] == []
         assert all("DUPLICATE_BILLING" in flagged[f"D{n}-{i}"] for i in range(1, n))
     assert seconds[2_000] < 8 * seconds[500], seconds  # four times the lines; O(n²) would be 16 times
+
+
+def test_a_check_records_the_claims_it_saw(service: Service) -> None:
+    assert check(service, line("seen-1"), line("seen-2")).status_code == 200
+    entry = service.get("/audit", "admin", action="check_claims").json()["items"][0]
+    assert entry["detail"]["claims"] == ["seen-1", "seen-2"]
+
+
+def _invoice(invoice_id: str, submitted: str) -> dict[str, Any]:
+    return {
+        "invoice_id": invoice_id,
+        "third_party_number": None,
+        "insurer_code": "100",
+        "submitted_date": submitted,
+        "amount_claimed": 31.5,
+        "line_count": 1,
+    }
+
+
+def test_posted_invoices_are_the_callers_own(service: Service) -> None:
+    on_invoice = line("T1", channel="efact", submitted_date=None, invoice_id="INV-OWN")
+    mine = check(service, on_invoice, invoices=[_invoice("INV-OWN", "2024-03-20")])
+    assert mine.status_code == 200, mine.text
+    theirs = check(service, {**on_invoice, "claim_id": "T2"}, role="admin")
+    assert theirs.status_code == 422
+    assert [d["msg"] for d in theirs.json()["detail"]] == ["unknown_invoice"]
+    overwritten = check(
+        service, {**on_invoice, "claim_id": "T3"}, role="admin", invoices=[_invoice("INV-OWN", "2024-06-01")]
+    )
+    assert overwritten.status_code == 200, overwritten.text
+    again = check(service, {**on_invoice, "claim_id": "T4"})
+    assert again.status_code == 200, again.text
+    checker = next(iter(service.client.app.state.checkers.values()))  # type: ignore[attr-defined]
+    assert checker.invoices.get("inspector-test")["submitted_date"].to_list() == [date(2024, 3, 20)]
+
+
+def test_kept_state_has_a_size_and_an_age() -> None:
+    kept = Recent(size=3, seconds=0.2)
+    for key in "abcd":
+        kept.put(key, pl.DataFrame({"k": [key]}))
+    assert len(kept) == 3
+    assert kept.get("a") is None
+    assert kept.get("d") is not None
+    time.sleep(0.25)
+    assert kept.get("d") is None
+    assert len(kept) == 0

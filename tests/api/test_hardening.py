@@ -4,6 +4,7 @@ tokens that expire and say when they were last used."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -190,3 +191,13 @@ def test_numbers_in_other_scripts_are_422_not_404(small: tuple[TestClient, str, 
     answer = client.get(f"/providers/{nihdi}", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 422
     assert "pattern" in answer.text
+
+
+def test_files_under_the_home_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)  # made open by hand: secm closes it
+    monkeypatch.setenv("SECM_HOME", str(home))
+    made = CliRunner().invoke(cli, ["token", "create", "--role", "inspector"])
+    assert made.exit_code == 0, made.output
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "secm.db").stat().st_mode) == 0o600

@@ -264,3 +264,37 @@ def test_worklist_filters_and_sorts_on_persistence(service: Service, results: Pu
     page = service.get(f"/providers/{first}").json()
     assert page["persistence"] >= 2
     assert [p["top_decile_streak"] for p in page["periods"]][-1] == page["persistence"]
+
+
+def test_reads_of_cases_and_of_the_audit_log_and_refusals_are_audited(service: Service, results: Published) -> None:
+    nihdi = _top_flagged(results)
+    case = service.send("post", "/cases", provider_nihdi=nihdi).json()
+    assert service.get("/cases").status_code == 200
+    assert service.get(f"/cases/{case['id']}").status_code == 200
+    assert service.get("/cases/outcomes", "data_scientist").status_code == 200
+    assert service.get("/cases", "sca").status_code == 403
+    assert service.client.get("/cases", headers={"Authorization": "Bearer stolen"}).status_code == 401
+    assert service.client.get("/audit").status_code == 401
+    assert service.get("/audit", "admin").status_code == 200
+    log = service.get("/audit", "admin", page_size=200).json()["items"]
+    by_action: dict[str, list[dict]] = {}
+    for entry in log:
+        by_action.setdefault(entry["action"], []).append(entry)
+    assert by_action["list_cases"][0]["detail"]["cases"] == [case["id"]]
+    assert by_action["read_case"][0]["case_id"] == case["id"]
+    assert by_action["read_case"][0]["provider_nihdi"] == nihdi
+    assert by_action["read_outcomes"][0]["actor"] == "data_scientist-test"
+    assert by_action["read_audit"]  # the read this page answers was recorded before it
+    refusals = {(e["actor"], e["detail"]["status"], e["detail"]["path"]) for e in by_action["refused"]}
+    assert refusals >= {("sca-test", 403, "/cases"), ("unknown", 401, "/cases"), ("unknown", 401, "/audit")}
+    assert all("stolen" not in str(e) for e in log)
+
+
+def test_the_audit_log_is_append_only_in_the_database(service: Service) -> None:
+    assert service.get("/cases").status_code == 200  # one entry at least
+    engine = migrate(service.url)
+    for change in (t.audit_log.update().values(actor="someone else"), t.audit_log.delete()):
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as connection:
+            connection.execute(change)
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(t.audit_log)).scalar_one() >= 1
