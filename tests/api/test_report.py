@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from api.report_export import to_html
 from secm.cli import app
 from secm.pipeline import MISCODING_RULES, quarantine_by_insurer
 from secm.synth.habits import STAMPING_SOFTWARE
@@ -202,3 +203,13 @@ def test_quarantined_insurer_codes_are_report_keys_only_when_valid() -> None:
     raw = [json.dumps({"insurer_code": c}) for c in ["100", "1", "=1+1", "\uff11\uff10\uff10"]] + ["{}"]
     quarantine = pl.DataFrame({"raw_values": raw, "reasons": [["x"]] * 5})
     assert quarantine_by_insurer(quarantine) == {"100": {"x": 1}, "invalid": {"x": 4}}
+
+
+def test_chart_labels_are_shown_as_typed(service: Service, results: Published) -> None:
+    """A label between two ``$`` is no mathtext for matplotlib: the page is still drawn."""
+    report = service.get(f"/reports/annual/{_year(results)}", "sca").json()
+    for dimension in ("profession", "region"):
+        report["breakdowns"][dimension][0]["value"] = r"$\foo{$"
+    report["rules"][0]["rule_id"] = r"$\frac{$"
+    page = to_html(report)
+    assert page.count("data:image/png;base64,") == 4
