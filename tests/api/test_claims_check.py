@@ -218,3 +218,18 @@ def test_kept_state_has_a_size_and_an_age() -> None:
     time.sleep(0.25)
     assert kept.get("d") is None
     assert len(kept) == 0
+
+
+def test_lines_of_one_burst_cost_in_proportion(service: Service) -> None:
+    """A burst chains each line to the next one of its partition only: n evening visits typed
+    within the hour cost O(n log n), not O(n³) (80 of them took 25 s)."""
+    check(service, line("warm-up"))
+    seconds = {}
+    for n, provider in ((60, GP), (240, OTHER_GP)):
+        lines = [{**evening(f"B{n}-{i}", i % 60, provider), "patient_id": f"PB{n}-{i}"} for i in range(n)]
+        started = time.perf_counter()
+        answer = check(service, *lines)
+        seconds[n] = time.perf_counter() - started
+        assert answer.status_code == 200, answer.text
+        assert all("EVENING_VISIT_MISCODING" in flags for flags in flags_of(answer.json()).values())
+    assert seconds[240] < 12 * seconds[60], seconds  # four times the lines; O(n³) would be 64 times
