@@ -7,12 +7,13 @@ session.begin()`` (or ``session.read()``), so a request holds at most one connec
 time and never while its answer is sent (see ``api.admission`` for why that matters).
 
 The token is checked before the request is validated, so a stranger gets 401 whatever they
-send; every refusal (401 or 403) is an audit entry. A token admitted lately is not read again: each process keeps what it read of a token
-(its caller, expiry and the newest run) for ``recheck_seconds`` (default 1 s), then reads it
-again. Under load that spares most requests a database read and a hop to a worker thread,
-half of a worklist page's cost; the price is that a revoked token, or a newly published run,
-takes effect within that second rather than at once. Expiry is exact: it is checked on every
-request against the expiry read with the token.
+send; every refusal (401 or 403) is an audit entry. A token admitted lately is not read
+again: each process keeps what it read of a token (its caller, expiry and the newest run) for
+``recheck_seconds`` (default 1 s), then reads it again. Under load that spares most requests
+a database read and a hop to a worker thread, half of a worklist page's cost; the price is
+that a revoked token, or a newly published run, takes effect within that second rather than
+at once. Expiry is exact: it is checked on every request against the expiry read with the
+token.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
-            if not (length.isascii() and length.isdigit()) or int(length) > self.limit:
+            if not length.isdigit() or int(length) > self.limit:  # bytes: ASCII digits only
                 await _too_large(send, self.limit)
                 return
             await self.app(scope, receive, send)

@@ -28,6 +28,10 @@ def _text_parser(dtype: pl.DataType, *, decimal_comma: bool) -> Callable[[pl.Exp
     return parsers.parse_text
 
 
+# Types whose values must also fall within the plausible years (``parsers.DATE_YEARS``).
+DATED = (pl.Date, pl.Datetime)
+
+
 def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool) -> pl.Expr:
     """The raw column in the contract's type; null where a value does not fit it."""
     col = pl.col(name)
@@ -42,7 +46,7 @@ def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool
         value = pl.when(col == col.round()).then(col.cast(target, strict=False))
     else:
         value = col.cast(target, strict=False)
-    if target in (pl.Date, pl.Datetime):
+    if target in DATED:
         value = parsers.within_years(value)
     return value
 
@@ -64,7 +68,7 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFra
         if name not in present:
             typed.append(pl.lit(None, dtype=target).alias(name))
             continue
-        if present[name] == target and not source.is_csv and target not in (pl.Date, pl.Datetime):
+        if present[name] == target and not source.is_csv and target not in DATED:
             # Typed storage (Parquet) of the right type: nothing to parse, nothing malformed.
             typed.append(pl.col(name))
             continue
