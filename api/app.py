@@ -27,17 +27,27 @@ from api.dependencies import Passes
 from api.hardening import BodyLimit, SecurityHeaders, invalid_request
 from api.routes import audit, cases, claims, providers, reference, reports
 from api.worklist import Worklists
+from rules.durable_worker import WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable: %s", str(exc).splitlines()[0])
+def _unavailable(detail: str) -> JSONResponse:
     return JSONResponse(
-        {"detail": "The database is unavailable; retry shortly"},
+        {"detail": detail},
         status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "1", "Cache-Control": "no-store"},
     )
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", str(exc).splitlines()[0])
+    return _unavailable("The database is unavailable; retry shortly")
+
+
+async def _rules_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("rule engine unavailable: %s", exc)
+    return _unavailable("The rule engine is being restarted; retry shortly")
 
 
 def create_app(
@@ -73,7 +83,9 @@ def create_app(
             403: {"description": "The token's role may not use this endpoint"},
             404: {"description": "Unknown run, provider or case"},
             409: {"description": "A case change the case's state does not allow"},
-            503: {"description": "Saturated or the database is unavailable; retry after Retry-After seconds"},
+            503: {
+                "description": "Saturated, or the database or rule engine is unavailable; retry after Retry-After seconds"
+            },
         },
     )
     app.state.engine = migrate(database_url, pool_size=concurrency, pool_timeout=queue_seconds)
@@ -86,6 +98,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(WorkerUnavailable, _rules_unavailable)
     app.add_exception_handler(RequestValidationError, invalid_request)
     for module in (reference, providers, claims, cases, reports, audit):
         app.include_router(module.router)

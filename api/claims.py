@@ -35,13 +35,15 @@ from data_contracts import TABLES
 from data_contracts.loader import load_files
 from data_contracts.reader import SourceFile
 from rules import enriched_lines, load_catalog
-from rules.durable_engine import evaluate_durable
+from rules.durable_engine import References, evaluate_durable
 
 HISTORY_LINES = 200
 HISTORY_PROVIDERS = 50_000
 INVOICES_KEPT = 10_000
 CALLERS_KEPT = 1_000
 KEPT_SECONDS = 24 * 3600.0
+# A check's rules are decided within this, or the worker is replaced and the check retried once.
+DEADLINE_SECONDS = 10.0
 
 
 class Recent:
@@ -121,6 +123,9 @@ class ClaimChecker:
     invoices: Recent = field(default_factory=lambda: Recent(CALLERS_KEPT))  # per caller
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self.shared = References(self.run_id, self.references)  # sent to each rules worker once
+
     def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]], caller: str) -> dict[str, Any]:
         """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per
         valid line), with the invoices ``caller`` posted before."""
@@ -148,10 +153,16 @@ class ClaimChecker:
             self.invoices.put(caller, known_invoices.tail(INVOICES_KEPT))
         tables = {**valid, "billing_lines": context}
         enriched = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
-        flags = evaluate_durable(
-            tables, legislation=self.legislation, lines=enriched, effective_from=self.effective_from
-        )
         posted = valid_lines.select("claim_id")
+        flags = evaluate_durable(
+            {"billing_lines": context, "third_party_invoices": known_invoices},
+            legislation=self.legislation,
+            lines=enriched,
+            effective_from=self.effective_from,
+            posted=posted["claim_id"],
+            references=self.shared,
+            deadline=DEADLINE_SECONDS,
+        )
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for f in flags.join(posted, on="claim_id", how="semi").iter_rows(named=True):
             by_claim[f["claim_id"]].append(

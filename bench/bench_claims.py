@@ -1,12 +1,14 @@
-"""Real-time claim checks through POST /claims/check against the batch engine, per line.
+"""Real-time claim checks through POST /claims/check: latency and throughput by concurrency.
 
     uv run python bench/bench_claims.py --lines 200000 --seconds 20
 
-Generates and runs a dataset (published to a fresh SQLite file), serves it, then posts
-claims of that dataset one request per claim from a second process for ``--seconds``;
-prints claims/s and per-claim latency, and the batch engine's time per line on the same data.
-Then posts batches of ``--same-key`` sizes whose lines all share one duplicate key (copies of
-one claim), the worst case of the duplicate rule, and prints each batch's seconds.
+Generates and runs a dataset (published to a fresh SQLite file) and serves it. Then, from a
+second process, ``--clients`` levels (default 1, 8 and 32 concurrent clients) each post
+claims of that dataset, one claim per request, for ``--seconds``; prints claims/s and latency
+percentiles per level, and the batch engine's time per line on the same data. Then posts
+``--batch`` claims in one request (``--batch-repeats`` times) and batches of ``--same-key``
+sizes whose lines all share one duplicate key (copies of one claim), the worst case of the
+duplicate rule, and prints their seconds.
 """
 
 from __future__ import annotations
@@ -15,48 +17,36 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
-
-
-def _post(base: str, token: str, claims: list[dict], seconds: float, queue: mp.Queue) -> None:
-    import httpx2
-
-    latencies = []
-    deadline = time.perf_counter() + seconds
-    with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
-        for claim in claims:
-            if time.perf_counter() > deadline:
-                break
-            started = time.perf_counter()
-            response = client.post("/claims/check", json={"lines": [claim]})
-            latencies.append(time.perf_counter() - started)
-            assert response.status_code == 200, response.text
-    ms = np.array(latencies) * 1000
-    queue.put(
-        {
-            "claims": len(latencies),
-            "claims_per_second": len(latencies) / ms.sum() * 1000,
-            "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)),
-        }
-    )
+from typing import Any
 
 
-def _same_key(base: str, token: str, claim: dict, sizes: list[int]) -> dict[int, float]:
-    """Seconds to check a batch of ``n`` copies of ``claim`` (one duplicate key), per size."""
+def _load(base: str, token: str, bodies: list[bytes], clients: int, seconds: float, queue: mp.Queue) -> None:
+    """Runs in a process of its own: ``clients`` clients posting ``bodies`` at random."""
+    from service import drive
+
+    def request(rng: random.Random) -> tuple[str, dict[str, Any], bytes]:
+        return "/claims/check", {}, rng.choice(bodies)
+
+    load = drive(base, token, request, clients=clients, seconds=seconds, timeout=30.0)
+    summary = load.summary()
+    summary["claims_per_second"] = summary.pop("requests_per_second")
+    queue.put(summary)
+
+
+def _batches(base: str, token: str, batches: dict[str, list[dict]]) -> dict[str, float]:
+    """Seconds to check each batch of lines in one request."""
     import httpx2
 
     seconds = {}
     with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600) as client:
-        for n in sizes:
-            lines = [{**claim, "claim_id": f"same-{n}-{i}"} for i in range(n)]
+        for name, lines in batches.items():
             started = time.perf_counter()
             response = client.post("/claims/check", json={"lines": lines})
-            seconds[n] = time.perf_counter() - started
+            seconds[name] = time.perf_counter() - started
             assert response.status_code == 200, response.text
     return seconds
 
@@ -66,6 +56,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--clients", default="1,8,32", help="Concurrent clients, one level after the other.")
+    parser.add_argument("--batch", type=int, default=1000, help="Lines of the one-request batch.")
+    parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--same-key", default="250,500,1000,2000", help="Batch sizes sharing one duplicate key.")
     args = parser.parse_args()
 
@@ -92,23 +85,31 @@ def main() -> None:
         raw = tables["billing_lines"].filter(pl.col("invoice_id").is_null()).collect().sample(5000, seed=1)
         claims = json.loads(raw.write_json())
         _, token = create_token(migrate(url), "inspector", "bench")
+        bodies = [json.dumps({"lines": [claim]}).encode() for claim in claims]
+        levels = {}
+        batch = claims[1000 : 1000 + args.batch]
+        batches = {f"batch {args.batch} #{i + 1}": batch for i in range(args.batch_repeats)}
+        batches |= {
+            f"same key {n}": [{**claims[0], "claim_id": f"same-{n}-{i}"} for i in range(n)]
+            for n in (int(n) for n in args.same_key.split(",") if n)
+        }
         with serving(home, url, args.port) as (base, _):
             spawn = mp.get_context("spawn")
-            queue = spawn.Queue()
-            poster = spawn.Process(target=_post, args=(base, token, claims, args.seconds, queue))
-            poster.start()
-            report = queue.get()
-            poster.join()
-            same_key = _same_key(base, token, claims[0], [int(n) for n in args.same_key.split(",") if n])
+            for clients in (int(n) for n in args.clients.split(",") if n):
+                queue = spawn.Queue()
+                poster = spawn.Process(target=_load, args=(base, token, bodies, clients, args.seconds, queue))
+                poster.start()
+                levels[f"{clients} clients"] = queue.get()
+                poster.join()
+            batch_seconds_by_name = _batches(base, token, batches)
     batch_per_line_us = batch_seconds / lines.height * 1e6
     print(
         json.dumps(
             {
                 "lines": lines.height,
-                "endpoint": report,
+                "single_claims": levels,
                 "batch_engine": {"seconds": batch_seconds, "per_line_microseconds": batch_per_line_us},
-                "endpoint_p50_over_batch_per_line": report["p50_ms"] * 1000 / batch_per_line_us,
-                "same_key_batch_seconds": same_key,
+                "one_request_batches_seconds": batch_seconds_by_name,
             },
             indent=2,
             default=lambda v: round(v, 3),

@@ -24,15 +24,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import multiprocessing
-import multiprocessing.util
 import os
 import threading
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -62,6 +57,7 @@ from rules.conditions import (
     mirrored,
     not_true_form,
 )
+from rules.durable_worker import WorkerPool
 from rules.engine import enriched_lines, flags_table, follow_timeline, one_flag_per_line
 from rules.errors import RuleError
 from rules.shapes import reference_total_evidence, regime_deadline, years_after_columns
@@ -346,6 +342,28 @@ class DurableRuleset:
                 exprs.append((order.rank("ordinal").over(key) - 1).cast(pl.Int64).alias(_derived(rule, index, "seq")))
         return exprs
 
+    def relevant(self, posted: pl.Series | None) -> dict[str, pl.Expr]:
+        """Per ruleset, the lines that could bear on the ``posted`` claims' flags (all without).
+
+        A check of one line needs only the posted lines; a duplicate key, the lines sharing
+        a posted line's key; a burst, the lines of a posted line's partition. The derived
+        ranks are computed over every line first, so that they are the same either way.
+        """
+        if posted is None:
+            return {name: pl.lit(True) for name in self.rulesets}
+        is_posted = pl.col("claim_id").is_in(posted.implode())
+        prefix = ruleset_prefix(self.catalog, self.legislation)
+        needed: dict[str, list[pl.Expr]] = defaultdict(list)
+        for compiled in self.checks:
+            check, name = compiled.check, f"{prefix}_{compiled.rule.id}"
+            if isinstance(check, DuplicateKeyCheck):
+                needed[name].append(is_posted.any().over(_derived(compiled.rule, compiled.index, "key")))
+            elif isinstance(check, BurstCheck):
+                needed[name].append(is_posted.any().over(check.partition_by))
+            else:
+                needed[name].append(is_posted)
+        return {name: pl.any_horizontal(needed[name]) for name in self.rulesets}
+
 
 def _check_session_key(rule: RuleDeclaration, check: Check) -> None:
     keys = {
@@ -455,6 +473,45 @@ def _facts(frame: pl.DataFrame, kind: str) -> dict[str, list[dict[str, Any]]]:
     return providers
 
 
+def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series | None) -> dict[str, dict[str, list]]:
+    """Per ruleset, its line facts by provider: each with that ruleset's columns only (see
+    ``DurableRuleset.fact_columns``), and only the lines that bear on ``posted`` when given.
+
+    The lines are encoded and read once for every ruleset: each pass over a frame is a collect.
+    """
+    relevant = ruleset.relevant(posted)
+    needed = sorted(set().union(*ruleset.columns_of.values()))
+    masks = [relevant[name].alias(f"_in_{k}") for k, name in enumerate(ruleset.columns_of)]
+    prepared = _encode(lines.with_columns(ruleset.derived_columns()).select(*needed, *masks))
+    facts: dict[str, dict[str, list]] = {name: defaultdict(list) for name in ruleset.columns_of}
+    columns = [(name, f"_in_{k}", sorted(wanted)) for k, (name, wanted) in enumerate(ruleset.columns_of.items())]
+    for number, row in enumerate(prepared.iter_rows(named=True)):
+        for name, mask, wanted in columns:
+            if row[mask]:
+                fact = {c: row[c] for c in wanted if row[c] is not None}
+                facts[name][row[SESSION_KEY]].append({**fact, "_kind": LINE, "sid": _SID, "id": f"{LINE}:{number}"})
+    return facts
+
+
+class References:
+    """A run's reference tables as a worker keeps them (under ``key``), with what it derives
+    from them once."""
+
+    def __init__(self, key: Hashable, tables: Mapping[str, pl.DataFrame]) -> None:
+        self.key = key
+        self.tables = dict(tables)
+        self._derived: dict[str, tuple[dict[str, pl.DataFrame], dict[tuple[str, str], list]]] = {}
+
+    def facts(
+        self, ruleset: DurableRuleset, tables: Mapping[str, pl.LazyFrame]
+    ) -> tuple[dict[str, pl.DataFrame], dict[tuple[str, str], list]]:
+        """The reference rows the checks join (see ``_references``) and their facts by provider."""
+        key = ruleset_prefix(ruleset.catalog, ruleset.legislation)
+        if key not in self._derived:
+            self._derived[key] = _reference_facts(ruleset, tables)
+        return self._derived[key]
+
+
 def _registered(
     catalog: Catalog, legislation: str, lines: pl.DataFrame, tables: Mapping[str, pl.LazyFrame]
 ) -> DurableRuleset:
@@ -497,18 +554,31 @@ def _references(ruleset: DurableRuleset, tables: Mapping[str, pl.LazyFrame]) -> 
     }
 
 
-def run_session(
-    ruleset: DurableRuleset, lines: pl.DataFrame, references: Mapping[str, pl.DataFrame]
-) -> dict[tuple[str, int], list[Any]]:
-    """Assert the reference rows and lines in a fresh session; each check's firings."""
-    prepared = lines.with_columns(ruleset.derived_columns())
-    line_facts = {name: _facts(prepared.select(sorted(columns)), LINE) for name, columns in ruleset.columns_of.items()}
-    providers = dict.fromkeys(provider for facts in line_facts.values() for provider in facts)
-    reference_facts = {
+def _reference_facts(
+    ruleset: DurableRuleset, tables: Mapping[str, pl.LazyFrame]
+) -> tuple[dict[str, pl.DataFrame], dict[tuple[str, str], list]]:
+    """The reference rows the checks join, and their facts by ``(provider, table)``."""
+    references = _references(ruleset, tables)
+    facts = {
         (provider, table): facts
         for table, frame in references.items()
         for provider, facts in _facts(frame, table).items()
     }
+    return references, facts
+
+
+def run_session(
+    ruleset: DurableRuleset,
+    lines: pl.DataFrame,
+    reference_facts: Mapping[tuple[str, str], list[dict[str, Any]]],
+    posted: pl.Series | None = None,
+) -> dict[tuple[str, int], list[Any]]:
+    """Assert the reference rows and lines in a fresh session; each check's firings.
+
+    With ``posted`` (claim ids), each ruleset gets only the lines that could bear on theirs.
+    """
+    line_facts = _line_facts(ruleset, lines, posted)
+    providers = dict.fromkeys(provider for facts in line_facts.values() for provider in facts)
     assert _HOST is not None
     with _LOCK:
         for compiled in ruleset.checks:
@@ -651,114 +721,39 @@ def _bursts(
 
 
 def _evaluate_here(
-    frames: Mapping[str, pl.DataFrame], legislation: str, catalog: Catalog | None, lines: pl.DataFrame | None
+    shared: References | None,
+    frames: Mapping[str, pl.DataFrame],
+    legislation: str,
+    catalog: Catalog,
+    lines: pl.DataFrame | None,
+    posted: pl.Series | None,
 ) -> pl.DataFrame:
-    tables = {name: frame.lazy() for name, frame in frames.items()}
-    catalog = catalog or load_catalog()
+    tables = {name: frame.lazy() for name, frame in {**(shared.tables if shared else {}), **frames}.items()}
     enriched = lines if lines is not None else enriched_lines(tables)
     ruleset = _registered(catalog, legislation, enriched, tables)
-    references = _references(ruleset, tables)
-    firings = run_session(ruleset, enriched, references)
+    references, reference_facts = shared.facts(ruleset, tables) if shared else _reference_facts(ruleset, tables)
+    firings = run_session(ruleset, enriched, reference_facts, posted)
     rules = list(catalog)
     flagged = []
     for rule in rules:
-        checks = [
-            _flagged(c, firings[(rule.id, c.index)], enriched, references).lazy()
-            for c in ruleset.checks
-            if c.rule.id == rule.id
-        ]
-        flagged.append(one_flag_per_line(checks).collect())
+        fired = [c for c in ruleset.checks if c.rule.id == rule.id and firings[(rule.id, c.index)]]
+        # Most lines are clean: a rule that never fired needs no frame (each costs a collect).
+        checks = [_flagged(c, firings[(rule.id, c.index)], enriched, references).lazy() for c in fired]
+        found = one_flag_per_line(checks).collect() if checks else pl.DataFrame()
+        flagged.append(
+            found if posted is None or found.is_empty() else found.filter(pl.col("claim_id").is_in(posted.implode()))
+        )
     return flags_table(rules, legislation, flagged, enriched)
 
 
-# durable_rules' C core corrupts its own memory now and then (more often with threads, and
-# as sessions and rulesets pile up), ending in a segmentation fault. It therefore runs in a
-# worker process of its own, replaced after WORKER_TASKS evaluations by a successor started
-# WARM_UP evaluations earlier (so nobody waits for it to start); if a worker dies anyway
-# the evaluation is retried once in a fresh one.
-WORKER_TASKS = 400
-WARM_UP = 100
-_WORKER_LOCK = threading.Lock()
-_worker: ProcessPoolExecutor | None = None
-_successor: ProcessPoolExecutor | None = None
-_worker_tasks = 0
-_finalized_in: int | None = None
-
-
+# durable_rules runs in worker processes of their own (see ``rules.durable_worker``), as many
+# as the machine has cores when calls come at once.
 def _warm_up() -> None:
     """Run in a new worker: unpickling this function imports this module and its libraries."""
     load_catalog()
 
 
-def _exit_with(parent: int) -> None:
-    """Runs in the worker: end it when the process that started it is gone (killed, crashed)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="secm-parent-watch").start()
-
-
-def _shutdown_workers() -> None:
-    """Stop the workers before the process exits.
-
-    In a process started by ``multiprocessing`` the exit joins every child process before
-    ``concurrent.futures`` gets to stop its pools, so an idle worker would be waited for
-    forever; a ``multiprocessing`` finalizer runs before that join. It must run before the
-    pools' own queues close (their finalizers have priority 10), and such a process starts
-    with no finalizers, hence the registration by the first worker of each process.
-    """
-    for worker in (_worker, _successor):
-        if worker is not None:
-            worker.shutdown(wait=True, cancel_futures=True)
-
-
-def _new_worker() -> ProcessPoolExecutor:
-    global _finalized_in
-    if _finalized_in != os.getpid():
-        multiprocessing.util.Finalize(None, _shutdown_workers, exitpriority=100)
-        _finalized_in = os.getpid()
-    worker = ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_exit_with,
-        initargs=(os.getpid(),),
-    )
-    worker.submit(_warm_up)  # start the process and its imports now
-    return worker
-
-
-def _current_worker() -> ProcessPoolExecutor:
-    """The worker for the next evaluation."""
-    global _worker, _successor, _worker_tasks
-    with _WORKER_LOCK:
-        if _worker is not None and _worker_tasks >= WORKER_TASKS:
-            _worker.shutdown(wait=False)  # it finishes what it was given, then exits
-            _worker, _successor = _successor, None
-            _worker_tasks = 0
-        if _worker is None:
-            _worker, _worker_tasks = _new_worker(), 0
-        if _successor is None and _worker_tasks >= WORKER_TASKS - WARM_UP:
-            _successor = _new_worker()
-        _worker_tasks += 1
-        return _worker
-
-
-def _in_worker(*args: Any) -> pl.DataFrame:
-    global _worker
-    for attempt in range(2):
-        worker = _current_worker()
-        try:
-            return worker.submit(_evaluate_here, *args).result()
-        except BrokenProcessPool:
-            with _WORKER_LOCK:
-                if _worker is worker:
-                    _worker = None
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+_POOL = WorkerPool(os.cpu_count() or 1, initializer=_warm_up)
 
 
 def evaluate_durable(
@@ -768,16 +763,33 @@ def evaluate_durable(
     catalog: Catalog | None = None,
     lines: pl.DataFrame | None = None,
     effective_from: date | None = None,
+    posted: pl.Series | None = None,
+    references: References | None = None,
+    deadline: float | None = None,
 ) -> pl.DataFrame:
     """The flags of every rule under ``legislation``, decided by durable_rules; same table as ``evaluate``.
 
-    Runs in the durable_rules worker process (see ``_in_worker``).
+    Runs in a durable_rules worker process. ``posted`` (claim ids) limits the answer to those
+    lines' flags, and the facts asserted to the lines that could bear on them (a duplicate
+    needs its key group, a burst its partition): what a real-time check asks.
+    ``references`` are reference tables sent to each worker once and kept there, beside
+    ``tables``. Past ``deadline`` seconds the worker is replaced and the call
+    retried once, then :class:`~rules.durable_worker.WorkerUnavailable` is raised.
     """
     frames = {name: frame.collect() if isinstance(frame, pl.LazyFrame) else frame for name, frame in tables.items()}
     catalog = catalog or load_catalog()
 
     def flags_under(version: str, only: Sequence[str] | None) -> pl.DataFrame:
-        flags = _in_worker(frames, version, catalog, lines)
+        flags = _POOL.run(
+            _evaluate_here,
+            frames,
+            version,
+            catalog,
+            lines,
+            posted,
+            shared=(references and references.key, references),
+            deadline=deadline,
+        )
         return flags if only is None else flags.filter(pl.col("rule_id").is_in(only))
 
     return follow_timeline(flags_under, catalog, legislation, catalog.effective_from(legislation, effective_from))

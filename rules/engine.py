@@ -81,7 +81,7 @@ def flags_table(
     rules: Sequence[RuleDeclaration], legislation: str, flagged: Sequence[pl.DataFrame], lines: pl.DataFrame
 ) -> pl.DataFrame:
     """The contract's flags from each rule's flagged lines (``_i``, ``claim_id``, ``reason``, ``evidence``)."""
-    frames = [_flags_frame(rule, legislation, f, lines) for rule, f in zip(rules, flagged, strict=True)]
+    frames = [_flags_frame(rule, legislation, f, lines) for rule, f in zip(rules, flagged, strict=True) if f.height]
     flags = pl.concat(frames) if frames else pl.DataFrame(schema=FLAGS_SCHEMA)
     return flags.sort("rule_id", "claim_id")
 

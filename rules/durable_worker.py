@@ -1,0 +1,199 @@
+"""The processes durable_rules runs in: a pool of workers, each replaced before it wears out.
+
+durable_rules' C core corrupts its own memory now and then (more often with threads, and as
+sessions and rulesets pile up), ending in a segmentation fault. It therefore runs in worker
+processes of its own, never in the caller's. Each worker is replaced after ``WORKER_TASKS``
+calls by a successor started ``WARM_UP`` calls earlier (so nobody waits for it to start). A
+call that finds its worker dead, or that outlives its deadline (the worker is then killed), is
+retried once in a fresh worker; if that fails too, :class:`WorkerUnavailable` says to come back
+later. Workers are started as calls need them, up to the pool's size: a batch run uses one,
+a service under concurrent checks as many as the machine has cores.
+
+Data that many calls share (a published run's reference tables) is sent to each worker once
+(:meth:`WorkerPool.run`'s ``shared``) and kept there, so that a call sends only its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.util
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+WORKER_TASKS = 400
+WARM_UP = 100
+SHARED_KEPT = 4  # shared values a worker keeps (runs served at once, with room for a new one)
+
+T = TypeVar("T")
+
+
+class WorkerUnavailable(RuntimeError):
+    """No durable_rules worker answered within its deadline, twice: the caller may retry later."""
+
+
+# ---------------------------------------------------------------------------------------
+# In the worker.
+
+_SHARED: OrderedDict[Hashable, Any] = OrderedDict()
+
+
+def _warm_up(initializer: Callable[[], None] | None) -> None:
+    """Run first in a new worker: unpickling imports the modules the calls will need."""
+    if initializer is not None:
+        initializer()
+
+
+def _exit_with(parent: int) -> None:
+    """End the worker when the process that started it is gone (killed, crashed)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="secm-parent-watch").start()
+
+
+def _call(key: Hashable | None, value: Any, sent: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """``fn(shared, *args)`` with the shared value kept under ``key`` (sent once per worker)."""
+    if key is None:
+        return fn(value, *args)
+    if sent:
+        _SHARED[key] = value
+        while len(_SHARED) > SHARED_KEPT:
+            _SHARED.popitem(last=False)
+    _SHARED.move_to_end(key)
+    return fn(_SHARED[key], *args)
+
+
+# ---------------------------------------------------------------------------------------
+# In the caller.
+
+
+@dataclass(eq=False)
+class _Worker:
+    executor: ProcessPoolExecutor
+    tasks: int = 0  # calls given, for its replacement
+    busy: int = 0  # calls in flight, to spread calls over workers
+    shared: set[Hashable] = field(default_factory=set)  # keys of the values it holds
+
+    def kill(self) -> None:
+        """Stop it now, whatever it is doing (a hung call never returns on its own)."""
+        for process in list(getattr(self.executor, "_processes", {}).values()):
+            process.kill()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class WorkerPool:
+    """Up to ``size`` worker processes, each running one call at a time."""
+
+    def __init__(self, size: int, initializer: Callable[[], None] | None = None) -> None:
+        self.size = max(1, size)
+        self.initializer = initializer
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._successors: dict[int, _Worker] = {}  # by the id of the worker they will replace
+        self._finalized_in: int | None = None
+
+    def run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        shared: tuple[Hashable | None, Any] = (None, None),
+        deadline: float | None = None,
+    ) -> T:
+        """``fn(shared_value, *args)`` in a worker; ``shared`` is ``(key, value)`` (key None: not kept).
+
+        Raises :class:`WorkerUnavailable` when two workers in a row died or missed ``deadline``.
+        """
+        key, value = shared
+        for attempt in range(2):
+            worker = self._acquire()
+            try:
+                sent = key is not None and key not in worker.shared
+                future: Future[T] = worker.executor.submit(
+                    _call, key, value if sent or key is None else None, sent, fn, args
+                )
+                if sent:
+                    worker.shared.add(key)
+                return future.result(timeout=deadline)
+            except (BrokenProcessPool, FutureTimeout) as exc:
+                self._discard(worker)
+                if attempt:
+                    what = "did not answer in time" if isinstance(exc, FutureTimeout) else "stopped"
+                    raise WorkerUnavailable(f"The durable_rules worker {what}, twice; try again later") from None
+            finally:
+                with self._lock:
+                    worker.busy -= 1
+        raise AssertionError("unreachable")
+
+    def shutdown(self) -> None:
+        """Stop every worker once it finished what it was given."""
+        with self._lock:
+            workers = [*self._workers, *self._successors.values()]
+            self._workers, self._successors = [], {}
+        for worker in workers:
+            worker.executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def _acquire(self) -> _Worker:
+        """The worker for the next call: an idle one, a new one while there is room, else the least busy."""
+        with self._lock:
+            idle = [w for w in self._workers if not w.busy]
+            if idle:
+                worker = idle[0]
+            elif len(self._workers) < self.size:
+                worker = self._new()
+                self._workers.append(worker)
+            else:
+                worker = min(self._workers, key=lambda w: w.busy)
+            worker = self._renewed(worker)
+            worker.tasks += 1
+            worker.busy += 1
+            return worker
+
+    def _renewed(self, worker: _Worker) -> _Worker:
+        """``worker``, or its successor once it has served ``WORKER_TASKS`` calls."""
+        if worker.tasks >= WORKER_TASKS:
+            successor = self._successors.pop(id(worker), None) or self._new()
+            worker.executor.shutdown(wait=False)  # it finishes what it was given, then exits
+            self._workers[self._workers.index(worker)] = successor
+            return successor
+        if worker.tasks >= WORKER_TASKS - WARM_UP and id(worker) not in self._successors:
+            self._successors[id(worker)] = self._new()
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.kill()
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+            successor = self._successors.pop(id(worker), None)
+        if successor is not None:
+            successor.executor.shutdown(wait=False)
+
+    def _new(self) -> _Worker:
+        if self._finalized_in != os.getpid():
+            # In a process started by multiprocessing, the exit joins every child process
+            # before concurrent.futures stops its pools, so an idle worker would be waited for
+            # forever; a multiprocessing finalizer runs before that join, and before the
+            # pools' own queues close (their finalizers have priority 10).
+            multiprocessing.util.Finalize(None, self.shutdown, exitpriority=100)
+            self._finalized_in = os.getpid()
+        executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
+        executor.submit(_warm_up, self.initializer)  # start the process and its imports now
+        return _Worker(executor)

@@ -1,0 +1,76 @@
+"""The durable_rules worker pool: calls spread over workers, dead or hung workers replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rules.durable_worker import WorkerPool, WorkerUnavailable
+
+
+def _pid(shared: Any) -> tuple[int, Any]:
+    return os.getpid(), shared
+
+
+def _sleep(shared: Any, seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _hang_once(shared: Any, marker: str) -> int:
+    """Hangs in the first worker that runs it, answers in the next."""
+    if not Path(marker).exists():
+        Path(marker).write_text("hung")
+        time.sleep(60)
+    return os.getpid()
+
+
+def _die_once(shared: Any, marker: str) -> int:
+    if not Path(marker).exists():
+        Path(marker).write_text("died")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+
+
+@pytest.fixture
+def pool() -> Any:
+    workers = WorkerPool(2)
+    yield workers
+    workers.shutdown()
+
+
+def test_shared_values_are_sent_once_and_kept(pool: WorkerPool) -> None:
+    first_pid, first = pool.run(_pid, shared=("run-1", {"rows": 3}))
+    again_pid, again = pool.run(_pid, shared=("run-1", None))  # not sent again: the worker kept it
+    assert (again_pid, again) == (first_pid, {"rows": 3})
+
+
+def test_concurrent_calls_use_several_workers(pool: WorkerPool) -> None:
+    with ThreadPoolExecutor(4) as threads:
+        pids = set(threads.map(lambda _: pool.run(_sleep, 0.5), range(4)))
+    assert len(pids) == 2
+
+
+def test_a_hung_worker_is_replaced_and_the_call_retried(pool: WorkerPool, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    pid = pool.run(_hang_once, str(tmp_path / "marker"), deadline=3.0)
+    assert time.perf_counter() - started < 30
+    assert pid != os.getpid()
+    assert pool.run(_sleep, 0.0) == pid  # the replacement serves what follows
+
+
+def test_a_dead_worker_is_replaced_and_the_call_retried(pool: WorkerPool, tmp_path: Path) -> None:
+    pid = pool.run(_die_once, str(tmp_path / "marker"), deadline=30.0)
+    assert pool.run(_sleep, 0.0) == pid
+
+
+def test_a_call_that_hangs_twice_is_unavailable_not_a_wrong_answer(pool: WorkerPool) -> None:
+    with pytest.raises(WorkerUnavailable, match="did not answer in time"):
+        pool.run(_sleep, 60.0, deadline=1.0)
+    assert pool.run(_sleep, 0.0) != os.getpid()  # and the pool still serves
