@@ -46,9 +46,9 @@ def pool() -> Any:
 
 
 def test_shared_values_are_sent_once_and_kept(pool: WorkerPool) -> None:
-    first_pid, first = pool.run(_pid, shared=("run-1", {"rows": 3}))
-    again_pid, again = pool.run(_pid, shared=("run-1", None))  # not sent again: the worker kept it
-    assert (again_pid, again) == (first_pid, {"rows": 3})
+    first = pool.run(_pid, shared=("run-1", {"rows": 3}))
+    again = pool.run(_pid, shared=("run-1", None))  # not sent again: the worker kept it
+    assert again == first == (first[0], {"rows": 3})
 
 
 def test_concurrent_calls_use_several_workers(pool: WorkerPool) -> None:
