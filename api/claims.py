@@ -17,13 +17,11 @@ under a lock.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -32,8 +30,7 @@ import sqlalchemy as sa
 from api import tables as t
 from api.publish import REFERENCE_TABLES
 from data_contracts import TABLES
-from data_contracts.loader import load_files
-from data_contracts.reader import SourceFile
+from data_contracts.loader import load_records
 from rules import enriched_lines, load_catalog
 from rules.durable_engine import References, evaluate_durable
 
@@ -42,6 +39,7 @@ HISTORY_PROVIDERS = 50_000
 INVOICES_KEPT = 10_000
 CALLERS_KEPT = 1_000
 KEPT_SECONDS = 24 * 3600.0
+MAX_BATCH_LINES = 2_000  # lines of the checks decided together
 # A check's rules are decided within this, or the worker is replaced and the check retried once.
 DEADLINE_SECONDS = 10.0
 
@@ -89,26 +87,85 @@ def reference_tables(connection: sa.Connection, run_id: str) -> dict[str, pl.Dat
     return frames
 
 
+def _unknown_fields(name: str, records: list[dict[str, Any]]) -> None:
+    spec = TABLES[name]
+    unknown = sorted({k for r in records for k in r} - set(spec.dtypes))
+    if unknown:
+        msg = f"Unknown {name} field(s) {unknown}; the contract's fields are {sorted(spec.dtypes)}"
+        raise ValueError(msg)
+
+
 def _validate(
-    name: str, records: list[dict[str, Any]], folder: Path, valid: dict[str, pl.DataFrame]
+    name: str, records: list[dict[str, Any]], valid: dict[str, pl.DataFrame]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Valid rows and quarantine of posted records, through the contract's own loader."""
     spec = TABLES[name]
     if not records:
         return spec.empty(), pl.DataFrame()
-    unknown = sorted({k for r in records for k in r} - set(spec.dtypes))
-    if unknown:
-        msg = f"Unknown {name} field(s) {unknown}; the contract's fields are {sorted(spec.dtypes)}"
-        raise ValueError(msg)
     columns = list(spec.dtypes)
     frame = pl.DataFrame(
         [{c: None if r.get(c) is None else str(r[c]) for c in columns} for r in records],
         schema=dict.fromkeys(columns, pl.String),
     )
-    path = folder / f"{name}.csv"
-    frame.write_csv(path)
-    rows, quarantine, _ = load_files(spec, [SourceFile(path, path.name)], valid)
+    rows, quarantine, _ = load_records(spec, frame, valid)
     return rows, quarantine
+
+
+def _keys(lines: list[dict[str, Any]], column: str) -> frozenset[str]:
+    return frozenset(str(line.get(column)).strip() for line in lines)
+
+
+@dataclass(eq=False)
+class _Check:
+    """One request's records, waiting for a batch; then its answer or its error."""
+
+    lines: list[dict[str, Any]]
+    invoices: list[dict[str, Any]]
+    caller: str
+    providers: frozenset[str] = frozenset()
+    claims: frozenset[str] = frozenset()
+    answer: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.providers, self.claims = _keys(self.lines, "provider_nihdi"), _keys(self.lines, "claim_id")
+
+    @property
+    def done(self) -> bool:
+        return self.answer is not None or self.error is not None
+
+
+def _batch(queue: list[_Check]) -> list[_Check]:
+    """Checks from the head of ``queue`` that can be decided together as if one after the other.
+
+    They are the same caller's, post no invoices (the first may), touch disjoint providers
+    (every rule is local to a provider) and claim ids, and hold ``MAX_BATCH_LINES`` at most.
+    A check left out holds its providers back for the rest, so each provider's checks keep
+    their arrival order.
+    """
+    first = queue[0]
+    batch, providers, claims = [first], set(first.providers), set(first.claims)
+    held: set[str] = set()
+    size = len(first.lines)
+    for check in queue[1:]:
+        if first.invoices:
+            break
+        fits = (
+            check.caller == first.caller
+            and not check.invoices
+            and size + len(check.lines) <= MAX_BATCH_LINES
+            and providers.isdisjoint(check.providers)
+            and held.isdisjoint(check.providers)
+            and claims.isdisjoint(check.claims)
+        )
+        if fits:
+            batch.append(check)
+            providers |= check.providers
+            claims |= check.claims
+            size += len(check.lines)
+        else:
+            held |= check.providers
+    return batch
 
 
 @dataclass
@@ -122,49 +179,66 @@ class ClaimChecker:
     history: Recent = field(default_factory=lambda: Recent(HISTORY_PROVIDERS))
     invoices: Recent = field(default_factory=lambda: Recent(CALLERS_KEPT))  # per caller
     lock: threading.Lock = field(default_factory=threading.Lock)
+    turn: threading.Condition = field(default_factory=threading.Condition)  # over queue and deciding
+    queue: list[_Check] = field(default_factory=list)
+    deciding: bool = False
 
     def __post_init__(self) -> None:
         self.shared = References(self.run_id, self.references)  # sent to each rules worker once
 
     def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]], caller: str) -> dict[str, Any]:
         """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per
-        valid line), with the invoices ``caller`` posted before."""
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            valid_invoices, bad_invoices = _validate(
-                "third_party_invoices", invoices, folder, {"providers": self.references["providers"]}
-            )
-            with self.lock:
-                posted = self.invoices.get(caller)
-            earlier_invoices = TABLES["third_party_invoices"].empty() if posted is None else posted
-            known_invoices = pl.concat([earlier_invoices, valid_invoices]).unique("invoice_id", keep="last")
-            valid = {**self.references, "third_party_invoices": known_invoices}
-            valid_lines, bad_lines = _validate("billing_lines", lines, folder, valid)
-        errors = _errors("third_party_invoices", bad_invoices, invoices, "invoice_id")
-        errors += _errors("billing_lines", bad_lines, lines, "claim_id")
-        if valid_lines.is_empty():
-            return {"run_id": self.run_id, "errors": errors, "claims": []}
-        with self.lock:
-            providers = valid_lines["provider_nihdi"].unique().to_list()
-            earlier = [h for h in (self.history.get(p) for p in providers) if h is not None]
-            context = pl.concat([*earlier, valid_lines]).unique("claim_id", keep="last")
-            for provider, recent in context.partition_by("provider_nihdi", as_dict=True).items():
-                self.history.put(str(provider[0]), recent.sort("service_date").tail(HISTORY_LINES))
-            self.invoices.put(caller, known_invoices.tail(INVOICES_KEPT))
-        tables = {**valid, "billing_lines": context}
-        enriched = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
-        posted = valid_lines.select("claim_id")
-        flags = evaluate_durable(
-            {"billing_lines": context, "third_party_invoices": known_invoices},
-            legislation=self.legislation,
-            lines=enriched,
-            effective_from=self.effective_from,
-            posted=posted["claim_id"],
-            references=self.shared,
-            deadline=DEADLINE_SECONDS,
+        valid line), with the invoices ``caller`` posted before.
+
+        Checks arriving together are decided in batches (see :func:`_batch`): the thread that
+        finds no batch at work decides the next one, the others wait for their answer.
+        """
+        _unknown_fields("third_party_invoices", invoices)
+        _unknown_fields("billing_lines", lines)
+        mine = _Check(lines, invoices, caller)
+        with self.turn:
+            self.queue.append(mine)
+        while True:
+            with self.turn:
+                while not mine.done and self.deciding:
+                    self.turn.wait()
+                if mine.done:
+                    break
+                batch = _batch(self.queue)
+                for check in batch:
+                    self.queue.remove(check)
+                self.deciding = True
+            try:
+                for check, answer in zip(batch, self._decide(batch), strict=True):
+                    check.answer = answer
+            except BaseException as exc:
+                for check in batch:
+                    check.error = exc
+            finally:
+                with self.turn:
+                    self.deciding = False
+                    self.turn.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        assert mine.answer is not None
+        return mine.answer
+
+    def _decide(self, batch: list[_Check]) -> list[dict[str, Any]]:
+        """Each check's answer; the checks are compatible (see :func:`_batch`)."""
+        caller, invoices = batch[0].caller, batch[0].invoices
+        lines = [line for check in batch for line in check.lines]
+        valid_invoices, bad_invoices = _validate(
+            "third_party_invoices", invoices, {"providers": self.references["providers"]}
         )
+        with self.lock:
+            posted_invoices = self.invoices.get(caller)
+        earlier_invoices = TABLES["third_party_invoices"].empty() if posted_invoices is None else posted_invoices
+        known_invoices = pl.concat([earlier_invoices, valid_invoices]).unique("invoice_id", keep="last")
+        valid = {**self.references, "third_party_invoices": known_invoices}
+        valid_lines, bad_lines = _validate("billing_lines", lines, valid)
+        line_errors = _errors("billing_lines", bad_lines, lines, "claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for f in flags.join(posted, on="claim_id", how="semi").iter_rows(named=True):
+        for f in self._flags(valid_lines, known_invoices, valid, caller).iter_rows(named=True):
             by_claim[f["claim_id"]].append(
                 {
                     "rule_id": f["rule_id"],
@@ -174,8 +248,43 @@ class ClaimChecker:
                     "evidence": json.loads(f["evidence"]),
                 }
             )
-        claims = [{"claim_id": claim_id, "flags": by_claim.get(claim_id, [])} for claim_id in posted["claim_id"]]
-        return {"run_id": self.run_id, "errors": errors, "claims": claims}
+        valid_claims = valid_lines["claim_id"].to_list()
+        answers, offset = [], 0
+        for check in batch:
+            end = offset + len(check.lines)
+            errors = [{**e, "index": e["index"] - offset} for e in line_errors if offset <= e["index"] < end]
+            if check is batch[0]:
+                errors = _errors("third_party_invoices", bad_invoices, invoices, "invoice_id") + errors
+            mine = [c for c in valid_claims if c in check.claims]
+            claims = [{"claim_id": claim_id, "flags": by_claim.get(claim_id, [])} for claim_id in mine]
+            answers.append({"run_id": self.run_id, "errors": errors, "claims": claims})
+            offset = end
+        return answers
+
+    def _flags(
+        self, valid_lines: pl.DataFrame, known_invoices: pl.DataFrame, valid: dict[str, pl.DataFrame], caller: str
+    ) -> pl.DataFrame:
+        """The flags of ``valid_lines``, checked with their providers' recent lines."""
+        with self.lock:
+            self.invoices.put(caller, known_invoices.tail(INVOICES_KEPT))
+            if valid_lines.is_empty():
+                return pl.DataFrame(schema={"claim_id": pl.String, "evidence": pl.String})
+            providers = valid_lines["provider_nihdi"].unique().to_list()
+            earlier = [h for h in (self.history.get(p) for p in providers) if h is not None]
+            context = pl.concat([*earlier, valid_lines]).unique("claim_id", keep="last")
+            for provider, recent in context.partition_by("provider_nihdi", as_dict=True).items():
+                self.history.put(str(provider[0]), recent.sort("service_date").tail(HISTORY_LINES))
+        tables = {**valid, "billing_lines": context}
+        enriched = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
+        return evaluate_durable(
+            {"billing_lines": context, "third_party_invoices": known_invoices},
+            legislation=self.legislation,
+            lines=enriched,
+            effective_from=self.effective_from,
+            posted=valid_lines["claim_id"],
+            references=self.shared,
+            deadline=DEADLINE_SECONDS,
+        )
 
 
 def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

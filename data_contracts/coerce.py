@@ -51,24 +51,33 @@ def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool
     return value
 
 
-def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFrame:
-    """Typed contract columns plus ``_source``, ``_row`` and ``_malformed`` (column names)."""
+def coerce_file(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFrame:
+    """:func:`coerce` for a file's rows: a CSV file is text, with decimal commas when ``;``-separated."""
+    decimal_comma = source.is_csv and csv_separator(source.path) == ";"
+    return coerce(raw, spec, source.name, text=source.is_csv, decimal_comma=decimal_comma)
+
+
+def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decimal_comma: bool) -> pl.LazyFrame:
+    """Typed contract columns plus ``_source``, ``_row`` and ``_malformed`` (column names).
+
+    ``text``: the values were written as text (a CSV file, posted records), so every one is
+    parsed, and one that is not valid UTF-8 says so.
+    """
     present = raw.collect_schema()
     missing = [c for c in spec.required_columns if c not in present]
     if missing:
         msg = (
-            f"Table '{spec.name}' ({source.name}) lacks required column(s) "
+            f"Table '{spec.name}' ({source}) lacks required column(s) "
             f"{', '.join(missing)}; found: {', '.join(n for n in present if n[0] != '_')}"
         )
         raise MissingColumnError(msg)
-    decimal_comma = source.is_csv and csv_separator(source.path) == ";"
     typed: list[pl.Expr] = []
     malformed: list[pl.Expr] = []
     for name, target in spec.dtypes.items():
         if name not in present:
             typed.append(pl.lit(None, dtype=target).alias(name))
             continue
-        if present[name] == target and not source.is_csv and target not in DATED:
+        if present[name] == target and not text and target not in DATED:
             # Typed storage (Parquet) of the right type: nothing to parse, nothing malformed.
             typed.append(pl.col(name))
             continue
@@ -80,7 +89,7 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFra
         malformed.append(pl.when(raw_value.is_not_null() & value.is_null()).then(pl.lit(name)))
     if BEYOND_HEADER in present:  # a CSV row with more fields than its header
         malformed.append(pl.when(pl.col(BEYOND_HEADER).is_not_null()).then(pl.lit("row")))
-    if source.is_csv:  # bytes that were not UTF-8 (read as U+FFFD): the values are not what was meant
+    if text:  # bytes that were not UTF-8 (read as U+FFFD): the values are not what was meant
         texts = [c for c in spec.dtypes if c in present]
         garbled = pl.any_horizontal(pl.col(texts).str.contains("\ufffd", literal=True).fill_null(False))
         malformed.append(pl.when(garbled).then(pl.lit("encoding")))

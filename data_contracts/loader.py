@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data_contracts.coerce import coerce
+from data_contracts.coerce import coerce, coerce_file
 from data_contracts.errors import DatasetNotFoundError, MissingTableError, UnreadableTableError
 from data_contracts.reader import SourceFile, find_table_files, scan_raw, unreadable
 from data_contracts.references import failed_checks, reasons
@@ -33,6 +33,8 @@ QUARANTINE_SCHEMA = {
 }
 DEFAULT_NOMENCLATURE = "<default nomenclature>"
 RAW_VALUE_CHARS = 200  # of each raw value kept in the quarantine: enough to see what was wrong
+# The stored values (``_source``, ``_row``, ``raw_values``) of the rows keyed by ``_source`` and ``_row``.
+RawValues = Callable[[pl.DataFrame], pl.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -86,29 +88,32 @@ def _reason_codes(rule_columns: list[str]) -> pl.Expr:
     return listed.list.set_difference(shadowed).alias("_reasons")
 
 
+def _stored_values(raw: pl.LazyFrame) -> pl.LazyFrame:
+    """``_source``, ``_row`` and the row's stored values as one JSON object, each capped."""
+    schema = raw.collect_schema()
+    values = pl.struct(
+        pl.col(c) if schema[c].is_nested() else pl.col(c).cast(pl.String).str.slice(0, RAW_VALUE_CHARS)
+        for c in schema
+        if c not in ("_source", "_row")
+    )
+    return raw.select("_source", "_row", values.struct.json_encode().alias("raw_values"))
+
+
 def _raw_values(files: list[SourceFile], keys: pl.DataFrame) -> pl.DataFrame:
     """The stored values of the quarantined rows, as one JSON object per row."""
     parts = []
     for source in files:
         rows = keys.filter(pl.col("_source") == source.name).select("_row")
-        if rows.is_empty():
-            continue
-        raw = scan_raw(source).join(rows.lazy(), on="_row", how="semi")
-        schema = raw.collect_schema()
-        values = pl.struct(
-            pl.col(c) if schema[c].is_nested() else pl.col(c).cast(pl.String).str.slice(0, RAW_VALUE_CHARS)
-            for c in schema
-            if c not in ("_source", "_row")
-        )
-        parts.append(raw.select("_source", "_row", values.struct.json_encode().alias("raw_values")))
+        if not rows.is_empty():
+            parts.append(_stored_values(scan_raw(source).join(rows.lazy(), on="_row", how="semi")))
     if not parts:
         return pl.DataFrame(schema={"_source": pl.String, "_row": pl.Int64, "raw_values": pl.String})
     return pl.concat(pl.collect_all(parts))
 
 
-def _quarantine_frame(table: str, failed: pl.DataFrame, files: list[SourceFile]) -> pl.DataFrame:
+def _quarantine_frame(table: str, failed: pl.DataFrame, raw_values: RawValues) -> pl.DataFrame:
     keys = failed.select("_source", "_row", "_reasons")
-    raw = _raw_values(files, keys)
+    raw = raw_values(keys)
     return keys.join(raw, on=["_source", "_row"], how="left").select(
         pl.lit(table).alias("table"),
         pl.col("_source").alias("source"),
@@ -152,16 +157,43 @@ def load_files(
     started = time.perf_counter()
     if not files:
         return spec.empty(), pl.DataFrame(schema=QUARANTINE_SCHEMA), TableStats(0, 0, 0, 0.0)
-    typed = pl.concat([coerce(scan_raw(f), spec, f) for f in files], how="vertical")
+    typed = pl.concat([coerce_file(scan_raw(f), spec, f) for f in files], how="vertical")
     try:
-        return _load(spec, files, typed, valid_tables, started)
+        return _load(spec, typed, valid_tables, started, lambda keys: _raw_values(files, keys))
     except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
         names = ", ".join(f.name for f in files)
         raise UnreadableTableError(f"Cannot read table '{spec.name}' ({names}): {unreadable(exc)}") from None
 
 
+def load_records(
+    spec: TableSpec, records: pl.DataFrame, valid_tables: dict[str, pl.DataFrame], source: str = "request"
+) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
+    """:func:`load_files` for records already in memory (posted to the service): ``records``
+    has the contract's columns, every value written as text, as in a CSV file."""
+    started = time.perf_counter()
+    raw = records.with_row_index("_row", offset=1).with_columns(
+        pl.col("_row").cast(pl.Int64), pl.lit(source).alias("_source")
+    )
+    typed = coerce(raw.lazy(), spec, source, text=True, decimal_comma=False)
+    return _load(
+        spec,
+        typed,
+        valid_tables,
+        started,
+        lambda keys: (
+            _stored_values(raw.lazy())
+            .join(keys.lazy().select("_source", "_row"), on=["_source", "_row"], how="semi")
+            .collect()
+        ),
+    )
+
+
 def _load(
-    spec: TableSpec, files: list[SourceFile], typed: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame], started: float
+    spec: TableSpec,
+    typed: pl.LazyFrame,
+    valid_tables: dict[str, pl.DataFrame],
+    started: float,
+    raw_values: RawValues,
 ) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
     valid, failure = spec.schema.filter(typed).collect_all()
     failed = failure.details()
@@ -184,7 +216,7 @@ def _load(
             kept = kept.filter(~fails)
     # Lazily: Polars' eager operations on ten million rows of many chunks copy the frame.
     valid = _finish(kept, spec).collect()
-    quarantine = _quarantine_frame(spec.name, failed, files)
+    quarantine = _quarantine_frame(spec.name, failed, raw_values)
     stats = TableStats(rows_read, len(valid), len(quarantine), time.perf_counter() - started)
     return valid, quarantine, stats
 

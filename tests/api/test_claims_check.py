@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from api.claims import HISTORY_LINES, Recent
+from api.claims import HISTORY_LINES, Recent, _batch, _Check
 from tests.api.conftest import Service
 
 GP = "11003065005"  # a GP of the generated dataset with no suspension and no debt
@@ -233,3 +233,60 @@ def test_lines_of_one_burst_cost_in_proportion(service: Service) -> None:
         assert answer.status_code == 200, answer.text
         assert all("EVENING_VISIT_MISCODING" in flags for flags in flags_of(answer.json()).values())
     assert seconds[240] < 12 * seconds[60], seconds  # four times the lines; O(n³) would be 64 times
+
+
+BARRING = ("tp_suspensions", "provider_debts", "provider_status")  # tables that flag a provider's every line
+
+
+def _pending(caller: str, *providers: str, invoices: int = 0, claim: str = "") -> _Check:
+    lines = [line(f"{claim or caller}-{p}", p) for p in providers]
+    return _Check(lines, [{"invoice_id": f"I{i}"} for i in range(invoices)], caller)
+
+
+def test_a_batch_holds_checks_that_can_be_decided_as_if_one_after_the_other() -> None:
+    first = _pending("insurer", "A")
+    same_provider = _pending("insurer", "A", "B", claim="again")
+    after_it = _pending("insurer", "B", claim="third")  # B is held back behind same_provider
+    other_caller = _pending("inspector", "C")
+    with_invoices = _pending("insurer", "D", invoices=1)
+    free = _pending("insurer", "E", "F")
+    queue = [first, same_provider, after_it, other_caller, with_invoices, free]
+    assert _batch(queue) == [first, free]
+    assert _batch([with_invoices, free]) == [with_invoices]  # a check posting invoices is decided alone
+    assert _batch([same_provider, after_it]) == [same_provider]
+
+
+def test_checks_arriving_together_are_decided_in_batches_with_their_own_answers(service: Service) -> None:
+    assert check(service, line("batch-warm-up")).status_code == 200  # the run's checker now exists
+    checker = next(iter(service.client.app.state.checkers.values()))  # type: ignore[attr-defined]
+    barred = pl.concat(checker.references[t].select("provider_nihdi") for t in BARRING)["provider_nihdi"]
+    gps = checker.references["providers"].filter(pl.col("profession") == "gp", ~pl.col("provider_nihdi").is_in(barred))
+    providers = gps["provider_nihdi"][:12].to_list()
+    sizes: list[int] = []
+    decide = checker._decide
+
+    def counted(batch: list[Any]) -> list[dict[str, Any]]:
+        sizes.append(len(batch))
+        time.sleep(0.05)  # long enough for the other requests to queue behind this batch
+        return decide(batch)
+
+    def request(k: int) -> tuple[int, dict[str, Any]]:
+        provider = providers[k]
+        lines = [evening(f"batch-{k}-{m}", m, provider) for m in (0, 4, 8)]
+        if k % 3 == 0:
+            lines.insert(1, line(f"batch-{k}-bad", provider, channel="fax"))
+        response = check(service, *lines)
+        return response.status_code, response.json()
+
+    checker._decide = counted
+    try:
+        with ThreadPoolExecutor(max_workers=len(providers)) as pool:
+            answers = list(pool.map(request, range(len(providers))))
+    finally:
+        del checker._decide
+    assert max(sizes) > 1
+    assert sum(sizes) == len(providers)
+    for k, (status, answer) in enumerate(answers):
+        assert flags_of(answer) == {f"batch-{k}-{m}": ["EVENING_VISIT_MISCODING"] for m in (0, 4, 8)}
+        errors = [(e["loc"][-1], e["claim_id"], e["msg"]) for e in answer.get("detail", [])]
+        assert (status, errors) == ((422, [(1, f"batch-{k}-bad", "invalid_channel")]) if k % 3 == 0 else (200, []))

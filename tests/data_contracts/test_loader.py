@@ -11,6 +11,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES, DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
+from data_contracts.loader import load_files, load_records
+from data_contracts.reader import BEYOND_HEADER, SourceFile
 from secm.synth.scenarios import national_number
 from tests import factories as f
 
@@ -247,3 +249,41 @@ def test_a_patient_id_that_is_a_national_register_number_is_quarantined(tmp_path
     ]
     assert dataset.tables["billing_lines"]["claim_id"].to_list() == ["C", "D"]
     assert dataset.tables["patients"]["patient_id"].to_list() == ["PSN0000000001"]
+
+
+POSTED_ONLY: list[tuple[str, dict[str, Any], str]] = [
+    ("year 0", {"service_date": "0000-01-01"}, "malformed_service_date"),
+    ("fractional quantity", {"quantity": "1.5"}, "malformed_quantity"),
+    ("digits of another script", {"amount_fee": "٣١٫٥"}, "malformed_amount_fee"),
+    ("a time that is not one", {"service_time": "25:61"}, "malformed_service_time"),
+    ("blank patient", {"patient_id": "   "}, "missing_patient_id"),
+]
+
+
+def test_posted_records_are_quarantined_exactly_as_a_file_of_them(tmp_path: Path) -> None:
+    """The service validates posted records in memory; the reasons must be the loader's own."""
+    root = f.write_dataset(tmp_path / "data", lines=[f.line("OK1")], invoices=[f.invoice("INV1")])
+    references = load_dataset(root).tables
+    cases = [*BAD_LINES, *POSTED_ONLY]
+    records = [{**f.line(f"BAD{i}"), **change} for i, (_, change, _) in enumerate(cases)]
+    records += [f.line("OK2"), f.line("OK2", patient_id="again")]  # the second is a duplicate
+    spec = TABLES["billing_lines"]
+    text = pl.DataFrame(
+        [{c: None if r.get(c) is None else str(r[c]) for c in spec.dtypes} for r in records],
+        schema=dict.fromkeys(spec.dtypes, pl.String),
+    )
+    text.write_csv(tmp_path / "posted.csv")
+    valid, quarantine, stats = load_records(spec, text, references, source="posted.csv")
+    file_valid, file_quarantine, file_stats = load_files(
+        spec, [SourceFile(tmp_path / "posted.csv", "posted.csv")], references
+    )
+    assert_frame_equal(valid, file_valid)
+    assert_frame_equal(quarantine.drop("raw_values"), file_quarantine.drop("raw_values"))
+    # A CSV file's rows also carry the field beyond its header (null here), posted records have none.
+    stored = [{k: v for k, v in json.loads(raw).items() if k != BEYOND_HEADER} for raw in file_quarantine["raw_values"]]
+    assert [json.loads(raw) for raw in quarantine["raw_values"]] == stored
+    assert (stats.rows_read, stats.rows_quarantined) == (file_stats.rows_read, file_stats.rows_quarantined)
+    reasons = dict(zip(quarantine["row_number"], quarantine["reasons"].to_list(), strict=True))
+    for row, (case, _, reason) in enumerate(cases, start=1):
+        assert reason in reasons[row], case
+    assert valid["claim_id"].to_list() == ["OK2"]
