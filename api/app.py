@@ -58,15 +58,18 @@ def create_app(
     queue_length: int = 1000,
     max_body_bytes: int = 16 * 1024 * 1024,
     token_recheck_seconds: float = 1.0,
+    check_concurrency: int = 32,
 ) -> FastAPI:
     """The service over ``database_url``; ``concurrency`` requests at work at once (see the
     module); request bodies up to ``max_body_bytes``; a token admitted is read again after
-    ``token_recheck_seconds`` (see ``api.dependencies``)."""
+    ``token_recheck_seconds`` (see ``api.dependencies``); ``check_concurrency`` claim checks
+    waiting for their batch at once, beside the others (see ``api.admission``)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         threads = anyio.to_thread.current_default_thread_limiter()
-        threads.total_tokens = max(threads.total_tokens, 2 * concurrency + 8)
+        # Each claim check waits for its batch in a thread of its own.
+        threads.total_tokens = max(threads.total_tokens, 2 * concurrency + check_concurrency + 8)
         try:
             await anyio.to_thread.run_sync(app.state.worklists.warm, app.state.engine)
         except UNAVAILABLE as exc:  # the service starts all the same, and reads it when it can
@@ -93,7 +96,13 @@ def create_app(
     app.state.passes = Passes(token_recheck_seconds)
     app.state.checkers = {}
     # The last added runs first: headers on every answer, then the body limit, then admission.
-    app.add_middleware(Admission, limit=concurrency, wait=queue_seconds, queue=queue_length)
+    app.add_middleware(
+        Admission,
+        limit=concurrency,
+        wait=queue_seconds,
+        queue=queue_length,
+        lanes={"/claims/check": check_concurrency},
+    )
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(SecurityHeaders)
     for error in UNAVAILABLE:
@@ -117,4 +126,5 @@ def from_settings() -> FastAPI:
         queue_length=settings.serve_queue_length,
         max_body_bytes=settings.serve_max_body_bytes,
         token_recheck_seconds=settings.serve_token_recheck_seconds,
+        check_concurrency=settings.serve_check_concurrency,
     )

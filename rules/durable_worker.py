@@ -81,6 +81,7 @@ def _call(key: Hashable | None, value: Any, sent: bool, fn: Callable[..., T], ar
 @dataclass(eq=False)
 class _Worker:
     executor: ProcessPoolExecutor
+    warm: Future[None]  # done once the process has started and imported what calls need
     tasks: int = 0  # calls given, for its replacement
     busy: int = 0  # calls in flight, to spread calls over workers
     shared: set[Hashable] = field(default_factory=set)  # keys of the values it holds
@@ -146,17 +147,17 @@ class WorkerPool:
     # -- life cycle -------------------------------------------------------------------
 
     def _acquire(self) -> _Worker:
-        """The worker for the next call: an idle one, a new one while there is room, else the least busy."""
+        """The worker for the next call: an idle one, else the least busy of those started.
+
+        A new worker is started when none is idle and there is room, but calls go to it only
+        once it has started (a second or more): a busy worker is free sooner.
+        """
         with self._lock:
-            idle = [w for w in self._workers if not w.busy]
-            if idle:
-                worker = idle[0]
-            elif len(self._workers) < self.size:
-                worker = self._new()
-                self._workers.append(worker)
-            else:
-                worker = min(self._workers, key=lambda w: w.busy)
-            worker = self._renewed(worker)
+            started = [w for w in self._workers if w.warm.done()]
+            idle = [w for w in started if not w.busy]
+            if not idle and len(self._workers) < self.size:
+                self._workers.append(self._new())
+            worker = self._renewed(idle[0] if idle else min(started or self._workers, key=lambda w: w.busy))
             worker.tasks += 1
             worker.busy += 1
             return worker
@@ -195,5 +196,4 @@ class WorkerPool:
             initializer=_exit_with,
             initargs=(os.getpid(),),
         )
-        executor.submit(_warm_up, self.initializer)  # start the process and its imports now
-        return _Worker(executor)
+        return _Worker(executor, executor.submit(_warm_up, self.initializer))  # start it and its imports now

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         le=1024,
         description="Requests at work at once per server process, and database connections in its pool.",
     )
+    serve_check_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Claim checks let in at once per server process, to be decided in batches, beside the other requests.",
+    )
     serve_queue_seconds: float = Field(
         default=2.0, gt=0, le=60, description="How long a request beyond the limit waits before a 503."
     )

@@ -58,3 +58,25 @@ def test_health_is_never_held_back() -> None:
         return statuses
 
     assert anyio.run(main) == [200, 200]
+
+
+def test_a_lane_counts_its_requests_apart_from_the_others() -> None:
+    app = Admission(_slow, limit=1, wait=0.01, queue=0, lanes={"/claims/check": 2})
+
+    async def main() -> dict[str, list[int]]:
+        transport = httpx2.ASGITransport(app=app)
+        statuses: dict[str, list[int]] = {"/claims/check": [], "/cases": []}
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
+
+            async def get(path: str) -> None:
+                statuses[path].append((await client.get(path)).status_code)
+
+            async with anyio.create_task_group() as group:
+                for path in ("/claims/check", "/claims/check", "/cases", "/claims/check", "/cases"):
+                    group.start_soon(get, path)
+                    await anyio.sleep(0.02)
+        return statuses
+
+    statuses = anyio.run(main)
+    assert sorted(statuses["/claims/check"]) == [200, 200, 503]  # two at once in the lane
+    assert sorted(statuses["/cases"]) == [200, 503]  # the checks took none of the others' one slot
