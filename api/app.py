@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.admission import Admission
+from api.claims import warm_checker
 from api.database import UNAVAILABLE, migrate
 from api.dependencies import Passes
 from api.hardening import BodyLimit, SecurityHeaders, invalid_request
@@ -72,8 +73,9 @@ def create_app(
         threads.total_tokens = max(threads.total_tokens, 2 * concurrency + check_concurrency + 8)
         try:
             await anyio.to_thread.run_sync(app.state.worklists.warm, app.state.engine)
+            await anyio.to_thread.run_sync(warm_checker, app.state.engine, app.state.checkers)
         except UNAVAILABLE as exc:  # the service starts all the same, and reads it when it can
-            log.warning("could not read the newest run's worklist at start: %s", str(exc).splitlines()[0])
+            log.warning("could not read the newest run at start: %s", str(exc).splitlines()[0])
         yield
 
     app = FastAPI(

@@ -17,6 +17,7 @@ under a lock.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -29,10 +30,15 @@ import sqlalchemy as sa
 
 from api import tables as t
 from api.publish import REFERENCE_TABLES
+from api.queries import NEWEST_RUN
 from data_contracts import TABLES
 from data_contracts.loader import load_records
 from rules import enriched_lines, load_catalog
 from rules.durable_engine import References, evaluate_durable
+from rules.durable_worker import WorkerUnavailable
+from rules.errors import RuleError
+
+log = logging.getLogger(__name__)
 
 HISTORY_LINES = 200
 HISTORY_PROVIDERS = 50_000
@@ -238,7 +244,7 @@ class ClaimChecker:
         valid_lines, bad_lines = _validate("billing_lines", lines, valid)
         line_errors = _errors("billing_lines", bad_lines, lines, "claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for f in self._flags(valid_lines, known_invoices, valid, caller).iter_rows(named=True):
+        for f in self._flags(valid_lines, known_invoices, caller).iter_rows(named=True):
             by_claim[f["claim_id"]].append(
                 {
                     "rule_id": f["rule_id"],
@@ -261,9 +267,7 @@ class ClaimChecker:
             offset = end
         return answers
 
-    def _flags(
-        self, valid_lines: pl.DataFrame, known_invoices: pl.DataFrame, valid: dict[str, pl.DataFrame], caller: str
-    ) -> pl.DataFrame:
+    def _flags(self, valid_lines: pl.DataFrame, known_invoices: pl.DataFrame, caller: str) -> pl.DataFrame:
         """The flags of ``valid_lines``, checked with their providers' recent lines."""
         with self.lock:
             self.invoices.put(caller, known_invoices.tail(INVOICES_KEPT))
@@ -274,17 +278,25 @@ class ClaimChecker:
             context = pl.concat([*earlier, valid_lines]).unique("claim_id", keep="last")
             for provider, recent in context.partition_by("provider_nihdi", as_dict=True).items():
                 self.history.put(str(provider[0]), recent.sort("service_date").tail(HISTORY_LINES))
-        tables = {**valid, "billing_lines": context}
-        enriched = enriched_lines({name: frame.lazy() for name, frame in tables.items()})
+        return self._rules(context, known_invoices, valid_lines["claim_id"])
+
+    def _rules(self, lines: pl.DataFrame, invoices: pl.DataFrame, posted: pl.Series) -> pl.DataFrame:
+        """The flags of the ``posted`` claims among ``lines``, decided by the rules worker."""
+        tables = {**self.references, "third_party_invoices": invoices, "billing_lines": lines}
         return evaluate_durable(
-            {"billing_lines": context, "third_party_invoices": known_invoices},
+            {"billing_lines": lines, "third_party_invoices": invoices},
             legislation=self.legislation,
-            lines=enriched,
+            lines=enriched_lines({name: frame.lazy() for name, frame in tables.items()}),
             effective_from=self.effective_from,
-            posted=valid_lines["claim_id"],
+            posted=posted,
             references=self.shared,
             deadline=DEADLINE_SECONDS,
         )
+
+    def warm(self) -> None:
+        """Start a rules worker holding this run's reference tables and rulesets, with no line."""
+        nothing = TABLES["billing_lines"].empty()
+        self._rules(nothing, TABLES["third_party_invoices"].empty(), nothing["claim_id"])
 
 
 def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -299,6 +311,19 @@ def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]],
         }
         for row, reasons in quarantine.select("row_number", "reasons").iter_rows()
     ]
+
+
+def warm_checker(engine: sa.Engine, cache: dict[str, ClaimChecker]) -> None:
+    """Build the newest run's checker and start its rules worker now, so that the first checks
+    after a start do not wait for them (seconds: a process to start, rulesets to register)."""
+    with engine.connect() as connection:
+        newest = connection.execute(sa.select(NEWEST_RUN)).scalar()
+    if newest is None:
+        return
+    try:
+        checker_for(engine, newest, cache).warm()
+    except (RuleError, WorkerUnavailable) as exc:  # the first check will say so to its caller
+        log.warning("could not prepare claim checks of run %s at start: %s", newest, exc)
 
 
 def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) -> ClaimChecker:

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2
+import psutil
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -185,3 +187,81 @@ def test_the_database_going_away_gives_503s_and_the_service_recovers(
         after = client.get("/providers/flagged", headers=headers)
         assert after.status_code == 200
         assert after.json()["total"] > 0
+
+
+def _rules_workers(server: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The durable_rules worker processes under the server (started by multiprocessing's spawn)."""
+    found = []
+    for child in psutil.Process(server.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
+
+
+def test_a_rules_worker_killed_under_load_costs_503s_at_most_never_a_wrong_answer(
+    results: Published, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    results.into(url)
+    _, token = create_token(migrate(url), "inspector", "kill-worker")
+    providers = ["11003065005", "11005342005", "11007322004"]  # GPs with no suspension, debt or status
+    stop = threading.Event()
+    answers: list[tuple[int, dict[str, object]]] = []
+
+    def client(k: int) -> None:
+        with httpx2.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                claim = f"K{k}-{n}"
+                lines = [
+                    {**_line(claim + "a", providers[k % 3])},
+                    {**_line(claim + "b", providers[k % 3]), "service_date": "2021-03-15"},
+                ]
+                response = http.post(f"{base}/claims/check", json={"lines": lines})
+                answers.append((response.status_code, response.json()))
+
+    with serving(str(tmp_path), url, workers=1) as (base, server):
+        with ThreadPoolExecutor(6) as pool:
+            running = [pool.submit(client, k) for k in range(6)]
+            deadline = time.monotonic() + 60
+            while not _rules_workers(server) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2.0)
+            killed = _rules_workers(server)
+            assert killed, "no rules worker to kill"
+            for worker in killed:
+                worker.kill()
+            answered_before = len(answers)
+            time.sleep(8.0)
+            stop.set()
+            for done in running:
+                done.result()
+        replacements = {w.pid for w in _rules_workers(server)} - {w.pid for w in killed}
+    assert replacements, "the killed worker was not replaced"
+    statuses = Counter(status for status, _ in answers)
+    assert set(statuses) <= {200, 503}, statuses
+    assert sum(1 for status, _ in answers[answered_before:] if status == 200) > 0
+    for status, answer in answers:
+        if status == 200:
+            claims = {c["claim_id"]: [f["rule_id"] for f in c["flags"]] for c in answer["claims"]}  # type: ignore[union-attr]
+            assert sorted(claims.values()) == [[], ["LATE_ATTESTATION"]], answer
+            assert all(claims[c] == (["LATE_ATTESTATION"] if c.endswith("b") else []) for c in claims)
+
+
+def _line(claim_id: str, provider: str) -> dict[str, object]:
+    return {
+        "claim_id": claim_id,
+        "provider_nihdi": provider,
+        "patient_id": f"P{claim_id}",
+        "insurer_code": "100",
+        "nomenclature_code": "101076",
+        "service_date": "2024-03-15",
+        "service_time": "10:00",
+        "channel": "eattest",
+        "submitted_date": "2024-03-15",
+        "amount_fee": 31.5,
+        "amount_reimbursed": 23.63,
+        "place_of_service": "office",
+    }
