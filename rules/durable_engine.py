@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import durable_rules_engine
 import polars as pl
 from durable import engine as durable
 
@@ -72,6 +74,8 @@ SESSION_KEY = "provider_nihdi"
 _SID = "provider"
 _OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
 _MS_PER_MINUTE = 60_000
+# durable_rules_engine.assert_fact's result codes besides 0 (actions to run on a state).
+_NOT_HANDLED, _OBSERVED, _NO_STATE = 1, 2, 3
 
 
 def _derived(rule: RuleDeclaration, index: int, name: str) -> str:
@@ -460,16 +464,36 @@ def _encode(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(exprs)
 
 
-def _facts(frame: pl.DataFrame, kind: str) -> dict[str, list[dict[str, Any]]]:
-    """One fact per row, grouped by provider; a null is an absent field, as ``IS NULL`` expects.
+# A fact: its id and its JSON, as the engine takes it.
+Fact = tuple[str, str]
+
+
+def _fact_json(columns: Sequence[str], kind: str, number: pl.Expr) -> pl.Expr:
+    """Each row's fact as JSON, encoded by Polars (``json.dumps`` per fact was most of a large
+    check's time); a null is an absent field, as ``IS NULL`` expects.
 
     Each fact has an explicit ``id``: without one durable_rules identifies a fact by a hash
     of its content, and two different lines may then be taken for the same fact.
     """
-    providers: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for number, row in enumerate(_encode(frame).iter_rows(named=True)):
-        fact = {k: v for k, v in row.items() if v is not None}
-        providers[row[SESSION_KEY]].append({**fact, "_kind": kind, "sid": _SID, "id": f"{kind}:{number}"})
+    identity = [pl.lit(kind).alias("_kind"), pl.lit(_SID).alias("sid"), pl.format(f"{kind}:{{}}", number).alias("id")]
+    encoded = pl.struct(*columns, *identity).struct.json_encode()
+    # Every column comes before the identity, which is never null: a null field ends in a comma.
+    # Inside a string value a quote is escaped, so the pattern can only match a field.
+    nullable = "|".join(re.escape(c) for c in columns)
+    return encoded.str.replace_all(f'"(?:{nullable})":null,', "") if columns else encoded
+
+
+def _facts(frame: pl.DataFrame, kind: str) -> dict[str, list[Fact]]:
+    """One fact per row (every column), grouped by provider."""
+    providers: dict[str, list[Fact]] = defaultdict(list)
+    number = pl.int_range(pl.len())
+    encoded = _encode(frame).select(
+        SESSION_KEY,
+        pl.format(f"{kind}:{{}}", number).alias("_id"),
+        _fact_json(frame.columns, kind, number).alias("_fact"),
+    )
+    for provider, identity, fact in encoded.iter_rows():
+        providers[provider].append((identity, fact))
     return providers
 
 
@@ -477,19 +501,27 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     """Per ruleset, its line facts by provider: each with that ruleset's columns only (see
     ``DurableRuleset.fact_columns``), and only the lines that bear on ``posted`` when given.
 
-    The lines are encoded and read once for every ruleset: each pass over a frame is a collect.
+    The lines are encoded in one pass for every ruleset: each pass over a frame is a collect.
     """
     relevant = ruleset.relevant(posted)
     needed = sorted(set().union(*ruleset.columns_of.values()))
-    masks = [relevant[name].alias(f"_in_{k}") for k, name in enumerate(ruleset.columns_of)]
+    names = list(ruleset.columns_of)
+    masks = [relevant[name].alias(f"_in_{k}") for k, name in enumerate(names)]
     prepared = _encode(lines.with_columns(ruleset.derived_columns()).select(*needed, *masks))
-    facts: dict[str, dict[str, list]] = {name: defaultdict(list) for name in ruleset.columns_of}
-    columns = [(name, f"_in_{k}", sorted(wanted)) for k, (name, wanted) in enumerate(ruleset.columns_of.items())]
-    for number, row in enumerate(prepared.iter_rows(named=True)):
-        for name, mask, wanted in columns:
-            if row[mask]:
-                fact = {c: row[c] for c in wanted if row[c] is not None}
-                facts[name][row[SESSION_KEY]].append({**fact, "_kind": LINE, "sid": _SID, "id": f"{LINE}:{number}"})
+    number = pl.int_range(pl.len())
+    encoded = prepared.select(
+        SESSION_KEY,
+        pl.format(f"{LINE}:{{}}", number).alias("_id"),
+        *(
+            pl.when(f"_in_{k}").then(_fact_json(sorted(ruleset.columns_of[name]), LINE, number)).alias(f"_fact_{k}")
+            for k, name in enumerate(names)
+        ),
+    )
+    facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
+    for provider, identity, *bodies in encoded.iter_rows():
+        for name, body in zip(names, bodies, strict=True):
+            if body is not None:
+                facts[name][provider].append((identity, body))
     return facts
 
 
@@ -528,19 +560,32 @@ def _registered(
     return _REGISTERED[key]
 
 
-def _assert(host: durable.Host, name: str, facts: list[dict[str, Any]]) -> None:
-    # One fact at a time: a batch in which some fact matches nothing raises before the
-    # actions of the others have run, and they would be lost.
-    for fact in facts:
-        # A clean line matches no rule: that is the usual case, not an error.
-        with contextlib.suppress(durable.MessageNotHandledException):
-            host.assert_fact(name, fact)
+def _assert(host: durable.Host, name: str, facts: list[Fact]) -> None:
+    """Assert ``facts`` one at a time.
+
+    One at a time: a batch in which some fact matches nothing raises before the actions of
+    the others have run, and they would be lost. ``Host.assert_fact`` takes a dict, encodes
+    it, and encodes it again for the exception it raises when the fact matches nothing, the
+    usual case (a clean line): so the engine's own call is made here with the fact already
+    encoded, then the actions are run as ``Host.assert_fact`` runs them.
+    """
+    rules = host.get_ruleset(name)
+    failed: list[BaseException | None] = []
+    for _, fact in facts:
+        code, state = durable_rules_engine.assert_fact(rules._handle, fact)[:2]
+        if code == _NOT_HANDLED:
+            continue
+        if code == _OBSERVED:
+            raise durable.MessageObservedException(json.loads(fact))
+        rules.do_actions(0 if code == _NO_STATE else state, lambda error, _: failed.append(error))
+        if failed[-1] is not None:
+            raise failed[-1]
 
 
-def _retract(host: durable.Host, name: str, facts: list[dict[str, Any]]) -> None:
+def _retract(host: durable.Host, name: str, facts: list[Fact]) -> None:
     """Take a provider's facts back out of the ruleset's session, leaving it empty."""
     with contextlib.suppress(durable.MessageNotHandledException):
-        host.retract_facts(name, [{"sid": fact["sid"], "id": fact["id"]} for fact in reversed(facts)])
+        host.retract_facts(name, [{"sid": _SID, "id": identity} for identity, _ in reversed(facts)])
 
 
 def _references(ruleset: DurableRuleset, tables: Mapping[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
@@ -570,7 +615,7 @@ def _reference_facts(
 def run_session(
     ruleset: DurableRuleset,
     lines: pl.DataFrame,
-    reference_facts: Mapping[tuple[str, str], list[dict[str, Any]]],
+    reference_facts: Mapping[tuple[str, str], list[Fact]],
     posted: pl.Series | None = None,
 ) -> dict[tuple[str, int], list[Any]]:
     """Assert the reference rows and lines in a fresh session; each check's firings.
