@@ -34,7 +34,7 @@ from api.queries import NEWEST_RUN
 from data_contracts import TABLES
 from data_contracts.loader import load_records
 from rules import enriched_lines, load_catalog
-from rules.durable_engine import References, evaluate_durable
+from rules.durable_engine import References, evaluate_durable, start_workers
 from rules.durable_worker import WorkerUnavailable
 from rules.errors import RuleError
 
@@ -294,7 +294,8 @@ class ClaimChecker:
         )
 
     def warm(self) -> None:
-        """Start a rules worker holding this run's reference tables and rulesets, with no line."""
+        """Start the rules workers; one of them holds this run's reference tables and rulesets."""
+        start_workers()
         nothing = TABLES["billing_lines"].empty()
         self._rules(nothing, TABLES["third_party_invoices"].empty(), nothing["claim_id"])
 

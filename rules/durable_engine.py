@@ -29,6 +29,7 @@ import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -793,12 +794,28 @@ def _evaluate_here(
 
 # durable_rules runs in worker processes of their own (see ``rules.durable_worker``), as many
 # as the machine has cores when calls come at once.
+def _parts(lines: pl.DataFrame, n: int) -> list[pl.DataFrame]:
+    """``lines`` in up to ``n`` parts of whole providers (every rule stays within one provider),
+    to be decided in as many workers at once; each part numbered ``_i`` afresh."""
+    if n < 2 or lines.height < SPLIT_FROM_LINES:
+        return [lines]
+    split = lines.with_columns((pl.col(SESSION_KEY).hash() % n).alias("_part"))
+    return [frame.drop("_i").with_row_index("_i") for frame in split.partition_by("_part", include_key=False)]
+
+
 def _warm_up() -> None:
     """Run in a new worker: unpickling this function imports this module and its libraries."""
     load_catalog()
 
 
 _POOL = WorkerPool(os.cpu_count() or 1, initializer=_warm_up)
+# From this many lines on, a check's providers are split over the workers.
+SPLIT_FROM_LINES = 500
+
+
+def start_workers() -> None:
+    """Start every durable_rules worker now (a service about to check claims), not on first use."""
+    _POOL.fill()
 
 
 def evaluate_durable(
@@ -822,19 +839,21 @@ def evaluate_durable(
     retried once, then :class:`~rules.durable_worker.WorkerUnavailable` is raised.
     """
     frames = {name: frame.collect() if isinstance(frame, pl.LazyFrame) else frame for name, frame in tables.items()}
+    if lines is not None and LINE in frames:  # the enriched lines are all the worker reads of them
+        frames[LINE] = frames[LINE].clear()
     catalog = catalog or load_catalog()
 
+    def in_worker(version: str, part: pl.DataFrame | None) -> pl.DataFrame:
+        shared = (references and references.key, references)
+        return _POOL.run(_evaluate_here, frames, version, catalog, part, posted, shared=shared, deadline=deadline)
+
     def flags_under(version: str, only: Sequence[str] | None) -> pl.DataFrame:
-        flags = _POOL.run(
-            _evaluate_here,
-            frames,
-            version,
-            catalog,
-            lines,
-            posted,
-            shared=(references and references.key, references),
-            deadline=deadline,
-        )
+        parts = _parts(lines, _POOL.size) if lines is not None else [None]
+        if len(parts) == 1:
+            flags = in_worker(version, parts[0])
+        else:
+            with ThreadPoolExecutor(len(parts)) as threads:
+                flags = pl.concat(threads.map(lambda part: in_worker(version, part), parts)).sort("rule_id", "claim_id")
         return flags if only is None else flags.filter(pl.col("rule_id").is_in(only))
 
     return follow_timeline(flags_under, catalog, legislation, catalog.effective_from(legislation, effective_from))

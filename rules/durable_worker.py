@@ -136,6 +136,12 @@ class WorkerPool:
                     worker.busy -= 1
         raise AssertionError("unreachable")
 
+    def fill(self) -> None:
+        """Start every worker now, rather than when calls first need them."""
+        with self._lock:
+            while len(self._workers) < self.size:
+                self._workers.append(self._new())
+
     def shutdown(self) -> None:
         """Stop every worker once it finished what it was given."""
         with self._lock:
