@@ -32,7 +32,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import durable_rules_engine
 import polars as pl
@@ -450,10 +450,13 @@ _LOCK = threading.Lock()
 _REGISTERED: dict[str, DurableRuleset] = {}
 
 
-def _encode(frame: pl.DataFrame) -> pl.DataFrame:
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+
+def _encode(frame: Frame) -> Frame:
     """Values durable_rules can compare: dates as day numbers, times in ns, datetimes in ms."""
     exprs = []
-    for name, dtype in frame.schema.items():
+    for name, dtype in frame.collect_schema().items():
         if dtype == pl.Date:
             exprs.append(pl.col(name).cast(pl.Int32))
         elif dtype == pl.Time:
@@ -508,7 +511,7 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     needed = sorted(set().union(*ruleset.columns_of.values()))
     names = list(ruleset.columns_of)
     masks = [relevant[name].alias(f"_in_{k}") for k, name in enumerate(names)]
-    prepared = _encode(lines.with_columns(ruleset.derived_columns()).select(*needed, *masks))
+    prepared = _encode(lines.lazy().with_columns(ruleset.derived_columns()).select(*needed, *masks))
     number = pl.int_range(pl.len())
     encoded = prepared.select(
         SESSION_KEY,
@@ -517,7 +520,7 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
             pl.when(f"_in_{k}").then(_fact_json(sorted(ruleset.columns_of[name]), LINE, number)).alias(f"_fact_{k}")
             for k, name in enumerate(names)
         ),
-    )
+    ).collect()
     facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
     for provider, identity, *bodies in encoded.iter_rows():
         for name, body in zip(names, bodies, strict=True):
