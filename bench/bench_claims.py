@@ -2,7 +2,8 @@
 
     uv run python bench/bench_claims.py --lines 200000 --seconds 20
 
-Generates and runs a dataset (published to a fresh SQLite file) and serves it. Then, from a
+Generates and runs a dataset (published to a fresh SQLite file). Profiles ``--profile``
+single-claim checks in this process (milliseconds per check by stage), then serves it. From a
 second process, ``--clients`` levels (default 1, 8 and 32 concurrent clients) each post
 claims of that dataset, one claim per request, for ``--seconds``; prints claims/s and latency
 percentiles per level, and the batch engine's time per line on the same data. Then posts
@@ -37,6 +38,34 @@ def _load(base: str, token: str, bodies: list[bytes], clients: int, seconds: flo
     queue.put(summary)
 
 
+STAGES = {  # (module path suffix, function) -> stage of a check, as cProfile names them
+    ("api/claims.py", "_validate"): "validation (contract loader on the posted records)",
+    ("rules/engine.py", "enriched_lines"): "enrichment (joins with the reference tables)",
+    ("rules/durable_worker.py", "run"): "rules worker (hop there and back, rule evaluation)",
+    ("api/claims.py", "check"): "whole check",
+}
+
+
+def _stages(checker: Any, claims: list[dict], n: int) -> dict[str, float]:
+    """Milliseconds per single-claim check spent in each stage, by cProfile, in this process."""
+    import cProfile
+    import pstats
+
+    for claim in claims[:20]:
+        checker.check([claim], [], "profile")
+    profile = cProfile.Profile()
+    profile.enable()
+    for claim in claims[20 : 20 + n]:
+        checker.check([claim], [], "profile")
+    profile.disable()
+    spent = {}
+    for (path, _, function), (*_, cumulative, _) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        for (suffix, name), stage in STAGES.items():
+            if function == name and path.endswith(suffix):
+                spent[stage] = spent.get(stage, 0.0) + cumulative * 1000 / n
+    return spent
+
+
 def _batches(base: str, token: str, batches: dict[str, list[dict]]) -> dict[str, float]:
     """Seconds to check each batch of lines in one request."""
     import httpx2
@@ -60,6 +89,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="Lines of the one-request batch.")
     parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--same-key", default="250,500,1000,2000", help="Batch sizes sharing one duplicate key.")
+    parser.add_argument("--profile", type=int, default=200, help="Single-claim checks profiled in process (0: none).")
     args = parser.parse_args()
 
     import polars as pl
@@ -93,6 +123,13 @@ def main() -> None:
             f"same key {n}": [{**claims[0], "claim_id": f"same-{n}-{i}"} for i in range(n)]
             for n in (int(n) for n in args.same_key.split(",") if n)
         }
+        stages = {}
+        if args.profile:
+            from api.claims import checker_for
+
+            engine = migrate(url)
+            run_id = json.loads((Path(home) / "out" / "run.json").read_text())["run_id"]
+            stages = _stages(checker_for(engine, run_id, {}), claims[2500:], args.profile)
         with serving(home, url, args.port) as (base, _):
             spawn = mp.get_context("spawn")
             for clients in (int(n) for n in args.clients.split(",") if n):
@@ -108,6 +145,7 @@ def main() -> None:
             {
                 "lines": lines.height,
                 "single_claims": levels,
+                "single_claim_stages_ms": stages,
                 "batch_engine": {"seconds": batch_seconds, "per_line_microseconds": batch_per_line_us},
                 "one_request_batches_seconds": batch_seconds_by_name,
             },
