@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import psycopg
@@ -130,3 +131,22 @@ def service(database_url: str, results: Published) -> Iterator[Service]:
     with TestClient(create_app(database_url, token_recheck_seconds=RECHECK_SECONDS)) as client:
         yield Service(client, database_url, tokens)
     engine.dispose()
+
+
+def claim_line(claim_id: str, provider: str, **changes: Any) -> dict[str, Any]:
+    """A clean billing line as ``POST /claims/check`` takes it (a GP's office consultation)."""
+    row = {
+        "claim_id": claim_id,
+        "provider_nihdi": provider,
+        "patient_id": f"P{claim_id}",
+        "insurer_code": "100",
+        "nomenclature_code": "101076",
+        "service_date": "2024-03-15",
+        "service_time": "10:00",
+        "channel": "eattest",
+        "submitted_date": "2024-03-15",
+        "amount_fee": 31.5,
+        "amount_reimbursed": 23.63,
+        "place_of_service": "office",
+    }
+    return {**row, **changes}

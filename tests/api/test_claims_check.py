@@ -12,28 +12,14 @@ import polars as pl
 import pytest
 
 from api.claims import HISTORY_LINES, Recent, _batch, _Check
-from tests.api.conftest import Service
+from tests.api.conftest import Service, claim_line
 
 GP = "11003065005"  # a GP of the generated dataset with no suspension and no debt
 OTHER_GP = "11005342005"
 
 
 def line(claim_id: str, provider: str = GP, **kw: Any) -> dict[str, Any]:
-    row = {
-        "claim_id": claim_id,
-        "provider_nihdi": provider,
-        "patient_id": f"P{claim_id}",
-        "insurer_code": "100",
-        "nomenclature_code": "101076",
-        "service_date": "2024-03-15",
-        "service_time": "10:00",
-        "channel": "eattest",
-        "submitted_date": "2024-03-15",
-        "amount_fee": 31.5,
-        "amount_reimbursed": 23.63,
-        "place_of_service": "office",
-    }
-    return {**row, **kw}
+    return claim_line(claim_id, provider, **kw)
 
 
 def evening(claim_id: str, minute: int, provider: str = GP) -> dict[str, Any]:

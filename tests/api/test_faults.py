@@ -26,7 +26,7 @@ from api.app import create_app
 from api.auth import create_token
 from api.database import migrate
 from bench.service import free_port, serving
-from tests.api.conftest import POSTGRES, Published, postgres_schema_url
+from tests.api.conftest import POSTGRES, Published, claim_line, postgres_schema_url
 
 PUBLISH = """
 import sys
@@ -217,8 +217,8 @@ def test_a_rules_worker_killed_under_load_costs_503s_at_most_never_a_wrong_answe
                 n += 1
                 claim = f"K{k}-{n}"
                 lines = [
-                    {**_line(claim + "a", providers[k % 3])},
-                    {**_line(claim + "b", providers[k % 3]), "service_date": "2021-03-15"},
+                    claim_line(claim + "a", providers[k % 3]),
+                    claim_line(claim + "b", providers[k % 3], service_date="2021-03-15"),
                 ]
                 response = http.post(f"{base}/claims/check", json={"lines": lines})
                 answers.append((response.status_code, response.json()))
@@ -249,20 +249,3 @@ def test_a_rules_worker_killed_under_load_costs_503s_at_most_never_a_wrong_answe
             claims = {c["claim_id"]: [f["rule_id"] for f in c["flags"]] for c in answer["claims"]}  # type: ignore[union-attr]
             assert sorted(claims.values()) == [[], ["LATE_ATTESTATION"]], answer
             assert all(claims[c] == (["LATE_ATTESTATION"] if c.endswith("b") else []) for c in claims)
-
-
-def _line(claim_id: str, provider: str) -> dict[str, object]:
-    return {
-        "claim_id": claim_id,
-        "provider_nihdi": provider,
-        "patient_id": f"P{claim_id}",
-        "insurer_code": "100",
-        "nomenclature_code": "101076",
-        "service_date": "2024-03-15",
-        "service_time": "10:00",
-        "channel": "eattest",
-        "submitted_date": "2024-03-15",
-        "amount_fee": 31.5,
-        "amount_reimbursed": 23.63,
-        "place_of_service": "office",
-    }
