@@ -276,8 +276,10 @@ class ClaimChecker:
             providers = valid_lines["provider_nihdi"].unique().to_list()
             earlier = [h for h in (self.history.get(p) for p in providers) if h is not None]
             context = pl.concat([*earlier, valid_lines]).unique("claim_id", keep="last")
-            for provider, recent in context.partition_by("provider_nihdi", as_dict=True).items():
-                self.history.put(str(provider[0]), recent.sort("service_date").tail(HISTORY_LINES))
+            by_date = context.sort("service_date", maintain_order=True)
+            kept = by_date.group_by("provider_nihdi", maintain_order=True).tail(HISTORY_LINES).select(context.columns)
+            for provider, recent in kept.partition_by("provider_nihdi", as_dict=True).items():
+                self.history.put(str(provider[0]), recent)
         return self._rules(context, known_invoices, valid_lines["claim_id"])
 
     def _rules(self, lines: pl.DataFrame, invoices: pl.DataFrame, posted: pl.Series) -> pl.DataFrame:
