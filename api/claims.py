@@ -34,7 +34,7 @@ from api.queries import NEWEST_RUN
 from data_contracts import TABLES
 from data_contracts.loader import load_records
 from rules import enriched_lines, load_catalog
-from rules.durable_engine import References, evaluate_durable, start_workers
+from rules.durable_engine import References, evaluate_durable, prepare_workers
 from rules.durable_worker import WorkerUnavailable
 from rules.errors import RuleError
 
@@ -283,23 +283,31 @@ class ClaimChecker:
         return self._rules(context, known_invoices, valid_lines["claim_id"])
 
     def _rules(self, lines: pl.DataFrame, invoices: pl.DataFrame, posted: pl.Series) -> pl.DataFrame:
-        """The flags of the ``posted`` claims among ``lines``, decided by the rules worker."""
-        tables = {**self.references, "third_party_invoices": invoices, "billing_lines": lines}
+        """The flags of the ``posted`` claims among ``lines``, decided by the rules workers."""
         return evaluate_durable(
             {"billing_lines": lines, "third_party_invoices": invoices},
             legislation=self.legislation,
-            lines=enriched_lines({name: frame.lazy() for name, frame in tables.items()}),
+            lines=self._enriched(lines, invoices),
             effective_from=self.effective_from,
             posted=posted,
             references=self.shared,
             deadline=DEADLINE_SECONDS,
         )
 
+    def _enriched(self, lines: pl.DataFrame, invoices: pl.DataFrame) -> pl.DataFrame:
+        tables = {**self.references, "third_party_invoices": invoices, "billing_lines": lines}
+        return enriched_lines({name: frame.lazy() for name, frame in tables.items()})
+
     def warm(self) -> None:
-        """Start the rules workers; one of them holds this run's reference tables and rulesets."""
-        start_workers()
-        nothing = TABLES["billing_lines"].empty()
-        self._rules(nothing, TABLES["third_party_invoices"].empty(), nothing["claim_id"])
+        """Start the rules workers, each holding this run's reference tables and rulesets."""
+        lines, invoices = TABLES["billing_lines"].empty(), TABLES["third_party_invoices"].empty()
+        for legislation in {self.legislation, "current"} if self.effective_from else {self.legislation}:
+            prepare_workers(
+                {"billing_lines": lines, "third_party_invoices": invoices},
+                self.shared,
+                legislation=legislation,
+                lines=self._enriched(lines, invoices),
+            )
 
 
 def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

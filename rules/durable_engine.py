@@ -816,9 +816,22 @@ _POOL = WorkerPool(os.cpu_count() or 1, initializer=_warm_up)
 SPLIT_FROM_LINES = 500
 
 
-def start_workers() -> None:
-    """Start every durable_rules worker now (a service about to check claims), not on first use."""
-    _POOL.fill()
+def prepare_workers(
+    tables: Mapping[str, pl.DataFrame], references: References, *, legislation: str = "current", lines: pl.DataFrame
+) -> None:
+    """Start every durable_rules worker now and give each ``references``, with the rulesets
+    registered and the reference facts derived (``lines``: enriched, none needed): a service
+    about to check claims, so that no check waits for them."""
+    catalog = load_catalog()
+    _POOL.each(
+        _evaluate_here,
+        dict(tables),
+        legislation,
+        catalog,
+        lines,
+        lines["claim_id"],
+        shared=(references.key, references),
+    )
 
 
 def evaluate_durable(

@@ -115,17 +115,10 @@ class WorkerPool:
 
         Raises :class:`WorkerUnavailable` when two workers in a row died or missed ``deadline``.
         """
-        key, value = shared
         for attempt in range(2):
             worker = self._acquire()
             try:
-                sent = key is not None and key not in worker.shared
-                future: Future[T] = worker.executor.submit(
-                    _call, key, value if sent or key is None else None, sent, fn, args
-                )
-                if sent:
-                    worker.shared.add(key)
-                return future.result(timeout=deadline)
+                return self._submit(worker, fn, args, shared).result(timeout=deadline)
             except (BrokenProcessPool, FutureTimeout) as exc:
                 self._discard(worker)
                 if attempt:
@@ -141,6 +134,37 @@ class WorkerPool:
         with self._lock:
             while len(self._workers) < self.size:
                 self._workers.append(self._new())
+
+    def each(self, fn: Callable[..., Any], *args: Any, shared: tuple[Hashable | None, Any] = (None, None)) -> None:
+        """``fn(shared_value, *args)`` once in every worker, all started now: puts the shared
+        value, and what ``fn`` derives from it, in place before calls need them. A worker that
+        dies meanwhile is replaced when a call next needs one."""
+        self.fill()
+        with self._lock:
+            workers = list(self._workers)
+            for worker in workers:
+                worker.busy += 1
+        try:
+            for worker, future in [(w, self._submit(w, fn, args, shared)) for w in workers]:
+                try:
+                    future.result()
+                except BrokenProcessPool:
+                    self._discard(worker)
+        finally:
+            with self._lock:
+                for worker in workers:
+                    worker.busy -= 1
+
+    def _submit(
+        self, worker: _Worker, fn: Callable[..., T], args: tuple[Any, ...], shared: tuple[Hashable | None, Any]
+    ) -> Future[T]:
+        """Give ``worker`` the call, with the shared value unless it holds it already."""
+        key, value = shared
+        sent = key is not None and key not in worker.shared
+        future = worker.executor.submit(_call, key, value if sent or key is None else None, sent, fn, args)
+        if sent:
+            worker.shared.add(key)
+        return future
 
     def shutdown(self) -> None:
         """Stop every worker once it finished what it was given."""

@@ -74,3 +74,16 @@ def test_a_call_that_hangs_twice_is_unavailable_not_a_wrong_answer(pool: WorkerP
     with pytest.raises(WorkerUnavailable, match="did not answer in time"):
         pool.run(_sleep, 60.0, deadline=1.0)
     assert pool.run(_sleep, 0.0) != os.getpid()  # and the pool still serves
+
+
+def _pid_and_value(shared: Any, seconds: float) -> tuple[int, Any]:
+    time.sleep(seconds)
+    return os.getpid(), shared
+
+
+def test_each_worker_gets_the_shared_value_up_front(pool: WorkerPool) -> None:
+    pool.each(_sleep, 0.0, shared=("run-2", {"rows": 5}))
+    with ThreadPoolExecutor(2) as threads:
+        answers = list(threads.map(lambda _: pool.run(_pid_and_value, 0.5, shared=("run-2", None)), range(2)))
+    assert len({pid for pid, _ in answers}) == 2  # both workers answered, neither was sent it again
+    assert [value for _, value in answers] == [{"rows": 5}, {"rows": 5}]
