@@ -9,9 +9,9 @@ State is bounded: per provider, the ``HISTORY_LINES`` lines with the latest serv
 are kept (older duplicates and bursts are the batch run's job), for the ``HISTORY_PROVIDERS``
 providers checked last. Posted invoices are the caller's own: a line is checked against the
 invoices its caller posted (the last ``INVOICES_KEPT``), never another caller's. Nothing is
-kept longer than ``KEPT_SECONDS`` after it was last posted. Each check runs in its own
-durable_rules sessions, in the back end's worker process; the state is read and updated
-under a lock.
+kept longer than ``KEPT_SECONDS`` after it was last posted. Checks arriving together are
+decided in one batch (see ``ClaimChecker.check``), in durable_rules sessions in the rules
+workers (``rules.durable_worker``); the state is read and updated under a lock.
 """
 
 from __future__ import annotations
@@ -128,8 +128,8 @@ class _Check:
     lines: list[dict[str, Any]]
     invoices: list[dict[str, Any]]
     caller: str
-    providers: frozenset[str] = frozenset()
-    claims: frozenset[str] = frozenset()
+    providers: frozenset[str] = field(init=False)  # as posted, trimmed
+    claims: frozenset[str] = field(init=False)
     answer: dict[str, Any] | None = None
     error: BaseException | None = None
 
@@ -284,30 +284,21 @@ class ClaimChecker:
 
     def _rules(self, lines: pl.DataFrame, invoices: pl.DataFrame, posted: pl.Series) -> pl.DataFrame:
         """The flags of the ``posted`` claims among ``lines``, decided by the rules workers."""
+        tables = {**self.references, "third_party_invoices": invoices, "billing_lines": lines}
         return evaluate_durable(
             {"billing_lines": lines, "third_party_invoices": invoices},
             legislation=self.legislation,
-            lines=self._enriched(lines, invoices),
+            lines=enriched_lines({name: frame.lazy() for name, frame in tables.items()}),
             effective_from=self.effective_from,
             posted=posted,
             references=self.shared,
             deadline=DEADLINE_SECONDS,
         )
 
-    def _enriched(self, lines: pl.DataFrame, invoices: pl.DataFrame) -> pl.DataFrame:
-        tables = {**self.references, "third_party_invoices": invoices, "billing_lines": lines}
-        return enriched_lines({name: frame.lazy() for name, frame in tables.items()})
-
     def warm(self) -> None:
-        """Start the rules workers, each holding this run's reference tables and rulesets."""
-        lines, invoices = TABLES["billing_lines"].empty(), TABLES["third_party_invoices"].empty()
-        for legislation in {self.legislation, "current"} if self.effective_from else {self.legislation}:
-            prepare_workers(
-                {"billing_lines": lines, "third_party_invoices": invoices},
-                self.shared,
-                legislation=legislation,
-                lines=self._enriched(lines, invoices),
-            )
+        """Start the rules workers, each holding this run's reference tables and rulesets (those
+        of ``current`` too when the run's legislation takes effect on a date)."""
+        prepare_workers(self.shared, {self.legislation, "current"} if self.effective_from else {self.legislation})
 
 
 def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -325,8 +316,8 @@ def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]],
 
 
 def warm_checker(engine: sa.Engine, cache: dict[str, ClaimChecker]) -> None:
-    """Build the newest run's checker and start its rules worker now, so that the first checks
-    after a start do not wait for them (seconds: a process to start, rulesets to register)."""
+    """Build the newest run's checker and start its rules workers now, so that the first checks
+    after a start do not wait for them (seconds: processes to start, rulesets to register)."""
     with engine.connect() as connection:
         newest = connection.execute(sa.select(NEWEST_RUN)).scalar()
     if newest is None:

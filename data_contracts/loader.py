@@ -180,11 +180,7 @@ def load_records(
         typed,
         valid_tables,
         started,
-        lambda keys: (
-            _stored_values(raw.lazy())
-            .join(keys.lazy().select("_source", "_row"), on=["_source", "_row"], how="semi")
-            .collect()
-        ),
+        lambda keys: _stored_values(raw.lazy().join(keys.lazy().select("_row"), on="_row", how="semi")).collect(),
     )
 
 

@@ -38,6 +38,7 @@ import durable_rules_engine
 import polars as pl
 from durable import engine as durable
 
+from data_contracts import TABLES
 from rules.catalog import (
     BurstCheck,
     Catalog,
@@ -472,6 +473,10 @@ def _encode(frame: Frame) -> Frame:
 Fact = tuple[str, str]
 
 
+def _fact_id(kind: str, number: pl.Expr) -> pl.Expr:
+    return pl.format(f"{kind}:{{}}", number)
+
+
 def _fact_json(columns: Sequence[str], kind: str, number: pl.Expr) -> pl.Expr:
     """Each row's fact as JSON, encoded by Polars (``json.dumps`` per fact was most of a large
     check's time); a null is an absent field, as ``IS NULL`` expects.
@@ -479,7 +484,7 @@ def _fact_json(columns: Sequence[str], kind: str, number: pl.Expr) -> pl.Expr:
     Each fact has an explicit ``id``: without one durable_rules identifies a fact by a hash
     of its content, and two different lines may then be taken for the same fact.
     """
-    identity = [pl.lit(kind).alias("_kind"), pl.lit(_SID).alias("sid"), pl.format(f"{kind}:{{}}", number).alias("id")]
+    identity = [pl.lit(kind).alias("_kind"), pl.lit(_SID).alias("sid"), _fact_id(kind, number).alias("id")]
     encoded = pl.struct(*columns, *identity).struct.json_encode()
     # Every column comes before the identity, which is never null: a null field ends in a comma.
     # Inside a string value a quote is escaped, so the pattern can only match a field.
@@ -493,7 +498,7 @@ def _facts(frame: pl.DataFrame, kind: str) -> dict[str, list[Fact]]:
     number = pl.int_range(pl.len())
     encoded = _encode(frame).select(
         SESSION_KEY,
-        pl.format(f"{kind}:{{}}", number).alias("_id"),
+        _fact_id(kind, number).alias("_id"),
         _fact_json(frame.columns, kind, number).alias("_fact"),
     )
     for provider, identity, fact in encoded.iter_rows():
@@ -515,7 +520,7 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     number = pl.int_range(pl.len())
     encoded = prepared.select(
         SESSION_KEY,
-        pl.format(f"{LINE}:{{}}", number).alias("_id"),
+        _fact_id(LINE, number).alias("_id"),
         *(
             pl.when(f"_in_{k}").then(_fact_json(sorted(ruleset.columns_of[name]), LINE, number)).alias(f"_fact_{k}")
             for k, name in enumerate(names)
@@ -795,8 +800,6 @@ def _evaluate_here(
     return flags_table(rules, legislation, flagged, enriched)
 
 
-# durable_rules runs in worker processes of their own (see ``rules.durable_worker``), as many
-# as the machine has cores when calls come at once.
 def _parts(lines: pl.DataFrame, n: int) -> list[pl.DataFrame]:
     """``lines`` in up to ``n`` parts of whole providers (every rule stays within one provider),
     to be decided in as many workers at once; each part numbered ``_i`` afresh."""
@@ -811,27 +814,24 @@ def _warm_up() -> None:
     load_catalog()
 
 
+# durable_rules runs in worker processes of their own (see ``rules.durable_worker``), as many
+# as the machine has cores when calls come at once.
 _POOL = WorkerPool(os.cpu_count() or 1, initializer=_warm_up)
 # From this many lines on, a check's providers are split over the workers.
 SPLIT_FROM_LINES = 500
 
 
-def prepare_workers(
-    tables: Mapping[str, pl.DataFrame], references: References, *, legislation: str = "current", lines: pl.DataFrame
-) -> None:
-    """Start every durable_rules worker now and give each ``references``, with the rulesets
-    registered and the reference facts derived (``lines``: enriched, none needed): a service
-    about to check claims, so that no check waits for them."""
+def prepare_workers(references: References, legislations: Iterable[str]) -> None:
+    """Start every durable_rules worker now and give each ``references``, with the rulesets of
+    ``legislations`` registered and the reference facts derived: a service about to check
+    claims, so that no check waits for them."""
     catalog = load_catalog()
-    _POOL.each(
-        _evaluate_here,
-        dict(tables),
-        legislation,
-        catalog,
-        lines,
-        lines["claim_id"],
-        shared=(references.key, references),
-    )
+    nothing = {LINE: TABLES[LINE].empty(), "third_party_invoices": TABLES["third_party_invoices"].empty()}
+    lines = enriched_lines({name: frame.lazy() for name, frame in {**references.tables, **nothing}.items()})
+    for legislation in legislations:
+        _POOL.each(
+            _evaluate_here, nothing, legislation, catalog, lines, lines["claim_id"], shared=(references.key, references)
+        )
 
 
 def evaluate_durable(
