@@ -3,7 +3,8 @@
     uv run python bench/bench_detectors.py --providers 50000 --lines 3000000
 
 The dataset is generated first (not timed); then, timed: enrich + rules (needed for the
-rule-hit feature), profiles, fit and score with explanations, for each detector asked.
+rule-hit feature), profiles (with the expected values for each provider's patient mix),
+fit and score with explanations, for each detector asked.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main() -> None:
         lines = enriched_lines(tables)
         flags = evaluate(tables, lines=lines)
         ruled = time.perf_counter()
-        profiles = provider_profiles(lines, flags)
+        profiles = provider_profiles(lines, flags, patients=tables.get("patients"))
         profiled = time.perf_counter()
         report |= {
             "profiles": profiles.height,

@@ -15,7 +15,9 @@ process, by simple baselines:
 - ``iforest_z``: an Isolation Forest over the peer-normalised features;
 - ``ensemble``: the rank-averaged PyOD ensemble (the previous default) over the same.
 
-All read the default detector's features, normalised in the same peer groups.
+All read the default detector's features, normalised in the same peer groups, as
+observed/expected ratios for the patient mix (the generator writes the ``patients`` table);
+``default_no_mix`` is the default detector without the patient mix, to show what it adds.
 
 A provider's score is its mean over periods (a lead that persists counts more than a one-off
 year). Providers that carry the generator's rule scenarios are left out of the evaluation:
@@ -72,19 +74,23 @@ CELLS = {
     )
 }
 HELD_OUT_SEEDS = (101, 202, 303)
+# The default detector, the same without the patient mix, and the baselines.
+DETECTORS = ("default", "default_no_mix", "max_z", "iforest_z", "ensemble")
 
 
 def _baselines(profiles: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Scores per profile row of the simple baselines and of the previous default.
 
     They read the same features as the default detector, robust-z normalised within the
-    same peer groups, so that the comparison is between detectors, not feature sets.
+    same peer groups (as observed/expected ratios where the patient mix is known), so that
+    the comparison is between detectors, not feature sets.
     """
     from detectors.evidence import FEATURES
+    from detectors.patient_mix import observed_to_expected
     from detectors.scoring import matrix, normalise
     from detectors.zoo import Detector
 
-    normalised = normalise(profiles, FEATURES)
+    normalised = normalise(observed_to_expected(profiles), FEATURES)
     X = matrix(normalised, FEATURES)
     keys = normalised.select("provider_nihdi", "period")
     out = {"max_z": keys.with_columns(pl.Series("score", np.clip(X, 0, None).max(axis=1)))}
@@ -100,16 +106,20 @@ def _champion(profiles: pl.DataFrame) -> pl.DataFrame:
 
 
 def evaluate(
-    profiles: pl.DataFrame, labels: pl.DataFrame, exclude: pl.Series, atypical: pl.Series, *, verdicts: bool = False
+    profiles: pl.DataFrame, labels: pl.DataFrame, exclude: pl.Series, atypical: pl.DataFrame, *, verdicts: bool = False
 ) -> list[dict[str, object]]:
     """Per detector and anomaly kind (and ``all``): the metrics at provider level, and the
-    share of the top k taken by legitimately ``atypical`` providers; with ``verdicts``, also
+    share of the top k taken by legitimately ``atypical`` providers (``provider_nihdi``,
+    ``atypical``: the kind of practice), in all and per kind; with ``verdicts``, also
     what verdicts on 1, 5 and 20 % of providers add (``verdict_lift``)."""
     from detectors.tracking import quality, verdict_lift
 
     started = time.perf_counter()
     scored = {"default": _champion(profiles)}
     seconds = time.perf_counter() - started
+    mix = [c for c in profiles.columns if c.startswith("expected_")]
+    if mix:
+        scored["default_no_mix"] = _champion(profiles.drop(mix))
     scored |= _baselines(profiles)
     rows: list[dict[str, object]] = []
     for detector, scores in scored.items():
@@ -126,7 +136,10 @@ def evaluate(
             metrics = quality(subset, anomalous, anomalous.height)
             if metrics:
                 top = subset.sort("score", descending=True).head(anomalous.height)
-                metrics["atypical_in_top_k"] = top["provider_nihdi"].is_in(atypical.implode()).mean()
+                metrics["atypical_in_top_k"] = top["provider_nihdi"].is_in(atypical["provider_nihdi"].implode()).mean()
+                for practice, ids in atypical.group_by("atypical"):
+                    share = top["provider_nihdi"].is_in(ids["provider_nihdi"].implode()).mean()
+                    metrics[f"{practice[0]}_in_top_k"] = share
                 rows.append({"detector": detector, "kind": kind, "anomalous": anomalous.height, **metrics})
     rows.append({"detector": "default", "kind": "seconds", "seconds": seconds})
     if verdicts:
@@ -153,7 +166,7 @@ def run_cell(cell: Cell, seed: int, *, verdicts: bool = False) -> tuple[list[dic
         )
         profiles = profiles_of(data)
         labels = pl.read_parquet(data / "labels" / "providers.parquet")
-        atypical = pl.read_parquet(data / "labels" / "atypical.parquet")["provider_nihdi"]
+        atypical = pl.read_parquet(data / "labels" / "atypical.parquet")
         scenario = pl.read_parquet(data / "billing_lines" / "part-scenarios.parquet")["provider_nihdi"].unique()
     # Periods with scenario lines only (the second year of a one-year dataset) are not scored.
     busy = profiles.group_by("period").len().filter(pl.col("len") >= cell.providers // 2)["period"]
@@ -193,7 +206,7 @@ def main() -> None:
             results, shape = run_cell(CELLS[name], seed, verdicts=args.verdicts)
             rows += [{"cell": name, "seed": seed, **shape, **r} for r in results]
             print(f"{name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
-    table = pl.DataFrame([r for r in rows if r["kind"] not in ("seconds", "lift")])
+    table = pl.DataFrame([r for r in rows if r["kind"] not in ("seconds", "lift")], infer_schema_length=None)
     lifts = [r for r in rows if r["kind"] == "lift"]
     summary = (
         table.group_by("cell", "detector", "kind", maintain_order=True)
@@ -238,7 +251,7 @@ def verdict_table(lifts: pl.DataFrame) -> str:
 
 def markdown(summary: pl.DataFrame) -> str:
     """The overall figures as the README's table: ROC-AUC and precision@k per detector."""
-    detectors = ("default", "max_z", "iforest_z", "ensemble")
+    detectors = [d for d in DETECTORS if d in summary["detector"]]
     head = "| cell | patients a year | peers | " + " | ".join(f"ROC-AUC {d}" for d in detectors)
     head += " | " + " | ".join(f"p@k {d}" for d in detectors) + " |"
     lines = [head, "|" + "---|" * (3 + 2 * len(detectors))]

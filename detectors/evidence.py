@@ -60,6 +60,8 @@ FEATURES: tuple[str, ...] = tuple(f for members in GROUPS.values() for f in memb
 # One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
 EVIDENCE_LIMIT = 10.0
 _MAD_TO_SD = 1.4826
+_LOG_OFFSET = 1e-3  # keeps the log of a zero level finite
+_TINY = 1e-6
 # Confirmed and unfounded cases each needed before verdicts weigh the evidence.
 MIN_VERDICTS = 5
 PRIOR_VERDICTS = 50  # how many verdicts the unsupervised weights (all 1) are worth
@@ -67,11 +69,21 @@ PRIOR_VERDICTS = 50  # how many verdicts the unsupervised weights (all 1) are wo
 MIN_PROFESSION_PEERS = 8
 
 
-def _share_z(feature: str, denominator: str, group: Sequence[str]) -> pl.Expr:
-    """Count-aware z of a share against the peer median share."""
+def _expected_share(feature: str, group: Sequence[str], adjusted: bool) -> pl.Expr:
+    """The share a provider is compared with: the peer median share, or with the patient mix,
+    its expected share scaled by the peers' median observed/expected ratio."""
+    x = pl.col(feature)
+    if not adjusted:
+        return x.median().over(group)
+    e = pl.col(f"expected_{feature}").fill_null(x).clip(lower_bound=_TINY)
+    return ((x / e).median().over(group) * e).clip(0.0, 1.0)
+
+
+def _share_z(feature: str, denominator: str, group: Sequence[str], adjusted: bool) -> pl.Expr:
+    """Count-aware z of a share against what its peers make expected (:func:`_expected_share`)."""
     x = pl.col(feature)
     n = pl.col(denominator).cast(pl.Float64)
-    p = x.median().over(group)
+    p = _expected_share(feature, group, adjusted)
     # A share nobody has (p = 0) still has a counting noise: half a case over the median count.
     p_noise = pl.max_horizontal(p, 0.5 / n.median().over(group)).clip(upper_bound=0.5)
     noise = p_noise * (1 - p_noise) / n
@@ -81,12 +93,24 @@ def _share_z(feature: str, denominator: str, group: Sequence[str]) -> pl.Expr:
     return pl.when(n > 0).then(z).otherwise(0.0)
 
 
-def _evidence(features: Sequence[str], group: Sequence[str]) -> list[pl.Expr]:
+def _evidence(features: Sequence[str], group: Sequence[str], adjusted: bool) -> list[pl.Expr]:
     """Per feature ``e_``: its one-sided z (0 when below peers), clipped to ``EVIDENCE_LIMIT``."""
     levels = [f for f in features if f not in SHARES]
-    exprs = [_share_z(f, SHARES[f], group).alias(f"e_{f}") for f in features if f in SHARES]
+    exprs = [_share_z(f, SHARES[f], group, adjusted).alias(f"e_{f}") for f in features if f in SHARES]
     exprs += [z.alias(f"e_{f}") for f, z in zip(levels, robust_z([f"_log_{f}" for f in levels], group), strict=True)]
     return [e.fill_nan(0.0).fill_null(0.0).clip(0.0, EVIDENCE_LIMIT).alias(e.meta.output_name()) for e in exprs]
+
+
+def _mix_expected(features: Sequence[str], group: Sequence[str]) -> list[pl.Expr]:
+    """Per feature ``mix_``: the value its z is measured from, for the provider's patient mix."""
+    exprs = [_expected_share(f, group, adjusted=True).alias(f"mix_{f}") for f in features if f in SHARES]
+    return exprs + [
+        (pl.col(f"_log_{f}").median().over(group).exp() * (pl.col(f"expected_{f}") + _LOG_OFFSET) - _LOG_OFFSET)
+        .clip(lower_bound=0.0)
+        .alias(f"mix_{f}")
+        for f in features
+        if f not in SHARES
+    ]
 
 
 def peer_evidence(
@@ -102,14 +126,26 @@ def peer_evidence(
     weight is 1 unless verdicts taught otherwise); the score is their sum.
     """
     weight = weights or dict.fromkeys(FEATURES, 1.0)
+    adjusted = all(f"expected_{f}" in profiles.columns for f in FEATURES)
+
+    def log(column: str) -> pl.Expr:
+        return pl.col(column).clip(lower_bound=0.0).add(_LOG_OFFSET).log()
+
+    # A level is judged by its log, or with the patient mix by its log observed/expected ratio.
     prepared = profiles.with_columns(
-        *(pl.col(f).clip(lower_bound=0.0).add(1e-3).log().alias(f"_log_{f}") for f in LEVELS),
+        (log(f) - log(f"expected_{f}").fill_null(log(f)) if adjusted else log(f)).alias(f"_log_{f}") for f in LEVELS
     )
     grouped = assign_peer_groups(prepared, peer_columns, min_size=min_peers, min_widest=MIN_PROFESSION_PEERS)
     levels = sum(1 for c in grouped.columns if c.startswith("_peer_") and c != "_peer_level")
 
     def build(group: list[str]) -> list[pl.Expr]:
-        return [*_evidence(FEATURES, group), *peer_medians(FEATURES, group), *peer_percentiles(FEATURES, group)]
+        mix = _mix_expected(FEATURES, group) if adjusted else []
+        return [
+            *_evidence(FEATURES, group, adjusted),
+            *peer_medians(FEATURES, group),
+            *peer_percentiles(FEATURES, group),
+            *mix,
+        ]
 
     scored = grouped.with_columns(by_level(build, levels, ("period",))).with_columns(
         pl.max_horizontal(weight[f] * pl.col(f"e_{f}") ** 2 for f in members).alias(f"g_{name}")
@@ -131,6 +167,7 @@ def _contributions(evidence: pl.DataFrame, weights: dict[str, float] | None) -> 
                 pl.col(f).alias("value"),
                 pl.lit(f).alias("feature"),
                 pl.col(f"median_{f}").alias("peer_median"),
+                (pl.col(f"mix_{f}") if f"mix_{f}" in evidence.columns else pl.lit(None, pl.Float64)).alias("expected"),
                 pl.col(f"pct_{f}").alias("peer_percentile"),
                 pl.col(f"e_{f}").alias("z"),
                 (weight[f] * pl.col(f"e_{f}") ** 2).alias("_term"),

@@ -11,6 +11,8 @@ from typing import Literal
 
 import polars as pl
 
+from detectors import patient_mix
+
 Period = Literal["year", "quarter"]
 ID = "provider_nihdi"
 PEER_ATTRIBUTES = ("profession", "qualification", "region")
@@ -45,6 +47,16 @@ FEATURES: dict[str, str] = {
 }
 
 
+# Features that are a share of lines, as the per-line condition they count.
+LINE_SHARES: dict[str, pl.Expr] = {
+    "high_fee_share": pl.col("_high_fee"),
+    "evening_share": pl.col("time_window") == "evening",
+    "night_share": pl.col("time_window") == "night",
+    "weekend_share": pl.col("service_date").dt.weekday() >= 6,
+    "home_visit_share": pl.col("code_setting") == "home",
+}
+
+
 def period_expr(period: Period) -> pl.Expr:
     year = pl.col("service_date").dt.year().cast(pl.String)
     if period == "year":
@@ -70,12 +82,18 @@ def _code_mix_distance(lines: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def provider_profiles(
-    lines: pl.LazyFrame | pl.DataFrame, flags: pl.DataFrame, *, period: Period = "year"
+    lines: pl.LazyFrame | pl.DataFrame,
+    flags: pl.DataFrame,
+    *,
+    period: Period = "year",
+    patients: pl.LazyFrame | pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per ``(provider_nihdi, period)``: peer attributes and every feature of ``FEATURES``.
 
     ``lines`` are the enriched billing lines (``rules.enriched_lines``); ``flags`` the rule
-    flags of the same data (only ``claim_id`` is read).
+    flags of the same data (only ``claim_id`` is read). With the ``patients`` table (not
+    empty), also ``expected_<feature>`` for the provider's patient mix
+    (:mod:`detectors.patient_mix`).
     """
     flagged = flags.lazy().select("claim_id").unique().with_columns(pl.lit(True).alias("_flagged"))
     base = (
@@ -89,7 +107,7 @@ def provider_profiles(
     )
     keys = [ID, "period"]
     by_patient = base.group_by(*keys, "patient_id").agg(pl.len().alias("_n"))
-    patients = by_patient.group_by(keys).agg(
+    patient_list = by_patient.group_by(keys).agg(
         (pl.col("_n") == 1).mean().alias("share_patients_seen_once"),
         pl.col("_n").filter(pl.col("_n") > 1).mean().fill_null(0.0).alias("repeat_intensity"),
     )
@@ -117,11 +135,7 @@ def provider_profiles(
         pl.len().alias("lines"),
         pl.col("patient_id").n_unique().alias("patients"),
         pl.col("service_date").n_unique().alias("active_days"),
-        pl.col("_high_fee").mean().fill_null(0.0).alias("high_fee_share"),
-        (pl.col("time_window") == "evening").mean().fill_null(0.0).alias("evening_share"),
-        (pl.col("time_window") == "night").mean().fill_null(0.0).alias("night_share"),
-        (pl.col("service_date").dt.weekday() >= 6).mean().alias("weekend_share"),
-        (pl.col("code_setting") == "home").mean().fill_null(0.0).alias("home_visit_share"),
+        *(share.mean().fill_null(0.0).alias(name) for name, share in LINE_SHARES.items()),
         pl.col("amount_reimbursed").sum().alias("_amount"),
         (pl.col("effective_submitted_date") - pl.col("service_date"))
         .dt.total_days()
@@ -134,7 +148,7 @@ def provider_profiles(
         pl.col("_flagged").mean().alias("rule_hit_rate"),
     )
     profiles = (
-        features.join(patients, on=keys, how="left")
+        features.join(patient_list, on=keys, how="left")
         .join(busiest, on=keys, how="left")
         .join(typed, on=keys, how="left")
         .join(_code_mix_distance(base), on=keys, how="left")
@@ -146,6 +160,10 @@ def provider_profiles(
             pl.col("burst_share").fill_null(0.0),
         )
     )
-    return (
-        profiles.select(*keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES)).sort(keys).collect()
-    )
+    columns = [*keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES)]
+    patients = patients.lazy() if patients is not None else None
+    if patients is not None and patients.select(pl.len()).collect().item():
+        expected = patient_mix.expected_values(base, patients, keys, LINE_SHARES)
+        profiles = profiles.join(expected, on=keys, how="left")
+        columns += [c for c in expected.collect_schema().names() if c not in keys]
+    return profiles.select(columns).sort(keys).collect()

@@ -128,11 +128,13 @@ def _evidence_explanations(contributions: pl.DataFrame) -> pl.DataFrame:
     The JSON lists every non-zero contribution (they sum to the score); the sentence names
     the largest ones beyond chance.
     """
+    mix = pl.format(" and {} expected for their patients", pl.col("expected").round_sig_figs(3)).fill_null("")
     sentence = pl.format(
-        "{}: {} against a peer median of {} (higher than {}% of {} peers, adds {} to the score)",
+        "{}: {} against a peer median of {}{} (higher than {}% of {} peers, adds {} to the score)",
         pl.col("feature").replace_strict(FEATURES, default=pl.col("feature")),
         pl.col("value").round_sig_figs(3),
         pl.col("peer_median").round_sig_figs(3),
+        mix,
         (pl.col("peer_percentile") * 100).floor().cast(pl.Int64),
         pl.col("peer_group_size"),
         pl.col("contribution").round(1),
@@ -142,6 +144,7 @@ def _evidence_explanations(contributions: pl.DataFrame) -> pl.DataFrame:
         "feature",
         "value",
         "peer_median",
+        pl.col("expected").round_sig_figs(4),
         pl.col("peer_percentile").round(3),
         pl.col("z").round(2).alias("robust_z"),
         pl.col("contribution").round(3),

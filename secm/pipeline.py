@@ -64,7 +64,7 @@ def run(
     step("rules_seconds")
     if on_step:
         on_step("Scoring provider profiles")
-    profiles = provider_profiles(lines, flags, period=period)
+    profiles = provider_profiles(lines, flags, period=period, patients=tables.get("patients"))
     scores, detector = _score(profiles)
     step("scoring_seconds")
 
@@ -125,7 +125,7 @@ def profiles_of(data: Path, *, period: Period = "year") -> pl.DataFrame:
     """Provider profiles of a dataset under the current legislation (for training)."""
     tables = load_dataset(data).lazy_tables()
     lines = enriched_lines(tables)
-    return provider_profiles(lines, evaluate(tables, lines=lines), period=period)
+    return provider_profiles(lines, evaluate(tables, lines=lines), period=period, patients=tables.get("patients"))
 
 
 def volumes(lines: pl.DataFrame) -> list[dict[str, Any]]:

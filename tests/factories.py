@@ -90,6 +90,7 @@ def write_dataset(
     debts: list[dict[str, Any]] | None = None,
     statuses: list[dict[str, Any]] | None = None,
     nomenclature: list[dict[str, Any]] | None = None,
+    patients: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the tables as Parquet with the contract's types; return ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -104,6 +105,8 @@ def write_dataset(
     }
     if nomenclature is not None:
         tables["nomenclature"] = nomenclature
+    if patients is not None:
+        tables["patients"] = patients
     for name, rows in tables.items():
         pl.DataFrame(rows, schema=TABLES[name].dtypes).write_parquet(root / f"{name}.parquet")
     return root

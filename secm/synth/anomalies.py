@@ -12,8 +12,8 @@ so that a dataset holds anomalies of varied size, as real ones are:
 
 Beside them, some ordinary GPs run legitimately atypical practices (``atypical``): on night
 duty rotas (``on_call``, a share ``ON_CALL_NIGHT`` of night codes), in nursing homes
-(``nursing_home``: residents seen every week, so more lines per patient, most of them home
-visits) or on rural home-visit rounds (``rural_rounds``). They are the false leads an
+(``nursing_home``: residents, old and chronically ill, need more care, so more lines per
+patient, and are seen where they live: home visits) or on rural home-visit rounds (``rural_rounds``). They are the false leads an
 unsupervised score cannot tell from fraud, and that inspectors' verdicts teach it to discount.
 
 Strengths are set so that ``realistic`` matches what control work reports: 1.7 to 2.2 times
@@ -65,7 +65,7 @@ HOME_VISIT_CODE = "103132"
 # Atypical kind -> (lines per patient against an ordinary GP's, share of lines moved, code moved to)
 ATYPICAL: dict[str, tuple[float, float, str]] = {
     "on_call": (1.0, ON_CALL_NIGHT, NIGHT_CODE),
-    "nursing_home": (1.6, 0.45, HOME_VISIT_CODE),
+    "nursing_home": (1.0, 0.45, HOME_VISIT_CODE),  # more lines per patient come from the residents' needs
     "rural_rounds": (1.0, 0.3, HOME_VISIT_CODE),
 }
 LINES_PER_PATIENT = 2.5  # background lines per patient and year, measured on the generator

@@ -17,7 +17,7 @@ import polars as pl
 
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from secm.synth import anomalies, habits, population
-from secm.synth.population import INSURERS
+from secm.synth.population import CHRONIC_NEED, ELDERLY_NEED, INSURERS, PatientTraits
 
 CODE_MIX = {
     "gp": {"101076": 52, "101135": 7, "103132": 12, "103110": 3, "104215": 3, "101275": 2, "104230": 2, "104252": 1},
@@ -37,6 +37,10 @@ CHANNEL_MIX = {
     "midwife": {"eattest": 50, "efact": 50},
     "other": {"paper_cash": 50, "eattest": 30, "efact": 20},
 }
+OFFICE_VISIT_CODE = "101076"
+ELDERLY_HOME_VISITS = 0.35  # share of an old patient's GP consultations that are home visits
+NEED_DRAWS = 3
+MAX_NEED = 1.0 + CHRONIC_NEED + ELDERLY_NEED
 # A service up to this many days before a third-party suspension is invoiced during it.
 INVOICE_LEAD_DAYS = 90
 EVENING_SLOT_MINUTES = 40  # background evening home visits: one per 40-minute slot
@@ -96,12 +100,35 @@ def _insurer(patient: pl.Expr) -> pl.Expr:
     return expr.otherwise(pl.lit(codes[-1]))
 
 
+def _patients(
+    rng: np.random.Generator, providers: pl.DataFrame, who: np.ndarray, traits: PatientTraits, year: int
+) -> np.ndarray:
+    """Each line's patient, from its provider's list: a few patients come often, and a patient
+    who needs more care (:meth:`PatientTraits.need`) more often still.
+
+    Each of ``NEED_DRAWS`` candidates is taken with a probability in proportion to its need;
+    the last one when none is.
+    """
+    size, start, span, base = (
+        providers[c].to_numpy()[who] for c in ("pool_size", "pool_start", "pool_span", "pool_base")
+    )
+    candidates = [
+        base + (start + np.floor(size * rng.random(who.size) ** 1.6).astype(np.int64)) % span for _ in range(NEED_DRAWS)
+    ]
+    chosen = candidates[-1]
+    for candidate in reversed(candidates[:-1]):
+        taken = rng.random(who.size) * MAX_NEED < traits.need(candidate, year)
+        chosen = np.where(taken, candidate, chosen)
+    return chosen
+
+
 def background_lines(
     rng: np.random.Generator,
     providers: pl.DataFrame,
     calendar: Calendar,
     nomenclature: pl.DataFrame,
     claim_offset: int,
+    traits: PatientTraits,
 ) -> pl.DataFrame:
     """Ordinary lines of ``providers`` (one chunk), without invoice ids yet."""
     n = int(providers["n_lines"].sum())
@@ -111,13 +138,15 @@ def background_lines(
     kind = np.array(p["anomaly"], dtype=object)[who]
     intensity = np.nan_to_num(np.array(p["intensity"], dtype=float))[who]
     day = calendar.sample(rng, n, np.array(p["gap_from"])[who], np.array(p["gap_to"])[who])
-    pool_size = np.array(p["pool_size"])[who]
-    nth = np.floor(pool_size * rng.random(n) ** 1.6).astype(np.int64)
-    patient = np.array(p["pool_base"])[who] + (np.array(p["pool_start"])[who] + nth) % np.array(p["pool_span"])[who]
+    patient = _patients(rng, providers, who, traits, calendar.start.year)
     phantom = rng.random(n) < anomalies.phantom_share(kind, intensity)
     patient = np.where(phantom, 10**9 + claim_offset + np.arange(n), patient)
     atypical = np.array(p["atypical"], dtype=object)[who]
-    codes = anomalies.recode(rng, _choose(rng, profession, CODE_MIX), profession, kind, intensity, atypical)
+    codes = _choose(rng, profession, CODE_MIX)
+    # Old patients are more often seen at home than at the practice.
+    at_home = (codes == OFFICE_VISIT_CODE) & traits.elderly(patient, calendar.start.year)
+    codes[at_home & (rng.random(n) < ELDERLY_HOME_VISITS)] = anomalies.HOME_VISIT_CODE
+    codes = anomalies.recode(rng, codes, profession, kind, intensity, atypical)
     frame = pl.DataFrame(
         {
             "_line": np.arange(n, dtype=np.int64),

@@ -15,7 +15,7 @@ from data_contracts.tables import TABLES
 from secm.synth import anomalies, habits, scenarios
 from secm.synth.anomalies import LINES_PER_PATIENT, AnomalySettings
 from secm.synth.billing import Calendar, background_lines, dedupe_keys, invoices_for
-from secm.synth.population import make_population, patients_table
+from secm.synth.population import PatientTraits, make_population
 
 LINE_COLUMNS = list(TABLES["billing_lines"].dtypes)
 SCENARIO_CLAIMS = 90_000_000_000  # scenario claim ids live apart from the background's
@@ -102,7 +102,10 @@ def generate(
     # Habits draw from their own stream, so that the rest of a seed's data does not depend on them.
     habit_rng = np.random.default_rng([seed, 1])
     providers = habits.assign(habit_rng, plan.providers, plan.scenario_providers)
-    weights = providers["n_lines"].to_numpy() * anomalies.line_factor(providers)
+    traits = PatientTraits.of(*_residents(providers))
+    # A practice whose patients need more care bills more lines per patient.
+    need = traits.pool_need(providers, first_year)
+    weights = providers["n_lines"].to_numpy() * anomalies.line_factor(providers) * need / need.mean()
     providers = providers.with_columns(pl.Series("n_lines", _rebalance(weights, n_lines - injected)))
 
     write = _writer(fmt)
@@ -114,7 +117,7 @@ def generate(
     background_flags = []
     for part, (a, b) in enumerate(itertools.pairwise(starts)):
         chunk = providers.slice(a, b - a)
-        lines = background_lines(rng, chunk, calendar, nomenclature, claim_offset)
+        lines = background_lines(rng, chunk, calendar, nomenclature, claim_offset, traits)
         lines = dedupe_keys(habits.on_lines(habit_rng, lines, chunk))
         lines, invoices = invoices_for(lines, chunk, rng, invoice_offset)
         habitual = habits.on_invoices(habit_rng, lines, invoices, chunk)
@@ -144,7 +147,7 @@ def generate(
     write(plan.suspensions, out / "tp_suspensions")
     write(plan.debts, out / "provider_debts")
     write(plan.statuses, out / "provider_status")
-    write(patients_table(*_residents(providers)), out / "patients")
+    write(traits.table(), out / "patients")
     write(nomenclature, out / "nomenclature")
 
     labels = out / "labels"

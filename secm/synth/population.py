@@ -74,25 +74,71 @@ def patient_pseudonym(patient: pl.Expr) -> pl.Expr:
     return pl.format("PSN{}", patient.cast(pl.String).str.zfill(10))
 
 
-def patients_table(n: int, residents: np.ndarray | None = None) -> pl.DataFrame:
-    """The ``patients`` table for pseudonym indices ``0 .. n-1``: attributes are stable
-    hashes of the index, so that every line of one patient agrees with it. ``residents``
-    (a mask over the indices) are nursing-home residents: born 1920 to 1945, chronically ill."""
-    index = pl.int_range(n, dtype=pl.Int64)
-    spread = (index * 2246822519) % 10_000
-    resident = pl.lit(pl.Series(residents if residents is not None else np.zeros(n, dtype=bool)))
-    return pl.select(
-        patient_pseudonym(index).alias("patient_id"),
-        pl.when(resident).then(1920 + spread % 26).otherwise(1928 + spread % 97).alias("birth_year"),
-        pl.when(spread < 5)
-        .then(pl.lit("X"))
-        .when(spread % 2 == 0)
-        .then(pl.lit("F"))
-        .otherwise(pl.lit("M"))
-        .alias("sex"),
-        preferential(index).alias("preferential_reimbursement"),
-        (resident | ((spread // 7) % 5 == 0)).alias("chronic_condition"),
-    )
+# Contacts a patient needs, against 1 for a young patient in good health: chronic illness
+# and old age bring more visits, and old patients more of them at home (see billing).
+CHRONIC_NEED = 0.8
+ELDERLY_NEED = 0.5
+ELDERLY_AGE = 80
+
+
+@dataclass(frozen=True)
+class PatientTraits:
+    """Birth year and chronic condition of every pseudonym index ``0 .. n-1``.
+
+    They are stable hashes of the index, so that every line of one patient agrees with the
+    ``patients`` table; ``residents`` (nursing-home residents) are born 1920 to 1945 and
+    chronically ill. Phantom patients (indices beyond ``n``) have no traits.
+    """
+
+    birth_year: np.ndarray
+    chronic: np.ndarray
+
+    @classmethod
+    def of(cls, n: int, residents: np.ndarray | None = None) -> PatientTraits:
+        spread = (np.arange(n, dtype=np.int64) * 2246822519) % 10_000
+        resident = residents if residents is not None else np.zeros(n, dtype=bool)
+        birth_year = np.where(resident, 1920 + spread % 26, 1928 + spread % 97)
+        return cls(birth_year, resident | ((spread // 7) % 5 == 0))
+
+    def need(self, patient: np.ndarray, year: int) -> np.ndarray:
+        """How many contacts each patient needs against a healthy young one (1 for phantoms)."""
+        known = patient < self.birth_year.size
+        index = np.where(known, patient, 0)
+        need = 1.0 + CHRONIC_NEED * self.chronic[index] + ELDERLY_NEED * self.elderly(patient, year)
+        return np.where(known, need, 1.0)
+
+    def elderly(self, patient: np.ndarray, year: int) -> np.ndarray:
+        known = patient < self.birth_year.size
+        return known & (year - self.birth_year[np.where(known, patient, 0)] >= ELDERLY_AGE)
+
+    def pool_need(self, providers: pl.DataFrame, year: int) -> np.ndarray:
+        """Each provider's mean patient need over its list (see :func:`shared_pools`)."""
+        cumulative = np.concatenate([[0.0], np.cumsum(self.need(np.arange(self.birth_year.size), year))])
+        base, start, size, span = (
+            providers[c].to_numpy() for c in ("pool_base", "pool_start", "pool_size", "pool_span")
+        )
+        first = np.minimum(start + size, span)
+        total = cumulative[base + first] - cumulative[base + start]
+        wrapped = start + size - first  # the part of the list that wraps round to the start
+        total += cumulative[base + np.minimum(wrapped, span)] - cumulative[base]
+        return total / size
+
+    def table(self) -> pl.DataFrame:
+        """The ``patients`` table."""
+        index = pl.int_range(self.birth_year.size, dtype=pl.Int64)
+        spread = (index * 2246822519) % 10_000
+        return pl.select(
+            patient_pseudonym(index).alias("patient_id"),
+            pl.Series("birth_year", self.birth_year, dtype=pl.Int64),
+            pl.when(spread < 5)
+            .then(pl.lit("X"))
+            .when(spread % 2 == 0)
+            .then(pl.lit("F"))
+            .otherwise(pl.lit("M"))
+            .alias("sex"),
+            preferential(index).alias("preferential_reimbursement"),
+            pl.Series("chronic_condition", self.chronic, dtype=pl.Boolean),
+        )
 
 
 def shared_pools(profession: np.ndarray, region: np.ndarray, size: np.ndarray) -> dict[str, np.ndarray]:

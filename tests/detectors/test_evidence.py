@@ -171,3 +171,35 @@ def test_too_few_verdicts_leave_the_score_unsupervised() -> None:
     assert model.weights_ is None  # type: ignore[union-attr]
     assert model.verdicts_ == 2  # type: ignore[union-attr]
     assert_frame_equal(score_profiles(model, profiles), _scores(profiles))
+
+
+def _with_mix(profiles: pl.DataFrame, moved_needs: float = 1.0) -> pl.DataFrame:
+    """Expected values for the patient mix: the peer median, ``moved_needs`` times it for ``MOVED``."""
+    factor = pl.when(pl.col("provider_nihdi") == MOVED).then(moved_needs).otherwise(1.0)
+    return profiles.with_columns((pl.col(f).median() * factor).alias(f"expected_{f}") for f in FEATURES)
+
+
+def test_a_uniform_patient_mix_changes_no_score() -> None:
+    profiles = _moved(_profiles(), "evening_share", 3.0)
+    plain, mixed = _scores(profiles), _scores(_with_mix(profiles))
+    assert_frame_equal(mixed.select("provider_nihdi", "score"), plain.select("provider_nihdi", "score"))
+
+
+def test_volume_the_patient_mix_explains_is_no_lead() -> None:
+    volume = ("lines_per_patient", "repeat_intensity", "amount_per_patient")
+    profiles = _profiles()
+    for feature in volume:
+        profiles = _moved(profiles, feature, 2.0)
+
+    def volume_of_moved(frame: pl.DataFrame) -> dict[str, float]:
+        row = _scores(frame).filter(pl.col("provider_nihdi") == MOVED).row(0, named=True)
+        return next((c for c in json.loads(row["contributions"]) if c["group"] == "volume"), {"contribution": 0.0})
+
+    # Twice the peers' lines per patient is a lead for patients who need as much care as theirs...
+    unexplained = volume_of_moved(_with_mix(profiles))
+    assert unexplained["contribution"] > 50
+    assert unexplained["expected"] == pytest.approx(unexplained["peer_median"], rel=0.05)
+    # ...and none for patients who need twice as much (old, chronically ill).
+    assert volume_of_moved(_with_mix(profiles, moved_needs=2.0))["contribution"] < 4
+    named = _scores(_with_mix(profiles)).filter(pl.col("provider_nihdi") == MOVED)["explanation"].item()
+    assert "expected for their patients" in named

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from data_contracts import load_dataset
+from detectors.patient_mix import PRIOR
 from detectors.profiles import FEATURES, provider_profiles
 from rules import enriched_lines, evaluate
 from tests import factories as f
@@ -21,7 +22,8 @@ def profiles(tmp_path: Path, period: str = "year", **tables: object) -> pl.DataF
     assert dataset.quarantine.is_empty(), dataset.quarantine.to_dicts()
     lazy = dataset.lazy_tables()
     lines = enriched_lines(lazy)
-    return provider_profiles(lines, evaluate(lazy, lines=lines), period=period)  # type: ignore[arg-type]
+    flags = evaluate(lazy, lines=lines)
+    return provider_profiles(lines, flags, period=period, patients=lazy.get("patients"))  # type: ignore[arg-type]
 
 
 def test_volume_patients_timing_and_money_features(tmp_path: Path) -> None:
@@ -127,3 +129,52 @@ def test_high_fee_share_compares_codes_for_the_same_kind_of_service(tmp_path: Pa
     # A night home visit is dearer than any office consultation by nature: not an upcoding lead.
     assert rows[f.OTHER_GP]["high_fee_share"] == 0
     assert rows[f.GP]["high_fee_share"] == pytest.approx(1 / 3)
+
+
+def test_expected_values_for_the_patient_mix_by_indirect_standardisation(tmp_path: Path) -> None:
+    home = {"nomenclature_code": "103132", "place_of_service": "home"}
+    lines = [
+        # GP sees one old, chronically ill patient four times, twice at home.
+        *(f.line(f"A{i}", patient_id="P1", **(home if i < 2 else {})) for i in range(4)),
+        # The other GP sees a young patient once and a patient the table does not know twice.
+        f.line("B0", provider_nihdi=f.OTHER_GP, patient_id="P2"),
+        *(f.line(f"C{i}", provider_nihdi=f.OTHER_GP, patient_id="P3", service_time=time(11, i)) for i in range(2)),
+    ]
+    patients = [
+        {
+            "patient_id": "P1",
+            "birth_year": 1930,
+            "sex": "F",
+            "preferential_reimbursement": False,
+            "chronic_condition": True,
+        },
+        {
+            "patient_id": "P2",
+            "birth_year": 1990,
+            "sex": "M",
+            "preferential_reimbursement": False,
+            "chronic_condition": False,
+        },
+    ]
+    rows = {r["provider_nihdi"]: r for r in profiles(tmp_path, lines=lines, patients=patients).iter_rows(named=True)}
+    gp, other = rows[f.GP], rows[f.OTHER_GP]
+
+    def shrunk(numerator: float, denominator: float, profession_rate: float) -> float:
+        return (numerator + PRIOR * profession_rate) / (denominator + PRIOR)
+
+    # Lines per patient: 7 lines over 3 patients in the profession; P3 counts at that rate.
+    per_patient = 7 / 3
+    assert gp["expected_lines_per_patient"] == pytest.approx(shrunk(4, 1, per_patient))
+    assert other["expected_lines_per_patient"] == pytest.approx((shrunk(1, 1, per_patient) + per_patient) / 2)
+    # Home visits: 2 of 7 lines; weighted by each patient's lines.
+    home_share = 2 / 7
+    assert gp["expected_home_visit_share"] == pytest.approx(shrunk(2, 4, home_share))
+    assert other["expected_home_visit_share"] == pytest.approx((shrunk(0, 1, home_share) + 2 * home_share) / 3)
+    # Only P3 returns to the other GP: at the profession's rate, 6 lines over 2 returning patients.
+    assert other["expected_repeat_intensity"] == pytest.approx(6 / 2)
+    assert gp["lines_per_patient"] == 4.0
+
+
+def test_without_the_patients_table_no_expected_values(tmp_path: Path) -> None:
+    frame = profiles(tmp_path, lines=[f.line("A"), f.line("B")])
+    assert not [c for c in frame.columns if c.startswith("expected_")]

@@ -1,0 +1,124 @@
+"""What each profile indicator would be for a provider's own patient mix.
+
+A practice of old, chronically ill patients sees each of them more often, and more often at
+home, than a practice of young healthy ones: comparing the two raw is comparing patient
+lists, not billing. Given the ``patients`` table, each indicator gets an expected value by
+indirect standardisation, as epidemiologists compare mortality between hospitals:
+
+- patients fall into strata (age band in the period, chronic condition, preferential
+  reimbursement; unknown values are a stratum of their own);
+- per profession, period and stratum, the indicator's rate over every provider's patients
+  (lines per patient, share of home visits among their lines…), shrunk towards the
+  profession's rate by ``PRIOR`` patients or lines so that a thin stratum says little;
+- a provider's expected value is its own patients' stratum rates, weighted as the indicator
+  weighs them (per patient, per line, per returning patient).
+
+A patient missing from the table (the table may be partial) counts at the profession's rate.
+Every indicator the detector scores is one ratio ``sum(numerator) / sum(denominator)`` over
+the provider's patients (:data:`RATIOS`), which is what makes this exact.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+PRIOR = 50  # patients or lines: how much a stratum needs before its own rate outweighs the profession's
+AGE_BANDS = (18, 65, 80)  # bands 0-17, 18-64, 65-79, 80 and over
+
+
+def _per_patient_ratios(line_shares: dict[str, pl.Expr]) -> dict[str, tuple[pl.Expr, pl.Expr]]:
+    """Per indicator, its numerator and denominator as sums over one provider's patient's lines."""
+    n = pl.len()
+    ratios = {
+        "lines_per_patient": (n, pl.lit(1)),
+        "amount_per_patient": (pl.col("amount_reimbursed").sum(), pl.lit(1)),
+        "share_patients_seen_once": ((n == 1).cast(pl.Int64), pl.lit(1)),
+        "repeat_intensity": (pl.when(n > 1).then(n).otherwise(0), (n > 1).cast(pl.Int64)),
+    }
+    ratios |= {name: (share.sum(), share.count()) for name, share in line_shares.items()}
+    return ratios
+
+
+def _stratum(period: pl.Expr) -> pl.Expr:
+    """A patient's stratum in a period: age band, chronic condition, preferential status."""
+    age = period.str.slice(0, 4).cast(pl.Int64) - pl.col("birth_year")
+    band = pl.lit("?")
+    for low, high in zip((0, *AGE_BANDS), (*AGE_BANDS, None), strict=True):
+        label = f"{low}+" if high is None else f"{low}-{high - 1}"
+        within = age >= low if high is None else (age >= low) & (age < high)
+        band = pl.when(age.is_not_null() & within).then(pl.lit(label)).otherwise(band)
+
+    def flag(column: str) -> pl.Expr:
+        return pl.col(column).cast(pl.String).fill_null("?")
+
+    return pl.concat_str([band, flag("chronic_condition"), flag("preferential_reimbursement")], separator="|")
+
+
+def expected_values(
+    lines: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], line_shares: dict[str, pl.Expr]
+) -> pl.LazyFrame:
+    """Per ``keys`` (provider and period), ``expected_<indicator>`` for every indicator of
+    :func:`_per_patient_ratios`; ``lines`` carry ``profession``, ``patient_id`` and what
+    ``line_shares`` (indicator name -> per-line boolean) read."""
+    ratios = _per_patient_ratios(line_shares)
+    per_patient = (
+        lines.group_by(*keys, "profession", "patient_id")
+        .agg(
+            *(e.alias(f"_num_{f}") for f, (e, _) in ratios.items()),
+            *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
+        )
+        .join(
+            patients.select(
+                "patient_id",
+                "birth_year",
+                "chronic_condition",
+                "preferential_reimbursement",
+                pl.lit(True).alias("_known"),
+            ),
+            on="patient_id",
+            how="left",
+        )
+        .with_columns(pl.when(pl.col("_known")).then(_stratum(pl.col("period"))).alias("_stratum"))
+    )
+    sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
+    profession = (
+        per_patient.group_by("profession", "period")
+        .agg(sums)
+        .select(
+            "profession", "period", *((pl.col(f"_num_{f}") / pl.col(f"_den_{f}")).alias(f"_all_{f}") for f in ratios)
+        )
+    )
+    strata = (
+        per_patient.filter(pl.col("_stratum").is_not_null())
+        .group_by("profession", "period", "_stratum")
+        .agg(sums)
+        .join(profession, on=["profession", "period"])
+        .select(
+            "profession",
+            "period",
+            "_stratum",
+            *(
+                ((pl.col(f"_num_{f}") + PRIOR * pl.col(f"_all_{f}")) / (pl.col(f"_den_{f}") + PRIOR)).alias(
+                    f"_rate_{f}"
+                )
+                for f in ratios
+            ),
+        )
+    )
+    rate = {f: pl.coalesce(f"_rate_{f}", f"_all_{f}") for f in ratios}
+    return (
+        per_patient.join(profession, on=["profession", "period"], how="left")
+        .join(strata, on=["profession", "period", "_stratum"], how="left")
+        .group_by(keys)
+        .agg(((pl.col(f"_den_{f}") * rate[f]).sum() / pl.col(f"_den_{f}").sum()).alias(f"expected_{f}") for f in ratios)
+    )
+
+
+def observed_to_expected(profiles: pl.DataFrame, offset: float = 1e-3) -> pl.DataFrame:
+    """``profiles`` with each feature that has an ``expected_`` column replaced by its
+    observed/expected ratio, for detectors that read features as they are."""
+    return profiles.with_columns(
+        ((pl.col(c.removeprefix("expected_")) + offset) / (pl.col(c) + offset)).alias(c.removeprefix("expected_"))
+        for c in profiles.columns
+        if c.startswith("expected_")
+    )
