@@ -15,8 +15,10 @@ evidence than 90 out of 600, though both are 15 %. The score is a plain sum:
   contribution to the score is that z squared. The score is the sum of the contributions,
   so an explanation that lists them is exact.
 
-Every z is measured against the provider's own peer group and period, so scores of different
-periods, professions and runs are on one scale (that of a sum of squared standard normals).
+Every z is measured against the provider's own peer group and period, and counts what its
+tail probability is worth against that many peers (a t with one degree of freedom fewer), so
+scores of different periods, professions, group sizes and runs are on one scale (that of a
+sum of squared standard normals).
 """
 
 from __future__ import annotations
@@ -93,12 +95,28 @@ def _share_z(feature: str, denominator: str, group: Sequence[str], adjusted: boo
     return pl.when(n > 0).then(z).otherwise(0.0)
 
 
+def _as_normal(t: pl.Expr, df: pl.Expr) -> pl.Expr:
+    """The normal z with the same tail probability as ``t`` on ``df`` degrees of freedom
+    (Wallace's approximation): what a z measured against ``df + 1`` peers is worth."""
+    return ((8 * df + 1) / (8 * df + 3)) * (df * (t**2 / df).log1p()).sqrt() * t.sign()
+
+
 def _evidence(features: Sequence[str], group: Sequence[str], adjusted: bool) -> list[pl.Expr]:
-    """Per feature ``e_``: its one-sided z (0 when below peers), clipped to ``EVIDENCE_LIMIT``."""
+    """Per feature ``e_``: its one-sided z (0 when below peers), clipped to ``EVIDENCE_LIMIT``.
+
+    The peers' median and spread are estimates: a z against 9 peers proves less than the same
+    z against 300, so each is worth the normal z of a t with one degree of freedom fewer than
+    the peers."""
     levels = [f for f in features if f not in SHARES]
     exprs = [_share_z(f, SHARES[f], group, adjusted).alias(f"e_{f}") for f in features if f in SHARES]
     exprs += [z.alias(f"e_{f}") for f, z in zip(levels, robust_z([f"_log_{f}" for f in levels], group), strict=True)]
-    return [e.fill_nan(0.0).fill_null(0.0).clip(0.0, EVIDENCE_LIMIT).alias(e.meta.output_name()) for e in exprs]
+    df = (pl.len().over(group) - 1).clip(lower_bound=1).cast(pl.Float64)
+    return [
+        _as_normal(e.fill_nan(0.0).fill_null(0.0).clip(lower_bound=0.0), df)
+        .clip(0.0, EVIDENCE_LIMIT)
+        .alias(e.meta.output_name())
+        for e in exprs
+    ]
 
 
 def _mix_expected(features: Sequence[str], group: Sequence[str]) -> list[pl.Expr]:

@@ -203,3 +203,14 @@ def test_volume_the_patient_mix_explains_is_no_lead() -> None:
     assert volume_of_moved(_with_mix(profiles, moved_needs=2.0))["contribution"] < 4
     named = _scores(_with_mix(profiles)).filter(pl.col("provider_nihdi") == MOVED)["explanation"].item()
     assert "expected for their patients" in named
+
+
+@pytest.mark.parametrize(
+    ("t", "df", "z"),
+    # The normal quantile of the t distribution's upper tail probability, from t tables.
+    [(7.0, 8, 3.862), (10.0, 40, 7.039), (2.0, 7, 1.719), (3.0, 20, 2.693), (10.0, 299, 9.280)],
+)
+def test_a_z_against_few_peers_counts_what_its_tail_probability_is_worth(t: float, df: int, z: float) -> None:
+    from detectors.evidence import _as_normal
+
+    assert pl.select(_as_normal(pl.lit(t), pl.lit(float(df)))).item() == pytest.approx(z, abs=0.02)
