@@ -178,3 +178,58 @@ def test_expected_values_for_the_patient_mix_by_indirect_standardisation(tmp_pat
 def test_without_the_patients_table_no_expected_values(tmp_path: Path) -> None:
     frame = profiles(tmp_path, lines=[f.line("A"), f.line("B")])
     assert not [c for c in frame.columns if c.startswith("expected_")]
+
+
+def _practice(
+    nihdi: str, old: int, young: int, visits_old: int, visits_young: int
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Lines and patients of a GP who sees ``old`` old, chronically ill patients ``visits_old``
+    times each and ``young`` healthy ones ``visits_young`` times."""
+    lines: list[dict[str, object]] = []
+    patients: list[dict[str, object]] = []
+    for i in range(old + young):
+        patient, is_old = f"{nihdi}-{i}", i < old
+        patients.append(
+            {
+                "patient_id": patient,
+                "birth_year": 1930 if is_old else 1995,
+                "sex": "F",
+                "preferential_reimbursement": False,
+                "chronic_condition": is_old,
+            }
+        )
+        for visit in range(visits_old if is_old else visits_young):
+            lines.append(
+                f.line(
+                    f"{nihdi}-{i}-{visit}",
+                    provider_nihdi=nihdi,
+                    patient_id=patient,
+                    service_date=date(2024, 3, 1 + visit),
+                    submitted_date=date(2024, 3, 1 + visit),
+                )
+            )
+    return lines, patients
+
+
+def test_the_same_behaviour_with_another_patient_mix_gets_the_same_adjusted_indicator(tmp_path: Path) -> None:
+    third = "10007777005"
+    practices = [
+        _practice(f.GP, old=300, young=100, visits_old=3, visits_young=1),  # mostly old patients
+        _practice(f.OTHER_GP, old=100, young=300, visits_old=3, visits_young=1),  # mostly young ones
+        _practice(third, old=300, young=100, visits_old=6, visits_young=2),  # as the first, twice as often
+    ]
+    lines = [line for practice_lines, _ in practices for line in practice_lines]
+    patients = [patient for _, practice_patients in practices for patient in practice_patients]
+    providers = [f.provider(), f.provider(f.OTHER_GP), f.provider(third)]
+    frame = profiles(tmp_path, lines=lines, patients=patients, providers=providers)
+    ratio = {
+        r["provider_nihdi"]: r["lines_per_patient"] / r["expected_lines_per_patient"]
+        for r in frame.iter_rows(named=True)
+    }
+    raw = {r["provider_nihdi"]: r["lines_per_patient"] for r in frame.iter_rows(named=True)}
+    # Raw, the first GP bills 2.5 lines per patient and the second 1.5; adjusted, they are alike.
+    assert raw[f.GP] == pytest.approx(2.5)
+    assert raw[f.OTHER_GP] == pytest.approx(1.5)
+    assert ratio[f.GP] == pytest.approx(ratio[f.OTHER_GP], rel=0.03)
+    # The same patient mix seen twice as often is not alike.
+    assert ratio[third] > 1.6 * ratio[f.GP]
