@@ -79,6 +79,8 @@ def expected_values(
             how="left",
         )
         .with_columns(pl.when(pl.col("_known")).then(_stratum(pl.col("period"))).alias("_stratum"))
+        .collect()  # read three times below: once is enough
+        .lazy()
     )
     sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
     profession = (
