@@ -54,44 +54,44 @@ def _stratum(period: pl.Expr) -> pl.Expr:
     return pl.concat_str([band, flag("chronic_condition"), flag("preferential_reimbursement")], separator="|")
 
 
-def expected_values(
+def per_patient(
     lines: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], line_shares: dict[str, pl.Expr]
 ) -> pl.LazyFrame:
-    """Per ``keys`` (provider and period), ``expected_<indicator>`` for every indicator of
-    :func:`_per_patient_ratios`; ``lines`` carry ``profession``, ``patient_id`` and what
-    ``line_shares`` (indicator name -> per-line boolean) read."""
+    """Per ``keys`` (provider and period), profession and patient: the numerator and
+    denominator of every indicator of :func:`_per_patient_ratios`, and the patient's stratum
+    (null when the table does not know them). ``lines`` carry ``profession``, ``patient_id``
+    and what ``line_shares`` (indicator name -> per-line boolean) read."""
     ratios = _per_patient_ratios(line_shares)
-    per_patient = (
+    known = patients.select(
+        "patient_id", "birth_year", "chronic_condition", "preferential_reimbursement", pl.lit(True).alias("_known")
+    )
+    return (
         lines.group_by(*keys, "profession", "patient_id")
         .agg(
             *(e.alias(f"_num_{f}") for f, (e, _) in ratios.items()),
             *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
         )
-        .join(
-            patients.select(
-                "patient_id",
-                "birth_year",
-                "chronic_condition",
-                "preferential_reimbursement",
-                pl.lit(True).alias("_known"),
-            ),
-            on="patient_id",
-            how="left",
-        )
+        .join(known, on="patient_id", how="left")
         .with_columns(pl.when(pl.col("_known")).then(_stratum(pl.col("period"))).alias("_stratum"))
-        .collect()  # read three times below: once is enough
-        .lazy()
     )
-    sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
+
+
+def expected_values(per_patient: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per ``keys``, ``expected_<indicator>`` from the table :func:`per_patient` gives."""
+    indicators = [c.removeprefix("_num_") for c in per_patient.columns if c.startswith("_num_")]
+    sums = [pl.col(f"_{part}_{f}").sum() for f in indicators for part in ("num", "den")]
+    patients = per_patient.lazy()
     profession = (
-        per_patient.group_by("profession", "period")
+        patients.group_by("profession", "period")
         .agg(sums)
         .select(
-            "profession", "period", *((pl.col(f"_num_{f}") / pl.col(f"_den_{f}")).alias(f"_all_{f}") for f in ratios)
+            "profession",
+            "period",
+            *((pl.col(f"_num_{f}") / pl.col(f"_den_{f}")).alias(f"_all_{f}") for f in indicators),
         )
     )
     strata = (
-        per_patient.filter(pl.col("_stratum").is_not_null())
+        patients.filter(pl.col("_stratum").is_not_null())
         .group_by("profession", "period", "_stratum")
         .agg(sums)
         .join(profession, on=["profession", "period"])
@@ -103,16 +103,20 @@ def expected_values(
                 ((pl.col(f"_num_{f}") + PRIOR * pl.col(f"_all_{f}")) / (pl.col(f"_den_{f}") + PRIOR)).alias(
                     f"_rate_{f}"
                 )
-                for f in ratios
+                for f in indicators
             ),
         )
     )
-    rate = {f: pl.coalesce(f"_rate_{f}", f"_all_{f}") for f in ratios}
+    rate = {f: pl.coalesce(f"_rate_{f}", f"_all_{f}") for f in indicators}
     return (
-        per_patient.join(profession, on=["profession", "period"], how="left")
+        patients.join(profession, on=["profession", "period"], how="left")
         .join(strata, on=["profession", "period", "_stratum"], how="left")
         .group_by(keys)
-        .agg(((pl.col(f"_den_{f}") * rate[f]).sum() / pl.col(f"_den_{f}").sum()).alias(f"expected_{f}") for f in ratios)
+        .agg(
+            ((pl.col(f"_den_{f}") * rate[f]).sum() / pl.col(f"_den_{f}").sum()).alias(f"expected_{f}")
+            for f in indicators
+        )
+        .collect()
     )
 
 

@@ -160,10 +160,10 @@ def provider_profiles(
             pl.col("burst_share").fill_null(0.0),
         )
     )
-    columns = [*keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES)]
+    profiles = profiles.select(*keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES)).sort(keys)
     patients = patients.lazy() if patients is not None else None
-    if patients is not None and patients.select(pl.len()).collect().item():
-        expected = patient_mix.expected_values(base, patients, keys, LINE_SHARES)
-        profiles = profiles.join(expected, on=keys, how="left")
-        columns += [c for c in expected.collect_schema().names() if c not in keys]
-    return profiles.select(columns).sort(keys).collect()
+    if patients is None or not patients.select(pl.len()).collect().item():
+        return profiles.collect()
+    # One pass over the lines for both: the engine reads ``base`` once for the two plans.
+    profiled, per_patient = pl.collect_all([profiles, patient_mix.per_patient(base, patients, keys, LINE_SHARES)])
+    return profiled.join(patient_mix.expected_values(per_patient, keys), on=keys, how="left", maintain_order="left")
