@@ -7,6 +7,7 @@ rejects a row on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -81,6 +82,11 @@ ELDERLY_NEED = 0.5
 ELDERLY_AGE = 80
 
 
+def _spread(index: Any) -> Any:
+    """A stable hash of pseudonym indices (a NumPy array or a Polars expression), 0 to 9 999."""
+    return (index * 2246822519) % 10_000
+
+
 @dataclass(frozen=True)
 class PatientTraits:
     """Birth year and chronic condition of every pseudonym index ``0 .. n-1``.
@@ -95,21 +101,26 @@ class PatientTraits:
 
     @classmethod
     def of(cls, n: int, residents: np.ndarray | None = None) -> PatientTraits:
-        spread = (np.arange(n, dtype=np.int64) * 2246822519) % 10_000
+        spread = _spread(np.arange(n, dtype=np.int64))
         resident = residents if residents is not None else np.zeros(n, dtype=bool)
         birth_year = np.where(resident, 1920 + spread % 26, 1928 + spread % 97)
         return cls(birth_year, resident | ((spread // 7) % 5 == 0))
 
     def need(self, patient: np.ndarray, year: int) -> np.ndarray:
         """How many contacts each patient needs against a healthy young one (1 for phantoms)."""
-        known = patient < self.birth_year.size
-        index = np.where(known, patient, 0)
-        need = 1.0 + CHRONIC_NEED * self.chronic[index] + ELDERLY_NEED * self.elderly(patient, year)
-        return np.where(known, need, 1.0)
+        chronic = self.chronic[self._index(patient)] & self._known(patient)
+        return 1.0 + CHRONIC_NEED * chronic + ELDERLY_NEED * self.elderly(patient, year)
 
     def elderly(self, patient: np.ndarray, year: int) -> np.ndarray:
-        known = patient < self.birth_year.size
-        return known & (year - self.birth_year[np.where(known, patient, 0)] >= ELDERLY_AGE)
+        """Whether each patient is ``ELDERLY_AGE`` or older in ``year`` (phantoms are not)."""
+        return self._known(patient) & (year - self.birth_year[self._index(patient)] >= ELDERLY_AGE)
+
+    def _known(self, patient: np.ndarray) -> np.ndarray:
+        return patient < self.birth_year.size
+
+    def _index(self, patient: np.ndarray) -> np.ndarray:
+        """Indices safe to look up: a phantom reads index 0, masked out by :meth:`_known`."""
+        return np.where(self._known(patient), patient, 0)
 
     def pool_need(self, providers: pl.DataFrame, year: int) -> np.ndarray:
         """Each provider's mean patient need over its list (see :func:`shared_pools`)."""
@@ -126,7 +137,7 @@ class PatientTraits:
     def table(self) -> pl.DataFrame:
         """The ``patients`` table."""
         index = pl.int_range(self.birth_year.size, dtype=pl.Int64)
-        spread = (index * 2246822519) % 10_000
+        spread = _spread(index)
         return pl.select(
             patient_pseudonym(index).alias("patient_id"),
             pl.Series("birth_year", self.birth_year, dtype=pl.Int64),
