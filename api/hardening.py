@@ -24,6 +24,9 @@ SECURITY_HEADERS = (
 )
 # The JSON API needs no scripts, styles or frames at all.
 API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
+# Documents written for people (feedback profiles) carry their styles and SVG charts inline,
+# and still no script.
+DOCUMENT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
 # The interactive documentation loads Swagger UI / ReDoc from their CDN.
 DOCS_POLICY = (
     b"default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
@@ -85,8 +88,8 @@ class BodyLimit:
 
 
 class SecurityHeaders:
-    """Add the security headers, a Content-Security-Policy, and ``Cache-Control: no-store``
-    unless the route set its own (answers hold claim lines and case notes)."""
+    """Add the security headers, a Content-Security-Policy and ``Cache-Control: no-store``
+    (answers hold claim lines and case notes), unless the route set its own."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -102,7 +105,8 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-                headers.append((b"content-security-policy", policy))
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", policy))
                 if b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}

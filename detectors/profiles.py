@@ -11,6 +11,7 @@ from typing import Literal
 
 import polars as pl
 
+from data_contracts.schemas import CHANNELS
 from detectors import patient_mix
 
 Period = Literal["year", "quarter"]
@@ -46,6 +47,8 @@ FEATURES: dict[str, str] = {
     "rule_hit_rate": "share of lines flagged by a rule",
 }
 
+# Lines per billing channel: not scored, the denominators of late billing per channel.
+CHANNEL_LINES: dict[str, str] = {channel: f"lines_via_{channel}" for channel in CHANNELS}
 
 # Features that are a share of lines, as the per-line condition they count.
 LINE_SHARES: dict[str, pl.Expr] = {
@@ -88,7 +91,8 @@ def provider_profiles(
     period: Period = "year",
     patients: pl.LazyFrame | pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """One row per ``(provider_nihdi, period)``: peer attributes and every feature of ``FEATURES``.
+    """One row per ``(provider_nihdi, period)``: peer attributes, every feature of ``FEATURES``
+    and the lines per channel (``CHANNEL_LINES``).
 
     ``lines`` are the enriched billing lines (``rules.enriched_lines``); ``flags`` the rule
     flags of the same data (only ``claim_id`` is read). With the ``patients`` table (not
@@ -146,6 +150,7 @@ def provider_profiles(
         .fill_null(0.0)
         .alias("pseudo_number_rate"),
         pl.col("_flagged").mean().alias("rule_hit_rate"),
+        *((pl.col("channel") == channel).sum().alias(column) for channel, column in CHANNEL_LINES.items()),
     )
     profiles = (
         features.join(patient_list, on=keys, how="left")
@@ -160,7 +165,9 @@ def provider_profiles(
             pl.col("burst_share").fill_null(0.0),
         )
     )
-    profiles = profiles.select(*keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES)).sort(keys)
+    profiles = profiles.select(
+        *keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES), *CHANNEL_LINES.values()
+    ).sort(keys)
     patients = patients.lazy() if patients is not None else None
     if patients is None or not patients.select(pl.len()).collect().item():
         return profiles.collect()

@@ -28,10 +28,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Titles(_Strict):
+class Translations(_Strict):
+    """One text in the three languages of the service."""
+
     fr: str
     nl: str
     en: str
+
+    def __getitem__(self, lang: str) -> str:
+        return str(getattr(self, lang))
 
 
 class Parameter(_Strict):
@@ -154,7 +159,9 @@ Check = Annotated[
 
 class RuleDeclaration(_Strict):
     id: str = Field(pattern=r"^[A-Z][A-Z0-9_]+$")
-    titles: Titles
+    titles: Translations
+    # Why the rule matters, in plain words for the provider (feedback profiles, letters).
+    why: Translations | None = None
     legal_basis: str
     description: str
     severity: Literal["low", "medium", "high"]

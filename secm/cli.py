@@ -46,7 +46,7 @@ def _clean_errors() -> Iterator[None]:
     try:
         yield
     except (ContractError, RuleError, ValueError, FileNotFoundError, PermissionError, SQLAlchemyError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -490,6 +490,31 @@ def report(
         f"{year}: {totals['lines_flagged']:,} lines flagged, {totals['providers']:,} providers, "
         f"{totals['amount_at_stake_eur']:,.2f} EUR at stake. Written to {target}."
     )
+
+
+@app.command()
+def profile(
+    nihdi: Annotated[str, typer.Option(help="The provider's 11-digit NIHDI number.")],
+    lang: Annotated[str | None, typer.Option(help="fr, nl or en (default: from the provider's region).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output HTML file (default: profile_<nihdi>_<period>.html).")] = None,
+    period: Annotated[str | None, typer.Option(help="A year or quarter (default: the provider's latest).")] = None,
+    run_id: Annotated[str | None, typer.Option(help="A published run (default: the newest).")] = None,
+) -> None:
+    """Write a provider's feedback profile: their billing against comparable providers, for them."""
+    from api.database import migrate
+    from api.feedback import feedback_profile, language_of, render
+    from api.formats import LANGUAGES
+    from secm.settings import get_settings
+
+    with _clean_errors():
+        if lang is not None and lang not in LANGUAGES:
+            raise ValueError(f"--lang must be one of {', '.join(LANGUAGES)}, not {lang!r}")
+        with migrate(get_settings().effective_database_url).connect() as connection:
+            document = feedback_profile(connection, nihdi, run_id, period)
+        chosen = lang or language_of(document["region"])
+        target = out or Path(f"profile_{nihdi}_{document['period']}.html")
+        target.write_text(render(document, chosen), encoding="utf-8")  # type: ignore[arg-type]
+    console.print(f"Feedback profile of {nihdi} for {document['period']} ({chosen}) written to {target}.")
 
 
 @app.command("rules")

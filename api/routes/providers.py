@@ -8,11 +8,14 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
 from api import tables as t
 from api.auth import audit
 from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow, rendered_page
+from api.feedback import NotPublished, feedback_profile, language_of, render
+from api.formats import Lang
+from api.hardening import DOCUMENT_POLICY
 from api.queries import count, page_of, provider_in_run, rows
 from api.worklist import Filters, Worklist
 
@@ -132,6 +135,27 @@ def _in_run(connection: sa.Connection, run: str, nihdi: str, worklist: Worklist)
         ],
         "flags_by_rule": [{**r, "amount_at_stake_eur": round(float(r["amount_at_stake_eur"]), 2)} for r in by_rule],
     }
+
+
+@router.get("/{nihdi}/profile", response_class=HTMLResponse)
+def feedback(
+    session: Annotated[Session, Depends(allow("inspector"))],
+    nihdi: Annotated[str, NIHDI],
+    run_id: RunId = None,
+    period: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9]{4}(Q[1-4])?$", description="A year or quarter (2024, 2024Q2); default: the latest."),
+    ] = None,
+    lang: Annotated[Lang | None, Query(description="fr, nl or en; default: from the provider's region.")] = None,
+) -> HTMLResponse:
+    """The provider's feedback profile, written for them: a printable HTML page."""
+    with session.read() as connection:
+        try:
+            document = feedback_profile(connection, nihdi, run_id, period)
+        except NotPublished as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    page = render(document, lang or language_of(document["region"]))
+    return HTMLResponse(page, headers={"Content-Security-Policy": DOCUMENT_POLICY})
 
 
 @router.get("/{nihdi}/claims")

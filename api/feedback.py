@@ -1,0 +1,283 @@
+"""A provider's feedback profile: their billing against comparable providers, for them to read.
+
+The 2024 note wants every provider to see their billing profile "compared to their group with
+a comparable patient population", as a first step of the graduated response (sensitisation
+before warning). So the document is written for the provider, not the inspector: plain
+words, no score, no patient-level data (only the published profiles, peer groups and flag
+counts are read). It shows, for one period of a published run:
+
+- each indicator of the peer comparison (``detectors.evidence.GROUPS``) against the peer
+  group: the provider's value, the peers' median, the share of peers below, the value
+  expected for the provider's own patients where the patient mix is known, and a chart of the
+  peers' values with the provider's marked;
+- late billing per channel: lines, late lines and the legal deadline of that channel for the
+  provider's profession, from the rule catalog of the run's legislation;
+- what the rules found: lines and amounts per rule, with its title, why it matters and legal
+  basis in the reader's language.
+
+``feedback_profile`` gathers the figures (language-free); ``render`` writes them as one
+self-contained, printable HTML page in French, Dutch or English.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import polars as pl
+import sqlalchemy as sa
+import yaml
+from fastapi import HTTPException
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from api import formats
+from api import tables as t
+from api.formats import Lang
+from api.queries import run_of
+from detectors.evidence import GROUPS, SHARES
+from detectors.profiles import CHANNEL_LINES
+from rules import load_catalog
+from rules.catalog import DeadlineCheck
+
+LATE_RULE = "LATE_ATTESTATION"
+AMOUNTS = ("amount_per_patient",)
+TEMPLATES = Path(__file__).parent / "templates"
+# Languages by region: Flanders reads Dutch, Wallonia and Brussels French.
+REGION_LANGUAGE: dict[str, Lang] = {"VLA": "nl", "WAL": "fr", "BRU": "fr"}
+
+
+class NotPublished(ValueError):
+    """The run, the provider or the period asked for is not in the published runs."""
+
+
+def language_of(region: str | None) -> Lang:
+    """The language a provider is written to: from their region, English when unknown."""
+    return REGION_LANGUAGE.get(region or "", "en")
+
+
+def feedback_profile(
+    connection: sa.Connection, nihdi: str, run_id: str | None = None, period: str | None = None
+) -> dict[str, Any]:
+    """The figures of a provider's feedback profile in a run (default: the newest) and period
+    (default: the provider's latest); ``NotPublished`` when there are none."""
+    try:
+        run = run_of(connection, run_id)
+    except HTTPException as exc:
+        raise NotPublished(exc.detail) from None
+    ps = t.provider_scores.c
+    own = t.records(
+        connection.execute(
+            sa.select(ps.period, ps.peer_group, ps.peer_group_size, ps.profile)
+            .where(ps.run_id == run, ps.provider_nihdi == nihdi)
+            .order_by(ps.period)
+        )
+    )
+    if not own:
+        raise NotPublished(f"Provider {nihdi} has no profile in run {run}")
+    periods = [r["period"] for r in own]
+    chosen = period or periods[-1]
+    row = next((r for r in own if r["period"] == chosen), None)
+    if row is None:
+        raise NotPublished(
+            f"Provider {nihdi} has no profile for period {chosen} in run {run}; it has {', '.join(periods)}"
+        )
+    profile = json.loads(row["profile"])
+    peers = [
+        json.loads(p)
+        for p in connection.execute(
+            sa.select(ps.profile).where(ps.run_id == run, ps.period == chosen, ps.peer_group == row["peer_group"])
+        ).scalars()
+    ]
+    legislation = connection.execute(sa.select(t.runs.c.legislation).where(t.runs.c.run_id == run)).scalar_one()
+    start, end = period_bounds(chosen)
+    f = t.flags.c
+    in_period = [f.run_id == run, f.provider_nihdi == nihdi, f.service_date >= start, f.service_date < end]
+    by_rule = connection.execute(
+        sa.select(f.rule_id, sa.func.count(), sa.func.sum(f.amount_at_stake_eur))
+        .where(*in_period)
+        .group_by(f.rule_id)
+        .order_by(f.rule_id)
+    ).all()
+    late: dict[str, int] = dict(
+        connection.execute(
+            sa.select(f.channel, sa.func.count()).where(*in_period, f.rule_id == LATE_RULE).group_by(f.channel)
+        ).all()
+    )
+    return {
+        "run_id": run,
+        "legislation": legislation,
+        "provider_nihdi": nihdi,
+        "period": chosen,
+        "periods": periods,
+        "profession": profile.get("profession"),
+        "region": profile.get("region"),
+        "lines": profile.get("lines"),
+        "patients": profile.get("patients"),
+        "peer_level": len(row["peer_group"].split("|")) if row["peer_group"] != "all" else 0,
+        "peers": row["peer_group_size"],
+        "indicators": [_indicator(feature, profile, peers) for members in GROUPS.values() for feature in members],
+        "channels": _channels(profile, late, legislation),
+        "rules": [
+            {"rule_id": rule, "lines": int(n), "amount_eur": round(float(amount or 0.0), 2)}
+            for rule, n, amount in by_rule
+        ],
+    }
+
+
+def period_bounds(period: str) -> tuple[date, date]:
+    """The first day of a period (``2024`` or ``2024Q2``) and the first day after it."""
+    year, _, quarter = period.partition("Q")
+    if not quarter:
+        return date(int(year), 1, 1), date(int(year) + 1, 1, 1)
+    first = 3 * (int(quarter) - 1) + 1
+    return date(int(year), first, 1), (date(int(year), first + 3, 1) if first < 10 else date(int(year) + 1, 1, 1))
+
+
+def _indicator(feature: str, profile: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One indicator against the peers: value, median, share of peers below (ties count half)."""
+    value = float(profile.get(feature) or 0.0)
+    values = np.array([float(p.get(feature) or 0.0) for p in peers])
+    below = float(((values < value).sum() + 0.5 * (values == value).sum()) / len(values)) if len(values) else 0.5
+    expected = profile.get(f"expected_{feature}")
+    return {
+        "feature": feature,
+        "kind": "share" if feature in SHARES else "amount" if feature in AMOUNTS else "level",
+        "value": value,
+        "peer_median": float(np.median(values)) if len(values) else value,
+        "peers_below": below,
+        "expected": None if expected is None else float(expected),
+        "peer_values": values.tolist(),
+    }
+
+
+def _channels(profile: dict[str, Any], late: dict[str, int], legislation: str) -> list[dict[str, Any]]:
+    """Per channel the provider billed through: lines, late lines and the legal deadline."""
+    deadlines = _deadlines(profile.get("profession"), legislation)
+    rows = []
+    for channel, column in CHANNEL_LINES.items():
+        lines = int(profile.get(column) or 0)
+        if lines:
+            n = int(late.get(channel, 0))
+            rows.append(
+                {"channel": channel, "lines": lines, "late": n, "rate": n / lines, "deadline": deadlines.get(channel)}
+            )
+    return rows
+
+
+def _deadlines(profession: str | None, legislation: str) -> dict[str, dict[str, Any]]:
+    """Per channel, the deadline the catalog's late-billing rule sets for a provider of this
+    profession billing outside an institution: the first regime whose condition holds."""
+    rule = load_catalog().rule(LATE_RULE)
+    check = next(c for c in rule.checks if isinstance(c, DeadlineCheck))
+    lines = pl.DataFrame(
+        {"channel": list(CHANNEL_LINES), "profession": profession, "institution_nihdi": None},
+        schema={"channel": pl.String, "profession": pl.String, "institution_nihdi": pl.String},
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for regime in check.regimes:
+        try:
+            matches = lines.filter(rule.sql(regime.when, legislation))["channel"].to_list()
+        except pl.exceptions.PolarsError:  # a condition on columns a profile does not know
+            continue
+        for channel in matches:
+            if regime.years is not None:
+                found.setdefault(channel, {"years": rule.resolve(regime.years, legislation)})
+            elif regime.months_after_month_end is not None:
+                found.setdefault(channel, {"months": rule.resolve(regime.months_after_month_end, legislation)})
+    return found
+
+
+@cache
+def texts() -> dict[str, dict[str, Any]]:
+    """The document's words per language (``templates/texts.yaml``)."""
+    loaded: dict[str, dict[str, Any]] = yaml.safe_load((TEMPLATES / "texts.yaml").read_text(encoding="utf-8"))
+    return loaded
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(document: dict[str, Any], lang: Lang) -> str:
+    """The feedback profile as one printable HTML page in ``lang``."""
+    words = texts()[lang]
+    catalog = load_catalog()
+
+    def shown(indicator: dict[str, Any], key: str) -> str:
+        return _formatter(indicator["kind"], lang)(indicator[key])
+
+    rules = [
+        {
+            **r,
+            "title": catalog.rule(r["rule_id"]).titles[lang],
+            "why": (w := catalog.rule(r["rule_id"]).why) and w[lang],
+            "legal_basis": catalog.rule(r["rule_id"]).legal_basis,
+            "share": r["lines"] / document["lines"] if document["lines"] else 0.0,
+        }
+        for r in document["rules"]
+    ]
+    return (
+        _environment()
+        .get_template("profile.html")
+        .render(
+            lang=lang,
+            t=words,
+            d=document,
+            rules=rules,
+            shown=shown,
+            chart=lambda indicator: _chart(indicator, lang),
+            number=lambda v, digits=0: formats.number(v, lang, digits),
+            amount=lambda v: formats.amount(v, lang),
+            percent=lambda v: formats.percent(v, lang),
+            today=formats.day(date.today(), lang),
+        )
+    )
+
+
+def _formatter(kind: str, lang: Lang) -> Callable[[float], str]:
+    if kind == "share":
+        return lambda v: formats.percent(v, lang)
+    if kind == "amount":
+        return lambda v: formats.amount(v, lang)
+    return lambda v: formats.number(v, lang, 1)
+
+
+def _chart(indicator: dict[str, Any], lang: Lang) -> str:
+    """The peers' values as a histogram, the peers' median dashed and the provider's value as
+    a dark line: an inline SVG a browser prints sharply."""
+    values = np.array(indicator["peer_values"])
+    figure = Figure(figsize=(3.4, 0.95))
+    axis = figure.subplots()
+    if len(values):
+        axis.hist(values, bins=min(30, max(5, len(values) // 4)), color="#c9d6e3")
+    axis.axvline(indicator["peer_median"], color="#6b7c8f", linestyle="--", linewidth=1)
+    axis.axvline(indicator["value"], color="#1f4e79", linewidth=2.2)
+    show = _formatter(indicator["kind"], lang)
+    axis.xaxis.set_major_locator(MaxNLocator(4))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: show(v)))
+    axis.set_yticks([])
+    for side in ("top", "right", "left"):
+        axis.spines[side].set_visible(False)
+    axis.tick_params(axis="x", labelsize=7)
+    figure.tight_layout(pad=0.2)
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "secm"}):  # text as text, stable ids
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg") :]
