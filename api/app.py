@@ -26,7 +26,7 @@ from api.claims import warm_checker
 from api.database import UNAVAILABLE, migrate
 from api.dependencies import Passes
 from api.hardening import BodyLimit, SecurityHeaders, invalid_request
-from api.routes import audit, cases, claims, providers, reference, reports
+from api.routes import audit, campaigns, cases, claims, providers, reference, reports
 from api.worklist import Worklists
 from rules.durable_worker import WorkerUnavailable
 
@@ -111,7 +111,7 @@ def create_app(
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(WorkerUnavailable, _rules_unavailable)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (reference, providers, claims, cases, reports, audit):
+    for module in (reference, providers, claims, cases, campaigns, reports, audit):
         app.include_router(module.router)
     return app
 

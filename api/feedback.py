@@ -16,7 +16,7 @@ counts are read). It shows, for one period of a published run:
   basis in the reader's language.
 
 ``feedback_profile`` gathers the figures (language-free); ``render`` writes them as one
-self-contained, printable HTML page in French, Dutch or English.
+self-contained, printable HTML page in French, Dutch or English (:mod:`api.documents`).
 """
 
 from __future__ import annotations
@@ -25,21 +25,17 @@ import io
 import json
 from collections.abc import Callable
 from datetime import date
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import matplotlib
 import numpy as np
 import polars as pl
 import sqlalchemy as sa
-import yaml
 from fastapi import HTTPException
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from api import formats
+from api import documents, formats
 from api import tables as t
 from api.formats import Lang
 from api.queries import run_of
@@ -50,18 +46,10 @@ from rules.catalog import DeadlineCheck
 
 LATE_RULE = "LATE_ATTESTATION"
 AMOUNTS = ("amount_per_patient",)
-TEMPLATES = Path(__file__).parent / "templates"
-# Languages by region: Flanders reads Dutch, Wallonia and Brussels French.
-REGION_LANGUAGE: dict[str, Lang] = {"VLA": "nl", "WAL": "fr", "BRU": "fr"}
 
 
 class NotPublished(ValueError):
     """The run, the provider or the period asked for is not in the published runs."""
-
-
-def language_of(region: str | None) -> Lang:
-    """The language a provider is written to: from their region, English when unknown."""
-    return REGION_LANGUAGE.get(region or "", "en")
 
 
 def feedback_profile(
@@ -161,19 +149,19 @@ def _indicator(feature: str, profile: dict[str, Any], peers: list[dict[str, Any]
 
 def _channels(profile: dict[str, Any], late: dict[str, int], legislation: str) -> list[dict[str, Any]]:
     """Per channel the provider billed through: lines, late lines and the legal deadline."""
-    deadlines = _deadlines(profile.get("profession"), legislation)
+    by_channel = deadlines(profile.get("profession"), legislation)
     rows = []
     for channel, column in CHANNEL_LINES.items():
         lines = int(profile.get(column) or 0)
         if lines:
             n = int(late.get(channel, 0))
             rows.append(
-                {"channel": channel, "lines": lines, "late": n, "rate": n / lines, "deadline": deadlines.get(channel)}
+                {"channel": channel, "lines": lines, "late": n, "rate": n / lines, "deadline": by_channel.get(channel)}
             )
     return rows
 
 
-def _deadlines(profession: str | None, legislation: str) -> dict[str, dict[str, Any]]:
+def deadlines(profession: str | None, legislation: str) -> dict[str, dict[str, Any]]:
     """Per channel, the deadline the catalog's late-billing rule sets for a provider of this
     profession billing outside an institution: the first regime whose condition holds."""
     rule = load_catalog().rule(LATE_RULE)
@@ -196,27 +184,8 @@ def _deadlines(profession: str | None, legislation: str) -> dict[str, dict[str, 
     return found
 
 
-@cache
-def texts() -> dict[str, dict[str, Any]]:
-    """The document's words per language (``templates/texts.yaml``)."""
-    loaded: dict[str, dict[str, Any]] = yaml.safe_load((TEMPLATES / "texts.yaml").read_text(encoding="utf-8"))
-    return loaded
-
-
-@cache
-def _environment() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(default=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def render(document: dict[str, Any], lang: Lang) -> str:
     """The feedback profile as one printable HTML page in ``lang``."""
-    words = texts()[lang]
     catalog = load_catalog()
 
     def shown(indicator: dict[str, Any], key: str) -> str:
@@ -232,21 +201,8 @@ def render(document: dict[str, Any], lang: Lang) -> str:
         }
         for r in document["rules"]
     ]
-    return (
-        _environment()
-        .get_template("profile.html")
-        .render(
-            lang=lang,
-            t=words,
-            d=document,
-            rules=rules,
-            shown=shown,
-            chart=lambda indicator: _chart(indicator, lang),
-            number=lambda v, digits=0: formats.number(v, lang, digits),
-            amount=lambda v: formats.amount(v, lang),
-            percent=lambda v: formats.percent(v, lang),
-            today=formats.day(date.today(), lang),
-        )
+    return documents.render(
+        "profile.html", lang, d=document, rules=rules, shown=shown, chart=lambda indicator: _chart(indicator, lang)
     )
 
 

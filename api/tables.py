@@ -20,7 +20,7 @@ def since(revision: str) -> dict[str, str]:
     return {"since": revision}
 
 
-def _revision(item: sa.Column[Any] | sa.Index) -> str:
+def _revision(item: sa.Column[Any] | sa.Index | sa.Table) -> str:
     return str(item.info.get("since", BASELINE))
 
 
@@ -32,6 +32,8 @@ def as_of(revision: str) -> sa.MetaData:
     """
     frozen = sa.MetaData()
     for table in metadata.sorted_tables:
+        if _revision(table) > revision:
+            continue
         columns = [c._copy() for c in table.columns if _revision(c) <= revision]
         for column in columns:
             column.index = None  # the table's own Index objects below include these
@@ -43,9 +45,11 @@ def as_of(revision: str) -> sa.MetaData:
 
 
 def added_in(revision: str) -> list[tuple[sa.Table, list[sa.Column[Any]], list[sa.Index]]]:
-    """Per table, the columns and indexes ``revision`` adds."""
+    """Per existing table, the columns and indexes ``revision`` adds."""
     changes = []
     for table in metadata.sorted_tables:
+        if _revision(table) == revision:
+            continue
         columns = [c for c in table.columns if _revision(c) == revision]
         indexes = [i for i in table.indexes if _revision(i) == revision]
         if columns or indexes:
@@ -54,11 +58,15 @@ def added_in(revision: str) -> list[tuple[sa.Table, list[sa.Column[Any]], list[s
 
 
 def additive(revision: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """``upgrade`` and ``downgrade`` of a revision that only adds the columns and indexes
-    tagged ``since(revision)``."""
+    """``upgrade`` and ``downgrade`` of a revision that only adds the tables, columns and
+    indexes tagged ``since(revision)``."""
     from alembic import op  # only migrations call this
 
+    tables = [table.name for table in metadata.sorted_tables if _revision(table) == revision]
+
     def upgrade() -> None:
+        schema = as_of(revision)
+        schema.create_all(op.get_bind(), tables=[schema.tables[name] for name in tables])
         for table, columns, indexes in added_in(revision):
             with op.batch_alter_table(table.name) as batch:
                 for column in columns:
@@ -73,6 +81,8 @@ def additive(revision: str) -> tuple[Callable[[], None], Callable[[], None]]:
             with op.batch_alter_table(table.name) as batch:
                 for column in columns:
                     batch.drop_column(column.name)
+        schema = as_of(revision)
+        schema.drop_all(op.get_bind(), tables=[schema.tables[name] for name in tables])
 
     return upgrade, downgrade
 
@@ -221,6 +231,35 @@ case_events = sa.Table(
     sa.Column("author", sa.String(128), nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("change", sa.JSON, nullable=False),
+)
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("rule_id", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("period", sa.String(8), nullable=False),  # the period the selection measured
+    sa.Column("criteria", sa.JSON, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    info=since("0005"),
+)
+
+campaign_providers = sa.Table(
+    "campaign_providers",
+    metadata,
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), primary_key=True),
+    sa.Column("provider_nihdi", sa.String(11), primary_key=True),
+    sa.Column("arm", sa.String(16), nullable=False),  # contacted, comparison
+    sa.Column("pair", sa.Integer, nullable=False),
+    sa.Column("profession", sa.String(32)),
+    sa.Column("region", sa.String(8)),
+    sa.Column("language", sa.String(2), nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("flagged", sa.Integer, nullable=False),
+    info=since("0005"),
 )
 
 audit_log = sa.Table(

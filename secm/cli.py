@@ -502,7 +502,8 @@ def profile(
 ) -> None:
     """Write a provider's feedback profile: their billing against comparable providers, for them."""
     from api.database import migrate
-    from api.feedback import feedback_profile, language_of, render
+    from api.documents import language_of
+    from api.feedback import feedback_profile, render
     from api.formats import LANGUAGES
     from secm.settings import get_settings
 
@@ -515,6 +516,107 @@ def profile(
         target = out or Path(f"profile_{nihdi}_{document['period']}.html")
         target.write_text(render(document, chosen), encoding="utf-8")  # type: ignore[arg-type]
     console.print(f"Feedback profile of {nihdi} for {document['period']} ({chosen}) written to {target}.")
+
+
+campaign_app = typer.Typer(
+    help="Sensitisation campaigns: letters to selected providers, and their effect.", no_args_is_help=True
+)
+app.add_typer(campaign_app, name="campaign")
+
+
+@campaign_app.command("create")
+def campaign_create(
+    name: Annotated[str, typer.Option(help="A unique name (letters, digits, '.', '_', '-').")],
+    rule: Annotated[str, typer.Option(help="The rule whose share of flagged lines selects providers.")],
+    profession: Annotated[str | None, typer.Option(help="Only providers of this profession.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Only lines of this billing channel (e.g. efact).")] = None,
+    min_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Smallest share of lines flagged.")] = 0.1,
+    min_lines: Annotated[int, typer.Option(min=1, help="Fewest lines (in the channel) in the period.")] = 20,
+    period: Annotated[str | None, typer.Option(help="The period measured (default: the run's latest).")] = None,
+    run_id: Annotated[str | None, typer.Option(help="A published run (default: the newest).")] = None,
+    letters: Annotated[
+        Path | None, typer.Option(help="Folder for the letters (default: SECM_HOME/campaigns/NAME).")
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="Who creates it (default: the system user).")] = None,
+) -> None:
+    """Select providers by a rule's share of flagged lines, keep a matched half for comparison,
+    and write one letter per contacted provider in their language."""
+    import getpass
+
+    from api.campaigns import create_campaign, write_letters
+    from api.database import migrate
+    from secm.settings import get_settings
+
+    with _clean_errors():
+        settings = get_settings()
+        engine = migrate(settings.effective_database_url)
+        with engine.begin() as connection:
+            created = create_campaign(
+                connection,
+                name=name,
+                rule_id=rule,
+                created_by=by or getpass.getuser(),
+                profession=profession,
+                channel=channel,
+                min_share=min_share,
+                min_lines=min_lines,
+                period=period,
+                run_id=run_id,
+            )
+            folder = letters or settings.resolved_home / "campaigns" / name
+            written = write_letters(connection, name, folder)
+    console.print(
+        f"Campaign {name}: {created['contacted']} providers contacted, {created['comparison']} kept for comparison "
+        f"(period {created['period']}, run {created['run_id']}); {len(written)} letters in {folder}."
+    )
+
+
+@campaign_app.command("impact")
+def campaign_impact(
+    name: Annotated[str, typer.Option(help="The campaign.")],
+    run_id: Annotated[str | None, typer.Option(help="A later published run (default: the newest).")] = None,
+) -> None:
+    """The campaign's effect: change of the targeted share, contacted against comparison."""
+    from api.campaigns import CampaignError, impact
+    from api.database import migrate
+    from secm.settings import get_settings
+
+    with _clean_errors(), migrate(get_settings().effective_database_url).connect() as connection:
+        measured = impact(connection, name, run_id)
+        if measured["status"] != "measured":
+            raise CampaignError(measured["message"])
+    table = Table(title=f"Campaign {name}: change of the share flagged after {', '.join(measured['after_periods'])}")
+    for column in (
+        "profession",
+        "contacted",
+        "before",
+        "after",
+        "comparison",
+        "before",
+        "after",
+        "effect",
+        "95% interval",
+    ):
+        table.add_column(column)
+    for g in measured["groups"]:
+        interval = "" if g["ci_low"] is None else f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]"
+        effect = "" if g["effect"] is None else f"{g['effect']:+.3f}"
+        table.add_row(
+            g["profession"],
+            str(g["contacted"]),
+            _share_text(g["contacted_before"]),
+            _share_text(g["contacted_after"]),
+            str(g["comparison"]),
+            _share_text(g["comparison_before"]),
+            _share_text(g["comparison_after"]),
+            effect,
+            interval,
+        )
+    Console().print(table)
+
+
+def _share_text(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 @app.command("rules")

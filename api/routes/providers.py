@@ -13,7 +13,8 @@ from fastapi.responses import HTMLResponse, Response
 from api import tables as t
 from api.auth import audit
 from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow, rendered_page
-from api.feedback import NotPublished, feedback_profile, language_of, render
+from api.documents import language_of
+from api.feedback import NotPublished, feedback_profile, render
 from api.formats import Lang
 from api.hardening import DOCUMENT_POLICY
 from api.queries import count, page_of, provider_in_run, rows

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from api import formats
 from api.database import engine_for
-from api.feedback import _deadlines, feedback_profile, period_bounds
+from api.feedback import deadlines, feedback_profile, period_bounds
 from detectors.evidence import FEATURES
 from secm.cli import app
 from tests.api.conftest import Published, Service
@@ -61,12 +61,12 @@ def test_periods_are_years_or_quarters() -> None:
 
 
 def test_deadlines_per_channel_follow_the_catalog_and_the_legislation() -> None:
-    nurse = _deadlines("nurse", "current")
+    nurse = deadlines("nurse", "current")
     assert nurse["efact"] == {"months": 1}  # home nurses on eFact
     assert nurse["paper_third_party"] == {"months": 2}
     assert nurse["eattest"] == {"years": 2}
-    assert _deadlines("gp", "current")["efact"] == {"years": 2}  # the one-month delay is for nurses
-    assert _deadlines("gp", "reform_art174")["paper_cash"] == {"years": 1}
+    assert deadlines("gp", "current")["efact"] == {"years": 2}  # the one-month delay is for nurses
+    assert deadlines("gp", "reform_art174")["paper_cash"] == {"years": 1}
 
 
 def test_the_figures_are_the_run_s_own(service: Service, results: Published) -> None:

@@ -31,6 +31,7 @@ def test_an_old_database_is_upgraded_to_the_new_schema(tmp_path: Path) -> None:
     assert "persistence" not in _columns(old)["flagged_providers"]
     assert "top_decile_streak" not in _columns(old)["provider_scores"]
     assert "expires_at" not in _columns(old)["tokens"]
+    assert "campaigns" not in _columns(old)
 
     migrate(old)
     new = f"sqlite:///{tmp_path / 'new.db'}"
@@ -40,3 +41,5 @@ def test_an_old_database_is_upgraded_to_the_new_schema(tmp_path: Path) -> None:
     assert "persistence" in _columns(new)["flagged_providers"]
     assert "ix_flagged_run_persistence" in _indexes(new)["flagged_providers"]
     assert {"expires_at", "last_used_at"} <= _columns(new)["tokens"]
+    assert {"name", "rule_id", "criteria"} <= _columns(new)["campaigns"]
+    assert "arm" in _columns(new)["campaign_providers"]
