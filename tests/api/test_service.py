@@ -55,7 +55,7 @@ def test_a_revoked_token_is_refused_by_every_operation_once_read_again(service: 
     paths = service.client.app.openapi()["paths"]  # type: ignore[attr-defined]
     operations = [(method, path) for path, methods in paths.items() for method in methods if path != "/health"]
     assert len(operations) >= 12
-    values = {"nihdi": "11006431003", "case_id": "1", "year": "2024"}
+    values = {"nihdi": "11006431003", "case_id": "1", "year": "2024", "name": "a-campaign"}
     bodies = {
         ("post", "/cases"): {"provider_nihdi": "11006431003"},
         ("patch", "/cases/{case_id}"): {"notes": "checked"},
