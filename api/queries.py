@@ -68,7 +68,7 @@ def provider_in_run(connection: sa.Connection, run: str, nihdi: str) -> dict[str
 
 
 def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]:
-    """A case and every change it went through; 404 when there is no such case."""
+    """A case, every change it went through and the actions taken on it; 404 when there is no such case."""
     row = t.first_record(connection.execute(sa.select(t.cases).where(t.cases.c.id == case_id)))
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No case {case_id}")
@@ -79,7 +79,15 @@ def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]
             .order_by(t.case_events.c.id)
         )
     )
-    return {**row, "history": events}
+    a = t.case_actions.c
+    actions = t.records(
+        connection.execute(
+            sa.select(a.action, a.taken_on, a.author, a.amount_eur, a.note)
+            .where(a.case_id == case_id)
+            .order_by(a.taken_on, a.id)
+        )
+    )
+    return {**row, "history": events, "actions": actions}
 
 
 def closed_outcomes() -> sa.Select[Any]:

@@ -17,6 +17,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
+from api.campaigns import campaigns, impact
 from api.queries import NO_BACKTEST, rule_backtest
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
@@ -268,13 +269,57 @@ def case_figures(connection: sa.Connection, year: int) -> dict[str, Any]:
     recovered = connection.execute(
         sa.select(sa.func.coalesce(sa.func.sum(c.amount_to_recover_eur), 0.0)).where(*closed, c.outcome == "confirmed")
     ).scalar_one()
+    a = t.case_actions.c
+    taken = dict(
+        connection.execute(
+            sa.select(a.action, sa.func.count())
+            .where(a.taken_on >= start.date(), a.taken_on < end.date())
+            .group_by(a.action)
+        ).all()
+    )
+    sanctioned = connection.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(a.amount_eur), 0.0)).where(
+            a.taken_on >= start.date(), a.taken_on < end.date(), a.action == "sanction"
+        )
+    ).scalar_one()
     return {
         "opened": count(c.opened_at >= start, c.opened_at < end),
         "closed": count(*closed),
         "confirmed": count(*closed, c.outcome == "confirmed"),
         "unfounded": count(*closed, c.outcome == "unfounded"),
         "amount_to_recover_eur": round(float(recovered), 2),
+        # The graduated response: steps taken on cases in the year, and the sanctions' amount.
+        **{f"{action}s": int(taken.get(action, 0)) for action in t.LADDER},
+        "sanctions_eur": round(float(sanctioned), 2),
     }
+
+
+def sensitisation(connection: sa.Connection, year: int) -> list[dict[str, Any]]:
+    """The campaigns created in ``year``: criteria, providers per arm, and the effect measured
+    in the newest run (none while no later period is published)."""
+    start, end = _year_bounds(year)
+    rows = []
+    for found in campaigns(connection):
+        created = datetime.fromisoformat(found["created_at"])
+        created = created.replace(tzinfo=UTC) if created.tzinfo is None else created
+        if not start <= created < end:
+            continue
+        measured = impact(connection, found["name"])
+        overall = measured["groups"][0] if measured["status"] == "measured" else {}
+        rows.append(
+            {
+                "name": found["name"],
+                "rule_id": found["rule_id"],
+                "period": found["period"],
+                "created_at": found["created_at"],
+                "contacted": found["contacted"],
+                "comparison": found["comparison"],
+                "effect": overall.get("effect"),
+                "ci_low": overall.get("ci_low"),
+                "ci_high": overall.get("ci_high"),
+            }
+        )
+    return rows
 
 
 def _datamatchings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -330,6 +375,7 @@ def annual_report(connection: sa.Connection, year: int, basis: Basis = "service"
         "software": _software(runs, year),
         "anomaly_detection": _anomalies(connection, runs, year),
         "cases": case_figures(connection, year),
+        "sensitisation": sensitisation(connection, year),
         "year_over_year": change,
         "datamatchings": _datamatchings(runs),
     }

@@ -64,6 +64,8 @@ def long_rows(report: dict[str, Any]) -> pl.DataFrame:
         add("software", package["software_id"], {k: v for k, v in package.items() if k != "software_id"})
     add("anomaly_detection", "all", report["anomaly_detection"])
     add("cases", "all", report["cases"])
+    for campaign in report["sensitisation"]:
+        add("sensitisation", campaign["name"], {k: v for k, v in campaign.items() if k != "name"})
     for change in report["year_over_year"]:
         add("year_over_year", change["rule_id"], {k: v for k, v in change.items() if k != "rule_id"})
     for matching in report["datamatchings"]:
@@ -94,6 +96,9 @@ def _sheets(report: dict[str, Any]) -> dict[str, pl.DataFrame]:
     if report["software"]:
         sheets["software"] = pl.DataFrame(report["software"])
     sheets["cases"] = pl.DataFrame([report["cases"]])
+    if report["sensitisation"]:
+        measured = dict.fromkeys(("effect", "ci_low", "ci_high"), pl.Float64)  # none until a later run
+        sheets["sensitisation"] = pl.DataFrame(report["sensitisation"], schema_overrides=measured)
     sheets["anomaly_detection"] = pl.DataFrame([report["anomaly_detection"]])
     sheets["datamatchings"] = pl.DataFrame(
         [
@@ -188,7 +193,8 @@ def to_html(report: dict[str, Any]) -> str:
         ("Data quality per insurer", _table(report["data_quality"])),
         ("Evening coding per billing package", _table(report["software"])),
         ("Anomaly detection", _table([report["anomaly_detection"]])),
-        ("Cases", _table([report["cases"]])),
+        ("Cases and the graduated response", _table([report["cases"]])),
+        ("Sensitisation campaigns", _table(report["sensitisation"])),
         ("Datamatchings run", _table(report["datamatchings"])),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)

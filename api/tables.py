@@ -233,6 +233,24 @@ case_events = sa.Table(
     sa.Column("change", sa.JSON, nullable=False),
 )
 
+# The graduated response, in the order a case climbs it (the 2024 note's ladder).
+LADDER = ("sensitisation", "warning", "official_report", "sanction")
+
+case_actions = sa.Table(
+    "case_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    # A rung of ``LADDER``.
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("taken_on", sa.Date, nullable=False),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("amount_eur", sa.Float),  # a sanction's amount
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    info=since("0006"),
+)
+
 campaigns = sa.Table(
     "campaigns",
     metadata,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
@@ -34,6 +34,15 @@ class CaseChange(BaseModel):
     outcome: Literal["confirmed", "unfounded"] | None = None
     amount_to_recover_eur: float | None = Field(default=None, ge=0, le=1e12)
     notes: str | None = Field(default=None, max_length=10_000)
+
+
+class CaseAction(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    action: Literal["sensitisation", "warning", "official_report", "sanction"]
+    taken_on: date
+    amount_eur: float | None = Field(default=None, gt=0, le=1e12, description="A sanction's amount.")
+    note: str = Field(default="", max_length=10_000)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -134,5 +143,46 @@ def change_case(
         connection.execute(t.case_events.insert().values(case_id=case_id, author=caller.name, at=now, change=change))
         audit(
             connection, caller, "change_case", provider_nihdi=current["provider_nihdi"], case_id=case_id, detail=change
+        )
+        return case_with_history(connection, case_id)
+
+
+@router.post("/{case_id}/actions", status_code=status.HTTP_201_CREATED)
+def take_action(
+    session: Annotated[Session, Depends(allow("inspector"))], case_id: CaseId, body: CaseAction
+) -> dict[str, Any]:
+    """Record a step of the graduated response on a case: sensitisation, warning, official
+    report (PV) or administrative sanction (with its amount). Steps never go back down the
+    ladder nor back in time."""
+    if (body.action == "sanction") != (body.amount_eur is not None):
+        raise invalid(("body", "amount_eur"), "A sanction has an amount in euros, and only a sanction has one")
+    if body.taken_on > date.today():
+        raise invalid(("body", "taken_on"), f"An action is recorded once taken; {body.taken_on} is in the future")
+    with session.begin() as connection:
+        caller = session.caller
+        current = case_with_history(connection, case_id)
+        if current["actions"]:
+            last = current["actions"][-1]
+            highest = max(t.LADDER.index(a["action"]) for a in current["actions"])
+            if t.LADDER.index(body.action) < highest:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    f"Case {case_id} is at '{t.LADDER[highest]}' already; the response does not go back to "
+                    f"'{body.action}'",
+                )
+            if body.taken_on < last["taken_on"]:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    f"Case {case_id}'s last action was taken on {last['taken_on']}; {body.taken_on} is before it",
+                )
+        now = datetime.now(UTC)
+        values = body.model_dump()
+        connection.execute(
+            t.case_actions.insert().values(case_id=case_id, author=caller.name, recorded_at=now, **values)
+        )
+        change = {"action": [None, body.action], "taken_on": body.taken_on.isoformat(), "amount_eur": body.amount_eur}
+        connection.execute(t.case_events.insert().values(case_id=case_id, author=caller.name, at=now, change=change))
+        audit(
+            connection, caller, "case_action", provider_nihdi=current["provider_nihdi"], case_id=case_id, detail=change
         )
         return case_with_history(connection, case_id)

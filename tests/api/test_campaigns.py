@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -143,6 +144,11 @@ def test_campaigns_over_http_for_inspectors_and_the_sca(launched: Campaign) -> N
         assert detail["contacted"] == sum(p["arm"] == "contacted" for p in detail["providers"])
         assert detail["impact"]["status"] == "measured"
         assert get(f"/campaigns/{NAME}", "data_scientist").status_code == 403  # type: ignore[attr-defined]
+        year = int(item["created_at"][:4])
+        [reported] = get(f"/reports/annual/{year}", "sca").json()["sensitisation"]  # type: ignore[attr-defined]
+        assert (reported["name"], reported["contacted"]) == (NAME, item["contacted"])
+        assert reported["ci_low"] <= reported["effect"] <= reported["ci_high"]
+        assert get(f"/reports/annual/{year - 1}", "sca").json()["sensitisation"] == []  # type: ignore[attr-defined]
         assert get("/campaigns/nothing-here", "sca").status_code == 404  # type: ignore[attr-defined]
 
 
@@ -179,3 +185,22 @@ def test_a_campaign_on_each_database(service: Service) -> None:
         with pytest.raises(CampaignError, match="exists already"):
             create_campaign(connection, name="any-late", rule_id="LATE_ATTESTATION", created_by="t")
     assert service.get("/campaigns/any-late", role="sca").json()["name"] == "any-late"
+
+
+def test_the_annual_report_exports_its_campaigns(
+    launched: Campaign, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECM_DATABASE_URL", launched.url)
+    year = str(date.today().year)
+    for fmt in ("csv", "xlsx", "html"):
+        out = tmp_path / f"report.{fmt}"
+        done = CliRunner().invoke(app, ["report", "--year", year, "--format", fmt, "--out", str(out)])
+        assert done.exit_code == 0, done.output
+    rows = pl.read_csv(tmp_path / "report.csv").filter(pl.col("section") == "sensitisation")
+    assert set(rows["item"]) == {NAME}
+    assert NAME in (tmp_path / "report.html").read_text(encoding="utf-8")
+    with zipfile.ZipFile(tmp_path / "report.xlsx") as workbook:
+        sheets = workbook.read("xl/workbook.xml").decode()
+        strings = workbook.read("xl/sharedStrings.xml").decode()
+    assert 'name="sensitisation"' in sheets
+    assert NAME in strings

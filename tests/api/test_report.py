@@ -83,7 +83,15 @@ def test_cases_and_year_over_year(service: Service, results: Published) -> None:
     path = f"/cases/{case['id']}"
     service.send("patch", path, status="closed", outcome="confirmed", amount_to_recover_eur=120.5)
     this_year = service.get(f"/reports/annual/{date.today().year}", "sca").json()["cases"]
-    assert this_year == {"opened": 1, "closed": 1, "confirmed": 1, "unfounded": 0, "amount_to_recover_eur": 120.5}
+    no_steps = {"sensitisations": 0, "warnings": 0, "official_reports": 0, "sanctions": 0, "sanctions_eur": 0.0}
+    assert this_year == {
+        "opened": 1,
+        "closed": 1,
+        "confirmed": 1,
+        "unfounded": 0,
+        "amount_to_recover_eur": 120.5,
+        **no_steps,
+    }
     report = service.get(f"/reports/annual/{year}", "sca").json()
     earlier = results.flags.filter(pl.col("service_date").dt.year() == year - 1)
     for change, rule in zip(report["year_over_year"], report["rules"], strict=True):

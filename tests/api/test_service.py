@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -208,6 +210,44 @@ def test_case_lifecycle_history_outcomes_and_audit(service: Service, results: Pu
     assert service.send("post", "/cases", provider_nihdi="99999999999").status_code == 404
     assert service.get("/cases/4242").status_code == 404
     assert service.get("/cases", status="closed").json()["total"] == 1
+
+
+def test_the_graduated_response_climbs_a_ladder_and_the_report_counts_it(service: Service, results: Published) -> None:
+    case = service.send("post", "/cases", provider_nihdi=_top_flagged(results)).json()
+    path = f"/cases/{case['id']}/actions"
+    year = (date.today() - timedelta(days=60)).year  # so that every date below is past
+    assert service.send("post", path, action="sensitisation", taken_on=f"{year}-01-10").status_code == 201
+    assert service.send("post", path, action="warning", taken_on=f"{year}-01-09").status_code == 409  # back in time
+    assert (
+        service.send("post", path, action="warning", taken_on=f"{year}-02-01", note="second letter").status_code == 201
+    )
+    down = service.send("post", path, action="sensitisation", taken_on=f"{year}-02-02")
+    assert down.status_code == 409
+    assert "does not go back to 'sensitisation'" in down.json()["detail"]
+    assert service.send("post", path, action="sanction", taken_on=f"{year}-02-03").status_code == 422  # no amount
+    assert service.send("post", path, action="warning", taken_on=f"{year}-02-03", amount_eur=5).status_code == 422
+    future = (date.today() + timedelta(days=2)).isoformat()
+    assert service.send("post", path, action="official_report", taken_on=future).status_code == 422
+    assert service.send("post", path, action="official_report", taken_on=f"{year}-01-15").status_code == 409
+    assert service.send("post", path, action="official_report", taken_on=f"{year}-02-03").status_code == 201
+    done = service.send("post", path, "admin", action="sanction", taken_on=f"{year}-02-03", amount_eur=1500)
+    assert done.status_code == 201, done.text
+    steps = [(a["action"], a["author"], a["amount_eur"]) for a in done.json()["actions"]]
+    assert steps == [
+        ("sensitisation", "inspector-test", None),
+        ("warning", "inspector-test", None),
+        ("official_report", "inspector-test", None),
+        ("sanction", "admin-test", 1500.0),
+    ]
+    assert done.json()["history"][-1]["change"]["action"] == [None, "sanction"]
+    audited = [e["action"] for e in service.get("/audit", "admin", page_size=50).json()["items"]]
+    assert audited.count("case_action") == 4
+    cases = service.get(f"/reports/annual/{year}", "sca").json()["cases"]
+    assert {k: cases[k] for k in ("sensitisations", "warnings", "official_reports", "sanctions")} == dict.fromkeys(
+        ("sensitisations", "warnings", "official_reports", "sanctions"), 1
+    )
+    assert cases["sanctions_eur"] == 1500.0
+    assert service.get(f"/reports/annual/{year - 1}", "sca").json()["cases"]["sanctions"] == 0
 
 
 def test_runs_are_visible_only_complete_and_newest_first(service: Service, results: Published) -> None:
