@@ -32,13 +32,13 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 from fastapi import HTTPException
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]
 
 from api import documents, feedback
 from api import tables as t
 from api.formats import Lang
 from api.queries import run_of
-from detectors.profiles import CHANNEL_LINES, period_expr
+from detectors.profiles import CHANNEL_LINES, Period, period_expr
 from rules import load_catalog
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -81,7 +81,7 @@ def measure(
     flagged = sa.select(f.provider_nihdi, f.service_date).where(f.run_id == run, f.rule_id == rule_id)
     if channel:
         flagged = flagged.where(f.channel == channel)
-    grain = "quarter" if profiles["period"].str.contains("Q").any() else "year"
+    grain: Period = "quarter" if profiles["period"].str.contains("Q").any() else "year"
     counted = (
         pl.DataFrame(
             connection.execute(flagged).all(),

@@ -138,7 +138,7 @@ def _indicator(feature: str, profile: dict[str, Any], peers: list[dict[str, Any]
     expected = profile.get(f"expected_{feature}")
     return {
         "feature": feature,
-        "kind": "share" if feature in SHARES else "amount" if feature in AMOUNTS else "level",
+        "kind": kind_of(feature),
         "value": value,
         "peer_median": float(np.median(values)) if len(values) else value,
         "peers_below": below,
@@ -189,7 +189,7 @@ def render(document: dict[str, Any], lang: Lang) -> str:
     catalog = load_catalog()
 
     def shown(indicator: dict[str, Any], key: str) -> str:
-        return _formatter(indicator["kind"], lang)(indicator[key])
+        return formatter(indicator["kind"], lang)(indicator[key])
 
     rules = [
         {
@@ -206,7 +206,13 @@ def render(document: dict[str, Any], lang: Lang) -> str:
     )
 
 
-def _formatter(kind: str, lang: Lang) -> Callable[[float], str]:
+def kind_of(feature: str) -> str:
+    """How a profile indicator is written: a share, an amount or a level."""
+    return "share" if feature in SHARES else "amount" if feature in AMOUNTS else "level"
+
+
+def formatter(kind: str, lang: Lang) -> Callable[[float], str]:
+    """How a value of ``kind`` (:func:`kind_of`) is written in ``lang``."""
     if kind == "share":
         return lambda v: formats.percent(v, lang)
     if kind == "amount":
@@ -224,7 +230,7 @@ def _chart(indicator: dict[str, Any], lang: Lang) -> str:
         axis.hist(values, bins=min(30, max(5, len(values) // 4)), color="#c9d6e3")
     axis.axvline(indicator["peer_median"], color="#6b7c8f", linestyle="--", linewidth=1)
     axis.axvline(indicator["value"], color="#1f4e79", linewidth=2.2)
-    show = _formatter(indicator["kind"], lang)
+    show = formatter(indicator["kind"], lang)
     axis.xaxis.set_major_locator(MaxNLocator(4))
     axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: show(v)))
     axis.set_yticks([])

@@ -17,6 +17,7 @@ from api.documents import language_of
 from api.feedback import NotPublished, feedback_profile, render
 from api.formats import Lang
 from api.hardening import DOCUMENT_POLICY
+from api.narrative import case_facts, narrative
 from api.queries import count, page_of, provider_in_run, rows
 from api.worklist import Filters, Worklist
 
@@ -157,6 +158,31 @@ def feedback(
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     page = render(document, lang or language_of(document["region"]))
     return HTMLResponse(page, headers={"Content-Security-Policy": DOCUMENT_POLICY})
+
+
+@router.get("/{nihdi}/narrative")
+def case_narrative(
+    session: Annotated[Session, Depends(allow("inspector"))],
+    nihdi: Annotated[str, NIHDI],
+    run_id: RunId = None,
+    lang: Annotated[Lang | None, Query(description="fr, nl or en; default: from the provider's region.")] = None,
+) -> dict[str, Any]:
+    """A short plain-language summary for the case file, generated from the run's flags,
+    peer comparison and persistence."""
+    with session.read() as connection:
+        try:
+            facts = case_facts(connection, nihdi, run_id)
+        except NotPublished as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    chosen = lang or language_of(facts["region"])
+    sentences = narrative(facts, chosen)
+    return {
+        "run_id": facts["run_id"],
+        "provider_nihdi": nihdi,
+        "lang": chosen,
+        "text": " ".join(sentences),
+        "sentences": sentences,
+    }
 
 
 @router.get("/{nihdi}/claims")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
 from pathlib import Path
@@ -12,8 +13,10 @@ from typer.testing import CliRunner
 
 from api import formats
 from api.database import engine_for
+from api.documents import texts
 from api.feedback import deadlines, feedback_profile, period_bounds
 from detectors.evidence import FEATURES
+from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from secm.cli import app
 from tests.api.conftest import Published, Service
 
@@ -173,3 +176,34 @@ def test_command_writes_the_page(
     assert unknown.exit_code == 1
     assert "99999999999 has no profile" in unknown.output
     assert len(unknown.output.strip().splitlines()) == 1
+
+
+def test_a_case_narrative_states_the_run_s_facts_in_each_language(service: Service, results: Published) -> None:
+    nihdi, _ = _late_provider(results)
+    flags = results.flags.filter(pl.col("provider_nihdi") == nihdi)
+    amount = flags["amount_at_stake_eur"].sum()
+    euros, cents = f"{amount:.2f}".split(".")
+    french = service.get(f"/providers/{nihdi}/narrative", lang="fr").json()
+    assert french["lang"] == "fr"
+    assert f"{flags.height} prestations du prestataire {nihdi}" in french["text"]
+    assert re.sub(r"(?<=\d)(?=(\d{3})+$)", ".", euros) + f",{cents}\u00a0€" in french["text"]
+    assert "« Attestation ou facturation tardive »" in french["text"]
+    dutch = service.get(f"/providers/{nihdi}/narrative", lang="nl").json()["text"]
+    assert "Laattijdig getuigschrift of laattijdige facturatie" in dutch
+    patients = results.references["billing_lines"]["patient_id"].drop_nulls().unique().to_list()
+    assert not [p for p in patients if p in french["text"] + dutch]
+
+    # The most atypical provider of the latest period: its named features and its persistence.
+    latest = results.scores.filter(pl.col("period") == results.scores["period"].max()).sort("score", descending=True)
+    top = latest.row(0, named=True)
+    named = [c["feature"] for c in json.loads(top["contributions"]) if c["contribution"] >= NAMED_FROM][:TOP_FEATURES]
+    text = service.get(f"/providers/{top['provider_nihdi']}/narrative", lang="en").json()["text"]
+    words = texts()["en"]["features"]
+    assert named
+    assert all(words[f].lower() in text for f in named)
+    assert all(words[f].lower() not in text for f in set(FEATURES) - set(named))
+    if top["top_decile_streak"] >= 2:
+        assert f"for {top['top_decile_streak']} consecutive periods" in text
+    assert service.get("/providers/99999999999/narrative").status_code == 404
+    assert service.get(f"/providers/{nihdi}/narrative", lang="de").status_code == 422
+    assert service.get(f"/providers/{nihdi}/narrative", role="sca").status_code == 403
