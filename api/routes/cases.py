@@ -40,8 +40,10 @@ class CaseAction(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     action: Literal["sensitisation", "warning", "official_report", "sanction"]
-    taken_on: date
-    amount_eur: float | None = Field(default=None, gt=0, le=1e12, description="A sanction's amount.")
+    taken_on: date = Field(description="The day it was taken: today or before.")
+    amount_eur: float | None = Field(
+        default=None, gt=0, le=1e12, description="A sanction's amount, and only a sanction's."
+    )
     note: str = Field(default="", max_length=10_000)
 
 
@@ -154,13 +156,13 @@ def take_action(
     """Record a step of the graduated response on a case: sensitisation, warning, official
     report (PV) or administrative sanction (with its amount). Steps never go back down the
     ladder nor back in time."""
-    if (body.action == "sanction") != (body.amount_eur is not None):
-        raise invalid(("body", "amount_eur"), "A sanction has an amount in euros, and only a sanction has one")
-    if body.taken_on > date.today():
-        raise invalid(("body", "taken_on"), f"An action is recorded once taken; {body.taken_on} is in the future")
     with session.begin() as connection:
         caller = session.caller
         current = case_with_history(connection, case_id)
+        if (body.action == "sanction") != (body.amount_eur is not None):
+            raise invalid(("body", "amount_eur"), "A sanction has an amount in euros, and only a sanction has one")
+        if body.taken_on > date.today():
+            raise invalid(("body", "taken_on"), f"An action is recorded once taken; {body.taken_on} is in the future")
         if current["actions"]:
             last = current["actions"][-1]
             highest = max(t.LADDER.index(a["action"]) for a in current["actions"])

@@ -130,6 +130,7 @@ def test_pages_in_french_and_dutch_without_patient_data(service: Service, result
     grouped = re.sub(r"(?<=\d)(?=(\d{3})+$)", ".", euros)
     assert f"{grouped},{cents}\u00a0€" in page
     assert re.search(r"\d+,\d\u00a0%", page)  # shares with a decimal comma
+    assert f"Établi le {date.today():%d/%m/%Y}." in page
 
     dutch = service.get(f"/providers/{nihdi}/profile", lang="nl", period=period).text
     assert '<html lang="nl">' in dutch
