@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,18 +45,33 @@ def count(connection: sa.Connection, table: sa.Table, where: list[Any]) -> int:
 
 
 def rows(
-    connection: sa.Connection, table: sa.Table, where: list[Any], order: list[Any], number: int, size: int
+    connection: sa.Connection,
+    table: sa.Table,
+    where: list[Any],
+    order: list[Any],
+    number: int,
+    size: int,
+    leave_out: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Page ``number`` of ``table``'s rows matching ``where``, in ``order``."""
-    query = sa.select(table).where(*where).order_by(*order).limit(size).offset((number - 1) * size)
+    """Page ``number`` of ``table``'s rows matching ``where``, in ``order``, without the
+    columns named in ``leave_out``."""
+    columns = [c for c in table.c if c.name not in leave_out]
+    query = sa.select(*columns).where(*where).order_by(*order).limit(size).offset((number - 1) * size)
     return t.records(connection.execute(query))
 
 
 def listing(
-    connection: sa.Connection, table: sa.Table, where: list[Any], order: list[Any], number: int, size: int
+    connection: sa.Connection,
+    table: sa.Table,
+    where: list[Any],
+    order: list[Any],
+    number: int,
+    size: int,
+    leave_out: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Page ``number`` of ``table``'s rows matching ``where``, with how many match in all."""
-    return page_of(count(connection, table, where), number, size, rows(connection, table, where, order, number, size))
+    found = rows(connection, table, where, order, number, size, leave_out)
+    return page_of(count(connection, table, where), number, size, found)
 
 
 def provider_in_run(connection: sa.Connection, run: str, nihdi: str) -> dict[str, Any]:
@@ -88,6 +104,39 @@ def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]
         )
     )
     return {**row, "history": events, "actions": actions}
+
+
+def decision_record(connection: sa.Connection, run: str, nihdi: str) -> dict[str, Any]:
+    """What a run said of a provider when a case was opened on it, to be kept with the case
+    whatever later runs say: the run and its catalog and model versions, every flag (claim,
+    rule, reason, amount, evidence) and every period's score and explanation."""
+    info = connection.execute(sa.select(t.runs.c.info).where(t.runs.c.run_id == run)).scalar_one()
+    info = json.loads(info) if isinstance(info, str) else info
+    f, ps = t.flags.c, t.provider_scores.c
+    flags = t.records(
+        connection.execute(
+            sa.select(f.claim_id, f.rule_id, f.reason, f.amount_at_stake_eur, f.service_date, f.legal_basis, f.evidence)
+            .where(f.run_id == run, f.provider_nihdi == nihdi)
+            .order_by(f.rule_id, f.claim_id)
+        )
+    )
+    scores = t.records(
+        connection.execute(
+            sa.select(ps.period, ps.peer_group, ps.peer_group_size, ps.score, ps.rank, ps.explanation, ps.contributions)
+            .where(ps.run_id == run, ps.provider_nihdi == nihdi)
+            .order_by(ps.period)
+        )
+    )
+    return {
+        "run_id": run,
+        "legislation": info.get("legislation"),
+        "catalog_version": info.get("catalog_version"),
+        "model": info.get("detector", {}),
+        "flags": [
+            {**r, "service_date": r["service_date"].isoformat(), "evidence": json.loads(r["evidence"])} for r in flags
+        ],
+        "scores": [{**s, "contributions": json.loads(s["contributions"])} for s in scores],
+    }
 
 
 def closed_outcomes() -> sa.Select[Any]:

@@ -221,6 +221,8 @@ cases = sa.Table(
     sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("closed_at", sa.DateTime(timezone=True)),
+    # What prompted the case, frozen when it was opened (``api.queries.decision_record``).
+    sa.Column("decision_record", sa.JSON, info=since("0007")),
 )
 
 case_events = sa.Table(

@@ -6,6 +6,7 @@ more checks of a known shape); ``shapes.py`` says *how* each shape is evaluated.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date
@@ -203,6 +204,11 @@ class Catalog(_Strict):
 
     def __iter__(self) -> Iterator[RuleDeclaration]:  # type: ignore[override]
         return iter(self.rules)
+
+    @property
+    def version(self) -> str:
+        """A fingerprint of every declaration: two runs with the same version ran the same rules."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
     def rule(self, rule_id: str) -> RuleDeclaration:
         for rule in self.rules:

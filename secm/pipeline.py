@@ -80,6 +80,7 @@ def run(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": str(Path(data).resolve()),
         "legislation": legislation,
+        "catalog_version": catalog.version,
         "effective_from": effective_from.isoformat() if effective_from else None,
         "tables": {name: stats.as_dict() for name, stats in dataset.stats.items()},
         "quarantine_reasons": _reason_counts(dataset.quarantine),
@@ -110,15 +111,16 @@ def run(
     return RunResult(out=out, info=info, flags=flags)
 
 
-def _score(profiles: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str]]:
+def _score(profiles: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str | None]]:
     """Scores by the registered champion, or by the default detector fitted on these profiles."""
     champion = load_champion()
     if champion is None:
         model = fit_profiles(profiles)
         source = "fitted on this run's profiles, unsupervised: no champion is registered (see secm train)"
-        return score_profiles(model, profiles), {"model": model.name, "source": source}
+        return score_profiles(model, profiles), {"model": model.name, "version": None, "source": source}
     model, version = champion
-    return score_profiles(model, profiles), {"model": model.name, "source": f"registered champion, version {version}"}
+    source = f"registered champion, version {version}"
+    return score_profiles(model, profiles), {"model": model.name, "version": str(version), "source": source}
 
 
 def profiles_of(data: Path, *, period: Period = "year") -> pl.DataFrame:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import tables as t
 from api.auth import audit
 from api.dependencies import Page, PageSize, Session, allow, invalid
-from api.queries import case_with_history, closed_outcomes, listing, matching, provider_in_run
+from api.queries import case_with_history, closed_outcomes, decision_record, listing, matching, provider_in_run
 
 router = APIRouter(prefix="/cases", tags=["cases"])
 CASE_FLOW = {"open": {"investigating", "closed"}, "investigating": {"closed"}, "closed": set()}
@@ -49,7 +49,8 @@ class CaseAction(BaseModel):
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def open_case(session: Annotated[Session, Depends(allow("inspector"))], body: CaseOpen) -> dict[str, Any]:
-    """Open a case on a provider of a published run."""
+    """Open a case on a provider of a published run; it keeps what prompted it (its
+    ``decision_record``: flags, scores, explanations, model and catalog versions)."""
     with session.begin() as connection:
         caller = session.caller
         run = session.run(connection, body.run_id)
@@ -64,6 +65,7 @@ def open_case(session: Annotated[Session, Depends(allow("inspector"))], body: Ca
                 opened_by=caller.name,
                 opened_at=now,
                 updated_at=now,
+                decision_record=decision_record(connection, run, body.provider_nihdi),
             )
         ).inserted_primary_key[0]
         change = {"status": [None, "open"], "notes": body.notes}
@@ -83,7 +85,8 @@ def list_cases(
     """Cases, newest first."""
     where = matching(t.cases, status=status_, provider_nihdi=provider_nihdi)
     with session.begin() as connection:
-        found = listing(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size)
+        # A case's decision record is served with the case, not in lists.
+        found = listing(connection, t.cases, where, [t.cases.c.id.desc()], page, page_size, ("decision_record",))
         detail = {"status": status_, "page": page, "cases": [c["id"] for c in found["items"]]}
         audit(connection, session.caller, "list_cases", provider_nihdi=provider_nihdi, detail=detail)
         return found

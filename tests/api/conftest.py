@@ -27,7 +27,7 @@ from api.publish import publish
 from data_contracts import load_dataset
 from detectors.profiles import provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
-from rules import enriched_lines, evaluate
+from rules import enriched_lines, evaluate, load_catalog
 from secm.pipeline import quarantine_by_insurer, software_statistics, volumes
 
 POSTGRES = os.environ.get("SECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -66,6 +66,8 @@ def results(synthetic: Path) -> Published:
     info = {
         "dataset": str(synthetic),
         "legislation": "current",
+        "catalog_version": load_catalog().version,
+        "detector": {"model": "peer_evidence", "version": None},
         "rules": {},
         "volumes": volumes(dataset.tables["billing_lines"]),
         "software": software_statistics(lines, flags),

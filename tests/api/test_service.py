@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import polars as pl
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from api import tables as t
 from api.auth import revoke_token
 from api.database import migrate
+from rules import load_catalog
 from tests.api.conftest import Published, Service
 
 ENDPOINTS = [
@@ -210,6 +212,28 @@ def test_case_lifecycle_history_outcomes_and_audit(service: Service, results: Pu
     assert service.send("post", "/cases", provider_nihdi="99999999999").status_code == 404
     assert service.get("/cases/4242").status_code == 404
     assert service.get("/cases", status="closed").json()["total"] == 1
+
+
+def test_a_case_keeps_what_prompted_it_whatever_later_runs_say(service: Service, results: Published) -> None:
+    nihdi = _top_flagged(results)
+    case = service.send("post", "/cases", provider_nihdi=nihdi).json()
+    record = case["decision_record"]
+    assert (record["run_id"], record["catalog_version"]) == ("run-1", load_catalog().version)
+    assert record["model"]["model"] == "peer_evidence"
+    mine = results.flags.filter(provider_nihdi=nihdi)
+    assert sorted((f["claim_id"], f["rule_id"]) for f in record["flags"]) == sorted(
+        mine.select("claim_id", "rule_id").iter_rows()
+    )
+    assert all(isinstance(f["evidence"], dict) for f in record["flags"])
+    scores = results.scores.filter(provider_nihdi=nihdi).sort("period")
+    assert [s["period"] for s in record["scores"]] == scores["period"].to_list()
+    assert [s["explanation"] for s in record["scores"]] == scores["explanation"].to_list()
+    # A later run that no longer flags the provider leaves the record as it was.
+    replace(results, flags=results.flags.filter(pl.col("provider_nihdi") != nihdi)).into(
+        service.url, run_id="run-2", created_at="2026-02-01T00:00:00+00:00"
+    )
+    assert service.get(f"/cases/{case['id']}").json()["decision_record"] == record
+    assert "decision_record" not in service.get("/cases").json()["items"][0]
 
 
 def test_the_graduated_response_climbs_a_ladder_and_the_report_counts_it(service: Service, results: Published) -> None:
