@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from fastapi import HTTPException, status
 
 from api import tables as t
+from api.auth import Caller
 
 
 def matching(table: sa.Table, **values: object) -> list[sa.ColumnElement[bool]]:
@@ -137,6 +138,33 @@ def decision_record(connection: sa.Connection, run: str, nihdi: str) -> dict[str
         ],
         "scores": [{**s, "contributions": json.loads(s["contributions"])} for s in scores],
     }
+
+
+def read_purpose(
+    connection: sa.Connection, caller: Caller, nihdi: str, case_id: int | None, purpose: str | None
+) -> None:
+    """Claim lines are read only within an inspection task (2021 amendment, art. 41): a case
+    of this provider that the caller works on (opened or changed it; an admin may use any), or,
+    before a case exists, a stated purpose. 403 saying what is missing otherwise."""
+    if case_id is None and purpose is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "Claim lines are read within an inspection task: give case_id (a case of this provider you "
+            "work on) or, before a case exists, purpose (why, in a few words)",
+        )
+    if case_id is None:
+        return
+    c, e = t.cases.c, t.case_events.c
+    case = t.first_record(connection.execute(sa.select(c.provider_nihdi, c.opened_by).where(c.id == case_id)))
+    if case is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No case {case_id}")
+    if case["provider_nihdi"] != nihdi:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"Case {case_id} is not about provider {nihdi}")
+    worked = connection.execute(
+        sa.select(sa.func.count()).where(e.case_id == case_id, e.author == caller.name)
+    ).scalar_one()
+    if caller.role != "admin" and case["opened_by"] != caller.name and not worked:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"You do not work on case {case_id}")
 
 
 def closed_outcomes() -> sa.Select[Any]:

@@ -18,7 +18,7 @@ from api.feedback import NotPublished, feedback_profile, render
 from api.formats import Lang
 from api.hardening import DOCUMENT_POLICY
 from api.narrative import case_facts, narrative
-from api.queries import count, page_of, provider_in_run, rows
+from api.queries import count, page_of, provider_in_run, read_purpose, rows
 from api.worklist import Filters, Worklist
 
 router = APIRouter(prefix="/providers", tags=["providers"])
@@ -191,11 +191,19 @@ def claims(
     nihdi: Annotated[str, NIHDI],
     run_id: RunId = None,
     rule: Annotated[RuleId | None, Query(description="Only the lines of this rule.")] = None,
+    case_id: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="The case of this provider you work on: why you read.")
+    ] = None,
+    purpose: Annotated[
+        str | None, Query(min_length=10, max_length=500, description="Before a case exists: why you read.")
+    ] = None,
     page: Page = 1,
     page_size: PageSize = 50,
 ) -> Answer:
-    """The flagged claim lines behind a provider's flags, with their evidence (audited)."""
+    """The flagged claim lines behind a provider's flags, with their evidence, read for a case
+    or a stated purpose (audited with it)."""
     with session.begin() as connection:
+        read_purpose(connection, session.caller, nihdi, case_id, purpose)
         run = session.run(connection, run_id)
         where = [t.flags.c.run_id == run, t.flags.c.provider_nihdi == nihdi]
         if rule:
@@ -215,7 +223,9 @@ def claims(
             session.caller,
             "read_claims",
             provider_nihdi=nihdi,
+            case_id=case_id,
             detail={
+                "purpose": purpose,
                 "run_id": run,
                 "rule": rule and rule.value,
                 "page": page,

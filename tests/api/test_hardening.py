@@ -52,7 +52,7 @@ def test_bodies_over_the_limit_get_413_announced_or_streamed(small: tuple[TestCl
 def test_every_answer_carries_the_security_headers(service: Service, small: tuple[TestClient, str, str]) -> None:
     nihdi = service.get("/providers/flagged").json()["items"][0]["provider_nihdi"]
     for response in (
-        service.get(f"/providers/{nihdi}/claims"),
+        service.get(f"/providers/{nihdi}/claims", purpose="checking the security headers"),
         service.client.get("/providers/flagged"),  # 401
         service.get("/audit"),  # 403
     ):

@@ -15,6 +15,7 @@ from api.database import migrate
 from rules import load_catalog
 from tests.api.conftest import Published, Service
 
+PURPOSE = "preliminary look before opening a case"
 ENDPOINTS = [
     ("get", "/rules"),
     ("get", "/runs"),
@@ -91,7 +92,7 @@ def test_a_revoked_token_is_refused_by_every_operation_once_read_again(service: 
     ],
 )
 def test_roles_have_least_privilege(service: Service, role: str, path: str, code: int) -> None:
-    response = service.get(path, role)
+    response = service.get(path, role, **({"purpose": PURPOSE} if path.endswith("/claims") else {}))
     assert response.status_code == code, response.text
     if code == 403:
         assert response.json()["detail"] == f"The role '{role}' may not do this"
@@ -162,7 +163,7 @@ def test_provider_detail_and_claims_with_evidence_are_audited(service: Service, 
     assert set(detail["periods"][0]["profile"]) >= {"lines", "evening_share", "profession"}
     assert detail["cases"] == []
 
-    first = service.get(f"/providers/{nihdi}/claims", page_size=2).json()
+    first = service.get(f"/providers/{nihdi}/claims", page_size=2, purpose=PURPOSE).json()
     assert first["total"] == mine.height
     assert len(first["items"]) == 2
     assert isinstance(first["items"][0]["evidence"], dict)
@@ -171,9 +172,10 @@ def test_provider_detail_and_claims_with_evidence_are_audited(service: Service, 
     entry = log["items"][0]
     assert (entry["actor"], entry["role"], entry["provider_nihdi"]) == ("inspector-test", "inspector", nihdi)
     assert entry["detail"]["claims"] == [i["claim_id"] for i in first["items"]]
+    assert entry["detail"]["purpose"] == PURPOSE
 
     assert service.get("/providers/99999999999").status_code == 404
-    assert "is not in run" in service.get("/providers/99999999999/claims").json()["detail"]
+    assert "is not in run" in service.get("/providers/99999999999/claims", purpose=PURPOSE).json()["detail"]
     assert service.get("/providers/12AB").status_code == 422
     assert service.get("/providers/flagged", run_id="nope").status_code == 404
 
@@ -212,6 +214,29 @@ def test_case_lifecycle_history_outcomes_and_audit(service: Service, results: Pu
     assert service.send("post", "/cases", provider_nihdi="99999999999").status_code == 404
     assert service.get("/cases/4242").status_code == 404
     assert service.get("/cases", status="closed").json()["total"] == 1
+
+
+def test_claim_lines_are_read_for_a_case_or_a_stated_purpose(service: Service, results: Published) -> None:
+    nihdi = _top_flagged(results)
+    other = results.flags.filter(pl.col("provider_nihdi") != nihdi)["provider_nihdi"][0]
+    bare = service.get(f"/providers/{nihdi}/claims")
+    assert bare.status_code == 403
+    assert "give case_id" in bare.json()["detail"]
+    assert service.get(f"/providers/{nihdi}/claims", purpose="why").status_code == 422  # too short to say why
+    mine = service.send("post", "/cases", provider_nihdi=nihdi).json()["id"]
+    theirs = service.send("post", "/cases", "admin", provider_nihdi=nihdi).json()["id"]
+    elsewhere = service.send("post", "/cases", provider_nihdi=other).json()["id"]
+    assert service.get(f"/providers/{nihdi}/claims", case_id=mine).status_code == 200
+    refused = service.get(f"/providers/{nihdi}/claims", case_id=theirs)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == f"You do not work on case {theirs}"
+    assert service.get(f"/providers/{nihdi}/claims", case_id=elsewhere).status_code == 403
+    assert service.get(f"/providers/{nihdi}/claims", case_id=4242).status_code == 404
+    service.send("patch", f"/cases/{theirs}", notes="taken over")  # working on it makes it theirs too
+    assert service.get(f"/providers/{nihdi}/claims", case_id=theirs).status_code == 200
+    reads = service.get("/audit", "admin", action="read_claims").json()["items"]
+    assert sorted(r["case_id"] for r in reads) == sorted([mine, theirs])
+    assert all(r["provider_nihdi"] == nihdi for r in reads)
 
 
 def test_a_case_keeps_what_prompted_it_whatever_later_runs_say(service: Service, results: Published) -> None:
