@@ -2,8 +2,10 @@
 
 ``basis="service"`` (default) counts the flags of the newest complete run whose service date
 falls in the year; ``basis="detection"`` counts every flag first detected by a run created in
-the year (a flag found again by a later run is not counted twice). Every total is the sum of
-its breakdowns; a year without data gives zeros.
+the year (a flag found again by a later run is not counted twice). Totals and breakdowns count
+each flagged line once, however many rules caught it, at the most any rule put at stake on it;
+per-rule figures count each rule's flags. Every total is the sum of its breakdowns; a year
+without data gives zeros.
 """
 
 from __future__ import annotations
@@ -107,6 +109,14 @@ def year_flags(connection: sa.Connection, year: int, basis: Basis) -> tuple[pl.D
         for r in chosen.iter_rows(named=True)
     ]
     return flags, used
+
+
+def per_line(flags: pl.DataFrame) -> pl.DataFrame:
+    """One row per flagged line, however many rules caught it: its provider, dimensions and
+    the most any rule put at stake on it, so that a line caught twice counts once."""
+    return flags.group_by("claim_id").agg(
+        pl.col("provider_nihdi", "service_date", *DIMENSIONS).first(), pl.col("amount_at_stake_eur").max()
+    )
 
 
 def _totals(flags: pl.DataFrame, *keys: str) -> pl.DataFrame:
@@ -340,6 +350,7 @@ def _datamatchings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def annual_report(connection: sa.Connection, year: int, basis: Basis = "service") -> dict[str, Any]:
     """Every figure of the SCA's annual report for ``year``."""
     flags, runs = year_flags(connection, year, basis)
+    lines = per_line(flags)
     volumes = _volumes(runs, year)
     billed = float(volumes["amount_eur"].sum())
     rules = _rules(flags, billed)
@@ -364,13 +375,15 @@ def annual_report(connection: sa.Connection, year: int, basis: Basis = "service"
         "basis": basis,
         "runs": [{"run_id": r["run_id"], "created_at": r["created_at"]} for r in runs],
         "billed_amount_eur": round(billed, 2),
+        # Lines counted once however many rules caught them; the rules' own figures beside.
         "totals": {
-            "lines_flagged": flags.height,
-            "providers": flags["provider_nihdi"].n_unique(),
-            "amount_at_stake_eur": round(float(flags["amount_at_stake_eur"].sum()), 2),
+            "lines_flagged": lines.height,
+            "providers": lines["provider_nihdi"].n_unique(),
+            "amount_at_stake_eur": round(float(lines["amount_at_stake_eur"].sum()), 2),
+            "flags": flags.height,
         },
         "rules": rules,
-        "breakdowns": _breakdowns(flags),
+        "breakdowns": _breakdowns(lines),
         "data_quality": _quality(flags, volumes, runs),
         "software": _software(runs, year),
         "anomaly_detection": _anomalies(connection, runs, year),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -31,8 +32,10 @@ def test_every_total_is_the_sum_of_its_breakdowns_and_of_the_flags(service: Serv
     year = _year(results)
     report = service.get(f"/reports/annual/{year}", "sca").json()
     flags = results.flags.filter(pl.col("service_date").dt.year() == year)
-    assert report["totals"]["lines_flagged"] == flags.height > 0
-    assert report["totals"]["amount_at_stake_eur"] == pytest.approx(flags["amount_at_stake_eur"].sum(), abs=0.01)
+    lines = flags.group_by("claim_id").agg(pl.col("provider_nihdi").first(), pl.col("amount_at_stake_eur").max())
+    assert report["totals"]["lines_flagged"] == lines.height > 0
+    assert report["totals"]["flags"] == flags.height
+    assert report["totals"]["amount_at_stake_eur"] == pytest.approx(lines["amount_at_stake_eur"].sum(), abs=0.01)
     assert report["totals"]["providers"] == flags["provider_nihdi"].n_unique()
     by_rule = {r["rule_id"]: r for r in report["rules"]}
     for rule_id, group in flags.group_by("rule_id"):
@@ -40,7 +43,7 @@ def test_every_total_is_the_sum_of_its_breakdowns_and_of_the_flags(service: Serv
         assert row["lines_flagged"] == group.height
         assert row["providers"] == group["provider_nihdi"].n_unique()
         assert row["amount_at_stake_eur"] == pytest.approx(group["amount_at_stake_eur"].sum(), abs=0.01)
-    assert _sums(report["rules"], "lines_flagged") == report["totals"]["lines_flagged"]
+    assert _sums(report["rules"], "lines_flagged") == report["totals"]["flags"]
     for dimension, items in report["breakdowns"].items():
         assert _sums(items, "lines_flagged") == report["totals"]["lines_flagged"], dimension
         assert _sums(items, "amount_at_stake_eur") == pytest.approx(report["totals"]["amount_at_stake_eur"], abs=0.05)
@@ -61,6 +64,28 @@ def test_every_total_is_the_sum_of_its_breakdowns_and_of_the_flags(service: Serv
         "tp_suspensions"
         in next(m for m in report["datamatchings"] if m["rule_id"] == "TP_SUSPENDED_BILLING")["data_sources"]
     )
+
+
+def test_a_line_caught_by_two_rules_counts_once_in_the_totals(service: Service, results: Published) -> None:
+    year = _year(results)
+    late = results.flags.filter((pl.col("rule_id") == "LATE_ATTESTATION") & (pl.col("service_date").dt.year() == year))
+    twice = late.head(1).with_columns(pl.lit("DUPLICATE_BILLING").alias("rule_id"), pl.col("amount_at_stake_eur") * 2)
+    replace(results, flags=pl.concat([results.flags, twice])).into(
+        service.url, run_id="run-2", created_at="2026-02-01T00:00:00+00:00"
+    )
+    before = results.flags.filter(pl.col("service_date").dt.year() == year)
+    report = service.get(f"/reports/annual/{year}", "sca").json()
+    assert report["runs"][0]["run_id"] == "run-2"
+    assert report["totals"]["lines_flagged"] == before["claim_id"].n_unique()
+    assert report["totals"]["flags"] == before.height + 1
+    # The line counts at the most a rule put at stake on it, once.
+    expected = before["amount_at_stake_eur"].sum() + late["amount_at_stake_eur"][0]
+    assert report["totals"]["amount_at_stake_eur"] == pytest.approx(expected, abs=0.01)
+    for items in report["breakdowns"].values():
+        assert _sums(items, "lines_flagged") == report["totals"]["lines_flagged"]
+        assert _sums(items, "amount_at_stake_eur") == pytest.approx(expected, abs=0.05)
+    by_rule = {r["rule_id"]: r["lines_flagged"] for r in report["rules"]}
+    assert by_rule["DUPLICATE_BILLING"] == before.filter(rule_id="DUPLICATE_BILLING").height + 1
 
 
 def test_billing_packages_reconcile_and_the_stamping_one_stands_out(service: Service, results: Published) -> None:
@@ -102,7 +127,7 @@ def test_cases_and_year_over_year(service: Service, results: Published) -> None:
 
 def test_a_year_without_data_is_zeros(service: Service) -> None:
     report = service.get("/reports/annual/1995", "sca").json()
-    assert report["totals"] == {"lines_flagged": 0, "providers": 0, "amount_at_stake_eur": 0.0}
+    assert report["totals"] == {"lines_flagged": 0, "providers": 0, "amount_at_stake_eur": 0.0, "flags": 0}
     assert all(r["lines_flagged"] == 0 and r["amount_at_stake_eur"] == 0 for r in report["rules"])
     assert report["cases"]["opened"] == 0
     assert all(items == [] for items in report["breakdowns"].values())
