@@ -199,7 +199,7 @@ def _breakdowns(flags: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-def _quality(flags: pl.DataFrame, volumes: pl.DataFrame, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _quality(flags: pl.DataFrame, volumes: pl.DataFrame, runs: list[dict[str, Any]], year: int) -> list[dict[str, Any]]:
     pseudo = flags.filter(pl.col("rule_id") == PSEUDO_RULE).group_by("insurer_code").len("pseudo")
     late = flags.filter(pl.col("rule_id") == LATE_RULE).group_by("insurer_code", "channel").len("late")
     third_party = (
@@ -209,7 +209,14 @@ def _quality(flags: pl.DataFrame, volumes: pl.DataFrame, runs: list[dict[str, An
     )
     quarantine: dict[str, dict[str, int]] = {}
     for run in runs:
-        for code, reasons in run["info"].get("quarantine_by_insurer", {}).items():
+        info = run["info"]
+        # The report year's bad rows; runs published before years were recorded count them all.
+        counted = (
+            info["quarantine_by_year"].get(str(year), {})
+            if "quarantine_by_year" in info
+            else info.get("quarantine_by_insurer", {})
+        )
+        for code, reasons in counted.items():
             # Runs published earlier kept the raw code of quarantined rows as their key.
             insurer = code if re.fullmatch(INSURER_PATTERN, code) else INVALID_INSURER
             for reason, n in reasons.items():
@@ -384,7 +391,7 @@ def annual_report(connection: sa.Connection, year: int, basis: Basis = "service"
         },
         "rules": rules,
         "breakdowns": _breakdowns(lines),
-        "data_quality": _quality(flags, volumes, runs),
+        "data_quality": _quality(flags, volumes, runs, year),
         "software": _software(runs, year),
         "anomaly_detection": _anomalies(connection, runs, year),
         "cases": case_figures(connection, year),

@@ -89,6 +89,7 @@ def run(
         "volumes": volumes(dataset.tables["billing_lines"]),
         "software": software_statistics(lines, flags),
         "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
+        "quarantine_by_year": quarantine_by_year(dataset.quarantine),
         "detector": {**detector, "period": period, "profiles_scored": scores.height},
         "timings": timings,
     }
@@ -174,16 +175,40 @@ def software_statistics(lines: pl.DataFrame, flags: pl.DataFrame) -> list[dict[s
     )
 
 
+# A quarantined row's insurer as typed, when it is one.
+_RAW = pl.col("raw_values").str.json_path_match("$.insurer_code").str.strip_chars()
+_RAW_INSURER = (
+    pl.when(_RAW.str.contains(INSURER_PATTERN)).then(_RAW).otherwise(pl.lit(INVALID_INSURER)).alias("insurer")
+)
+
+
 def quarantine_by_insurer(quarantine: pl.DataFrame) -> dict[str, dict[str, int]]:
     """Quarantined rows per insurer and reason. The insurer is read in the raw row; a code
     that is not one (absent, or anything but 3 digits) counts under ``invalid``: a report key
     is never a value as typed by whoever sent the file."""
-    raw = pl.col("raw_values").str.json_path_match("$.insurer_code").str.strip_chars()
-    insurer = pl.when(raw.str.contains(INSURER_PATTERN)).then(raw).otherwise(pl.lit(INVALID_INSURER))
-    counts = quarantine.select(insurer.alias("insurer"), "reasons").explode("reasons").group_by("insurer", "reasons")
-    result: dict[str, dict[str, int]] = {}
-    for who, reason, n in counts.len().sort("insurer", "reasons").iter_rows():
-        result.setdefault(who, {})[reason] = int(n)
+    return _nested(quarantine.select(_RAW_INSURER, "reasons"))
+
+
+def quarantine_by_year(quarantine: pl.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
+    """Quarantined rows per year of service (or of submission), insurer and reason, so that an
+    annual report counts its own year's bad rows; a row whose year cannot be read counts under
+    ``unknown``."""
+    raw = pl.col("raw_values")
+    typed = pl.coalesce(raw.str.json_path_match("$.service_date"), raw.str.json_path_match("$.submitted_date"))
+    year = typed.str.extract(r"^\s*((?:19|20)\d{2})-", 1).fill_null("unknown").alias("year")
+    return _nested(quarantine.select(year, _RAW_INSURER, "reasons"))
+
+
+def _nested(keyed: pl.DataFrame) -> Any:
+    """Row counts per key column (in order) and reason, as nested dicts."""
+    keys = [c for c in keyed.columns if c != "reasons"]
+    counts = keyed.explode("reasons").group_by(*keys, "reasons").len().sort(*keys, "reasons")
+    result: dict[str, Any] = {}
+    for *path, reason, n in counts.iter_rows():
+        node = result
+        for key in path:
+            node = node.setdefault(key, {})
+        node[reason] = int(n)
     return result
 
 

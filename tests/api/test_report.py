@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from api.report_export import to_html
 from secm.cli import app
-from secm.pipeline import MISCODING_RULES, quarantine_by_insurer
+from secm.pipeline import MISCODING_RULES, quarantine_by_insurer, quarantine_by_year
 from secm.synth.habits import STAMPING_SOFTWARE
 from secm.synth.population import SOFTWARE
 from tests.api.conftest import Published, Service
@@ -208,6 +208,7 @@ def test_exports_are_inert(results: Published, tmp_path: Path, monkeypatch: pyte
     info = {
         **results.info,
         "quarantine_by_insurer": {code: {"invalid_insurer_code": 1} for code in HOSTILE},
+        "quarantine_by_year": {str(software["year"]): {code: {"invalid_insurer_code": 1} for code in HOSTILE}},
         "software": [*results.info["software"], *({**software, "software_id": s} for s in HOSTILE)],  # type: ignore[misc]
     }
     Published(info, *(getattr(results, f) for f in ("flags", "scores", "profiles", "quarantine", "references"))).into(
@@ -236,6 +237,33 @@ def test_quarantined_insurer_codes_are_report_keys_only_when_valid() -> None:
     raw = [json.dumps({"insurer_code": c}) for c in ["100", "1", "=1+1", "\uff11\uff10\uff10"]] + ["{}"]
     quarantine = pl.DataFrame({"raw_values": raw, "reasons": [["x"]] * 5})
     assert quarantine_by_insurer(quarantine) == {"100": {"x": 1}, "invalid": {"x": 4}}
+
+
+def test_quarantine_counts_in_the_year_of_its_rows() -> None:
+    raw = [
+        json.dumps({"insurer_code": "100", "service_date": "2023-05-01"}),
+        json.dumps({"insurer_code": "100", "service_date": " 2024-01-02", "submitted_date": "2025-01-01"}),
+        json.dumps({"insurer_code": "200", "submitted_date": "2024-02-01"}),  # an invoice
+        json.dumps({"insurer_code": "300", "service_date": "yesterday"}),
+    ]
+    quarantine = pl.DataFrame({"raw_values": raw, "reasons": [["x"], ["x", "y"], ["x"], ["x"]]})
+    assert quarantine_by_year(quarantine) == {
+        "2023": {"100": {"x": 1}},
+        "2024": {"100": {"x": 1, "y": 1}, "200": {"x": 1}},
+        "unknown": {"300": {"x": 1}},
+    }
+
+
+def test_data_quality_counts_the_report_year_s_bad_rows_only(service: Service, results: Published) -> None:
+    by_year = quarantine_by_year(results.quarantine)
+    for year in (_year(results) - 1, _year(results)):
+        quality = service.get(f"/reports/annual/{year}", "sca").json()["data_quality"]
+        reported = {q["insurer_code"]: q["quarantined_rows_by_reason"] for q in quality}
+        expected = by_year.get(str(year), {})
+        assert {k: v for k, v in reported.items() if v} == expected
+    assert sum(sum(r.values()) for y in by_year.values() for r in y.values()) > sum(
+        sum(r.values()) for r in by_year.get(str(_year(results)), {}).values()
+    )
 
 
 def test_chart_labels_are_shown_as_typed(service: Service, results: Published) -> None:
