@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from api import tables as t
 from api.campaigns import campaigns, impact
 from api.queries import NO_BACKTEST, rule_backtest
+from api.suppression import DEFAULT_MINIMUM, suppress
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules import RuleDeclaration, load_catalog
@@ -354,8 +355,11 @@ def _datamatchings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def annual_report(connection: sa.Connection, year: int, basis: Basis = "service") -> dict[str, Any]:
-    """Every figure of the SCA's annual report for ``year``."""
+def annual_report(
+    connection: sa.Connection, year: int, basis: Basis = "service", minimum_cell: int = DEFAULT_MINIMUM
+) -> dict[str, Any]:
+    """Every figure of the SCA's annual report for ``year``, its cells of fewer than
+    ``minimum_cell`` suppressed (0: none, for internal use only)."""
     flags, runs = year_flags(connection, year, basis)
     lines = per_line(flags)
     volumes = _volumes(runs, year)
@@ -377,7 +381,7 @@ def annual_report(connection: sa.Connection, year: int, basis: Basis = "service"
         }
         for r in rules
     ]
-    return {
+    report = {
         "year": year,
         "basis": basis,
         "runs": [{"run_id": r["run_id"], "created_at": r["created_at"]} for r in runs],
@@ -399,3 +403,4 @@ def annual_report(connection: sa.Connection, year: int, basis: Basis = "service"
         "year_over_year": change,
         "datamatchings": _datamatchings(runs),
     }
+    return suppress(report, minimum_cell)

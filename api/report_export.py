@@ -16,6 +16,8 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
+from api.suppression import shown
+
 FORMATS = ("json", "csv", "xlsx", "html")
 # A spreadsheet reads a cell that starts with one of = + - @ tab or carriage return as a
 # formula (OWASP, CSV injection).
@@ -45,12 +47,15 @@ def long_rows(report: dict[str, Any]) -> pl.DataFrame:
     """Every figure as one row: ``section``, ``item``, ``metric``, ``value``."""
     rows: list[dict[str, Any]] = []
 
-    def add(section: str, item: str, values: dict[str, Any]) -> None:
+    def add(section: str, item: str, values: dict[str, Any], within: dict[str, Any] | None = None) -> None:
+        row = within or values  # a nested figure is suppressed with the row it belongs to
         for metric, value in values.items():
             if isinstance(value, dict):
-                add(section, f"{item}/{metric}", value)
-            elif not isinstance(value, list):
-                rows.append({"section": section, "item": item, "metric": metric, "value": str(value)})
+                add(section, f"{item}/{metric}", value, row)
+            elif not isinstance(value, list) and metric != "suppressed":
+                rows.append(
+                    {"section": section, "item": item, "metric": metric, "value": str(shown(value, row, report))}
+                )
 
     add("totals", "all", report["totals"])
     for rule in report["rules"]:
@@ -87,7 +92,8 @@ def _sheets(report: dict[str, Any]) -> dict[str, pl.DataFrame]:
     quality = [
         {
             **{k: v for k, v in q.items() if not isinstance(v, dict)},
-            "quarantined_rows": sum(q["quarantined_rows_by_reason"].values()),
+            # An insurer's total would give its suppressed reasons away.
+            "quarantined_rows": None if q.get("suppressed") else sum(q["quarantined_rows_by_reason"].values()),
         }
         for q in report["data_quality"]
     ]
@@ -122,8 +128,8 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     trend = Figure(figsize=(7, 3.2))
     axis = trend.subplots()
     positions = range(len(rules))
-    previous = [c["previous_amount_at_stake_eur"] for c in report["year_over_year"]]
-    current = [r["amount_at_stake_eur"] for r in report["rules"]]
+    previous = [c["previous_amount_at_stake_eur"] or 0.0 for c in report["year_over_year"]]
+    current = [r["amount_at_stake_eur"] or 0.0 for r in report["rules"]]
     axis.barh([p + 0.2 for p in positions], previous, height=0.4, label=str(year - 1), color="#9db4cf")
     axis.barh([p - 0.2 for p in positions], current, height=0.4, label=str(year), color="#1f4e79")
     axis.set(yticks=list(positions), yticklabels=[_label(r) for r in rules], xlabel="amount at stake (EUR)")
@@ -134,7 +140,9 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
         figure = Figure(figsize=(7, 2.6))
         axis = figure.subplots()
         axis.barh(
-            [_label(i["value"]) for i in items][::-1], [i["amount_at_stake_eur"] for i in items][::-1], color="#2e7d5b"
+            [_label(i["value"]) for i in items][::-1],
+            [i["amount_at_stake_eur"] or 0.0 for i in items][::-1],
+            color="#2e7d5b",
         )
         axis.set(xlabel="amount at stake (EUR)")
         charts.append((f"Amount at stake by {title}", _png(figure)))
@@ -142,19 +150,23 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     figure = Figure(figsize=(7, 2.6))
     axis = figure.subplots()
     axis.bar(
-        [_label(q["insurer_code"]) for q in quality], [q["pseudo_number_rate"] * 100 for q in quality], color="#a5533b"
+        [_label(q["insurer_code"]) for q in quality],
+        [(q["pseudo_number_rate"] or 0.0) * 100 for q in quality],
+        color="#a5533b",
     )
     axis.set(ylabel="% of third-party lines", xlabel="insurer (OA)")
     charts.append(("Pseudo third-party numbers per insurer", _png(figure)))
     return charts
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
     if not rows:
         return "<p>None.</p>"
-    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    columns = [k for k in rows[0] if k != "suppressed"]
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row.values()) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{html.escape(_cell(shown(row.get(k), row, report)))}</td>" for k in columns) + "</tr>"
+        for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -165,7 +177,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value))
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {v}" for k, v in value.items())
+        return "; ".join(f"{k}: {'suppressed' if v is None else v}" for k, v in value.items())
     return str(value)
 
 
@@ -187,15 +199,15 @@ def to_html(report: dict[str, Any]) -> str:
         for t, p in _charts(report)
     )
     sections = [
-        ("Flags per rule", _table(report["rules"])),
-        ("Change against the previous year", _table(report["year_over_year"])),
-        *((f"By {d.replace('_code', '')}", _table(items)) for d, items in report["breakdowns"].items()),
-        ("Data quality per insurer", _table(report["data_quality"])),
-        ("Evening coding per billing package", _table(report["software"])),
-        ("Anomaly detection", _table([report["anomaly_detection"]])),
-        ("Cases and the graduated response", _table([report["cases"]])),
-        ("Sensitisation campaigns", _table(report["sensitisation"])),
-        ("Datamatchings run", _table(report["datamatchings"])),
+        ("Flags per rule", _table(report["rules"], report)),
+        ("Change against the previous year", _table(report["year_over_year"], report)),
+        *((f"By {d.replace('_code', '')}", _table(items, report)) for d, items in report["breakdowns"].items()),
+        ("Data quality per insurer", _table(report["data_quality"], report)),
+        ("Evening coding per billing package", _table(report["software"], report)),
+        ("Anomaly detection", _table([report["anomaly_detection"]], report)),
+        ("Cases and the graduated response", _table([report["cases"]], report)),
+        ("Sensitisation campaigns", _table(report["sensitisation"], report)),
+        ("Datamatchings run", _table(report["datamatchings"], report)),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
     return (

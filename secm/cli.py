@@ -469,8 +469,14 @@ def report(
     basis: Annotated[
         str, typer.Option(help="service (year of service) or detection (year first detected).")
     ] = "service",
+    suppression: Annotated[
+        bool, typer.Option(help="Suppress small cells (--no-suppression: internal use only, audited).")
+    ] = True,
 ) -> None:
     """Export the SCA's annual figures from the published runs and the cases."""
+    import getpass
+
+    from api.auth import Caller, audit
     from api.database import migrate
     from api.report import annual_report
     from api.report_export import FORMATS, export
@@ -482,8 +488,13 @@ def report(
         if basis not in ("service", "detection"):
             raise ValueError(f"--basis must be service or detection, not {basis!r}")
         target = out or Path(f"annual_report_{year}.{format}")
-        with migrate(get_settings().effective_database_url).connect() as connection:
-            figures = annual_report(connection, year, basis)  # type: ignore[arg-type]
+        settings = get_settings()
+        with migrate(settings.effective_database_url).begin() as connection:
+            if not suppression:
+                caller = Caller(getpass.getuser(), "command_line")
+                audit(connection, caller, "read_report_unsuppressed", detail={"year": year, "basis": basis})
+            minimum = settings.report_min_cell if suppression else 0
+            figures = annual_report(connection, year, basis, minimum)  # type: ignore[arg-type]
         export(figures, format, target)
     totals = figures["totals"]
     console.print(

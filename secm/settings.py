@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         description="MLflow store; SQLite under SECM_HOME when unset.",
     )
 
+    report_min_cell: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Smallest cell the annual report publishes; smaller ones are suppressed (SECM_REPORT_MIN_CELL).",
+    )
     serve_concurrency: int = Field(
         default=4,
         ge=1,

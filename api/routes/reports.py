@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
+from api.auth import audit
 from api.dependencies import Session, allow
 from api.report import annual_report
+from secm.settings import get_settings
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -17,7 +19,13 @@ def annual(
     session: Annotated[Session, Depends(allow("sca"))],
     year: Annotated[int, Path(ge=1990, le=2100)],
     basis: Literal["service", "detection"] = "service",
+    suppress: Annotated[
+        bool, Query(description="Suppress cells of fewer than SECM_REPORT_MIN_CELL (false: internal use, audited).")
+    ] = True,
 ) -> dict[str, Any]:
     """The SCA's annual figures: per rule, breakdowns, data quality, anomalies, cases, datamatchings."""
     with session.begin() as connection:
-        return annual_report(connection, year, basis)
+        minimum = get_settings().report_min_cell if suppress else 0
+        if not suppress:
+            audit(connection, session.caller, "read_report_unsuppressed", detail={"year": year, "basis": basis})
+        return annual_report(connection, year, basis, minimum)

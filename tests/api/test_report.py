@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import replace
 from datetime import date
@@ -30,7 +31,7 @@ def _sums(items: list[dict], key: str) -> float:
 
 def test_every_total_is_the_sum_of_its_breakdowns_and_of_the_flags(service: Service, results: Published) -> None:
     year = _year(results)
-    report = service.get(f"/reports/annual/{year}", "sca").json()
+    report = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
     flags = results.flags.filter(pl.col("service_date").dt.year() == year)
     lines = flags.group_by("claim_id").agg(pl.col("provider_nihdi").first(), pl.col("amount_at_stake_eur").max())
     assert report["totals"]["lines_flagged"] == lines.height > 0
@@ -74,7 +75,7 @@ def test_a_line_caught_by_two_rules_counts_once_in_the_totals(service: Service, 
         service.url, run_id="run-2", created_at="2026-02-01T00:00:00+00:00"
     )
     before = results.flags.filter(pl.col("service_date").dt.year() == year)
-    report = service.get(f"/reports/annual/{year}", "sca").json()
+    report = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
     assert report["runs"][0]["run_id"] == "run-2"
     assert report["totals"]["lines_flagged"] == before["claim_id"].n_unique()
     assert report["totals"]["flags"] == before.height + 1
@@ -90,7 +91,7 @@ def test_a_line_caught_by_two_rules_counts_once_in_the_totals(service: Service, 
 
 def test_billing_packages_reconcile_and_the_stamping_one_stands_out(service: Service, results: Published) -> None:
     year = _year(results)
-    packages = service.get(f"/reports/annual/{year}", "sca").json()["software"]
+    packages = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()["software"]
     flags = results.flags.filter(pl.col("service_date").dt.year() == year)
     billed = sum(v["lines"] for v in results.info["volumes"] if v["year"] == year)
     assert sum(p["lines"] for p in packages) == billed
@@ -107,7 +108,7 @@ def test_cases_and_year_over_year(service: Service, results: Published) -> None:
     case = service.send("post", "/cases", provider_nihdi=nihdi).json()
     path = f"/cases/{case['id']}"
     service.send("patch", path, status="closed", outcome="confirmed", amount_to_recover_eur=120.5)
-    this_year = service.get(f"/reports/annual/{date.today().year}", "sca").json()["cases"]
+    this_year = service.get(f"/reports/annual/{date.today().year}", "sca", suppress=False).json()["cases"]
     no_steps = {"sensitisations": 0, "warnings": 0, "official_reports": 0, "sanctions": 0, "sanctions_eur": 0.0}
     assert this_year == {
         "opened": 1,
@@ -117,7 +118,7 @@ def test_cases_and_year_over_year(service: Service, results: Published) -> None:
         "amount_to_recover_eur": 120.5,
         **no_steps,
     }
-    report = service.get(f"/reports/annual/{year}", "sca").json()
+    report = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
     earlier = results.flags.filter(pl.col("service_date").dt.year() == year - 1)
     for change, rule in zip(report["year_over_year"], report["rules"], strict=True):
         before = earlier.filter(rule_id=change["rule_id"]).height
@@ -190,10 +191,10 @@ def test_rules_are_backtested_on_closed_cases(service: Service, results: Publish
         assert backtest["investigated"] == investigated, rule
         if not investigated:
             assert backtest["confirmed_share"] is None
-    report = service.get(f"/reports/annual/{date.today().year}", "sca").json()
+    report = service.get(f"/reports/annual/{date.today().year}", "sca", suppress=False).json()
     late_row = next(r for r in report["rules"] if r["rule_id"] == "LATE_ATTESTATION")
     assert (late_row["investigated"], late_row["confirmed"], late_row["confirmed_share"]) == (2, 1, 0.5)
-    earlier = service.get(f"/reports/annual/{date.today().year - 1}", "sca").json()
+    earlier = service.get(f"/reports/annual/{date.today().year - 1}", "sca", suppress=False).json()
     assert all(r["investigated"] == 0 for r in earlier["rules"])  # no case was closed that year
 
 
@@ -257,7 +258,7 @@ def test_quarantine_counts_in_the_year_of_its_rows() -> None:
 def test_data_quality_counts_the_report_year_s_bad_rows_only(service: Service, results: Published) -> None:
     by_year = quarantine_by_year(results.quarantine)
     for year in (_year(results) - 1, _year(results)):
-        quality = service.get(f"/reports/annual/{year}", "sca").json()["data_quality"]
+        quality = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()["data_quality"]
         reported = {q["insurer_code"]: q["quarantined_rows_by_reason"] for q in quality}
         expected = by_year.get(str(year), {})
         assert {k: v for k, v in reported.items() if v} == expected
@@ -268,9 +269,60 @@ def test_data_quality_counts_the_report_year_s_bad_rows_only(service: Service, r
 
 def test_chart_labels_are_shown_as_typed(service: Service, results: Published) -> None:
     """A label between two ``$`` is no mathtext for matplotlib: the page is still drawn."""
-    report = service.get(f"/reports/annual/{_year(results)}", "sca").json()
+    report = service.get(f"/reports/annual/{_year(results)}", "sca", suppress=False).json()
     for dimension in ("profession", "region"):
         report["breakdowns"][dimension][0]["value"] = r"$\foo{$"
     report["rules"][0]["rule_id"] = r"$\frac{$"
     page = to_html(report)
     assert page.count("data:image/png;base64,") == 4
+
+
+def test_small_cells_are_suppressed_in_every_export(
+    service: Service, results: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    year = _year(results)
+    full = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
+    small = [r for r in full["rules"] if 0 < r["providers"] < 5]
+    assert small  # the generated data has rules that catch only a few providers
+    rule = small[0]["rule_id"]
+    published = service.get(f"/reports/annual/{year}", "sca").json()
+    row = next(r for r in published["rules"] if r["rule_id"] == rule)
+    assert row["suppressed"]
+    assert (row["lines_flagged"], row["providers"], row["amount_at_stake_eur"]) == (None, None, None)
+    assert published["totals"] == full["totals"]  # totals are not cells
+    assert published["suppression"]["minimum"] == 5
+    assert published["suppression"]["suppressed_cells"] > 0
+    for items in published["breakdowns"].values():
+        assert all(i["providers"] is None or i["providers"] >= 5 for i in items)
+    change = next(c for c in published["year_over_year"] if c["rule_id"] == rule)
+    assert change["lines_flagged"] is None  # the change would give the cell away
+
+    monkeypatch.setenv("SECM_DATABASE_URL", service.url)
+    for fmt in ("json", "csv", "xlsx", "html"):
+        done = CliRunner().invoke(
+            app, ["report", "--year", str(year), "--format", fmt, "--out", str(tmp_path / f"r.{fmt}")]
+        )
+        assert done.exit_code == 0, done.output
+    exported = json.loads((tmp_path / "r.json").read_text())
+    assert next(r for r in exported["rules"] if r["rule_id"] == rule)["lines_flagged"] is None
+    csv = pl.read_csv(tmp_path / "r.csv", infer_schema=False).filter(section="rules", item=rule)
+    assert set(csv.filter(pl.col("metric").is_in(["lines_flagged", "providers", "amount_at_stake_eur"]))["value"]) == {
+        "<5"
+    }
+    page = (tmp_path / "r.html").read_text()
+    cells = re.search(rf"<tr><td>{rule}</td>(.*?)</tr>", page)
+    assert cells is not None
+    assert "&lt;5" in cells.group(1)
+    with zipfile.ZipFile(tmp_path / "r.xlsx") as workbook:
+        assert "suppressed" in workbook.read("xl/sharedStrings.xml").decode()
+
+    # The full figures are for internal use, and every read of them is audited.
+    unsuppressed = CliRunner().invoke(
+        app, ["report", "--year", str(year), "--no-suppression", "--out", str(tmp_path / "all.json")]
+    )
+    assert unsuppressed.exit_code == 0, unsuppressed.output
+    assert next(r for r in json.loads((tmp_path / "all.json").read_text())["rules"] if r["rule_id"] == rule)[
+        "providers"
+    ]
+    reads = service.get("/audit", "admin", action="read_report_unsuppressed").json()["items"]
+    assert sorted(r["role"] for r in reads) == ["command_line", "sca"]
