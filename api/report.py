@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from api import tables as t
 from api.campaigns import campaigns, impact
+from api.formats import Lang
 from api.queries import NO_BACKTEST, rule_backtest
 from api.suppression import DEFAULT_MINIMUM, suppress
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
@@ -170,7 +171,7 @@ def _data_sources(rule: RuleDeclaration) -> list[str]:
     return sorted(sources)
 
 
-def _rules(flags: pl.DataFrame, billed: float) -> list[dict[str, Any]]:
+def _rules(flags: pl.DataFrame, billed: float, lang: Lang) -> list[dict[str, Any]]:
     catalog = load_catalog()
     by_rule = {r["rule_id"]: r for r in _totals(flags, "rule_id").iter_rows(named=True)}
     rows = []
@@ -180,7 +181,7 @@ def _rules(flags: pl.DataFrame, billed: float) -> list[dict[str, Any]]:
         rows.append(
             {
                 "rule_id": rule.id,
-                "title": rule.titles.en,
+                "title": rule.titles[lang],
                 "lines_flagged": int(row["lines_flagged"]),
                 "providers": int(row["providers"]),
                 "amount_at_stake_eur": round(amount, 2),
@@ -340,13 +341,13 @@ def sensitisation(connection: sa.Connection, year: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _datamatchings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _datamatchings(runs: list[dict[str, Any]], lang: Lang) -> list[dict[str, Any]]:
     """Each rule as a datamatching: legal basis, the tables it matches, the runs counted."""
     run_dates = sorted({r["created_at"][:10] for r in runs})
     return [
         {
             "rule_id": rule.id,
-            "title": rule.titles.en,
+            "title": rule.titles[lang],
             "legal_basis": rule.legal_basis,
             "data_sources": _data_sources(rule),
             "run_dates": run_dates,
@@ -356,21 +357,26 @@ def _datamatchings(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def annual_report(
-    connection: sa.Connection, year: int, basis: Basis = "service", minimum_cell: int = DEFAULT_MINIMUM
+    connection: sa.Connection,
+    year: int,
+    basis: Basis = "service",
+    minimum_cell: int = DEFAULT_MINIMUM,
+    lang: Lang = "en",
 ) -> dict[str, Any]:
-    """Every figure of the SCA's annual report for ``year``, its cells of fewer than
-    ``minimum_cell`` suppressed (0: none, for internal use only)."""
+    """Every figure of the SCA's annual report for ``year``, with the rules' titles in
+    ``lang`` and its cells of fewer than ``minimum_cell`` suppressed (0: none, for internal
+    use only)."""
     flags, runs = year_flags(connection, year, basis)
     lines = per_line(flags)
     volumes = _volumes(runs, year)
     billed = float(volumes["amount_eur"].sum())
-    rules = _rules(flags, billed)
+    rules = _rules(flags, billed, lang)
     start, end = _year_bounds(year)
     backtest = rule_backtest(connection, t.cases.c.closed_at >= start, t.cases.c.closed_at < end)
     for rule in rules:
         rule |= backtest.get(rule["rule_id"], NO_BACKTEST)
     previous_flags, _ = year_flags(connection, year - 1, basis)
-    previous = {r["rule_id"]: r for r in _rules(previous_flags, 0.0)}
+    previous = {r["rule_id"]: r for r in _rules(previous_flags, 0.0, lang)}
     change = [
         {
             "rule_id": r["rule_id"],
@@ -384,6 +390,7 @@ def annual_report(
     report = {
         "year": year,
         "basis": basis,
+        "lang": lang,
         "runs": [{"run_id": r["run_id"], "created_at": r["created_at"]} for r in runs],
         "billed_amount_eur": round(billed, 2),
         # Lines counted once however many rules caught them; the rules' own figures beside.
@@ -401,6 +408,6 @@ def annual_report(
         "cases": case_figures(connection, year),
         "sensitisation": sensitisation(connection, year),
         "year_over_year": change,
-        "datamatchings": _datamatchings(runs),
+        "datamatchings": _datamatchings(runs, lang),
     }
     return suppress(report, minimum_cell)

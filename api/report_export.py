@@ -16,6 +16,8 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
+from api import formats
+from api.documents import texts
 from api.suppression import shown
 
 FORMATS = ("json", "csv", "xlsx", "html")
@@ -123,6 +125,7 @@ def _png(figure: Figure) -> str:
 
 
 def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
+    words = texts()[report.get("lang", "en")]["report"]
     year = report["year"]
     rules = [r["rule_id"] for r in report["rules"]]
     trend = Figure(figsize=(7, 3.2))
@@ -132,10 +135,10 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
     current = [r["amount_at_stake_eur"] or 0.0 for r in report["rules"]]
     axis.barh([p + 0.2 for p in positions], previous, height=0.4, label=str(year - 1), color="#9db4cf")
     axis.barh([p - 0.2 for p in positions], current, height=0.4, label=str(year), color="#1f4e79")
-    axis.set(yticks=list(positions), yticklabels=[_label(r) for r in rules], xlabel="amount at stake (EUR)")
+    axis.set(yticks=list(positions), yticklabels=[_label(r) for r in rules], xlabel=words["amount_axis"])
     axis.legend()
-    charts = [(f"Amount at stake per rule, {year - 1} and {year}", _png(trend))]
-    for dimension, title in (("profession", "profession"), ("region", "region")):
+    charts = [(words["per_rule_chart"].format(previous=year - 1, year=year), _png(trend))]
+    for dimension in ("profession", "region"):
         items = report["breakdowns"][dimension]
         figure = Figure(figsize=(7, 2.6))
         axis = figure.subplots()
@@ -144,8 +147,8 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
             [i["amount_at_stake_eur"] or 0.0 for i in items][::-1],
             color="#2e7d5b",
         )
-        axis.set(xlabel="amount at stake (EUR)")
-        charts.append((f"Amount at stake by {title}", _png(figure)))
+        axis.set(xlabel=words["amount_axis"])
+        charts.append((words["by_chart"].format(dimension=words["dimensions"][dimension]), _png(figure)))
     quality = report["data_quality"]
     figure = Figure(figsize=(7, 2.6))
     axis = figure.subplots()
@@ -154,8 +157,8 @@ def _charts(report: dict[str, Any]) -> list[tuple[str, str]]:
         [(q["pseudo_number_rate"] or 0.0) * 100 for q in quality],
         color="#a5533b",
     )
-    axis.set(ylabel="% of third-party lines", xlabel="insurer (OA)")
-    charts.append(("Pseudo third-party numbers per insurer", _png(figure)))
+    axis.set(ylabel=words["pseudo_axis"], xlabel=words["insurer_axis"])
+    charts.append((words["pseudo_chart"], _png(figure)))
     return charts
 
 
@@ -193,29 +196,41 @@ figure { margin: 1em 0; } img { max-width: 100%; }
 
 
 def to_html(report: dict[str, Any]) -> str:
+    lang = report.get("lang", "en")
+    words = texts()[lang]["report"]
+    sections = words["sections"]
     year, totals = report["year"], report["totals"]
     charts = "".join(
         f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{p}"><figcaption>{html.escape(t)}</figcaption></figure>'
         for t, p in _charts(report)
     )
-    sections = [
-        ("Flags per rule", _table(report["rules"], report)),
-        ("Change against the previous year", _table(report["year_over_year"], report)),
-        *((f"By {d.replace('_code', '')}", _table(items, report)) for d, items in report["breakdowns"].items()),
-        ("Data quality per insurer", _table(report["data_quality"], report)),
-        ("Evening coding per billing package", _table(report["software"], report)),
-        ("Anomaly detection", _table([report["anomaly_detection"]], report)),
-        ("Cases and the graduated response", _table([report["cases"]], report)),
-        ("Sensitisation campaigns", _table(report["sensitisation"], report)),
-        ("Datamatchings run", _table(report["datamatchings"], report)),
+    tables = [
+        (sections["rules"], _table(report["rules"], report)),
+        (sections["year_over_year"], _table(report["year_over_year"], report)),
+        *(
+            (sections["by"].format(dimension=words["dimensions"][d]), _table(items, report))
+            for d, items in report["breakdowns"].items()
+        ),
+        (sections["data_quality"], _table(report["data_quality"], report)),
+        (sections["software"], _table(report["software"], report)),
+        (sections["anomaly_detection"], _table([report["anomaly_detection"]], report)),
+        (sections["cases"], _table([report["cases"]], report)),
+        (sections["sensitisation"], _table(report["sensitisation"], report)),
+        (sections["datamatchings"], _table(report["datamatchings"], report)),
     ]
-    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in tables)
+    summary = words["summary"].format(
+        basis=words["basis"][report["basis"]],
+        lines=formats.number(totals["lines_flagged"], lang),
+        providers=formats.number(totals["providers"], lang),
+        amount=formats.amount(totals["amount_at_stake_eur"], lang),
+        billed=formats.amount(report["billed_amount_eur"], lang),
+    )
+    title = words["title"].format(year=year)
     return (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Annual report {year}</title>"
-        f"<style>{STYLE}</style></head><body><h1>Billing control: annual figures {year}</h1>"
-        f"<p>Basis: {html.escape(report['basis'])} year. {totals['lines_flagged']:,} lines flagged, "
-        f"{totals['providers']:,} providers, {totals['amount_at_stake_eur']:,.2f} EUR at stake "
-        f"out of {report['billed_amount_eur']:,.2f} EUR billed.</p>{charts}{body}</body></html>"
+        f"<!doctype html><html lang='{lang}'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(summary)}</p>{charts}{body}</body></html>"
     )
 
 

@@ -472,6 +472,7 @@ def report(
     suppression: Annotated[
         bool, typer.Option(help="Suppress small cells (--no-suppression: internal use only, audited).")
     ] = True,
+    lang: Annotated[str, typer.Option(help="fr, nl or en: the language of titles and headings.")] = "en",
 ) -> None:
     """Export the SCA's annual figures from the published runs and the cases."""
     import getpass
@@ -485,6 +486,7 @@ def report(
     with _clean_errors():
         if format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+        _check_language(lang)
         if basis not in ("service", "detection"):
             raise ValueError(f"--basis must be service or detection, not {basis!r}")
         target = out or Path(f"annual_report_{year}.{format}")
@@ -494,7 +496,7 @@ def report(
                 caller = Caller(getpass.getuser(), "command_line")
                 audit(connection, caller, "read_report_unsuppressed", detail={"year": year, "basis": basis})
             minimum = settings.report_min_cell if suppression else 0
-            figures = annual_report(connection, year, basis, minimum)  # type: ignore[arg-type]
+            figures = annual_report(connection, year, basis, minimum, lang)  # type: ignore[arg-type]
         export(figures, format, target)
     totals = figures["totals"]
     console.print(
@@ -515,12 +517,10 @@ def profile(
     from api.database import migrate
     from api.documents import language_of
     from api.feedback import feedback_profile, render
-    from api.formats import LANGUAGES
     from secm.settings import get_settings
 
     with _clean_errors():
-        if lang is not None and lang not in LANGUAGES:
-            raise ValueError(f"--lang must be one of {', '.join(LANGUAGES)}, not {lang!r}")
+        _check_language(lang)
         with migrate(get_settings().effective_database_url).connect() as connection:
             document = feedback_profile(connection, nihdi, run_id, period)
         chosen = lang or language_of(document["region"])
@@ -646,6 +646,13 @@ def list_rules(
         params = ", ".join(f"{k}={v}" for k, v in rule.parameters_for(legislation).items())
         table.add_row(rule.id, rule.titles.en, rule.legal_basis, params)
     Console().print(table)
+
+
+def _check_language(lang: str | None) -> None:
+    from api.formats import LANGUAGES
+
+    if lang is not None and lang not in LANGUAGES:
+        raise ValueError(f"--lang must be one of {', '.join(LANGUAGES)}, not {lang!r}")
 
 
 def _progress() -> Progress:

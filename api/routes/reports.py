@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from api.auth import audit
 from api.dependencies import Session, allow
+from api.formats import Lang
 from api.report import annual_report
 from secm.settings import get_settings
 
@@ -22,10 +23,11 @@ def annual(
     suppress: Annotated[
         bool, Query(description="Suppress cells of fewer than SECM_REPORT_MIN_CELL (false: internal use, audited).")
     ] = True,
+    lang: Annotated[Lang, Query(description="Language of the rules' titles: fr, nl or en.")] = "en",
 ) -> dict[str, Any]:
     """The SCA's annual figures: per rule, breakdowns, data quality, anomalies, cases, datamatchings."""
     with session.begin() as connection:
         minimum = get_settings().report_min_cell if suppress else 0
         if not suppress:
             audit(connection, session.caller, "read_report_unsuppressed", detail={"year": year, "basis": basis})
-        return annual_report(connection, year, basis, minimum)
+        return annual_report(connection, year, basis, minimum, lang)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import zipfile
@@ -14,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.report_export import to_html
+from rules import load_catalog
 from secm.cli import app
 from secm.pipeline import MISCODING_RULES, quarantine_by_insurer, quarantine_by_year
 from secm.synth.habits import STAMPING_SOFTWARE
@@ -326,3 +328,33 @@ def test_small_cells_are_suppressed_in_every_export(
     ]
     reads = service.get("/audit", "admin", action="read_report_unsuppressed").json()["items"]
     assert sorted(r["role"] for r in reads) == ["command_line", "sca"]
+
+
+def test_french_and_dutch_reports_carry_the_catalog_s_titles(
+    service: Service, results: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    year = _year(results)
+    catalog = load_catalog()
+    for lang, heading in (("fr", "Contrôle de la facturation"), ("nl", "Controle van de facturatie")):
+        report = service.get(f"/reports/annual/{year}", "sca", lang=lang).json()
+        assert report["lang"] == lang
+        assert [r["title"] for r in report["rules"]] == [rule.titles[lang] for rule in catalog]
+        monkeypatch.setenv("SECM_DATABASE_URL", service.url)
+        out = tmp_path / f"report_{lang}.html"
+        done = CliRunner().invoke(
+            app, ["report", "--year", str(year), "--format", "html", "--lang", lang, "--out", str(out)]
+        )
+        assert done.exit_code == 0, done.output
+        page = out.read_text(encoding="utf-8")
+        assert f"<html lang='{lang}'>" in page
+        assert heading in page
+        assert all(html.escape(rule.titles[lang]) in page for rule in catalog)
+        csv_out = tmp_path / f"report_{lang}.csv"
+        args = ["report", "--year", str(year), "--format", "csv", "--lang", lang, "--out", str(csv_out)]
+        assert CliRunner().invoke(app, args).exit_code == 0
+        titles = pl.read_csv(csv_out, infer_schema=False).filter(section="rules", metric="title")["value"]
+        assert set(titles) == {rule.titles[lang] for rule in catalog}
+    assert service.get(f"/reports/annual/{year}", "sca", lang="de").status_code == 422
+    wrong = CliRunner().invoke(app, ["report", "--year", str(year), "--lang", "de"])
+    assert wrong.exit_code == 1
+    assert "--lang must be one of fr, nl, en" in wrong.output
