@@ -72,6 +72,7 @@ def test_quality_floor_on_generated_providers(synthetic: Path, profiles: pl.Data
 def test_run_scores_with_the_champion_or_says_it_fitted_one(synthetic: Path, tmp_path: Path) -> None:
     first = run_pipeline(synthetic, tmp_path / "a")
     assert "no champion is registered" in first.info["detector"]["source"]
+    assert first.info["detector"]["version"] is None
     scores = pl.read_parquet(tmp_path / "a" / "provider_scores.parquet")
     assert scores.columns[:5] == ["provider_nihdi", "peer_group", "score", "rank", "explanation"]
     assert scores.height == first.info["detector"]["profiles_scored"]
@@ -83,6 +84,7 @@ def test_run_scores_with_the_champion_or_says_it_fitted_one(synthetic: Path, tmp
     second = run_pipeline(synthetic, tmp_path / "b")
     assert second.info["detector"] == {
         "model": "iforest",
+        "version": "1",
         "source": "registered champion, version 1",
         "period": "year",
         "profiles_scored": scores.height,
