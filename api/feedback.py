@@ -38,7 +38,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from api import documents, formats
 from api import tables as t
 from api.formats import Lang
-from api.queries import run_of
+from api.queries import flags_by_rule, run_of
 from detectors.evidence import GROUPS, SHARES
 from detectors.profiles import CHANNEL_LINES
 from rules import load_catalog
@@ -88,16 +88,13 @@ def feedback_profile(
     legislation = connection.execute(sa.select(t.runs.c.legislation).where(t.runs.c.run_id == run)).scalar_one()
     start, end = period_bounds(chosen)
     f = t.flags.c
-    in_period = [f.run_id == run, f.provider_nihdi == nihdi, f.service_date >= start, f.service_date < end]
-    by_rule = connection.execute(
-        sa.select(f.rule_id, sa.func.count(), sa.func.sum(f.amount_at_stake_eur))
-        .where(*in_period)
-        .group_by(f.rule_id)
-        .order_by(f.rule_id)
-    ).all()
+    in_period = [f.service_date >= start, f.service_date < end]
+    by_rule = flags_by_rule(connection, run, nihdi, *in_period)
     late: dict[str, int] = dict(
         connection.execute(
-            sa.select(f.channel, sa.func.count()).where(*in_period, f.rule_id == LATE_RULE).group_by(f.channel)
+            sa.select(f.channel, sa.func.count())
+            .where(f.run_id == run, f.provider_nihdi == nihdi, *in_period, f.rule_id == LATE_RULE)
+            .group_by(f.channel)
         ).all()
     )
     return {
@@ -115,8 +112,8 @@ def feedback_profile(
         "indicators": [_indicator(feature, profile, peers) for members in GROUPS.values() for feature in members],
         "channels": _channels(profile, late, legislation),
         "rules": [
-            {"rule_id": rule, "lines": int(n), "amount_eur": round(float(amount or 0.0), 2)}
-            for rule, n, amount in by_rule
+            {"rule_id": r["rule_id"], "lines": int(r["lines"]), "amount_eur": round(float(r["amount_at_stake_eur"]), 2)}
+            for r in by_rule
         ],
     }
 

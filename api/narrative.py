@@ -18,7 +18,7 @@ from api import documents, formats
 from api import tables as t
 from api.feedback import NotPublished, formatter, kind_of
 from api.formats import Lang
-from api.queries import run_of
+from api.queries import flags_by_rule, run_of
 from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from rules import load_catalog
 
@@ -29,7 +29,7 @@ def case_facts(connection: sa.Connection, nihdi: str, run_id: str | None = None)
         run = run_of(connection, run_id)
     except HTTPException as exc:
         raise NotPublished(exc.detail) from None
-    ps, f = t.provider_scores.c, t.flags.c
+    ps = t.provider_scores.c
     latest = t.first_record(
         connection.execute(
             sa.select(ps.period, ps.peer_group_size, ps.contributions, ps.top_decile_streak, ps.profile)
@@ -38,20 +38,8 @@ def case_facts(connection: sa.Connection, nihdi: str, run_id: str | None = None)
             .limit(1)
         )
     )
-    rules = t.records(
-        connection.execute(
-            sa.select(
-                f.rule_id,
-                sa.func.count().label("lines"),
-                sa.func.sum(f.amount_at_stake_eur).label("amount_eur"),
-                sa.func.min(f.service_date).label("first"),
-                sa.func.max(f.service_date).label("last"),
-            )
-            .where(f.run_id == run, f.provider_nihdi == nihdi)
-            .group_by(f.rule_id)
-            .order_by(sa.func.sum(f.amount_at_stake_eur).desc(), f.rule_id)
-        )
-    )
+    # The rules by amount at stake, the largest first.
+    rules = sorted(flags_by_rule(connection, run, nihdi), key=lambda r: -float(r["amount_at_stake_eur"]))
     if latest is None and not rules:
         raise NotPublished(f"Provider {nihdi} is not in run {run}")
     created = connection.execute(sa.select(t.runs.c.created_at).where(t.runs.c.run_id == run)).scalar_one()
@@ -65,7 +53,7 @@ def case_facts(connection: sa.Connection, nihdi: str, run_id: str | None = None)
         "provider_nihdi": nihdi,
         "profession": profile.get("profession"),
         "region": profile.get("region"),
-        "rules": [{**r, "amount_eur": float(r["amount_eur"] or 0.0)} for r in rules],
+        "rules": [{**r, "amount_eur": float(r["amount_at_stake_eur"])} for r in rules],
         "period": latest and latest["period"],
         "peers": latest and latest["peer_group_size"],
         "named": named,

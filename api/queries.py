@@ -107,6 +107,27 @@ def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]
     return {**row, "history": events, "actions": actions}
 
 
+def flags_by_rule(connection: sa.Connection, run: str, nihdi: str, *where: Any) -> list[dict[str, Any]]:
+    """Per rule, a provider's flagged lines in ``run`` (and ``where``): how many, the amount at
+    stake, the legal basis, and the first and last date of service."""
+    f = t.flags.c
+    return t.records(
+        connection.execute(
+            sa.select(
+                f.rule_id,
+                sa.func.count().label("lines"),
+                sa.func.sum(f.amount_at_stake_eur).label("amount_at_stake_eur"),
+                sa.func.min(f.legal_basis).label("legal_basis"),
+                sa.func.min(f.service_date).label("first"),
+                sa.func.max(f.service_date).label("last"),
+            )
+            .where(f.run_id == run, f.provider_nihdi == nihdi, *where)
+            .group_by(f.rule_id)
+            .order_by(f.rule_id)
+        )
+    )
+
+
 def decision_record(connection: sa.Connection, run: str, nihdi: str) -> dict[str, Any]:
     """What a run said of a provider when a case was opened on it, to be kept with the case
     whatever later runs say: the run and its catalog and model versions, every flag (claim,

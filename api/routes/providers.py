@@ -18,7 +18,7 @@ from api.feedback import NotPublished, feedback_profile, render
 from api.formats import Lang
 from api.hardening import DOCUMENT_POLICY
 from api.narrative import case_facts, narrative
-from api.queries import count, page_of, provider_in_run, read_purpose, rows
+from api.queries import count, flags_by_rule, page_of, provider_in_run, read_purpose, rows
 from api.worklist import Filters, Worklist
 
 router = APIRouter(prefix="/providers", tags=["providers"])
@@ -100,25 +100,13 @@ def _in_run(connection: sa.Connection, run: str, nihdi: str, worklist: Worklist)
     summary = worklist.provider(nihdi)
     if summary is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {nihdi} is not in run {run}")
-    ps, f = t.provider_scores.c, t.flags.c
+    ps = t.provider_scores.c
     periods = t.records(
         connection.execute(
             sa.select(t.provider_scores).where(ps.run_id == run, ps.provider_nihdi == nihdi).order_by(ps.period)
         )
     )
-    by_rule = t.records(
-        connection.execute(
-            sa.select(
-                f.rule_id,
-                sa.func.count().label("lines"),
-                sa.func.sum(f.amount_at_stake_eur).label("amount_at_stake_eur"),
-                sa.func.min(f.legal_basis).label("legal_basis"),
-            )
-            .where(f.run_id == run, f.provider_nihdi == nihdi)
-            .group_by(f.rule_id)
-            .order_by(f.rule_id)
-        )
-    )
+    by_rule = flags_by_rule(connection, run, nihdi)
     shown = ("period", "peer_group", "peer_group_size", "score", "rank", "explanation", "top_decile_streak")
     return {
         "run_id": run,
@@ -135,7 +123,15 @@ def _in_run(connection: sa.Connection, run: str, nihdi: str, worklist: Worklist)
             }
             for p in periods
         ],
-        "flags_by_rule": [{**r, "amount_at_stake_eur": round(float(r["amount_at_stake_eur"]), 2)} for r in by_rule],
+        "flags_by_rule": [
+            {
+                "rule_id": r["rule_id"],
+                "lines": r["lines"],
+                "amount_at_stake_eur": round(float(r["amount_at_stake_eur"]), 2),
+                "legal_basis": r["legal_basis"],
+            }
+            for r in by_rule
+        ],
     }
 
 
