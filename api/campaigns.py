@@ -32,7 +32,6 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 from fastapi import HTTPException
-from scipy import stats  # type: ignore[import-untyped]
 
 from api import documents, feedback
 from api import tables as t
@@ -310,6 +309,8 @@ def _effect(changes: pl.DataFrame, profession: str) -> dict[str, Any]:
     out["effect"] = float(a.mean() - b.mean()) if len(a) and len(b) else None
     out["ci_low"] = out["ci_high"] = None
     if len(a) >= 2 and len(b) >= 2 and (a.std() > 0 or b.std() > 0):
+        from scipy import stats  # type: ignore[import-untyped]  # a second of start-up, for this alone
+
         interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
         out["ci_low"], out["ci_high"] = float(interval.low), float(interval.high)
     return out

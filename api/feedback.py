@@ -27,19 +27,16 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-import matplotlib
 import numpy as np
 import polars as pl
 import sqlalchemy as sa
 from fastapi import HTTPException
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from api import documents, formats
 from api import tables as t
 from api.formats import Lang
 from api.queries import flags_by_rule, run_of
-from detectors.evidence import GROUPS, SHARES
+from detectors.indicators import GROUPS, SHARES
 from detectors.profiles import CHANNEL_LINES
 from rules import load_catalog
 from rules.catalog import DeadlineCheck
@@ -220,6 +217,10 @@ def formatter(kind: str, lang: Lang) -> Callable[[float], str]:
 def _chart(indicator: dict[str, Any], lang: Lang) -> str:
     """The peers' values as a histogram, the peers' median dashed and the provider's value as
     a dark line: an inline SVG a browser prints sharply."""
+    import matplotlib  # only where a page is drawn: the command line starts faster without it
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     values = np.array(indicator["peer_values"])
     figure = Figure(figsize=(3.4, 0.95))
     axis = figure.subplots()

@@ -89,7 +89,7 @@ def _baselines(profiles: pl.DataFrame) -> dict[str, pl.DataFrame]:
     same peer groups (as observed/expected ratios where the patient mix is known), so that
     the comparison is between detectors, not feature sets.
     """
-    from detectors.evidence import FEATURES
+    from detectors.indicators import FEATURES
     from detectors.patient_mix import observed_to_expected
     from detectors.scoring import matrix, normalise
     from detectors.zoo import Detector

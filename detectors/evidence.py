@@ -30,6 +30,7 @@ import polars as pl
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 
+from detectors.indicators import FEATURES, GROUPS, LEVELS, SHARES
 from detectors.peers import (
     DEFAULT_MIN_PEERS,
     DEFAULT_PEER_COLUMNS,
@@ -42,23 +43,6 @@ from detectors.peers import (
 from detectors.profiles import ID
 
 NAME = "peer_evidence"
-# Share features and the column counting what each is a share of.
-SHARES: dict[str, str] = {
-    "share_patients_seen_once": "patients",
-    "evening_share": "lines",
-    "night_share": "lines",
-    "weekend_share": "lines",
-    "home_visit_share": "lines",
-    "high_fee_share": "lines",
-}
-LEVELS = ("lines_per_patient", "repeat_intensity", "amount_per_patient")
-GROUPS: dict[str, tuple[str, ...]] = {
-    "volume": ("lines_per_patient", "repeat_intensity", "amount_per_patient"),
-    "patient list": ("share_patients_seen_once",),
-    "hours": ("evening_share", "night_share", "weekend_share"),
-    "coding": ("high_fee_share", "home_visit_share"),
-}
-FEATURES: tuple[str, ...] = tuple(f for members in GROUPS.values() for f in members)
 # One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
 EVIDENCE_LIMIT = 10.0
 _MAD_TO_SD = 1.4826

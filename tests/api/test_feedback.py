@@ -15,7 +15,7 @@ from api import formats
 from api.database import engine_for
 from api.documents import texts
 from api.feedback import deadlines, feedback_profile, period_bounds
-from detectors.evidence import FEATURES
+from detectors.indicators import FEATURES
 from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from secm.cli import app
 from tests.api.conftest import Published, Service

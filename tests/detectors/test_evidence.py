@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from detectors.evidence import GROUPS
+from detectors.indicators import GROUPS
 from detectors.profiles import FEATURES
 from detectors.scoring import fit_profiles, score_profiles
 from detectors.tracking import verdict_lift

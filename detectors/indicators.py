@@ -1,0 +1,25 @@
+"""The indicators the default detector scores, grouped by what they would reveal.
+
+Kept apart from :mod:`detectors.evidence` so that what only names them (the feedback profile
+written to a provider, the benchmarks) does not load the detector's machine-learning stack.
+"""
+
+from __future__ import annotations
+
+# Share features and the column counting what each is a share of.
+SHARES: dict[str, str] = {
+    "share_patients_seen_once": "patients",
+    "evening_share": "lines",
+    "night_share": "lines",
+    "weekend_share": "lines",
+    "home_visit_share": "lines",
+    "high_fee_share": "lines",
+}
+LEVELS = ("lines_per_patient", "repeat_intensity", "amount_per_patient")
+GROUPS: dict[str, tuple[str, ...]] = {
+    "volume": ("lines_per_patient", "repeat_intensity", "amount_per_patient"),
+    "patient list": ("share_patients_seen_once",),
+    "hours": ("evening_share", "night_share", "weekend_share"),
+    "coding": ("high_fee_share", "home_visit_share"),
+}
+FEATURES: tuple[str, ...] = tuple(f for members in GROUPS.values() for f in members)
