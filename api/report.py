@@ -341,19 +341,61 @@ def sensitisation(connection: sa.Connection, year: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _datamatchings(runs: list[dict[str, Any]], lang: Lang) -> list[dict[str, Any]]:
-    """Each rule as a datamatching: legal basis, the tables it matches, the runs counted."""
+def _datamatchings(
+    connection: sa.Connection, runs: list[dict[str, Any]], flags: pl.DataFrame, checked: int, year: int, lang: Lang
+) -> list[dict[str, Any]]:
+    """Each rule as a datamatching (2021 amendment, art. 36): legal basis, the tables it
+    matches and the runs counted; the year's billing lines it checked, the lines and providers
+    it hit; and the cases opened in the year on those providers, with their outcomes and the
+    amounts to recover."""
     run_dates = sorted({r["created_at"][:10] for r in runs})
-    return [
-        {
-            "rule_id": rule.id,
-            "title": rule.titles[lang],
-            "legal_basis": rule.legal_basis,
-            "data_sources": _data_sources(rule),
-            "run_dates": run_dates,
-        }
-        for rule in load_catalog()
-    ]
+    start, end = _year_bounds(year)
+    c = t.cases.c
+    cases = pl.DataFrame(
+        connection.execute(
+            sa.select(c.provider_nihdi, c.outcome, c.amount_to_recover_eur).where(
+                c.opened_at >= start, c.opened_at < end
+            )
+        ).all(),
+        schema={"provider_nihdi": pl.String, "outcome": pl.String, "amount_to_recover_eur": pl.Float64},
+        orient="row",
+    )
+    hit = flags.select("rule_id", "provider_nihdi").unique()
+    on_hit = (
+        cases.join(hit, on="provider_nihdi")
+        .group_by("rule_id")
+        .agg(
+            pl.len().alias("cases_opened"),
+            (pl.col("outcome") == "confirmed").sum().alias("confirmed"),
+            (pl.col("outcome") == "unfounded").sum().alias("unfounded"),
+            pl.col("amount_to_recover_eur")
+            .filter(pl.col("outcome") == "confirmed")
+            .sum()
+            .alias("amount_to_recover_eur"),
+        )
+    )
+    figures = {r["rule_id"]: r for r in on_hit.iter_rows(named=True)}
+    lines = {r["rule_id"]: r for r in _totals(flags, "rule_id").iter_rows(named=True)}
+    rows = []
+    for rule in load_catalog():
+        found, cases_of = lines.get(rule.id, {}), figures.get(rule.id, {})
+        rows.append(
+            {
+                "rule_id": rule.id,
+                "title": rule.titles[lang],
+                "legal_basis": rule.legal_basis,
+                "data_sources": _data_sources(rule),
+                "run_dates": run_dates,
+                "records_checked": checked,
+                "lines_hit": int(found.get("lines_flagged", 0)),
+                "providers_hit": int(found.get("providers", 0)),
+                "cases_opened": int(cases_of.get("cases_opened", 0)),
+                "confirmed": int(cases_of.get("confirmed", 0)),
+                "unfounded": int(cases_of.get("unfounded", 0)),
+                "amount_to_recover_eur": round(float(cases_of.get("amount_to_recover_eur", 0.0)), 2),
+            }
+        )
+    return rows
 
 
 def annual_report(
@@ -408,6 +450,6 @@ def annual_report(
         "cases": case_figures(connection, year),
         "sensitisation": sensitisation(connection, year),
         "year_over_year": change,
-        "datamatchings": _datamatchings(runs, lang),
+        "datamatchings": _datamatchings(connection, runs, flags, int(volumes["lines"].sum()), year, lang),
     }
     return suppress(report, minimum_cell)

@@ -80,7 +80,7 @@ def long_rows(report: dict[str, Any]) -> pl.DataFrame:
             "datamatchings",
             matching["rule_id"],
             {
-                "legal_basis": matching["legal_basis"],
+                **{k: v for k, v in matching.items() if k != "rule_id"},
                 "data_sources": ", ".join(matching["data_sources"]),
                 "run_dates": ", ".join(matching["run_dates"]),
             },

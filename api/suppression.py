@@ -77,6 +77,13 @@ def suppress(report: dict[str, Any], minimum: int = DEFAULT_MINIMUM) -> dict[str
     anomalies = out["anomaly_detection"]
     if s.small(anomalies.get("cases_opened_on_top_decile")):
         s.hide(anomalies, ("cases_opened_on_top_decile",))
+    for matching in out["datamatchings"]:
+        if s.small(matching["providers_hit"]):
+            s.hide(matching, ("lines_hit", "providers_hit"))
+        if s.small(matching["cases_opened"]):
+            s.hide(matching, ("cases_opened", "confirmed", "unfounded", "amount_to_recover_eur"))
+        elif s.small(matching["confirmed"]) or s.small(matching["unfounded"]):
+            s.hide(matching, ("confirmed", "unfounded", "amount_to_recover_eur"))
     for campaign in out["sensitisation"]:
         if s.small(campaign["contacted"]) or s.small(campaign["comparison"]):
             s.hide(campaign, ("contacted", "comparison", "effect", "ci_low", "ci_high"))

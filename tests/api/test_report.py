@@ -7,13 +7,15 @@ import json
 import re
 import zipfile
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from api import tables as t
+from api.database import migrate
 from api.report_export import to_html
 from rules import load_catalog
 from secm.cli import app
@@ -358,3 +360,42 @@ def test_french_and_dutch_reports_carry_the_catalog_s_titles(
     wrong = CliRunner().invoke(app, ["report", "--year", str(year), "--lang", "de"])
     assert wrong.exit_code == 1
     assert "--lang must be one of fr, nl, en" in wrong.output
+
+
+def test_each_rule_as_a_datamatching_counts_what_it_checked_hit_and_led_to(
+    service: Service, results: Published
+) -> None:
+    year = _year(results)
+    flags = results.flags.filter(pl.col("service_date").dt.year() == year)
+    nihdi = flags.group_by("provider_nihdi").len().sort("len", "provider_nihdi", descending=[True, False])[0, 0]
+    other = flags.filter(pl.col("provider_nihdi") != nihdi)["provider_nihdi"][0]
+    opened = datetime(year, 6, 1, tzinfo=UTC)
+    case = {"run_id": "run-1", "status": "closed", "opened_by": "x", "opened_at": opened, "updated_at": opened}
+    with migrate(service.url).begin() as connection:  # cases of that year, as if opened then
+        connection.execute(
+            t.cases.insert(),
+            [
+                {**case, "provider_nihdi": nihdi, "outcome": "confirmed", "amount_to_recover_eur": 100.0},
+                {**case, "provider_nihdi": nihdi, "outcome": "unfounded", "amount_to_recover_eur": 0.0},
+                {**case, "provider_nihdi": other, "outcome": "confirmed", "amount_to_recover_eur": 7.5},
+            ],
+        )
+    report = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
+    billed = sum(v["lines"] for v in results.info["volumes"] if v["year"] == year)
+    for matching in report["datamatchings"]:
+        mine = flags.filter(rule_id=matching["rule_id"])
+        hit = set(mine["provider_nihdi"])
+        assert matching["records_checked"] == billed
+        assert (matching["lines_hit"], matching["providers_hit"]) == (mine.height, len(hit))
+        expected = [
+            c
+            for c in ((nihdi, "confirmed", 100.0), (nihdi, "unfounded", 0.0), (other, "confirmed", 7.5))
+            if c[0] in hit
+        ]
+        assert matching["cases_opened"] == len(expected)
+        assert matching["confirmed"] == sum(c[1] == "confirmed" for c in expected)
+        assert matching["unfounded"] == sum(c[1] == "unfounded" for c in expected)
+        assert matching["amount_to_recover_eur"] == sum(c[2] for c in expected if c[1] == "confirmed")
+    published = service.get(f"/reports/annual/{year}", "sca").json()["datamatchings"]
+    for full, shown in zip(report["datamatchings"], published, strict=True):
+        assert shown["cases_opened"] == (None if full["cases_opened"] else 0)  # at most three cases: suppressed
