@@ -23,6 +23,7 @@ from api.campaigns import campaigns, impact
 from api.formats import Lang
 from api.queries import NO_BACKTEST, rule_backtest
 from api.suppression import DEFAULT_MINIMUM, suppress
+from api.targets import against_targets
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules import RuleDeclaration, load_catalog
@@ -404,10 +405,11 @@ def annual_report(
     basis: Basis = "service",
     minimum_cell: int = DEFAULT_MINIMUM,
     lang: Lang = "en",
+    targets: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the SCA's annual report for ``year``, with the rules' titles in
-    ``lang`` and its cells of fewer than ``minimum_cell`` suppressed (0: none, for internal
-    use only)."""
+    ``lang``, its cells of fewer than ``minimum_cell`` suppressed (0: none, for internal
+    use only), and its actuals against ``targets`` (:mod:`api.targets`)."""
     flags, runs = year_flags(connection, year, basis)
     lines = per_line(flags)
     volumes = _volumes(runs, year)
@@ -452,4 +454,6 @@ def annual_report(
         "year_over_year": change,
         "datamatchings": _datamatchings(connection, runs, flags, int(volumes["lines"].sum()), year, lang),
     }
-    return suppress(report, minimum_cell)
+    published = suppress(report, minimum_cell)
+    published["targets"] = against_targets(published, targets or {})
+    return published

@@ -73,6 +73,8 @@ def long_rows(report: dict[str, Any]) -> pl.DataFrame:
     add("cases", "all", report["cases"])
     for campaign in report["sensitisation"]:
         add("sensitisation", campaign["name"], {k: v for k, v in campaign.items() if k != "name"})
+    for target in report["targets"]:
+        add("targets", target["figure"], {k: v for k, v in target.items() if k != "figure"})
     for change in report["year_over_year"]:
         add("year_over_year", change["rule_id"], {k: v for k, v in change.items() if k != "rule_id"})
     for matching in report["datamatchings"]:
@@ -108,6 +110,8 @@ def _sheets(report: dict[str, Any]) -> dict[str, pl.DataFrame]:
         measured = dict.fromkeys(("effect", "ci_low", "ci_high"), pl.Float64)  # none until a later run
         sheets["sensitisation"] = pl.DataFrame(report["sensitisation"], schema_overrides=measured)
     sheets["anomaly_detection"] = pl.DataFrame([report["anomaly_detection"]])
+    if report["targets"]:
+        sheets["targets"] = pl.DataFrame(report["targets"], schema_overrides={"actual": pl.Float64})
     sheets["datamatchings"] = pl.DataFrame(
         [
             {**m, "data_sources": ", ".join(m["data_sources"]), "run_dates": ", ".join(m["run_dates"])}
@@ -217,6 +221,7 @@ def to_html(report: dict[str, Any]) -> str:
         (sections["cases"], _table([report["cases"]], report)),
         (sections["sensitisation"], _table(report["sensitisation"], report)),
         (sections["datamatchings"], _table(report["datamatchings"], report)),
+        (sections["targets"], _table(report["targets"], report)),
     ]
     body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in tables)
     summary = words["summary"].format(

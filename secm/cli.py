@@ -481,6 +481,7 @@ def report(
     from api.database import migrate
     from api.report import annual_report
     from api.report_export import FORMATS, export
+    from api.targets import load_targets
     from secm.settings import get_settings
 
     with _clean_errors():
@@ -496,7 +497,8 @@ def report(
                 caller = Caller(getpass.getuser(), "command_line")
                 audit(connection, caller, "read_report_unsuppressed", detail={"year": year, "basis": basis})
             minimum = settings.report_min_cell if suppression else 0
-            figures = annual_report(connection, year, basis, minimum, lang)  # type: ignore[arg-type]
+            targets = load_targets(settings.targets_file, year)
+            figures = annual_report(connection, year, basis, minimum, lang, targets)  # type: ignore[arg-type]
         export(figures, format, target)
     totals = figures["totals"]
     console.print(

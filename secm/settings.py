@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         le=1000,
         description="Smallest cell the annual report publishes; smaller ones are suppressed (SECM_REPORT_MIN_CELL).",
     )
+    report_targets: Path | None = Field(
+        default=None,
+        description="YAML file of the annual report's targets per year (SECM_REPORT_TARGETS); "
+        "default SECM_HOME/targets.yaml when it exists.",
+    )
     serve_concurrency: int = Field(
         default=4,
         ge=1,
@@ -70,6 +75,11 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.resolved_home / "runs"
+
+    @property
+    def targets_file(self) -> Path | None:
+        default = self.resolved_home / "targets.yaml"
+        return self.report_targets or (default if default.exists() else None)
 
     @property
     def effective_database_url(self) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
 from api.auth import audit
 from api.dependencies import Session, allow
 from api.formats import Lang
 from api.report import annual_report
+from api.targets import load_targets
 from secm.settings import get_settings
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -30,4 +31,9 @@ def annual(
         minimum = get_settings().report_min_cell if suppress else 0
         if not suppress:
             audit(connection, session.caller, "read_report_unsuppressed", detail={"year": year, "basis": basis})
-        return annual_report(connection, year, basis, minimum, lang)
+        settings = get_settings()
+        try:
+            targets = load_targets(settings.targets_file, year)
+        except ValueError as exc:  # the service's own configuration, not the caller's request
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(exc)) from None
+        return annual_report(connection, year, basis, minimum, lang, targets)

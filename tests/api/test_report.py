@@ -399,3 +399,45 @@ def test_each_rule_as_a_datamatching_counts_what_it_checked_hit_and_led_to(
     published = service.get(f"/reports/annual/{year}", "sca").json()["datamatchings"]
     for full, shown in zip(report["datamatchings"], published, strict=True):
         assert shown["cases_opened"] == (None if full["cases_opened"] else 0)  # at most three cases: suppressed
+
+
+def test_targets_against_actuals(
+    service: Service, results: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    year = _year(results)
+    full = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
+    assert full["targets"] == []  # none configured
+    region = max(full["breakdowns"]["region"], key=lambda r: r["providers"])
+    small = next(r for r in full["rules"] if 0 < r["providers"] < 5)
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        f"{year}:\n"
+        f"  totals.lines_flagged: {full['totals']['lines_flagged'] + 1}\n"
+        f"  breakdowns.region.{region['value']}.providers: {region['providers']}\n"
+        f"  rules.{small['rule_id']}.providers: 1\n"
+        "  no.such.figure: 3\n"
+        f"{year + 1}:\n  totals.lines_flagged: 1\n"
+    )
+    monkeypatch.setenv("SECM_REPORT_TARGETS", str(targets))
+    rows = {r["figure"]: r for r in service.get(f"/reports/annual/{year}", "sca").json()["targets"]}
+    assert rows["totals.lines_flagged"] == {
+        "figure": "totals.lines_flagged",
+        "target": full["totals"]["lines_flagged"] + 1,
+        "actual": full["totals"]["lines_flagged"],
+        "reached": False,
+    }
+    assert rows[f"breakdowns.region.{region['value']}.providers"]["reached"] is True
+    assert rows[f"rules.{small['rule_id']}.providers"]["actual"] is None  # suppressed: no actual published
+    assert rows["no.such.figure"]["actual"] is None
+    assert len(rows) == 4  # the year's own targets only
+    monkeypatch.setenv("SECM_DATABASE_URL", service.url)
+    out = tmp_path / "r.csv"
+    assert CliRunner().invoke(app, ["report", "--year", str(year), "--format", "csv", "--out", str(out)]).exit_code == 0
+    assert pl.read_csv(out, infer_schema=False).filter(section="targets").height == 4 * 3
+    targets.write_text("- not a mapping\n")
+    broken = CliRunner().invoke(app, ["report", "--year", str(year), "--out", str(tmp_path / "x.json")])
+    assert broken.exit_code == 1
+    assert "must map years to figures" in broken.output
+    answer = service.get(f"/reports/annual/{year}", "sca")
+    assert answer.status_code == 500
+    assert "must map years to figures" in answer.json()["detail"]
