@@ -290,7 +290,7 @@ def case_figures(connection: sa.Connection, year: int) -> dict[str, Any]:
         sa.select(sa.func.coalesce(sa.func.sum(c.amount_to_recover_eur), 0.0)).where(*closed, c.outcome == "confirmed")
     ).scalar_one()
     a = t.case_actions.c
-    taken = dict(
+    taken: dict[str, int] = dict(
         connection.execute(
             sa.select(a.action, sa.func.count())
             .where(a.taken_on >= start.date(), a.taken_on < end.date())
