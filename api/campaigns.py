@@ -31,12 +31,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import sqlalchemy as sa
-from fastapi import HTTPException
 
 from api import documents, feedback
 from api import tables as t
 from api.formats import Lang
-from api.queries import run_of
+from api.queries import published_run
 from detectors.profiles import CHANNEL_LINES, Period, period_expr
 from rules import load_catalog
 
@@ -46,13 +45,6 @@ CONFIDENCE = 0.95
 
 class CampaignError(ValueError):
     """A campaign that cannot be created or measured as asked; the message says why."""
-
-
-def _run(connection: sa.Connection, run_id: str | None) -> str:
-    try:
-        return run_of(connection, run_id)
-    except HTTPException as exc:
-        raise CampaignError(exc.detail) from None
 
 
 def measure(
@@ -142,7 +134,7 @@ def create_campaign(
         raise CampaignError(f"Unknown channel {channel!r}; channels: {', '.join(CHANNEL_LINES)}")
     if connection.execute(sa.select(t.campaigns.c.id).where(t.campaigns.c.name == name)).first():
         raise CampaignError(f"A campaign named {name!r} exists already")
-    run = _run(connection, run_id)
+    run = published_run(connection, run_id)
     ps = t.provider_scores.c
     chosen = period or connection.execute(sa.select(sa.func.max(ps.period)).where(ps.run_id == run)).scalar()
     measured = measure(connection, run, rule_id, channel, [chosen] if chosen else None)
@@ -258,7 +250,7 @@ def impact(connection: sa.Connection, name: str, run_id: str | None = None) -> d
     """The campaign's effect in ``run_id`` (default: the newest run): difference in differences
     of the targeted share, contacted against comparison, overall and per profession."""
     found = campaign(connection, name)
-    run = _run(connection, run_id)
+    run = published_run(connection, run_id)
     members = pl.DataFrame(found["providers"]).select("provider_nihdi", "arm", "profession", "lines", "flagged")
     measured = measure(connection, run, found["rule_id"], found["criteria"]["channel"]).join(
         members.select("provider_nihdi", "arm"), on="provider_nihdi"

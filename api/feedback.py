@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import sqlalchemy as sa
-from fastapi import HTTPException
 
 from api import documents, formats
 from api import tables as t
 from api.formats import Lang
-from api.queries import flags_by_rule, run_of
+from api.queries import NotPublished, flags_by_rule, published_run
 from detectors.indicators import GROUPS, SHARES
 from detectors.profiles import CHANNEL_LINES
 from rules import load_catalog
@@ -45,19 +44,12 @@ LATE_RULE = "LATE_ATTESTATION"
 AMOUNTS = ("amount_per_patient",)
 
 
-class NotPublished(ValueError):
-    """The run, the provider or the period asked for is not in the published runs."""
-
-
 def feedback_profile(
     connection: sa.Connection, nihdi: str, run_id: str | None = None, period: str | None = None
 ) -> dict[str, Any]:
     """The figures of a provider's feedback profile in a run (default: the newest) and period
     (default: the provider's latest); ``NotPublished`` when there are none."""
-    try:
-        run = run_of(connection, run_id)
-    except HTTPException as exc:
-        raise NotPublished(exc.detail) from None
+    run = published_run(connection, run_id)
     ps = t.provider_scores.c
     own = t.records(
         connection.execute(

@@ -12,23 +12,19 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import HTTPException
 
 from api import documents, formats
 from api import tables as t
-from api.feedback import NotPublished, formatter, kind_of
+from api.feedback import formatter, kind_of
 from api.formats import Lang
-from api.queries import flags_by_rule, run_of
+from api.queries import NotPublished, flags_by_rule, published_run
 from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from rules import load_catalog
 
 
 def case_facts(connection: sa.Connection, nihdi: str, run_id: str | None = None) -> dict[str, Any]:
     """What a run says of a provider, for the narrative; ``NotPublished`` when it says nothing."""
-    try:
-        run = run_of(connection, run_id)
-    except HTTPException as exc:
-        raise NotPublished(exc.detail) from None
+    run = published_run(connection, run_id)
     ps = t.provider_scores.c
     latest = t.first_record(
         connection.execute(

@@ -36,6 +36,19 @@ def run_of(connection: sa.Connection, run_id: str | None, newest: str | None = N
     return str(newest)
 
 
+class NotPublished(ValueError):
+    """The run, the provider or the period asked for is not in the published runs."""
+
+
+def published_run(connection: sa.Connection, run_id: str | None) -> str:
+    """:func:`run_of` for work outside a request (documents, the command line): a
+    ``NotPublished`` error that says why, instead of a 404."""
+    try:
+        return run_of(connection, run_id)
+    except HTTPException as exc:
+        raise NotPublished(exc.detail) from None
+
+
 def page_of(total: int, number: int, size: int, items: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """One page of a list, as every list endpoint answers it."""
     return {**extra, "page": number, "page_size": size, "total": total, "items": items}

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, status
 
 from api.campaigns import NAME_PATTERN, CampaignError, campaign, campaigns, impact
 from api.dependencies import RunId, Session, allow
+from api.queries import NotPublished
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
@@ -30,5 +31,5 @@ def detail(
     with session.read() as connection:
         try:
             return {**campaign(connection, name), "impact": impact(connection, name, run_id)}
-        except CampaignError as exc:
+        except (CampaignError, NotPublished) as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None

@@ -14,11 +14,11 @@ from api import tables as t
 from api.auth import audit
 from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow, rendered_page
 from api.documents import language_of
-from api.feedback import NotPublished, feedback_profile, render
+from api.feedback import feedback_profile, render
 from api.formats import Lang
 from api.hardening import DOCUMENT_POLICY
 from api.narrative import case_facts, narrative
-from api.queries import count, flags_by_rule, page_of, provider_in_run, read_purpose, rows
+from api.queries import NotPublished, count, flags_by_rule, page_of, provider_in_run, read_purpose, rows
 from api.worklist import Filters, Worklist
 
 router = APIRouter(prefix="/providers", tags=["providers"])
