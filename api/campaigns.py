@@ -22,7 +22,6 @@ Letters go to the contacted arm only, one per provider in their language, with t
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,8 +191,9 @@ def create_campaign(
     return campaign(connection, name)
 
 
-def campaigns(connection: sa.Connection) -> list[dict[str, Any]]:
-    """Every campaign, newest first, with how many providers each arm holds."""
+def campaigns(connection: sa.Connection, *where: Any) -> list[dict[str, Any]]:
+    """The campaigns matching ``where`` (every one without), newest first, with how many
+    providers each arm holds."""
     c, cp = t.campaigns.c, t.campaign_providers.c
     arms = (
         sa.select(
@@ -219,37 +219,42 @@ def campaigns(connection: sa.Connection) -> list[dict[str, Any]]:
         )
         .join(arms, arms.c.campaign_id == c.id)
         .join(t.runs, t.runs.c.run_id == c.run_id)
+        .where(*where)
         .order_by(c.created_at.desc(), c.id.desc())
     )
     return [_public(r) for r in t.records(connection.execute(query))]
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    criteria = row["criteria"] if isinstance(row["criteria"], dict) else json.loads(row["criteria"])
-    return {**row, "criteria": criteria, "created_at": row["created_at"].isoformat()}
+    return {**row, "created_at": row["created_at"].isoformat()}
 
 
 def campaign(connection: sa.Connection, name: str) -> dict[str, Any]:
     """A campaign with its criteria and its providers (arm, pair, measured lines and flags)."""
-    found = next((c for c in campaigns(connection) if c["name"] == name), None)
+    found = next(iter(campaigns(connection, t.campaigns.c.name == name)), None)
     if found is None:
         raise CampaignError(f"No campaign named {name!r}")
+    return with_providers(connection, found)
+
+
+def with_providers(connection: sa.Connection, listed: dict[str, Any]) -> dict[str, Any]:
+    """A campaign as :func:`campaigns` lists it, with its providers."""
     c, cp = t.campaigns.c, t.campaign_providers.c
     members = t.records(
         connection.execute(
             sa.select(cp.provider_nihdi, cp.arm, cp.pair, cp.profession, cp.region, cp.language, cp.lines, cp.flagged)
             .join(t.campaigns, c.id == cp.campaign_id)
-            .where(c.name == name)
+            .where(c.name == listed["name"])
             .order_by(cp.pair, cp.arm.desc())
         )
     )
-    return {**found, "providers": members}
+    return {**listed, "providers": members}
 
 
-def impact(connection: sa.Connection, name: str, run_id: str | None = None) -> dict[str, Any]:
-    """The campaign's effect in ``run_id`` (default: the newest run): difference in differences
-    of the targeted share, contacted against comparison, overall and per profession."""
-    found = campaign(connection, name)
+def impact(connection: sa.Connection, found: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+    """The effect of a campaign (as :func:`campaign` gives it) in ``run_id`` (default: the
+    newest run): difference in differences of the targeted share, contacted against
+    comparison, overall and per profession."""
     run = published_run(connection, run_id)
     members = pl.DataFrame(found["providers"]).select("provider_nihdi", "arm", "profession", "lines", "flagged")
     measured = measure(connection, run, found["rule_id"], found["criteria"]["channel"]).join(
@@ -314,16 +319,18 @@ def write_letters(connection: sa.Connection, name: str, folder: Path) -> list[Pa
     rule = load_catalog().rule(found["rule_id"])
     channel: str | None = found["criteria"]["channel"]
     folder.mkdir(parents=True, exist_ok=True)
+    contacted = [m for m in found["providers"] if m["arm"] == "contacted"]
+    # The channel's deadline depends on the profession only: read once per profession.
+    deadline_of = {
+        profession: feedback.deadlines(profession, found["legislation"]).get(channel)
+        if channel and rule.id == feedback.LATE_RULE
+        else None
+        for profession in {m["profession"] for m in contacted}
+    }
     written = []
-    for member in found["providers"]:
-        if member["arm"] != "contacted":
-            continue
+    for member in contacted:
         lang: Lang = member["language"]
-        deadline = (
-            feedback.deadlines(member["profession"], found["legislation"]).get(channel)
-            if channel and rule.id == feedback.LATE_RULE
-            else None
-        )
+        deadline = deadline_of[member["profession"]]
         share = member["flagged"] / member["lines"] if member["lines"] else 0.0
         page = documents.render(
             "letter.html",

@@ -19,7 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
-from api.campaigns import campaigns, impact
+from api.campaigns import campaigns, impact, with_providers
 from api.formats import Lang
 from api.queries import NO_BACKTEST, rule_backtest
 from api.suppression import DEFAULT_MINIMUM, suppress
@@ -319,12 +319,9 @@ def sensitisation(connection: sa.Connection, year: int) -> list[dict[str, Any]]:
     in the newest run (none while no later period is published)."""
     start, end = _year_bounds(year)
     rows = []
-    for found in campaigns(connection):
-        created = datetime.fromisoformat(found["created_at"])
-        created = created.replace(tzinfo=UTC) if created.tzinfo is None else created
-        if not start <= created < end:
-            continue
-        measured = impact(connection, found["name"])
+    for listed in campaigns(connection, t.campaigns.c.created_at >= start, t.campaigns.c.created_at < end):
+        found = with_providers(connection, listed)
+        measured = impact(connection, found)
         overall = measured["groups"][0] if measured["status"] == "measured" else {}
         rows.append(
             {

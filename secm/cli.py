@@ -590,12 +590,12 @@ def campaign_impact(
     run_id: Annotated[str | None, typer.Option(help="A later published run (default: the newest).")] = None,
 ) -> None:
     """The campaign's effect: change of the targeted share, contacted against comparison."""
-    from api.campaigns import CampaignError, impact
+    from api.campaigns import CampaignError, campaign, impact
     from api.database import migrate
     from secm.settings import get_settings
 
     with _clean_errors(), migrate(get_settings().effective_database_url).connect() as connection:
-        measured = impact(connection, name, run_id)
+        measured = impact(connection, campaign(connection, name), run_id)
         if measured["status"] != "measured":
             raise CampaignError(measured["message"])
     table = Table(title=f"Campaign {name}: change of the share flagged after {', '.join(measured['after_periods'])}")

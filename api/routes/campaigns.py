@@ -30,6 +30,7 @@ def detail(
     (default: the newest)."""
     with session.read() as connection:
         try:
-            return {**campaign(connection, name), "impact": impact(connection, name, run_id)}
+            found = campaign(connection, name)
+            return {**found, "impact": impact(connection, found, run_id)}
         except (CampaignError, NotPublished) as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None

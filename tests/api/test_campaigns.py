@@ -101,7 +101,7 @@ def test_selection_pairs_alike_providers_and_writes_letters_to_the_contacted(lau
 
 def test_no_letter_means_no_effect(launched: Campaign) -> None:
     with engine_for(launched.url).connect() as connection:
-        measured = impact(connection, NAME, launched.first_run)
+        measured = impact(connection, campaign(connection, NAME), launched.first_run)
     overall = measured["groups"][0]
     assert measured["after_periods"] == ["2024"]
     assert overall["ci_low"] < 0 < overall["ci_high"]
@@ -115,8 +115,8 @@ def test_the_impact_estimate_recovers_the_simulated_effect(launched: Campaign, t
     assert changed > 0
     later = str(run(data, tmp_path / "out", publish_to=launched.url).info["run_id"])
     with engine_for(launched.url).connect() as connection:
-        measured = impact(connection, NAME, later)["groups"][0]
-        unchanged = impact(connection, NAME, launched.first_run)["groups"][0]
+        measured = impact(connection, campaign(connection, NAME), later)["groups"][0]
+        unchanged = impact(connection, campaign(connection, NAME), launched.first_run)["groups"][0]
     # The effect the generator made: how much the contacted's 2024 share fell, all else equal.
     simulated = measured["contacted_after"] - unchanged["contacted_after"]
     assert simulated < -0.05
@@ -181,7 +181,7 @@ def test_a_campaign_on_each_database(service: Service) -> None:
     assert created["contacted"] >= 1
     assert created["comparison"] >= 1
     with engine.connect() as connection:
-        assert impact(connection, "any-late")["status"] in ("measured", "waiting")
+        assert impact(connection, campaign(connection, "any-late"))["status"] in ("measured", "waiting")
         with pytest.raises(CampaignError, match="exists already"):
             create_campaign(connection, name="any-late", rule_id="LATE_ATTESTATION", created_by="t")
     assert service.get("/campaigns/any-late", role="sca").json()["name"] == "any-late"
