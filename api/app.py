@@ -26,6 +26,7 @@ from api.claims import warm_checker
 from api.database import UNAVAILABLE, migrate
 from api.dependencies import Passes
 from api.hardening import BodyLimit, SecurityHeaders, invalid_request
+from api.queries import NotPublished
 from api.routes import audit, campaigns, cases, claims, providers, reference, reports
 from api.worklist import Worklists
 from rules.durable_worker import WorkerUnavailable
@@ -49,6 +50,11 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
 async def _rules_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("rule engine unavailable: %s", exc)
     return _unavailable("The rule engine is being restarted; retry shortly")
+
+
+async def _not_published(_: Request, exc: Exception) -> JSONResponse:
+    """What documents and campaigns cannot find in the published runs is a 404 that says so."""
+    return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
 
 
 def create_app(
@@ -110,6 +116,7 @@ def create_app(
     for error in UNAVAILABLE:
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(WorkerUnavailable, _rules_unavailable)
+    app.add_exception_handler(NotPublished, _not_published)
     app.add_exception_handler(RequestValidationError, invalid_request)
     for module in (reference, providers, claims, cases, campaigns, reports, audit):
         app.include_router(module.router)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, status
 
 from api.campaigns import NAME_PATTERN, CampaignError, campaign, campaigns, impact
 from api.dependencies import RunId, Session, allow
-from api.queries import NotPublished
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
@@ -32,5 +31,5 @@ def detail(
         try:
             found = campaign(connection, name)
             return {**found, "impact": impact(connection, found, run_id)}
-        except (CampaignError, NotPublished) as exc:
+        except CampaignError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None

@@ -18,7 +18,7 @@ from api.feedback import feedback_profile, render
 from api.formats import Lang
 from api.hardening import DOCUMENT_POLICY
 from api.narrative import case_facts, narrative
-from api.queries import NotPublished, count, flags_by_rule, page_of, provider_in_run, read_purpose, rows
+from api.queries import count, flags_by_rule, page_of, provider_in_run, read_purpose, rows
 from api.worklist import Filters, Worklist
 
 router = APIRouter(prefix="/providers", tags=["providers"])
@@ -148,10 +148,7 @@ def feedback(
 ) -> HTMLResponse:
     """The provider's feedback profile, written for them: a printable HTML page."""
     with session.read() as connection:
-        try:
-            document = feedback_profile(connection, nihdi, run_id, period)
-        except NotPublished as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        document = feedback_profile(connection, nihdi, run_id, period)
     page = render(document, lang or language_of(document["region"]))
     return HTMLResponse(page, headers={"Content-Security-Policy": DOCUMENT_POLICY})
 
@@ -166,10 +163,7 @@ def case_narrative(
     """A short plain-language summary for the case file, generated from the run's flags,
     peer comparison and persistence."""
     with session.read() as connection:
-        try:
-            facts = case_facts(connection, nihdi, run_id)
-        except NotPublished as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        facts = case_facts(connection, nihdi, run_id)
     chosen = lang or language_of(facts["region"])
     sentences = narrative(facts, chosen)
     return {
