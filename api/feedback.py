@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from datetime import date
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from api import tables as t
 from api.formats import Lang
 from api.queries import NotPublished, flags_by_rule, published_run
 from detectors.indicators import GROUPS, SHARES
-from detectors.profiles import CHANNEL_LINES
+from detectors.profiles import CHANNEL_LINES, period_bounds
 from rules import load_catalog
 from rules.catalog import DeadlineCheck
 
@@ -105,15 +104,6 @@ def feedback_profile(
             for r in by_rule
         ],
     }
-
-
-def period_bounds(period: str) -> tuple[date, date]:
-    """The first day of a period (``2024`` or ``2024Q2``) and the first day after it."""
-    year, _, quarter = period.partition("Q")
-    if not quarter:
-        return date(int(year), 1, 1), date(int(year) + 1, 1, 1)
-    first = 3 * (int(quarter) - 1) + 1
-    return date(int(year), first, 1), (date(int(year), first + 3, 1) if first < 10 else date(int(year) + 1, 1, 1))
 
 
 def _indicator(feature: str, profile: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:

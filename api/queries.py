@@ -146,7 +146,6 @@ def decision_record(connection: sa.Connection, run: str, nihdi: str) -> dict[str
     whatever later runs say: the run and its catalog and model versions, every flag (claim,
     rule, reason, amount, evidence) and every period's score and explanation."""
     info = connection.execute(sa.select(t.runs.c.info).where(t.runs.c.run_id == run)).scalar_one()
-    info = json.loads(info) if isinstance(info, str) else info
     f, ps = t.flags.c, t.provider_scores.c
     flags = t.records(
         connection.execute(

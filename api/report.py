@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from api import tables as t
 from api.campaigns import campaigns, impact, with_providers
+from api.feedback import LATE_RULE
 from api.formats import Lang
 from api.queries import NO_BACKTEST, rule_backtest
 from api.suppression import DEFAULT_MINIMUM, suppress
@@ -31,7 +32,7 @@ from rules.context import STAMPED_SHARE
 
 Basis = Literal["service", "detection"]
 DIMENSIONS = ("profession", "region", "insurer_code", "channel")
-PSEUDO_RULE, LATE_RULE = "PSEUDO_TP_NUMBER", "LATE_ATTESTATION"
+PSEUDO_RULE = "PSEUDO_TP_NUMBER"
 # Enriched columns and the input table each comes from, to name a datamatching's sources.
 SOURCES = {
     "tp_status": ("third_party_invoices", "third_party_registry"),

@@ -7,6 +7,7 @@ often the rules catch them. Every feature is a plain number with a label in ``FE
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 import polars as pl
@@ -65,6 +66,16 @@ def period_expr(period: Period) -> pl.Expr:
     if period == "year":
         return year.alias("period")
     return pl.format("{}Q{}", year, pl.col("service_date").dt.quarter()).alias("period")
+
+
+def period_bounds(period: str) -> tuple[date, date]:
+    """The first day of a period as :func:`period_expr` names it (``2024``, ``2024Q2``) and the
+    first day after it."""
+    year, _, quarter = period.partition("Q")
+    if not quarter:
+        return date(int(year), 1, 1), date(int(year) + 1, 1, 1)
+    first = 3 * (int(quarter) - 1) + 1
+    return date(int(year), first, 1), (date(int(year), first + 3, 1) if first < 10 else date(int(year) + 1, 1, 1))
 
 
 def _code_mix_distance(lines: pl.LazyFrame) -> pl.LazyFrame:

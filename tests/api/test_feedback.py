@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from api import formats
 from api.database import engine_for
 from api.documents import texts
-from api.feedback import deadlines, feedback_profile, period_bounds
+from api.feedback import deadlines, feedback_profile
 from detectors.indicators import FEATURES
+from detectors.profiles import period_bounds
 from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from secm.cli import app
 from tests.api.conftest import Published, Service
