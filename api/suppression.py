@@ -25,12 +25,13 @@ class _Suppressor:
     def small(self, value: Any) -> bool:
         return isinstance(value, int | float) and 0 < value < self.minimum
 
-    def hide(self, row: dict[str, Any], keys: tuple[str, ...]) -> None:
+    def hide(self, row: dict[str, Any], keys: tuple[str, ...], marked: dict[str, Any] | None = None) -> None:
+        """Null ``keys`` of ``row`` and mark ``marked`` (the row itself unless given) suppressed."""
         for key in keys:
             if row.get(key) is not None:
                 row[key] = None
                 self.cells += 1
-        row["suppressed"] = True
+        (row if marked is None else marked)["suppressed"] = True
 
 
 RULE_FIGURES = ("lines_flagged", "providers", "amount_at_stake_eur", "share_of_billed")
@@ -64,9 +65,7 @@ def suppress(report: dict[str, Any], minimum: int = DEFAULT_MINIMUM) -> dict[str
         reasons = insurer["quarantined_rows_by_reason"]
         small = [reason for reason, n in reasons.items() if s.small(n)]
         if small:
-            s.hide(reasons, tuple(small))
-            del reasons["suppressed"]
-            insurer["suppressed"] = True
+            s.hide(reasons, tuple(small), marked=insurer)
     cases = out["cases"]
     for count, amount in (("confirmed", "amount_to_recover_eur"), ("sanctions", "sanctions_eur")):
         if s.small(cases.get(count)):

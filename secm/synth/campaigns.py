@@ -37,12 +37,13 @@ def respond_to_letters(data: Path, contacted: Iterable[str], *, after: date, res
         pl.scan_parquet(data / "billing_lines" / "*.parquet")
         .filter(
             pl.col("provider_nihdi").is_in(list(contacted))
-            & (pl.col("service_date") >= after)
             & pl.col("invoice_id").is_not_null()
             & pl.col("claim_id").is_in(late_claims.implode())
         )
         .group_by("invoice_id")
-        .agg(pl.col("service_date").max().dt.month_end().alias("_month_end"))
+        .agg(pl.col("service_date").max().alias("_last"), pl.col("claim_id"))
+        .filter(pl.col("_last") >= after)  # an invoice with a service from ``after`` on, all its late lines
+        .with_columns(pl.col("_last").dt.month_end().alias("_month_end"))
         .sort("invoice_id")
         .collect()
     )
@@ -53,12 +54,7 @@ def respond_to_letters(data: Path, contacted: Iterable[str], *, after: date, res
         invoices.join(on_time, on="invoice_id", how="left", maintain_order="left").with_columns(
             pl.coalesce("_on_time", "submitted_date").alias("submitted_date")
         ).select(invoices.columns).write_parquet(part)
-    claims = (
-        pl.scan_parquet(data / "billing_lines" / "*.parquet")
-        .filter(pl.col("invoice_id").is_in(answered["invoice_id"].implode()))
-        .select("claim_id")
-        .collect()["claim_id"]
-    )
+    claims = answered["claim_id"].explode()  # the late-labelled lines of the answered invoices
     labels.filter(~((pl.col("rule_id") == LATE_RULE) & pl.col("claim_id").is_in(claims.implode()))).write_parquet(
         labels_path
     )
