@@ -33,6 +33,7 @@ from api.publish import REFERENCE_TABLES
 from api.queries import NEWEST_RUN
 from data_contracts import TABLES
 from data_contracts.loader import load_records
+from data_contracts.records import Known, trimmed, validate_records
 from rules import enriched_lines, load_catalog
 from rules.durable_engine import References, evaluate_durable, prepare_workers
 from rules.durable_worker import WorkerUnavailable
@@ -101,20 +102,25 @@ def _unknown_fields(name: str, records: list[dict[str, Any]]) -> None:
         raise ValueError(msg)
 
 
+Quarantined = list[tuple[int, list[str]]]  # reasons by row number (from 1)
+
+
 def _validate(
-    name: str, records: list[dict[str, Any]], valid: dict[str, pl.DataFrame]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Valid rows and quarantine of posted records, through the contract's own loader."""
+    name: str, records: list[dict[str, Any]], valid: dict[str, pl.DataFrame], known: Known | None = None
+) -> tuple[pl.DataFrame, Quarantined]:
+    """Valid rows and quarantine reasons of posted records: checked one by one in plain Python
+    when their values are written the usual way (``data_contracts.records``), else by the
+    contract's own loader; both give the same reasons."""
     spec = TABLES[name]
     if not records:
-        return spec.empty(), pl.DataFrame()
+        return spec.empty(), []
     columns = list(spec.dtypes)
-    frame = pl.DataFrame(
-        [{c: None if r.get(c) is None else str(r[c]) for c in columns} for r in records],
-        schema=dict.fromkeys(columns, pl.String),
-    )
-    rows, quarantine, _ = load_records(spec, frame, valid)
-    return rows, quarantine
+    text = [{c: None if r.get(c) is None else str(r[c]) for c in columns} for r in records]
+    verdict = validate_records(spec, text, known)
+    if verdict is not None:
+        return pl.DataFrame(verdict.valid, schema=spec.dtypes), verdict.quarantined
+    rows, quarantine, _ = load_records(spec, pl.DataFrame(text, schema=dict.fromkeys(columns, pl.String)), valid)
+    return rows, list(zip(quarantine["row_number"], quarantine["reasons"].to_list(), strict=True))
 
 
 def _keys(lines: list[dict[str, Any]], column: str) -> frozenset[str]:
@@ -191,6 +197,8 @@ class ClaimChecker:
 
     def __post_init__(self) -> None:
         self.shared = References(self.run_id, self.references)  # sent to each rules worker once
+        self.providers = frozenset(self.references["providers"]["provider_nihdi"])
+        self.codes = frozenset(self.references["nomenclature"]["code"])
 
     def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]], caller: str) -> dict[str, Any]:
         """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per
@@ -241,7 +249,7 @@ class ClaimChecker:
         earlier_invoices = TABLES["third_party_invoices"].empty() if posted_invoices is None else posted_invoices
         known_invoices = pl.concat([earlier_invoices, valid_invoices]).unique("invoice_id", keep="last")
         valid = {**self.references, "third_party_invoices": known_invoices}
-        valid_lines, bad_lines = _validate("billing_lines", lines, valid)
+        valid_lines, bad_lines = _validate("billing_lines", lines, valid, self._known(lines, known_invoices))
         line_errors = _errors("billing_lines", bad_lines, lines, "claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for f in self._flags(valid_lines, known_invoices, caller).iter_rows(named=True):
@@ -266,6 +274,12 @@ class ClaimChecker:
             answers.append({"run_id": self.run_id, "errors": errors, "claims": claims})
             offset = end
         return answers
+
+    def _known(self, lines: list[dict[str, Any]], invoices: pl.DataFrame) -> Known:
+        """What ``lines`` refer to: the run's providers and codes, and the invoices they name."""
+        named = {trimmed(str(line["invoice_id"])) for line in lines if line.get("invoice_id") is not None}
+        found = invoices.filter(pl.col("invoice_id").is_in(named)) if named else invoices.clear()
+        return Known(self.providers, self.codes, dict(found.select("invoice_id", "submitted_date").iter_rows()))
 
     def _flags(self, valid_lines: pl.DataFrame, known_invoices: pl.DataFrame, caller: str) -> pl.DataFrame:
         """The flags of ``valid_lines``, checked with their providers' recent lines."""
@@ -301,17 +315,10 @@ class ClaimChecker:
         prepare_workers(self.shared, {self.legislation, "current"} if self.effective_from else {self.legislation})
 
 
-def _errors(table: str, quarantine: pl.DataFrame, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    if quarantine.is_empty():
-        return []
+def _errors(table: str, quarantined: Quarantined, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return [
-        {
-            "table": table,
-            "index": row - 1,
-            key: records[row - 1].get(key),
-            "reasons": reasons,
-        }
-        for row, reasons in quarantine.select("row_number", "reasons").iter_rows()
+        {"table": table, "index": row - 1, key: records[row - 1].get(key), "reasons": reasons}
+        for row, reasons in quarantined
     ]
 
 

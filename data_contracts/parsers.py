@@ -78,6 +78,14 @@ def parse_text(expr: pl.Expr) -> pl.Expr:
     return pl.when(text.str.len_bytes() > 0).then(text).otherwise(None)
 
 
+def is_national_number(text: str) -> bool:
+    """:func:`looks_like_national_number` for one value."""
+    if len(text) != 11 or not (text.isascii() and text.isdigit()):
+        return False
+    base, check = divmod(int(text), 100)
+    return check in (97 - base % 97, 97 - (base + _NATIONAL_NUMBER_CENTURY) % 97)
+
+
 def looks_like_national_number(expr: pl.Expr) -> pl.Expr:
     """True for 11 digits whose last two are a valid national register check (mod 97).
 

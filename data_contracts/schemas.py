@@ -8,6 +8,8 @@ another table (references, the invoice's submission date) are in ``references.py
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import dataframely as dy
 import polars as pl
@@ -28,8 +30,18 @@ SEXES = ("F", "M", "X")
 PROVENANCE_COLUMNS = ("_source", "_row", "_malformed")
 
 
+@dataclass(frozen=True)
+class OneOf:
+    """A column check: the value is one of ``values`` (kept, for checks of single records)."""
+
+    values: tuple[str, ...]
+
+    def __call__(self, col: pl.Expr) -> pl.Expr:
+        return col.is_in(self.values)
+
+
 def _one_of(values: tuple[str, ...]) -> dict[str, Callable[[pl.Expr], pl.Expr]]:
-    return {"allowed": lambda col: col.is_in(values)}
+    return {"allowed": OneOf(values)}
 
 
 def _first_of_key(*columns: str) -> pl.Expr:
@@ -57,6 +69,7 @@ def _nihdi(*, nullable: bool = False) -> dy.String:
 
 
 class BillingLines(Provenance):
+    key: ClassVar[tuple[str, ...]] = ("claim_id",)  # a later row with the same key is a duplicate
     claim_id = dy.String()
     invoice_id = dy.String(nullable=True)
     provider_nihdi = _nihdi()
@@ -77,7 +90,7 @@ class BillingLines(Provenance):
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
-        return _first_of_key("claim_id")
+        return _first_of_key(*cls.key)
 
     @dy.rule()
     def patient_id_not_pseudonymised(cls) -> pl.Expr:
@@ -101,6 +114,7 @@ class BillingLines(Provenance):
 
 
 class ThirdPartyInvoices(Provenance):
+    key: ClassVar[tuple[str, ...]] = ("invoice_id",)  # a later row with the same key is a duplicate
     invoice_id = dy.String()
     third_party_number = dy.String(nullable=True)
     insurer_code = dy.String(regex=INSURER_PATTERN)
@@ -110,7 +124,7 @@ class ThirdPartyInvoices(Provenance):
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
-        return _first_of_key("invoice_id")
+        return _first_of_key(*cls.key)
 
 
 class ThirdPartyRegistry(Provenance):
@@ -126,6 +140,7 @@ class ThirdPartyRegistry(Provenance):
 
 
 class Providers(Provenance):
+    key: ClassVar[tuple[str, ...]] = ("provider_nihdi",)  # a later row with the same key is a duplicate
     provider_nihdi = _nihdi()
     profession = dy.String(check=_one_of(PROFESSIONS))
     region = dy.String(nullable=True, check=_one_of(REGIONS))
@@ -133,7 +148,7 @@ class Providers(Provenance):
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
-        return _first_of_key("provider_nihdi")
+        return _first_of_key(*cls.key)
 
 
 class TpSuspensions(Provenance):
@@ -177,6 +192,7 @@ class ProviderStatus(Provenance):
 class Patients(Provenance):
     """Pseudonymised patient attributes, for peers with a comparable patient population."""
 
+    key: ClassVar[tuple[str, ...]] = ("patient_id",)  # a later row with the same key is a duplicate
     patient_id = dy.String()
     birth_year = dy.Int64(nullable=True, min=1880, max=2100)
     sex = dy.String(nullable=True, check=_one_of(SEXES))
@@ -185,7 +201,7 @@ class Patients(Provenance):
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
-        return _first_of_key("patient_id")
+        return _first_of_key(*cls.key)
 
     @dy.rule()
     def patient_id_not_pseudonymised(cls) -> pl.Expr:
@@ -193,6 +209,7 @@ class Patients(Provenance):
 
 
 class Nomenclature(Provenance):
+    key: ClassVar[tuple[str, ...]] = ("code", "valid_from")  # a later row with the same key is a duplicate
     code = dy.String(regex=r"^[0-9]{6}$")
     label_fr = dy.String(nullable=True)
     label_nl = dy.String(nullable=True)
@@ -208,7 +225,7 @@ class Nomenclature(Provenance):
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
-        return _first_of_key("code", "valid_from")
+        return _first_of_key(*cls.key)
 
     @dy.rule()
     def missing_window(cls) -> pl.Expr:
