@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import load_dataset
-from rules import enriched_lines, evaluate, load_catalog, parse_catalog
-from rules.durable_engine import evaluate_durable
+from rules import durable_engine, enriched_lines, evaluate, load_catalog, parse_catalog
+from rules.durable_engine import DurableRuleset, evaluate_durable
 from rules.errors import RuleError
 
 
@@ -43,6 +44,27 @@ def test_sessions_do_not_leak_into_each_other(dataset: tuple[dict[str, pl.LazyFr
     for result, want in zip(results, [*expected, *expected], strict=True):
         assert_frame_equal(result, want)
     assert expected[0].height > 0
+
+
+def test_facts_encoded_one_by_one_are_those_polars_encodes(
+    dataset: tuple[dict[str, pl.LazyFrame], pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables, lines = dataset
+    lines = lines.filter(pl.col("claim_id").str.starts_with("C9") | (pl.col("_i") < 1_000))
+    lines = lines.drop("_i").with_row_index("_i").with_columns(pl.col("patient_id") + ' é"\\')  # text to escape
+    columns = {name: list(frame.collect_schema()) for name, frame in tables.items()}
+    ruleset = DurableRuleset(load_catalog(), "current", lines.columns, columns)
+    posted = lines["claim_id"].gather_every(7)
+    encoded = {}
+    for limit in (0, 10**9):
+        monkeypatch.setattr(durable_engine, "FACTS_ENCODED_ONE_BY_ONE", limit)
+        facts = durable_engine._line_facts(ruleset, lines, posted)
+        encoded[limit] = {
+            name: {provider: [(i, json.loads(body)) for i, body in found] for provider, found in by_provider.items()}
+            for name, by_provider in facts.items()
+        }
+    assert encoded[0] == encoded[10**9]
+    assert sum(len(found) for by_provider in encoded[0].values() for found in by_provider.values()) > 1_000
 
 
 def test_joins_outside_one_provider_are_refused(dataset: tuple[dict[str, pl.LazyFrame], pl.DataFrame]) -> None:
