@@ -21,9 +21,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import polars as pl
 import sqlalchemy as sa
@@ -34,10 +35,11 @@ from api.queries import NEWEST_RUN
 from data_contracts import TABLES
 from data_contracts.loader import load_records
 from data_contracts.records import Known, trimmed, validate_records
-from rules import enriched_lines, load_catalog
+from rules import load_catalog
 from rules.durable_engine import References, evaluate_durable, prepare_workers
 from rules.durable_worker import WorkerUnavailable
 from rules.errors import RuleError
+from rules.records import ReferenceIndex
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +52,24 @@ MAX_BATCH_LINES = 2_000  # lines of the checks decided together
 # A check's rules are decided within this, or the worker is replaced and the check retried once.
 DEADLINE_SECONDS = 10.0
 
+Row = dict[str, Any]  # a record with the contract's columns, typed
+V = TypeVar("V")
 
-class Recent:
+
+class Recent(Generic[V]):
     """Values by key: the ``size`` stored last, none stored more than ``seconds`` ago."""
 
     def __init__(self, size: int, seconds: float = KEPT_SECONDS) -> None:
         self.size = size
         self.seconds = seconds
-        self._values: OrderedDict[str, tuple[float, pl.DataFrame]] = OrderedDict()
+        self._values: OrderedDict[str, tuple[float, V]] = OrderedDict()
 
-    def get(self, key: str) -> pl.DataFrame | None:
+    def get(self, key: str) -> V | None:
         self._forget()
         found = self._values.get(key)
         return None if found is None else found[1]
 
-    def put(self, key: str, value: pl.DataFrame) -> None:
+    def put(self, key: str, value: V) -> None:
         self._values[key] = (time.monotonic(), value)
         self._values.move_to_end(key)
         self._forget()
@@ -106,21 +111,22 @@ Quarantined = list[tuple[int, list[str]]]  # reasons by row number (from 1)
 
 
 def _validate(
-    name: str, records: list[dict[str, Any]], valid: dict[str, pl.DataFrame], known: Known | None = None
-) -> tuple[pl.DataFrame, Quarantined]:
+    name: str, records: list[dict[str, Any]], known: Known | None, tables: Callable[[], dict[str, pl.DataFrame]]
+) -> tuple[list[Row], Quarantined]:
     """Valid rows and quarantine reasons of posted records: checked one by one in plain Python
     when their values are written the usual way (``data_contracts.records``), else by the
-    contract's own loader; both give the same reasons."""
+    contract's own loader against ``tables()``; both give the same reasons."""
     spec = TABLES[name]
     if not records:
-        return spec.empty(), []
+        return [], []
     columns = list(spec.dtypes)
     text = [{c: None if r.get(c) is None else str(r[c]) for c in columns} for r in records]
     verdict = validate_records(spec, text, known)
     if verdict is not None:
-        return pl.DataFrame(verdict.valid, schema=spec.dtypes), verdict.quarantined
-    rows, quarantine, _ = load_records(spec, pl.DataFrame(text, schema=dict.fromkeys(columns, pl.String)), valid)
-    return rows, list(zip(quarantine["row_number"], quarantine["reasons"].to_list(), strict=True))
+        return verdict.valid, verdict.quarantined
+    frame = pl.DataFrame(text, schema=dict.fromkeys(columns, pl.String))
+    rows, quarantine, _ = load_records(spec, frame, tables())
+    return rows.to_dicts(), list(zip(quarantine["row_number"], quarantine["reasons"].to_list(), strict=True))
 
 
 def _keys(lines: list[dict[str, Any]], column: str) -> frozenset[str]:
@@ -188,8 +194,8 @@ class ClaimChecker:
     legislation: str
     effective_from: date | None
     references: dict[str, pl.DataFrame]
-    history: Recent = field(default_factory=lambda: Recent(HISTORY_PROVIDERS))
-    invoices: Recent = field(default_factory=lambda: Recent(CALLERS_KEPT))  # per caller
+    history: Recent[list[Row]] = field(default_factory=lambda: Recent(HISTORY_PROVIDERS))
+    invoices: Recent[dict[str, Row]] = field(default_factory=lambda: Recent(CALLERS_KEPT))  # per caller, by id
     lock: threading.Lock = field(default_factory=threading.Lock)
     turn: threading.Condition = field(default_factory=threading.Condition)  # over queue and deciding
     queue: list[_Check] = field(default_factory=list)
@@ -199,6 +205,7 @@ class ClaimChecker:
         self.shared = References(self.run_id, self.references)  # sent to each rules worker once
         self.providers = frozenset(self.references["providers"]["provider_nihdi"])
         self.codes = frozenset(self.references["nomenclature"]["code"])
+        self.index = ReferenceIndex(self.references)
 
     def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]], caller: str) -> dict[str, Any]:
         """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per
@@ -241,15 +248,24 @@ class ClaimChecker:
         """Each check's answer; the checks are compatible (see :func:`_batch`)."""
         caller, invoices = batch[0].caller, batch[0].invoices
         lines = [line for check in batch for line in check.lines]
-        valid_invoices, bad_invoices = _validate(
-            "third_party_invoices", invoices, {"providers": self.references["providers"]}
-        )
+        valid_invoices, bad_invoices = _validate("third_party_invoices", invoices, None, dict)
         with self.lock:
-            posted_invoices = self.invoices.get(caller)
-        earlier_invoices = TABLES["third_party_invoices"].empty() if posted_invoices is None else posted_invoices
-        known_invoices = pl.concat([earlier_invoices, valid_invoices]).unique("invoice_id", keep="last")
-        valid = {**self.references, "third_party_invoices": known_invoices}
-        valid_lines, bad_lines = _validate("billing_lines", lines, valid, self._known(lines, known_invoices))
+            known_invoices = self.invoices.get(caller) or {}
+        if valid_invoices:  # the newest version of each, the last INVOICES_KEPT posted
+            known_invoices = {
+                i: r for i, r in known_invoices.items() if i not in {v["invoice_id"] for v in valid_invoices}
+            }
+            known_invoices |= {invoice["invoice_id"]: invoice for invoice in valid_invoices}
+            known_invoices = dict(list(known_invoices.items())[-INVOICES_KEPT:])
+
+        def tables() -> dict[str, pl.DataFrame]:
+            posted = pl.DataFrame(list(known_invoices.values()), schema=TABLES["third_party_invoices"].dtypes)
+            return {**self.references, "third_party_invoices": posted}
+
+        named = {trimmed(str(line["invoice_id"])) for line in lines if line.get("invoice_id") is not None}
+        submitted = {i: known_invoices[i]["submitted_date"] for i in named if i in known_invoices}
+        known = Known(self.providers, self.codes, submitted)
+        valid_lines, bad_lines = _validate("billing_lines", lines, known, tables)
         line_errors = _errors("billing_lines", bad_lines, lines, "claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for f in self._flags(valid_lines, known_invoices, caller).iter_rows(named=True):
@@ -262,7 +278,7 @@ class ClaimChecker:
                     "evidence": json.loads(f["evidence"]),
                 }
             )
-        valid_claims = valid_lines["claim_id"].to_list()
+        valid_claims = [line["claim_id"] for line in valid_lines]
         answers, offset = [], 0
         for check in batch:
             end = offset + len(check.lines)
@@ -275,36 +291,33 @@ class ClaimChecker:
             offset = end
         return answers
 
-    def _known(self, lines: list[dict[str, Any]], invoices: pl.DataFrame) -> Known:
-        """What ``lines`` refer to: the run's providers and codes, and the invoices they name."""
-        named = {trimmed(str(line["invoice_id"])) for line in lines if line.get("invoice_id") is not None}
-        found = invoices.filter(pl.col("invoice_id").is_in(named)) if named else invoices.clear()
-        return Known(self.providers, self.codes, dict(found.select("invoice_id", "submitted_date").iter_rows()))
-
-    def _flags(self, valid_lines: pl.DataFrame, known_invoices: pl.DataFrame, caller: str) -> pl.DataFrame:
+    def _flags(self, valid_lines: list[Row], invoices: dict[str, Row], caller: str) -> pl.DataFrame:
         """The flags of ``valid_lines``, checked with their providers' recent lines."""
         with self.lock:
-            self.invoices.put(caller, known_invoices.tail(INVOICES_KEPT))
-            if valid_lines.is_empty():
+            self.invoices.put(caller, invoices)
+            if not valid_lines:
                 return pl.DataFrame(schema={"claim_id": pl.String, "evidence": pl.String})
-            providers = valid_lines["provider_nihdi"].unique().to_list()
-            earlier = [h for h in (self.history.get(p) for p in providers) if h is not None]
-            context = pl.concat([*earlier, valid_lines]).unique("claim_id", keep="last")
-            by_date = context.sort("service_date", maintain_order=True)
-            kept = by_date.group_by("provider_nihdi", maintain_order=True).tail(HISTORY_LINES).select(context.columns)
-            for provider, recent in kept.partition_by("provider_nihdi", as_dict=True).items():
-                self.history.put(str(provider[0]), recent)
-        return self._rules(context, known_invoices, valid_lines["claim_id"])
+            providers = dict.fromkeys(line["provider_nihdi"] for line in valid_lines)
+            context = {line["claim_id"]: line for p in providers for line in self.history.get(p) or []}
+            context |= {line["claim_id"]: line for line in valid_lines}  # a claim posted again replaces it
+            by_provider: dict[str, list[Row]] = defaultdict(list)
+            for line in sorted(context.values(), key=lambda line: line["service_date"]):
+                by_provider[line["provider_nihdi"]].append(line)
+            for provider, recent in by_provider.items():
+                self.history.put(provider, recent[-HISTORY_LINES:])
+        return self._rules(list(context.values()), invoices, [line["claim_id"] for line in valid_lines])
 
-    def _rules(self, lines: pl.DataFrame, invoices: pl.DataFrame, posted: pl.Series) -> pl.DataFrame:
+    def _rules(self, lines: list[Row], invoices: dict[str, Row], posted: list[str]) -> pl.DataFrame:
         """The flags of the ``posted`` claims among ``lines``, decided by the rules workers."""
-        tables = {**self.references, "third_party_invoices": invoices, "billing_lines": lines}
+        named = {line["invoice_id"] for line in lines} & invoices.keys()
+        found = {i: (invoices[i]["third_party_number"], invoices[i]["submitted_date"]) for i in named}
+        nothing = {name: TABLES[name].empty() for name in ("billing_lines", "third_party_invoices")}
         return evaluate_durable(
-            {"billing_lines": lines, "third_party_invoices": invoices},
+            nothing,
             legislation=self.legislation,
-            lines=enriched_lines({name: frame.lazy() for name, frame in tables.items()}),
+            lines=self.index.enrich(lines, found).with_row_index("_i"),
             effective_from=self.effective_from,
-            posted=posted,
+            posted=pl.Series(posted, dtype=pl.String),
             references=self.shared,
             deadline=DEADLINE_SECONDS,
         )

@@ -12,7 +12,7 @@ from data_contracts import schemas
 from data_contracts.schemas import PROVENANCE_COLUMNS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one per table: compared and hashed by identity
 class TableSpec:
     name: str
     schema: type[dy.Schema]

@@ -520,10 +520,11 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     needed = sorted(set().union(*ruleset.columns_of.values()))
     names = list(ruleset.columns_of)
     masks = [relevant[name].alias(f"_in_{k}") for k, name in enumerate(names)]
-    prepared = _encode(lines.lazy().with_columns(ruleset.derived_columns()).select(*needed, *masks))
     facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
     if lines.height * len(names) <= FACTS_ENCODED_ONE_BY_ONE:
-        for number, row in enumerate(prepared.collect().iter_rows(named=True)):
+        # Eagerly: on a few rows, planning a lazy query costs more than running it.
+        few = _encode(lines.with_columns(ruleset.derived_columns()).select(*needed, *masks))
+        for number, row in enumerate(few.iter_rows(named=True)):
             identity = f"{LINE}:{number}"
             for k, name in enumerate(names):
                 if row[f"_in_{k}"]:
@@ -533,6 +534,7 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
                         (identity, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
                     )
         return facts
+    prepared = _encode(lines.lazy().with_columns(ruleset.derived_columns()).select(*needed, *masks))
     number = pl.int_range(pl.len())
     encoded = prepared.select(
         SESSION_KEY,

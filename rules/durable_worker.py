@@ -88,7 +88,8 @@ class _Worker:
 
     def kill(self) -> None:
         """Stop it now, whatever it is doing (a hung call never returns on its own)."""
-        for process in list(getattr(self.executor, "_processes", {}).values()):
+        # A broken executor has let go of its processes (None) once it noticed.
+        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
             process.kill()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
