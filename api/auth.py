@@ -180,14 +180,30 @@ def audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one entry to the audit log (nothing ever updates or deletes it)."""
-    connection.execute(
-        t.audit_log.insert().values(
-            at=datetime.now(UTC),
-            actor=caller.name,
-            role=caller.role,
-            action=action,
-            provider_nihdi=provider_nihdi,
-            case_id=case_id,
-            detail=detail or {},
-        )
-    )
+    connection.execute(t.audit_log.insert(), [entry(caller, action, provider_nihdi, case_id, detail)])
+
+
+def entry(
+    caller: Caller,
+    action: str,
+    provider_nihdi: str | None = None,
+    case_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An audit-log row for :func:`audit` or :func:`audit_all`, stamped now."""
+    return {
+        "at": datetime.now(UTC),
+        "actor": caller.name,
+        "role": caller.role,
+        "action": action,
+        "provider_nihdi": provider_nihdi,
+        "case_id": case_id,
+        "detail": detail or {},
+    }
+
+
+def audit_all(engine: sa.Engine, entries: list[dict[str, Any]]) -> None:
+    """Append ``entries`` (see :func:`entry`) in one transaction: requests decided together
+    are audited together, one write where each would have waited its turn for the database."""
+    with engine.begin() as connection:
+        connection.execute(t.audit_log.insert(), entries)

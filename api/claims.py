@@ -24,12 +24,14 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
+from api.auth import audit_all
 from api.publish import REFERENCE_TABLES
 from api.queries import NEWEST_RUN
 from data_contracts import TABLES
@@ -107,6 +109,8 @@ def _unknown_fields(name: str, records: list[dict[str, Any]]) -> None:
         raise ValueError(msg)
 
 
+# The tables a rules worker is sent besides the enriched lines: none (empty frames, built once).
+_NOTHING = {name: TABLES[name].empty() for name in ("billing_lines", "third_party_invoices")}
 Quarantined = list[tuple[int, list[str]]]  # reasons by row number (from 1)
 
 
@@ -140,6 +144,7 @@ class _Check:
     lines: list[dict[str, Any]]
     invoices: list[dict[str, Any]]
     caller: str
+    audit: dict[str, Any] | None  # its audit-log entry, written before it is decided
     providers: frozenset[str] = field(init=False)  # as posted, trimmed
     claims: frozenset[str] = field(init=False)
     answer: dict[str, Any] | None = None
@@ -200,6 +205,7 @@ class ClaimChecker:
     turn: threading.Condition = field(default_factory=threading.Condition)  # over queue and deciding
     queue: list[_Check] = field(default_factory=list)
     deciding: bool = False
+    journal: Callable[[list[dict[str, Any]]], None] | None = None  # writes audit-log entries
 
     def __post_init__(self) -> None:
         self.shared = References(self.run_id, self.references)  # sent to each rules worker once
@@ -207,16 +213,24 @@ class ClaimChecker:
         self.codes = frozenset(self.references["nomenclature"]["code"])
         self.index = ReferenceIndex(self.references)
 
-    def check(self, lines: list[dict[str, Any]], invoices: list[dict[str, Any]], caller: str) -> dict[str, Any]:
+    def check(
+        self,
+        lines: list[dict[str, Any]],
+        invoices: list[dict[str, Any]],
+        caller: str,
+        audit: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """``errors`` (per invalid record, with quarantine reasons) and ``claims`` (flags per
-        valid line), with the invoices ``caller`` posted before.
+        valid line), with the invoices ``caller`` posted before. ``audit`` is the check's
+        audit-log entry: the entries of the checks decided together are written in one
+        transaction before they are decided (``journal``).
 
         Checks arriving together are decided in batches (see :func:`_batch`): the thread that
         finds no batch at work decides the next one, the others wait for their answer.
         """
         _unknown_fields("third_party_invoices", invoices)
         _unknown_fields("billing_lines", lines)
-        mine = _Check(lines, invoices, caller)
+        mine = _Check(lines, invoices, caller, audit)
         with self.turn:
             self.queue.append(mine)
         while True:
@@ -247,6 +261,9 @@ class ClaimChecker:
     def _decide(self, batch: list[_Check]) -> list[dict[str, Any]]:
         """Each check's answer; the checks are compatible (see :func:`_batch`)."""
         caller, invoices = batch[0].caller, batch[0].invoices
+        entries = [check.audit for check in batch if check.audit is not None]
+        if entries and self.journal is not None:
+            self.journal(entries)
         lines = [line for check in batch for line in check.lines]
         valid_invoices, bad_invoices = _validate("third_party_invoices", invoices, None, dict)
         with self.lock:
@@ -311,9 +328,8 @@ class ClaimChecker:
         """The flags of the ``posted`` claims among ``lines``, decided by the rules workers."""
         named = {line["invoice_id"] for line in lines} & invoices.keys()
         found = {i: (invoices[i]["third_party_number"], invoices[i]["submitted_date"]) for i in named}
-        nothing = {name: TABLES[name].empty() for name in ("billing_lines", "third_party_invoices")}
         return evaluate_durable(
-            nothing,
+            _NOTHING,
             legislation=self.legislation,
             lines=self.index.enrich(lines, found).with_row_index("_i"),
             effective_from=self.effective_from,
@@ -359,5 +375,5 @@ def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) 
         load_catalog().check_legislation(legislation)
         effective_from = info.get("effective_from")
         start = date.fromisoformat(effective_from) if effective_from else None
-        cache[run_id] = ClaimChecker(run_id, legislation, start, references)
+        cache[run_id] = ClaimChecker(run_id, legislation, start, references, journal=partial(audit_all, engine))
     return cache[run_id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import dataframely as dy
@@ -20,9 +21,10 @@ class TableSpec:
     # Values that a null stands for once the row is valid ("quantity: default 1").
     defaults: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def dtypes(self) -> dict[str, pl.DataType]:
-        """Contract columns and their Polars types, provenance excluded."""
+        """Contract columns and their Polars types, provenance excluded (read from the schema
+        once: that takes a tenth of a millisecond, and real-time checks ask for them often)."""
         return {name: column.dtype for name, column in self.schema.columns().items() if name not in PROVENANCE_COLUMNS}
 
     @property

@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -205,7 +205,7 @@ class Catalog(_Strict):
     def __iter__(self) -> Iterator[RuleDeclaration]:  # type: ignore[override]
         return iter(self.rules)
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A fingerprint of every declaration: two runs with the same version ran the same rules."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]

@@ -22,7 +22,6 @@ are asserted into the ruleset's one session and retracted afterwards, under a lo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -168,8 +167,7 @@ class _CompiledCheck:
 
 def ruleset_prefix(catalog: Catalog, legislation: str) -> str:
     """Names the rulesets of one catalog under one legislation (they are registered once)."""
-    digest = hashlib.sha256(json.dumps(catalog.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-    return f"secm_{digest[:12]}_{legislation}"
+    return f"secm_{catalog.version}_{legislation}"
 
 
 class DurableRuleset:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import audit
+from api.auth import entry
 from api.claims import checker_for
 from api.dependencies import Session, allow, invalid
 from data_contracts import ContractError
@@ -34,15 +34,16 @@ def check_claims(
     Invalid records answer 422 with one error per quarantine reason; the valid lines of
     the same request are still checked and answered under ``claims``.
     """
-    with session.begin() as connection:
-        run = session.run(connection, None)
-        claims = [str(line.get("claim_id"))[:CLAIM_ID_CHARS] for line in body.lines]
-        audit(
-            connection, session.caller, "check_claims", detail={"run_id": run, "lines": len(claims), "claims": claims}
-        )
+    run = session.newest_run
+    if run is None:  # none read with the token: the database says which, or that there is none
+        with session.read() as connection:
+            run = session.run(connection, None)
+    claims = [str(line.get("claim_id"))[:CLAIM_ID_CHARS] for line in body.lines]
+    # Written with the entries of the checks decided together, before any of them is decided.
+    seen = entry(session.caller, "check_claims", detail={"run_id": run, "lines": len(claims), "claims": claims})
     try:
         result = checker_for(session.engine, run, request.app.state.checkers).check(
-            body.lines, body.invoices, session.caller.name
+            body.lines, body.invoices, session.caller.name, seen
         )
     except (ContractError, ValueError) as exc:
         raise invalid(("body",), str(exc)) from None

@@ -227,7 +227,7 @@ BARRING = ("tp_suspensions", "provider_debts", "provider_status")  # tables that
 
 def _pending(caller: str, *providers: str, invoices: int = 0, claim: str = "") -> _Check:
     lines = [line(f"{claim or caller}-{p}", p) for p in providers]
-    return _Check(lines, [{"invoice_id": f"I{i}"} for i in range(invoices)], caller)
+    return _Check(lines, [{"invoice_id": f"I{i}"} for i in range(invoices)], caller, None)
 
 
 def test_a_batch_holds_checks_that_can_be_decided_as_if_one_after_the_other() -> None:
