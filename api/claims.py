@@ -41,7 +41,7 @@ from rules import load_catalog
 from rules.durable_engine import References, evaluate_durable, prepare_workers
 from rules.durable_worker import WorkerUnavailable
 from rules.errors import RuleError
-from rules.records import ReferenceIndex
+from rules.records import ReferenceIndex, bearing_on
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,8 @@ class ClaimChecker:
                 by_provider[line["provider_nihdi"]].append(line)
             for provider, recent in by_provider.items():
                 self.history.put(provider, recent[-HISTORY_LINES:])
-        return self._rules(list(context.values()), invoices, [line["claim_id"] for line in valid_lines])
+        posted = [line["claim_id"] for line in valid_lines]
+        return self._rules(bearing_on(load_catalog(), list(context.values()), set(posted)), invoices, posted)
 
     def _rules(self, lines: list[Row], invoices: dict[str, Row], posted: list[str]) -> pl.DataFrame:
         """The flags of the ``posted`` claims among ``lines``, decided by the rules workers."""

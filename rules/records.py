@@ -21,6 +21,7 @@ import polars as pl
 
 from data_contracts import TABLES
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
+from rules.catalog import BurstCheck, Catalog, DuplicateKeyCheck
 
 _OPEN_END = date(9999, 12, 31)
 _DAY0 = date(1970, 1, 1)
@@ -181,3 +182,29 @@ def _enriched_schema(tables: Mapping[str, pl.DataFrame]) -> pl.Schema:
         "third_party_invoices": TABLES["third_party_invoices"].empty(),
     }
     return enrich({name: frame.lazy() for name, frame in {**tables, **empty}.items()}).schema
+
+
+def bearing_on(catalog: Catalog, lines: list[Row], posted: set[str]) -> list[Row]:
+    """The ``lines`` that can bear on the ``posted`` claims' flags: those claims, and the lines
+    sharing a duplicate key or a burst partition with one of them (every other shape reads
+    one line). ``DurableRuleset.relevant`` picks the same per ruleset in the rules worker;
+    choosing before enrichment spares enriching, sending and preparing the others. All
+    ``lines`` when a key reads a column the enrichment adds.
+    """
+    groups: list[tuple[str, ...]] = []
+    for rule in catalog:
+        for check in rule.checks:
+            if isinstance(check, DuplicateKeyCheck):
+                groups.append(tuple(check.key))
+            elif isinstance(check, BurstCheck):
+                groups.append(tuple(check.partition_by))
+    if any(column not in TABLES["billing_lines"].dtypes for group in groups for column in group):
+        return lines
+    mine = [line for line in lines if line["claim_id"] in posted]
+    shared = {(k, tuple(line[c] for c in group)) for k, group in enumerate(groups) for line in mine}
+    return [
+        line
+        for line in lines
+        if line["claim_id"] in posted
+        or any((k, tuple(line[c] for c in group)) in shared for k, group in enumerate(groups))
+    ]

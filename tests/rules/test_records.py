@@ -10,8 +10,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import load_dataset
+from rules import evaluate, load_catalog
+from rules.catalog import DuplicateKeyCheck
 from rules.context import enrich
-from rules.records import ReferenceIndex
+from rules.records import ReferenceIndex, bearing_on
 from secm.synth import generate
 from tests import factories as f
 
@@ -110,3 +112,32 @@ def test_a_line_of_an_unknown_provider_is_refused(synthetic: Path) -> None:
     line = {**tables["billing_lines"].row(0, named=True), "provider_nihdi": "19999999999"}
     with pytest.raises(KeyError):
         ReferenceIndex(tables).enrich([line], {})
+
+
+def test_the_lines_bearing_on_posted_claims_give_them_the_same_flags(synthetic: Path) -> None:
+    """Duplicates and bursts need their group's other lines; every other rule reads one line."""
+    tables = load_dataset(synthetic).tables
+    lazy = {name: frame.lazy() for name, frame in tables.items()}
+    everything = evaluate(lazy)
+    flagged = everything.filter(pl.col("rule_id").is_in(["DUPLICATE_BILLING", "EVENING_VISIT_MISCODING"]))
+    posted = set(flagged["claim_id"].head(40)) | set(tables["billing_lines"]["claim_id"].gather_every(500))
+    lines = tables["billing_lines"].to_dicts()
+    bearing = bearing_on(load_catalog(), lines, posted)
+    assert len(posted) < len(bearing) < len(lines) / 10
+    few = evaluate({**lazy, "billing_lines": pl.DataFrame(bearing, schema=tables["billing_lines"].schema).lazy()})
+    mine = pl.col("claim_id").is_in(list(posted))
+    assert_frame_equal(few.filter(mine), everything.filter(mine))
+    assert set(flagged["rule_id"]) == {"DUPLICATE_BILLING", "EVENING_VISIT_MISCODING"}
+
+
+def test_a_key_on_an_enriched_column_keeps_every_line(synthetic: Path) -> None:
+    catalog = load_catalog()
+    rules = [
+        rule.model_copy(update={"checks": [check.model_copy(update={"key": ["region"]})]})
+        if isinstance(check := rule.checks[0], DuplicateKeyCheck)
+        else rule
+        for rule in catalog
+    ]
+    lines = load_dataset(synthetic).tables["billing_lines"].head(100).to_dicts()
+    assert bearing_on(catalog.model_copy(update={"rules": rules}), lines, {lines[0]["claim_id"]}) == lines
+    assert len(bearing_on(catalog, lines, {lines[0]["claim_id"]})) < len(lines)
