@@ -149,6 +149,8 @@ class _Check:
     claims: frozenset[str] = field(init=False)
     answer: dict[str, Any] | None = None
     error: BaseException | None = None
+    # Set once it is answered, or once it heads the queue and it is its turn to decide a batch.
+    woken: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.providers, self.claims = _keys(self.lines, "provider_nihdi"), _keys(self.lines, "claim_id")
@@ -202,7 +204,7 @@ class ClaimChecker:
     history: Recent[list[Row]] = field(default_factory=lambda: Recent(HISTORY_PROVIDERS))
     invoices: Recent[dict[str, Row]] = field(default_factory=lambda: Recent(CALLERS_KEPT))  # per caller, by id
     lock: threading.Lock = field(default_factory=threading.Lock)
-    turn: threading.Condition = field(default_factory=threading.Condition)  # over queue and deciding
+    turn: threading.Lock = field(default_factory=threading.Lock)  # over queue and deciding
     queue: list[_Check] = field(default_factory=list)
     deciding: bool = False
     journal: Callable[[list[dict[str, Any]]], None] | None = None  # writes audit-log entries
@@ -226,37 +228,45 @@ class ClaimChecker:
         transaction before they are decided (``journal``).
 
         Checks arriving together are decided in batches (see :func:`_batch`): the thread that
-        finds no batch at work decides the next one, the others wait for their answer.
+        finds no batch at work decides the next one, the others wait for their answer or
+        their turn to decide the next.
         """
         _unknown_fields("third_party_invoices", invoices)
         _unknown_fields("billing_lines", lines)
         mine = _Check(lines, invoices, caller, audit)
         with self.turn:
             self.queue.append(mine)
-        while True:
-            with self.turn:
-                while not mine.done and self.deciding:
-                    self.turn.wait()
-                if mine.done:
-                    break
-                batch = _batch(self.queue)
-                for check in batch:
-                    self.queue.remove(check)
-                self.deciding = True
-            try:
-                for check, answer in zip(batch, self._decide(batch), strict=True):
-                    check.answer = answer
-            except BaseException as exc:
-                for check in batch:
-                    check.error = exc
-            finally:
-                with self.turn:
-                    self.deciding = False
-                    self.turn.notify_all()
+            leading, self.deciding = not self.deciding, True
+        if not leading:
+            mine.woken.wait()
+        if not mine.done:  # it heads the queue: its batch holds it
+            self._lead()
         if mine.error is not None:
             raise mine.error
         assert mine.answer is not None
         return mine.answer
+
+    def _lead(self) -> None:
+        """Decide the batch at the head of the queue, then wake its checks and hand the turn
+        to the check now at the head (waking only those: each check waits on its own event)."""
+        with self.turn:
+            batch = _batch(self.queue)
+            for check in batch:
+                self.queue.remove(check)
+        try:
+            for check, answer in zip(batch, self._decide(batch), strict=True):
+                check.answer = answer
+        except BaseException as exc:
+            for check in batch:
+                check.error = exc
+        finally:
+            with self.turn:
+                if self.queue:
+                    self.queue[0].woken.set()
+                else:
+                    self.deciding = False
+            for check in batch:
+                check.woken.set()
 
     def _decide(self, batch: list[_Check]) -> list[dict[str, Any]]:
         """Each check's answer; the checks are compatible (see :func:`_batch`)."""

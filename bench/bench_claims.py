@@ -39,8 +39,9 @@ def _load(base: str, token: str, bodies: list[bytes], clients: int, seconds: flo
 
 
 STAGES = {  # (module path suffix, function) -> stage of a check, as cProfile names them
-    ("api/claims.py", "_validate"): "validation (contract loader on the posted records)",
-    ("rules/engine.py", "enriched_lines"): "enrichment (joins with the reference tables)",
+    ("api/claims.py", "_validate"): "validation (records checked one by one, as the contract's loader would)",
+    ("rules/records.py", "bearing_on"): "choice of the recent lines that bear on the claim",
+    ("rules/records.py", "enrich"): "enrichment (look-ups in the reference tables' indexes)",
     ("rules/durable_worker.py", "run"): "rules worker (hop there and back, rule evaluation)",
     ("api/claims.py", "check"): "whole check",
 }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import entry
@@ -25,10 +26,10 @@ class ClaimsCheck(BaseModel):
     invoices: list[dict[str, Any]] = Field(default_factory=list, max_length=2_000)
 
 
-@router.post("/claims/check")
+@router.post("/claims/check", response_class=JSONResponse)
 def check_claims(
-    request: Request, response: Response, session: Annotated[Session, Depends(allow("inspector"))], body: ClaimsCheck
-) -> dict[str, Any]:
+    request: Request, session: Annotated[Session, Depends(allow("inspector"))], body: ClaimsCheck
+) -> JSONResponse:
     """Check claims as they arrive: per claim, the flags of every rule (durable_rules back end).
 
     Invalid records answer 422 with one error per quarantine reason; the valid lines of
@@ -47,17 +48,18 @@ def check_claims(
         )
     except (ContractError, ValueError) as exc:
         raise invalid(("body",), str(exc)) from None
+    # The answer is JSON's own types already: sent as it is, not walked again by the framework.
     errors = result.pop("errors")
-    if errors:
-        response.status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
-        result["detail"] = [
-            {
-                "loc": ["body", "lines" if e["table"] == "billing_lines" else "invoices", e["index"]],
-                "msg": reason,
-                "type": "quarantine",
-                **{k: v for k, v in e.items() if k in ("claim_id", "invoice_id")},
-            }
-            for e in errors
-            for reason in e["reasons"]
-        ]
-    return result
+    if not errors:
+        return JSONResponse(result)
+    result["detail"] = [
+        {
+            "loc": ["body", "lines" if e["table"] == "billing_lines" else "invoices", e["index"]],
+            "msg": reason,
+            "type": "quarantine",
+            **{k: v for k, v in e.items() if k in ("claim_id", "invoice_id")},
+        }
+        for e in errors
+        for reason in e["reasons"]
+    ]
+    return JSONResponse(result, status.HTTP_422_UNPROCESSABLE_CONTENT)
