@@ -9,6 +9,10 @@ retried once in a fresh worker; if that fails too, :class:`WorkerUnavailable` sa
 later. Workers are started as calls need them, up to the pool's size: a batch run uses one,
 a service under concurrent checks as many as the machine has cores.
 
+A call goes over a pipe of the worker's own, sent and answered by the calling thread: a real-time
+check's call takes a millisecond or two, and ``concurrent.futures``' process pool added as much
+again (a thread to feed its queue, another to collect the results, each woken in turn).
+
 Data that many calls share (a published run's reference tables) is sent to each worker once
 (:meth:`WorkerPool.run`'s ``shared``) and kept there, so that a call sends only its own.
 """
@@ -22,15 +26,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-# A worker served 30 000 single-claim checks in a row without a fault, its memory flat (148 MB):
-# since each ruleset keeps one session, nothing piles up. Each replacement costs seconds of a
-# core (a process starting, its imports), so it is kept rare.
 WORKER_TASKS = 20_000
 WARM_UP = 1_000
 SHARED_KEPT = 4  # shared values a worker keeps (runs served at once, with room for a new one)
@@ -77,24 +78,89 @@ def _call(key: Hashable | None, value: Any, sent: bool, fn: Callable[..., T], ar
     return fn(_SHARED[key], *args)
 
 
+def _serve(connection: Connection, parent: int, initializer: Callable[[], None] | None) -> None:
+    """A worker's life: say it is ready, then answer each call (its result, or what it raised)
+    until the pool closes the pipe."""
+    _exit_with(parent)
+    _warm_up(initializer)
+    connection.send(None)
+    while True:
+        try:
+            key, value, sent, fn, args = connection.recv()
+        except EOFError:
+            return
+        try:
+            answer: tuple[bool, Any] = (True, _call(key, value, sent, fn, args))
+        except BaseException as exc:
+            answer = (False, exc)
+        try:
+            connection.send(answer)
+        except Exception as exc:  # an answer or an error that does not pickle
+            connection.send((False, RuntimeError(f"the worker's answer could not be sent back: {exc!r}")))
+
+
 # ---------------------------------------------------------------------------------------
 # In the caller.
 
 
+class _Dead(RuntimeError):
+    """The worker process is gone (killed, crashed, or closed)."""
+
+
+class _Late(RuntimeError):
+    """The worker did not answer within the call's deadline."""
+
+
 @dataclass(eq=False)
 class _Worker:
-    executor: ProcessPoolExecutor
-    warm: Future[None]  # done once the process has started and imported what calls need
+    process: BaseProcess
+    connection: Connection  # the pool's end of the worker's pipe
+    warm: Future[None] = field(default_factory=Future)  # done once it has started and imported
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one call at a time on the pipe
     tasks: int = 0  # calls given, for its replacement
     busy: int = 0  # calls in flight, to spread calls over workers
     shared: set[Hashable] = field(default_factory=set)  # keys of the values it holds
 
+    def start(self) -> None:
+        """Start it and wait, in a thread of its own, for it to say it is ready."""
+        self.process.start()
+
+        def ready() -> None:
+            with self.lock:
+                try:
+                    self.connection.recv()
+                    self.warm.set_result(None)
+                except (EOFError, OSError) as exc:
+                    self.warm.set_exception(_Dead(str(exc)))
+
+        threading.Thread(target=ready, daemon=True, name="secm-worker-start").start()
+
+    def call(self, message: tuple[Any, ...], deadline: float | None) -> Any:
+        """Send ``message`` and wait ``deadline`` seconds at most for the answer (:class:`_Late`);
+        :class:`_Dead` when the worker is gone. What the call raised is raised here."""
+        with self.lock:
+            if not self.warm.done() or self.warm.exception() is not None:
+                raise _Dead("the worker did not start")
+            try:
+                self.connection.send(message)
+                if not self.connection.poll(deadline):
+                    raise _Late
+                done, value = self.connection.recv()
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                raise _Dead(str(exc)) from None
+        if not done:
+            raise value
+        return value
+
     def kill(self) -> None:
         """Stop it now, whatever it is doing (a hung call never returns on its own)."""
-        # A broken executor has let go of its processes (None) once it noticed.
-        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
-            process.kill()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.process.kill()
+
+    def retire(self) -> None:
+        """Let it finish the call it is given, then close its pipe: it exits."""
+        with self.lock:
+            self.connection.close()
+        self.process.join(timeout=30)
 
 
 class WorkerPool:
@@ -122,11 +188,13 @@ class WorkerPool:
         for attempt in range(2):
             worker = self._acquire()
             try:
-                return self._submit(worker, fn, args, shared).result(timeout=deadline)
-            except (BrokenProcessPool, FutureTimeout) as exc:
+                if not worker.warm.done():
+                    worker.warm.result(timeout=deadline)  # a worker still starting: wait for it
+                return worker.call(self._message(worker, fn, args, shared), deadline)
+            except (_Dead, _Late, TimeoutError) as exc:
                 self._discard(worker)
                 if attempt:
-                    what = "did not answer in time" if isinstance(exc, FutureTimeout) else "stopped"
+                    what = "stopped" if isinstance(exc, _Dead) else "did not answer in time"
                     raise WorkerUnavailable(f"The durable_rules worker {what}, twice; try again later") from None
             finally:
                 with self._lock:
@@ -148,27 +216,35 @@ class WorkerPool:
             workers = list(self._workers)
             for worker in workers:
                 worker.busy += 1
+
+        def give(worker: _Worker) -> None:
+            try:
+                worker.warm.result()
+                worker.call(self._message(worker, fn, args, shared), None)
+            except _Dead:
+                self._discard(worker)
+
         try:
-            for worker, future in [(w, self._submit(w, fn, args, shared)) for w in workers]:
-                try:
-                    future.result()
-                except BrokenProcessPool:
-                    self._discard(worker)
+            threads = [threading.Thread(target=give, args=(w,)) for w in workers]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         finally:
             with self._lock:
                 for worker in workers:
                     worker.busy -= 1
 
-    def _submit(
-        self, worker: _Worker, fn: Callable[..., T], args: tuple[Any, ...], shared: tuple[Hashable | None, Any]
-    ) -> Future[T]:
-        """Give ``worker`` the call, with the shared value unless it holds it already."""
+    @staticmethod
+    def _message(
+        worker: _Worker, fn: Callable[..., Any], args: tuple[Any, ...], shared: tuple[Hashable | None, Any]
+    ) -> tuple[Any, ...]:
+        """The call for ``worker``, with the shared value unless it holds it already."""
         key, value = shared
         sent = key is not None and key not in worker.shared
-        future = worker.executor.submit(_call, key, value if sent or key is None else None, sent, fn, args)
         if sent:
             worker.shared.add(key)
-        return future
+        return (key, value if sent or key is None else None, sent, fn, args)
 
     def shutdown(self) -> None:
         """Stop every worker once it finished what it was given."""
@@ -176,7 +252,7 @@ class WorkerPool:
             workers = [*self._workers, *self._successors.values()]
             self._workers, self._successors = [], {}
         for worker in workers:
-            worker.executor.shutdown(wait=True, cancel_futures=True)
+            worker.retire()
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -200,7 +276,7 @@ class WorkerPool:
         """``worker``, or its successor once it has served ``WORKER_TASKS`` calls."""
         if worker.tasks >= WORKER_TASKS:
             successor = self._successors.pop(id(worker), None) or self._new()
-            worker.executor.shutdown(wait=False)  # it finishes what it was given, then exits
+            threading.Thread(target=worker.retire, daemon=True).start()  # it finishes its call, then exits
             self._workers[self._workers.index(worker)] = successor
             return successor
         if worker.tasks >= WORKER_TASKS - WARM_UP and id(worker) not in self._successors:
@@ -214,7 +290,7 @@ class WorkerPool:
                 self._workers.remove(worker)
             successor = self._successors.pop(id(worker), None)
         if successor is not None:
-            successor.executor.shutdown(wait=False)
+            threading.Thread(target=successor.retire, daemon=True).start()
 
     def _new(self) -> _Worker:
         if self._finalized_in != os.getpid():
@@ -224,10 +300,10 @@ class WorkerPool:
             # pools' own queues close (their finalizers have priority 10).
             multiprocessing.util.Finalize(None, self.shutdown, exitpriority=100)
             self._finalized_in = os.getpid()
-        executor = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with,
-            initargs=(os.getpid(),),
-        )
-        return _Worker(executor, executor.submit(_warm_up, self.initializer))  # start it and its imports now
+        context = multiprocessing.get_context("spawn")
+        mine, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(theirs, os.getpid(), self.initializer), daemon=True)
+        worker = _Worker(process, mine)
+        worker.start()  # it starts importing what calls need now
+        theirs.close()
+        return worker
