@@ -793,10 +793,12 @@ def _evaluate_here(
     shared: References | None,
     frames: Mapping[str, pl.DataFrame],
     legislation: str,
-    catalog: Catalog,
+    catalog: Catalog | None,
     lines: pl.DataFrame | None,
     posted: pl.Series | None,
 ) -> pl.DataFrame:
+    """The flags, in a worker; ``catalog`` None is the shipped one (the worker has it already)."""
+    catalog = catalog or load_catalog()
     tables = {name: frame.lazy() for name, frame in {**(shared.tables if shared else {}), **frames}.items()}
     enriched = lines if lines is not None else enriched_lines(tables)
     ruleset = _registered(catalog, legislation, enriched, tables)
@@ -840,12 +842,11 @@ def prepare_workers(references: References, legislations: Iterable[str]) -> None
     """Start every durable_rules worker now and give each ``references``, with the rulesets of
     ``legislations`` registered and the reference facts derived: a service about to check
     claims, so that no check waits for them."""
-    catalog = load_catalog()
     nothing = {LINE: TABLES[LINE].empty(), "third_party_invoices": TABLES["third_party_invoices"].empty()}
     lines = enriched_lines({name: frame.lazy() for name, frame in {**references.tables, **nothing}.items()})
     for legislation in legislations:
         _POOL.each(
-            _evaluate_here, nothing, legislation, catalog, lines, lines["claim_id"], shared=(references.key, references)
+            _evaluate_here, nothing, legislation, None, lines, lines["claim_id"], shared=(references.key, references)
         )
 
 
@@ -876,7 +877,8 @@ def evaluate_durable(
 
     def in_worker(version: str, part: pl.DataFrame | None) -> pl.DataFrame:
         shared = (references and references.key, references)
-        return _POOL.run(_evaluate_here, frames, version, catalog, part, posted, shared=shared, deadline=deadline)
+        sent = None if catalog is load_catalog() else catalog  # the shipped one is not sent
+        return _POOL.run(_evaluate_here, frames, version, sent, part, posted, shared=shared, deadline=deadline)
 
     def flags_under(version: str, only: Sequence[str] | None) -> pl.DataFrame:
         parts = _parts(lines, _POOL.size) if lines is not None else [None]
