@@ -81,6 +81,7 @@ def _call(key: Hashable | None, value: Any, sent: bool, fn: Callable[..., T], ar
 def _serve(connection: Connection, parent: int, initializer: Callable[[], None] | None) -> None:
     """A worker's life: say it is ready, then answer each call (its result, or what it raised)
     until the pool closes the pipe."""
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")  # before Polars is imported: the pool is the parallelism
     _exit_with(parent)
     _warm_up(initializer)
     connection.send(None)
