@@ -60,17 +60,22 @@ def _numbers(pattern: re.Pattern[str], text: str) -> list[int]:
 
 def _date(text: str) -> date:
     if _ISO_DATE.fullmatch(text):
-        return _dated(date(*_numbers(_ISO_DATE, text)))
-    day, month, year = _numbers(_DAY_FIRST, text)
+        year, month, day = _numbers(_ISO_DATE, text)
+    else:
+        day, month, year = _numbers(_DAY_FIRST, text)
     return _dated(date(year, month, day))
 
 
 def _time(text: str) -> time:
-    return time(*_numbers(_TIME, text))
+    hour, minute, second = _numbers(_TIME, text)
+    return time(hour, minute, second)
 
 
 def _datetime(text: str) -> datetime:
-    return _dated(datetime(*_numbers(_DATETIME, text)))  # type: ignore[return-value]
+    year, month, day, hour, minute, second = _numbers(_DATETIME, text)
+    value = datetime(year, month, day, hour, minute, second)
+    _dated(value)
+    return value
 
 
 def _matched(pattern: re.Pattern[str], convert: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -143,7 +148,7 @@ ROW_CHECKS: dict[str, RowCheck] = {
 def _column_check(spec: TableSpec, name: str) -> tuple[str, RowCheck] | None:
     """The reason code and test of one of the schema's column rules (``column|check``)."""
     column_name, check = name.split("|")
-    column = spec.schema.columns()[column_name]
+    column: Any = spec.schema.columns()[column_name]  # the attributes of its kind: regex, min, check
     if column_name in PROVENANCE_COLUMNS or check in ("inf", "nan"):
         return None  # provenance is the loader's; a plain decimal is never infinite nor NaN
     if check == "nullability":
