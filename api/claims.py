@@ -2,8 +2,11 @@
 
 A check validates the posted lines and invoices exactly as a dataset's files are validated
 (same quarantine reasons), against the reference tables of the newest published run. The
-valid lines are then evaluated with each provider's recent lines, so that a duplicate or a
-burst is caught as its last line arrives; only the posted lines' flags are answered.
+valid lines are then evaluated with those of each provider's recent lines that bear on them,
+so that a duplicate or a burst is caught as its last line arrives; only the posted lines'
+flags are answered. A check posts a few lines, and every Polars query costs its fixed time
+however few its rows: records are validated one by one (``data_contracts.records``) and lines
+enriched from in-memory indexes (``rules.records``), both tested equal to the Polars paths.
 
 State is bounded: per provider, the ``HISTORY_LINES`` lines with the latest service dates
 are kept (older duplicates and bursts are the batch run's job), for the ``HISTORY_PROVIDERS``
