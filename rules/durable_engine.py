@@ -31,6 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cached_property
 from typing import Any, TypeVar
 
 import durable_rules_engine
@@ -66,6 +67,8 @@ from rules.errors import RuleError
 from rules.shapes import reference_total_evidence, regime_deadline, years_after_columns
 
 LINE = "billing_lines"
+# Marks the lines whose flags are asked for (see ``DurableRuleset.relevant``).
+POSTED = "_posted"
 # Every join in the catalog stays within one provider, so each provider is its own session:
 # joins stay small and the state of one is dropped before the next.
 SESSION_KEY = "provider_nihdi"
@@ -320,8 +323,10 @@ class DurableRuleset:
 
     # -- facts ------------------------------------------------------------------------
 
+    @cached_property
     def derived_columns(self) -> list[pl.Expr]:
-        """The values patterns cannot compute: deadlines, sort ranks, duplicate keys."""
+        """The values patterns cannot compute: deadlines, sort ranks, duplicate keys (built once:
+        a real-time check's facts take less time to prepare than these expressions to build)."""
         exprs: list[pl.Expr] = []
         for compiled in self.checks:
             check, rule, index = compiled.check, compiled.rule, compiled.index
@@ -346,16 +351,16 @@ class DurableRuleset:
                 exprs.append((order.rank("ordinal").over(key) - 1).cast(pl.Int64).alias(_derived(rule, index, "seq")))
         return exprs
 
-    def relevant(self, posted: pl.Series | None) -> dict[str, pl.Expr]:
-        """Per ruleset, the lines that could bear on the ``posted`` claims' flags (all without).
+    @cached_property
+    def relevant(self) -> dict[str, pl.Expr]:
+        """Per ruleset, the lines that could bear on the flags of the lines marked ``POSTED``
+        (every line bears on its own flags when none is marked: then no mask is needed).
 
         A check of one line needs only the posted lines; a duplicate key, the lines sharing
         a posted line's key; a burst, the lines of a posted line's partition. The derived
         ranks are computed over every line first, so that they are the same either way.
         """
-        if posted is None:
-            return {name: pl.lit(True) for name in self.rulesets}
-        is_posted = pl.col("claim_id").is_in(posted.implode())
+        is_posted = pl.col(POSTED)
         prefix = ruleset_prefix(self.catalog, self.legislation)
         needed: dict[str, list[pl.Expr]] = defaultdict(list)
         for compiled in self.checks:
@@ -514,16 +519,19 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     collect). Facts are encoded by Polars when there are many, one query per ruleset; a few
     (a real-time check) by ``json.dumps``, each query costing a millisecond however few its rows.
     """
-    relevant = ruleset.relevant(posted)
     needed = sorted(set().union(*ruleset.columns_of.values()))
     names = list(ruleset.columns_of)
-    masks = [relevant[name].alias(f"_in_{k}") for k, name in enumerate(names)]
+    if posted is None:
+        masks = [pl.lit(True).alias(f"_in_{k}") for k in range(len(names))]
+    else:
+        lines = lines.with_columns(pl.col("claim_id").is_in(posted.implode()).alias(POSTED))
+        masks = [ruleset.relevant[name].alias(f"_in_{k}") for k, name in enumerate(names)]
     facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
     if lines.height * len(names) <= FACTS_ENCODED_ONE_BY_ONE:
         # Eagerly: on a few rows, planning a lazy query costs more than running it.
-        few = _encode(lines.with_columns(ruleset.derived_columns()).select(*needed, *masks))
-        for number, row in enumerate(few.iter_rows(named=True)):
-            identity = f"{LINE}:{number}"
+        few = _encode(lines.with_columns(ruleset.derived_columns).select(*needed, *masks))
+        for position, row in enumerate(few.iter_rows(named=True)):
+            identity = f"{LINE}:{position}"
             for k, name in enumerate(names):
                 if row[f"_in_{k}"]:
                     columns = {c: row[c] for c in sorted(ruleset.columns_of[name]) if row[c] is not None}
@@ -532,7 +540,7 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
                         (identity, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
                     )
         return facts
-    prepared = _encode(lines.lazy().with_columns(ruleset.derived_columns()).select(*needed, *masks))
+    prepared = _encode(lines.lazy().with_columns(ruleset.derived_columns).select(*needed, *masks))
     number = pl.int_range(pl.len())
     encoded = prepared.select(
         SESSION_KEY,
