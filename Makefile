@@ -28,7 +28,7 @@ test: lint
 
 demo: install
 	$(RUN) secm synth --out $(DEMO_DATA) --lines $(DEMO_LINES) --seed 42
-	$(RUN) secm train --data $(DEMO_DATA) --promote
+	$(RUN) secm train --data $(DEMO_DATA) --promote --approved-by demo
 	$(RUN) secm run --data $(DEMO_DATA) --out $(SECM_HOME)/runs/demo
 	$(RUN) secm whatif --data $(DEMO_DATA) --legislation reform_art174 --out $(SECM_HOME)/runs/demo/whatif_reform_art174.csv
 	@echo "Results: $(SECM_HOME)/runs/demo (flags, quarantine, provider scores, run.json), published to $(SECM_HOME)/secm.db."

@@ -11,6 +11,7 @@ import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -292,10 +293,14 @@ def duel(
     return Duel(precision(candidate), precision(champion[0]) if champion else None, test.height)
 
 
-def promote(version: str, settings: Settings | None = None) -> None:
-    """Make ``version`` of the registered model the champion."""
+def promote(version: str, approved_by: str, settings: Settings | None = None) -> None:
+    """Make ``version`` of the registered model the champion, approved by ``approved_by``
+    (kept on the version, with the date: who answers for the model scoring the worklist)."""
     connect(settings)
-    MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+    client = MlflowClient()
+    client.set_model_version_tag(MODEL_NAME, version, "approved_by", approved_by)
+    client.set_model_version_tag(MODEL_NAME, version, "approved_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
 
 
 def load_champion(settings: Settings | None = None) -> tuple[Model, str] | None:

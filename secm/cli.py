@@ -236,6 +236,10 @@ def train(
     ] = None,
     metric: Annotated[str, typer.Option(help="roc_auc, average_precision or precision_at_k.")] = "roc_auc",
     promote: Annotated[bool, typer.Option(help="Make the best run by --metric the champion.")] = False,
+    approved_by: Annotated[
+        str | None,
+        typer.Option(help="Who approves the promotion (needed with --promote): kept with the model and audited."),
+    ] = None,
     period: Annotated[str, typer.Option(help="Profile period: year or quarter.")] = "year",
     peer_columns: Annotated[
         str, typer.Option(help="Peer grouping, comma-separated.")
@@ -255,6 +259,10 @@ def train(
     with _clean_errors():
         if period not in ("year", "quarter"):
             raise ValueError(f"--period must be year or quarter, not {period!r}")
+        if promote and not (approved_by or "").strip():
+            raise ValueError("--promote needs --approved-by NAME: a champion is approved by someone, who is recorded")
+        if approved_by and len(approved_by.strip()) > APPROVER_CHARS:
+            raise ValueError(f"--approved-by takes a name of at most {APPROVER_CHARS} characters")
         unknown = set(detector or []) - set(DETECTORS)
         if unknown:
             raise ValueError(f"Unknown detector(s) {sorted(unknown)}; known: {', '.join(DETECTORS)}")
@@ -306,10 +314,27 @@ def train(
                 if not match.candidate_wins:
                     console.print("The champion stays: the candidate does not beat it on held-out verdicts.")
                     return
-            make_champion(winner.version)
+            assert approved_by is not None
+            make_champion(winner.version, approved_by.strip())
+            _audit_promotion(approved_by.strip(), winner.detector, winner.version, metric, winner.metrics[metric])
             console.print(
-                f"Champion: {winner.detector} (version {winner.version}, {metric} {winner.metrics[metric]:.3f})."
+                f"Champion: {winner.detector} (version {winner.version}, {metric} {winner.metrics[metric]:.3f}), "
+                f"approved by {approved_by.strip()}."
             )
+
+
+APPROVER_CHARS = 128  # an audit-log actor's length
+
+
+def _audit_promotion(approver: str, detector: str, version: str, metric: str, value: float) -> None:
+    """The promotion in the application database's audit log (SECM_DATABASE_URL)."""
+    from api.auth import Caller, audit
+    from api.database import migrate
+    from secm.settings import get_settings
+
+    with migrate(get_settings().effective_database_url).begin() as connection:
+        detail = {"detector": detector, "version": version, "metric": metric, "value": round(value, 4)}
+        audit(connection, Caller(approver, "approver"), "promote_model", detail=detail)
 
 
 def _verdicts() -> pl.DataFrame | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import polars as pl
 import pytest
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
@@ -20,6 +21,7 @@ from detectors.tracking import CHAMPION, MODEL_NAME, best, duel, load_champion, 
 from secm.cli import app
 from secm.pipeline import profiles_of
 from secm.pipeline import run as run_pipeline
+from secm.settings import get_settings
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,10 @@ def test_log_register_load_by_alias_and_score_identically(profiles: pl.DataFrame
     runs = train_zoo(profiles, labels=labels, detectors=["ecod", "ensemble"])
     assert [r.detector for r in runs] == ["ecod", "ensemble"]
     winner = best(runs, "roc_auc")
-    promote(winner.version)
+    promote(winner.version, "Dr. Approver")
+    tags = MlflowClient().get_model_version(MODEL_NAME, winner.version).tags
+    assert tags["approved_by"] == "Dr. Approver"
+    assert tags["approved_at"].startswith(str(datetime.now(UTC).year))
     champion = load_champion()
     assert champion is not None
     model, version = champion
@@ -78,9 +83,23 @@ def test_run_scores_with_the_champion_or_says_it_fitted_one(synthetic: Path, tmp
     assert scores.height == first.info["detector"]["profiles_scored"]
     assert scores["explanation"].str.len_chars().min() > 0  # type: ignore[operator]
 
-    result = CliRunner().invoke(app, ["train", "--data", str(synthetic), "--detector", "iforest", "--promote"])
+    train = ["train", "--data", str(synthetic), "--detector", "iforest", "--promote"]
+    refused = CliRunner().invoke(app, train)
+    assert refused.exit_code == 1
+    assert "--promote needs --approved-by NAME" in refused.output
+    result = CliRunner().invoke(app, [*train, "--approved-by", "Dr. Approver"])
     assert result.exit_code == 0, result.output
     assert "Champion: iforest" in result.output
+    assert "approved by Dr. Approver" in " ".join(result.output.split())
+    with migrate(get_settings().effective_database_url).connect() as connection:
+        audited = connection.execute(
+            sa.select(t.audit_log.c.actor, t.audit_log.c.role, t.audit_log.c.detail).where(
+                t.audit_log.c.action == "promote_model"
+            )
+        ).all()
+    assert [(actor, role, detail["detector"], detail["version"]) for actor, role, detail in audited] == [
+        ("Dr. Approver", "approver", "iforest", "1")
+    ]
     second = run_pipeline(synthetic, tmp_path / "b")
     assert second.info["detector"] == {
         "model": "iforest",
@@ -163,7 +182,7 @@ def test_verdicts_guide_training_and_gate_promotion(
                 for nihdi, outcome in cases
             ],
         )
-    train = ["train", "--data", str(synthetic), "--detector", "peer_evidence", "--promote"]
+    train = ["train", "--data", str(synthetic), "--detector", "peer_evidence", "--promote", "--approved-by", "SECM"]
     runner = CliRunner()
     result = runner.invoke(app, train)
     assert result.exit_code == 0, result.output
