@@ -253,7 +253,7 @@ def train(
     """Train and compare the detector zoo on a dataset's provider profiles, tracked in MLflow."""
     from detectors.scoring import DETECTORS
     from detectors.tracking import best, duel, train_zoo
-    from detectors.tracking import promote as make_champion
+    from secm.champion import approve
     from secm.pipeline import profiles_of
 
     with _clean_errors():
@@ -261,8 +261,6 @@ def train(
             raise ValueError(f"--period must be year or quarter, not {period!r}")
         if promote and not (approved_by or "").strip():
             raise ValueError("--promote needs --approved-by NAME: a champion is approved by someone, who is recorded")
-        if approved_by and len(approved_by.strip()) > APPROVER_CHARS:
-            raise ValueError(f"--approved-by takes a name of at most {APPROVER_CHARS} characters")
         unknown = set(detector or []) - set(DETECTORS)
         if unknown:
             raise ValueError(f"Unknown detector(s) {sorted(unknown)}; known: {', '.join(DETECTORS)}")
@@ -315,26 +313,12 @@ def train(
                     console.print("The champion stays: the candidate does not beat it on held-out verdicts.")
                     return
             assert approved_by is not None
-            make_champion(winner.version, approved_by.strip())
-            _audit_promotion(approved_by.strip(), winner.detector, winner.version, metric, winner.metrics[metric])
+            detail = {"detector": winner.detector, "metric": metric, "value": round(winner.metrics[metric], 4)}
+            approve(winner.version, approved_by, detail)
             console.print(
                 f"Champion: {winner.detector} (version {winner.version}, {metric} {winner.metrics[metric]:.3f}), "
                 f"approved by {approved_by.strip()}."
             )
-
-
-APPROVER_CHARS = 128  # an audit-log actor's length
-
-
-def _audit_promotion(approver: str, detector: str, version: str, metric: str, value: float) -> None:
-    """The promotion in the application database's audit log (SECM_DATABASE_URL)."""
-    from api.auth import Caller, audit
-    from api.database import migrate
-    from secm.settings import get_settings
-
-    with migrate(get_settings().effective_database_url).begin() as connection:
-        detail = {"detector": detector, "version": version, "metric": metric, "value": round(value, 4)}
-        audit(connection, Caller(approver, "approver"), "promote_model", detail=detail)
 
 
 def _verdicts() -> pl.DataFrame | None:

@@ -18,6 +18,7 @@ from api import tables as t
 from api.database import migrate
 from detectors.scoring import fit_profiles, score_profiles
 from detectors.tracking import CHAMPION, MODEL_NAME, best, duel, load_champion, promote, quality, train_zoo
+from secm.champion import approve
 from secm.cli import app
 from secm.pipeline import profiles_of
 from secm.pipeline import run as run_pipeline
@@ -204,3 +205,10 @@ def test_verdicts_guide_training_and_gate_promotion(
     match = duel(profiles, verdicts, "peer_evidence")
     assert match.champion == pytest.approx(match.candidate)
     assert 0 < match.held_out < len(cases)
+
+
+@pytest.mark.parametrize(("name", "message"), [("  ", "approved by someone"), ("x" * 129, "at most 128 characters")])
+def test_a_champion_needs_a_named_approver(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        approve("1", name, {})
+    assert load_champion() is None
