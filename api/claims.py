@@ -39,8 +39,9 @@ from api.publish import REFERENCE_TABLES
 from api.queries import NEWEST_RUN
 from data_contracts import TABLES
 from data_contracts.loader import load_records
-from data_contracts.records import Known, trimmed, validate_records
+from data_contracts.records import Known, Quarantined, Row, trimmed, validate_records
 from rules import load_catalog
+from rules.context import NO_LINES
 from rules.durable_engine import References, evaluate_durable, prepare_workers
 from rules.durable_worker import WorkerUnavailable
 from rules.errors import RuleError
@@ -57,7 +58,6 @@ MAX_BATCH_LINES = 2_000  # lines of the checks decided together
 # A check's rules are decided within this, or the worker is replaced and the check retried once.
 DEADLINE_SECONDS = 10.0
 
-Row = dict[str, Any]  # a record with the contract's columns, typed
 V = TypeVar("V")
 
 
@@ -110,11 +110,6 @@ def _unknown_fields(name: str, records: list[dict[str, Any]]) -> None:
     if unknown:
         msg = f"Unknown {name} field(s) {unknown}; the contract's fields are {sorted(spec.dtypes)}"
         raise ValueError(msg)
-
-
-# The tables a rules worker is sent besides the enriched lines: none (empty frames, built once).
-_NOTHING = {name: TABLES[name].empty() for name in ("billing_lines", "third_party_invoices")}
-Quarantined = list[tuple[int, list[str]]]  # reasons by row number (from 1)
 
 
 def _validate(
@@ -282,10 +277,10 @@ class ClaimChecker:
         with self.lock:
             known_invoices = self.invoices.get(caller) or {}
         if valid_invoices:  # the newest version of each, the last INVOICES_KEPT posted
-            known_invoices = {
-                i: r for i, r in known_invoices.items() if i not in {v["invoice_id"] for v in valid_invoices}
-            }
-            known_invoices |= {invoice["invoice_id"]: invoice for invoice in valid_invoices}
+            known_invoices = dict(known_invoices)
+            for invoice in valid_invoices:
+                known_invoices.pop(invoice["invoice_id"], None)  # posted again: it moves to the end
+                known_invoices[invoice["invoice_id"]] = invoice
             known_invoices = dict(list(known_invoices.items())[-INVOICES_KEPT:])
 
         def tables() -> dict[str, pl.DataFrame]:
@@ -343,7 +338,7 @@ class ClaimChecker:
         named = {line["invoice_id"] for line in lines} & invoices.keys()
         found = {i: (invoices[i]["third_party_number"], invoices[i]["submitted_date"]) for i in named}
         return evaluate_durable(
-            _NOTHING,
+            NO_LINES,
             legislation=self.legislation,
             lines=self.index.enrich(lines, found).with_row_index("_i"),
             effective_from=self.effective_from,

@@ -123,8 +123,9 @@ def _parsed(raw: str | None, parse: Callable[[str], Any]) -> Any:
 # ---------------------------------------------------------------------------------------
 # Checks: each answers True when a row fails it. Rows are dicts of typed values.
 
-Row = dict[str, Any]
+Row = dict[str, Any]  # a record with the contract's columns, typed
 RowCheck = Callable[[Row], bool]
+Quarantined = list[tuple[int, list[str]]]  # reasons by row number (from 1)
 
 
 def _third_party(row: Row) -> bool | None:
@@ -219,7 +220,7 @@ class Verdict:
     """Valid rows (typed, defaults filled) and the others' reasons by row number (from 1)."""
 
     valid: list[Row]
-    quarantined: list[tuple[int, list[str]]]
+    quarantined: Quarantined
 
 
 def validate_records(spec: TableSpec, records: Iterable[Mapping[str, Any]], known: Known | None) -> Verdict | None:
@@ -237,7 +238,7 @@ def validate_records(spec: TableSpec, records: Iterable[Mapping[str, Any]], know
         raise ValueError("billing lines are checked against what they refer to: give `known`")
     key: tuple[str, ...] = getattr(spec.schema, "key", ())
     seen: set[tuple[Any, ...]] = set()
-    failed: list[tuple[int, list[str]]] = []
+    failed: Quarantined = []
     passed: list[tuple[int, Row]] = []
     for number, row in enumerate(rows, start=1):
         value = tuple(row[c] for c in key)

@@ -27,8 +27,13 @@ from datetime import date
 
 import polars as pl
 
+from data_contracts import TABLES
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules.periods import within
+
+# The line inputs of :func:`enrich`, empty: with a run's reference tables, they give the
+# enriched line's columns, and they are what a call sends that brings its lines enriched.
+NO_LINES = {name: TABLES[name].empty() for name in ("billing_lines", "third_party_invoices")}
 
 
 def _lookup(keys: pl.Series, table: pl.DataFrame) -> pl.DataFrame:

@@ -38,7 +38,6 @@ import durable_rules_engine
 import polars as pl
 from durable import engine as durable
 
-from data_contracts import TABLES
 from rules.catalog import (
     BurstCheck,
     Catalog,
@@ -61,6 +60,7 @@ from rules.conditions import (
     mirrored,
     not_true_form,
 )
+from rules.context import NO_LINES
 from rules.durable_worker import WorkerPool
 from rules.engine import enriched_lines, flags_table, follow_timeline, one_flag_per_line
 from rules.errors import RuleError
@@ -850,11 +850,10 @@ def prepare_workers(references: References, legislations: Iterable[str]) -> None
     """Start every durable_rules worker now and give each ``references``, with the rulesets of
     ``legislations`` registered and the reference facts derived: a service about to check
     claims, so that no check waits for them."""
-    nothing = {LINE: TABLES[LINE].empty(), "third_party_invoices": TABLES["third_party_invoices"].empty()}
-    lines = enriched_lines({name: frame.lazy() for name, frame in {**references.tables, **nothing}.items()})
+    lines = enriched_lines({name: frame.lazy() for name, frame in {**references.tables, **NO_LINES}.items()})
     for legislation in legislations:
         _POOL.each(
-            _evaluate_here, nothing, legislation, None, lines, lines["claim_id"], shared=(references.key, references)
+            _evaluate_here, NO_LINES, legislation, None, lines, lines["claim_id"], shared=(references.key, references)
         )
 
 

@@ -147,7 +147,7 @@ class _Worker:
                 if not self.connection.poll(deadline):
                     raise _Late
                 done, value = self.connection.recv()
-            except (EOFError, OSError, BrokenPipeError) as exc:
+            except (EOFError, OSError) as exc:  # a broken pipe is an OSError
                 raise _Dead(str(exc)) from None
         if not done:
             raise value
@@ -295,10 +295,9 @@ class WorkerPool:
 
     def _new(self) -> _Worker:
         if self._finalized_in != os.getpid():
-            # In a process started by multiprocessing, the exit joins every child process
-            # before concurrent.futures stops its pools, so an idle worker would be waited for
-            # forever; a multiprocessing finalizer runs before that join, and before the
-            # pools' own queues close (their finalizers have priority 10).
+            # At the exit of this process (one that multiprocessing started too), the workers are
+            # retired before multiprocessing's own exit terminates and joins its daemonic
+            # children: each finishes the call it was given and ends when its pipe closes.
             multiprocessing.util.Finalize(None, self.shutdown, exitpriority=100)
             self._finalized_in = os.getpid()
         context = multiprocessing.get_context("spawn")

@@ -15,23 +15,22 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from functools import cache
-from typing import Any
 
 import polars as pl
 
 from data_contracts import TABLES
+from data_contracts.records import Row
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules.catalog import BurstCheck, Catalog, DuplicateKeyCheck
+from rules.context import DAY_US, MINUTE_US, NO_LINES, enrich
+from rules.periods import OPEN_END
 
-_OPEN_END = date(9999, 12, 31)
-_DAY0 = date(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1)
-MINUTE_US, DAY_US = 60_000_000, 86_400_000_000
-Row = dict[str, Any]
 
 
 def _within(day: date, start: date, end: date | None) -> bool:
-    return start <= day <= (end or _OPEN_END)
+    """``periods.within`` for one date."""
+    return start <= day <= (end or OPEN_END)
 
 
 @cache
@@ -175,13 +174,7 @@ class ReferenceIndex:
 
 def _enriched_schema(tables: Mapping[str, pl.DataFrame]) -> pl.Schema:
     """The enriched line's columns and types, as the Polars enrichment gives them."""
-    from rules.context import enrich
-
-    empty = {
-        "billing_lines": TABLES["billing_lines"].empty(),
-        "third_party_invoices": TABLES["third_party_invoices"].empty(),
-    }
-    return enrich({name: frame.lazy() for name, frame in {**tables, **empty}.items()}).schema
+    return enrich({name: frame.lazy() for name, frame in {**tables, **NO_LINES}.items()}).schema
 
 
 def bearing_on(catalog: Catalog, lines: list[Row], posted: set[str]) -> list[Row]:
