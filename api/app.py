@@ -27,7 +27,7 @@ from api.database import UNAVAILABLE, migrate
 from api.dependencies import Passes
 from api.hardening import BodyLimit, SecurityHeaders, invalid_request
 from api.queries import NotPublished
-from api.routes import audit, campaigns, cases, claims, providers, reference, reports
+from api.routes import audit, campaigns, cases, claims, models, providers, reference, reports
 from api.worklist import Worklists
 from rules.durable_worker import WorkerUnavailable
 
@@ -118,7 +118,7 @@ def create_app(
     app.add_exception_handler(WorkerUnavailable, _rules_unavailable)
     app.add_exception_handler(NotPublished, _not_published)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (reference, providers, claims, cases, campaigns, reports, audit):
+    for module in (reference, providers, claims, cases, campaigns, reports, models, audit):
         app.include_router(module.router)
     return app
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 import mlflow.sklearn
 import numpy as np
 import polars as pl
@@ -25,6 +26,8 @@ from mlflow import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from detectors.evidence import PeerEvidence
+from detectors.model_card import ARTIFACT as CARD
+from detectors.model_card import model_card, temporal_holdout
 from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS
 from detectors.profiles import FEATURES, ID
 from detectors.scoring import DETECTORS, Model, fit_profiles, score_profiles
@@ -177,11 +180,15 @@ def train_zoo(
     settings: Settings | None = None,
     on_detector: Callable[[str], None] | None = None,
     verdicts: pl.DataFrame | None = None,
+    attributes: pl.DataFrame | None = None,
+    labels_source: str | None = None,
 ) -> list[TrainingRun]:
-    """Fit, score, log and register every detector; one MLflow run each.
+    """Fit, score, log and register every detector, each with its model card; one MLflow run each.
 
     ``verdicts`` (closed cases: ``provider_nihdi``, ``confirmed``) guide the default detector;
     with ``labels``, its run also logs the lift verdicts give at 1, 5 and 20 % of providers.
+    ``attributes`` (:func:`detectors.fairness.provider_attributes`) give the card's fairness
+    report the insurer and postcode; ``labels_source`` says where ``labels`` came from.
     """
     experiment = connect(settings)
     data = fingerprint(profiles)
@@ -236,6 +243,30 @@ def train_zoo(
             )
             version = str(info.registered_model_version)
             client.set_model_version_tag(MODEL_NAME, version, "detector", name)
+            holdout = temporal_holdout(
+                profiles,
+                name,
+                labels=labels,
+                peer_columns=peer_columns,
+                min_peers=min_peers,
+                random_state=random_state,
+                verdicts=verdicts,
+            )
+            card = model_card(
+                model,
+                profiles,
+                scores,
+                version=version,
+                run_id=run.info.run_id,
+                holdout=holdout,
+                metrics=metrics,
+                peer_columns=peer_columns,
+                min_peers=min_peers,
+                attributes=attributes,
+                labels_source=labels_source if labels is not None else None,
+                verdicts=getattr(model, "verdicts_", 0),
+            )
+            mlflow.log_dict(card, CARD)
             runs.append(TrainingRun(name, run.info.run_id, version, metrics))
     return runs
 
@@ -301,6 +332,50 @@ def promote(version: str, approved_by: str, settings: Settings | None = None) ->
     client.set_model_version_tag(MODEL_NAME, version, "approved_by", approved_by)
     client.set_model_version_tag(MODEL_NAME, version, "approved_at", datetime.now(UTC).isoformat(timespec="seconds"))
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+
+
+def registered_models(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every registered version of the model, newest first: its detector, when and by which
+    run it was made, whether it is the champion, and who approved it and when."""
+    connect(settings)
+    client = MlflowClient()
+    found = client.search_model_versions(f"name='{MODEL_NAME}'")
+    if not found:
+        return []
+    # A search does not fill in the versions' aliases; the registered model has them.
+    champion = client.get_registered_model(MODEL_NAME).aliases.get(CHAMPION)
+    described = (_described(v, champion) for v in found)
+    return sorted(described, key=lambda v: int(v["version"]), reverse=True)
+
+
+def registered_card(version: str, settings: Settings | None = None) -> dict[str, Any] | None:
+    """The model card of ``version`` with its registry entry (approval, champion); None when
+    no such version is registered. A version trained before cards existed has ``card`` None."""
+    connect(settings)
+    client = MlflowClient()
+    try:
+        found = client.get_model_version(MODEL_NAME, version)
+    except mlflow.exceptions.MlflowException:
+        return None
+    try:
+        card = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{CARD}")
+    except (mlflow.exceptions.MlflowException, OSError):
+        card = None
+    return {**_described(found, found.version if CHAMPION in (found.aliases or []) else None), "card": card}
+
+
+def _described(version: Any, champion: Any) -> dict[str, Any]:
+    """A version's registry entry; ``champion`` is the champion's version (if any)."""
+    tags = version.tags or {}
+    return {
+        "version": str(version.version),
+        "detector": tags.get("detector"),
+        "created_at": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+        "run_id": version.run_id,
+        "champion": str(version.version) == str(champion),
+        "approved_by": tags.get("approved_by"),
+        "approved_at": tags.get("approved_at"),
+    }
 
 
 def load_champion(settings: Settings | None = None) -> tuple[Model, str] | None:

@@ -254,7 +254,7 @@ def train(
     from detectors.scoring import DETECTORS
     from detectors.tracking import best, duel, train_zoo
     from secm.champion import approve
-    from secm.pipeline import profiles_of
+    from secm.pipeline import training_data
 
     with _clean_errors():
         if period not in ("year", "quarter"):
@@ -270,7 +270,7 @@ def train(
         with _progress() as progress:
             task = progress.add_task("Building provider profiles", total=None)
             peers = [c.strip() for c in peer_columns.split(",") if c.strip()]
-            profiles = profiles_of(data, period=period)  # type: ignore[arg-type]
+            profiles, attributes = training_data(data, period=period)  # type: ignore[arg-type]
             if profiles.is_empty():
                 raise ValueError(
                     f"Nothing to train on: {data} has no valid billing line (secm run lists what was quarantined)"
@@ -286,6 +286,8 @@ def train(
                 period=period,
                 on_detector=lambda name: progress.update(task, description=f"Training {name}"),
                 verdicts=outcomes,
+                attributes=attributes,
+                labels_source=str(label_file),
             )
         guided = f", guided by {outcomes.height:,} closed cases" if outcomes is not None else ""
         table = Table(

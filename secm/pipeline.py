@@ -15,6 +15,7 @@ import polars as pl
 
 from data_contracts import TableStats, load_dataset
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
+from detectors.fairness import fairness_report, provider_attributes
 from detectors.profiles import Period, provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from detectors.tracking import load_champion
@@ -66,6 +67,7 @@ def run(
         on_step("Scoring provider profiles")
     profiles = provider_profiles(lines, flags, period=period, patients=tables.get("patients"))
     scores, detector = _score(profiles)
+    fairness = fairness_report(scores, profiles, provider_attributes(lines, tables.get("providers"), period))
     step("scoring_seconds")
 
     out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,7 @@ def run(
         "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
         "quarantine_by_year": quarantine_by_year(dataset.quarantine),
         "detector": {**detector, "period": period, "profiles_scored": scores.height},
+        "fairness": fairness,
         "timings": timings,
     }
     (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -126,9 +129,16 @@ def _score(profiles: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str | None]]
 
 def profiles_of(data: Path, *, period: Period = "year") -> pl.DataFrame:
     """Provider profiles of a dataset under the current legislation (for training)."""
+    return training_data(data, period=period)[0]
+
+
+def training_data(data: Path, *, period: Period = "year") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Provider profiles of a dataset under the current legislation, and the attributes a
+    fairness report groups them by (:func:`detectors.fairness.provider_attributes`)."""
     tables = load_dataset(data).lazy_tables()
     lines = enriched_lines(tables)
-    return provider_profiles(lines, evaluate(tables, lines=lines), period=period, patients=tables.get("patients"))
+    profiles = provider_profiles(lines, evaluate(tables, lines=lines), period=period, patients=tables.get("patients"))
+    return profiles, provider_attributes(lines, tables.get("providers"), period)
 
 
 def volumes(lines: pl.DataFrame) -> list[dict[str, Any]]:

@@ -40,6 +40,11 @@ def test_run_json_reconciles_tables_quarantine_and_rules(synthetic: Path, tmp_pa
         rows = flags.filter(pl.col("rule_id") == rule_id)
         assert summary["lines_flagged"] == rows.height
         assert summary["amount_at_stake_eur"] == pytest.approx(rows["amount_at_stake_eur"].sum())
+    fairness = info["fairness"]
+    assert fairness["profiles"] == info["detector"]["profiles_scored"]
+    regions = [g for g in fairness["groups"] if g["dimension"] == "region"]
+    assert sum(g["profiles"] for g in regions) == fairness["profiles"]
+    assert {g["dimension"] for g in fairness["groups"]} == {"region", "language", "insurer", "practice_size"}
     expected = pl.read_parquet(synthetic / "labels" / "quarantine.parquet")
     got = quarantine.explode("reasons")
     for table, reason in expected.select("table", "reason").iter_rows():

@@ -16,8 +16,20 @@ from typer.testing import CliRunner
 
 from api import tables as t
 from api.database import migrate
+from detectors.model_card import temporal_holdout
 from detectors.scoring import fit_profiles, score_profiles
-from detectors.tracking import CHAMPION, MODEL_NAME, best, duel, load_champion, promote, quality, train_zoo
+from detectors.tracking import (
+    CHAMPION,
+    MODEL_NAME,
+    best,
+    duel,
+    load_champion,
+    promote,
+    quality,
+    registered_card,
+    registered_models,
+    train_zoo,
+)
 from secm.champion import approve
 from secm.cli import app
 from secm.pipeline import profiles_of
@@ -62,6 +74,31 @@ def test_log_register_load_by_alias_and_score_identically(profiles: pl.DataFrame
     assert artifacts == {"plots/score_distribution.png", "plots/feature_contributions.png"}
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == winner.version
     assert mlflow.get_tracking_uri().endswith("mlflow.db")
+
+    listed = registered_models()
+    assert [(m["version"], m["detector"], m["champion"]) for m in listed] == [
+        (r.version, r.detector, r.version == winner.version) for r in reversed(runs)
+    ]
+    served = registered_card(winner.version)
+    assert served is not None
+    assert (served["approved_by"], served["champion"]) == ("Dr. Approver", True)
+    card = served["card"]
+    assert (card["model"], card["version"], card["run_id"]) == (winner.detector, winner.version, winner.run_id)
+    periods = sorted(profiles["period"].unique().to_list())
+    assert card["data"]["periods"] == periods
+    assert card["data"]["profiles"] == profiles.height
+    assert [f["name"] for f in card["features"]] == model.feature_names_
+    holdout = card["evaluation"]["temporal_holdout"]
+    assert (holdout["trained_on"], holdout["evaluated_on"]) == (periods[:-1], periods[-1])
+    assert set(holdout["metrics"]) == {"roc_auc", "average_precision", "precision_at_k"}
+    assert {g["dimension"] for g in card["fairness"]["groups"]} >= {"region", "language", "practice_size"}
+    assert any("Two-sided" in limit for limit in card["known_limits"])
+    assert registered_card("999") is None
+
+
+def test_a_single_period_has_no_temporal_holdout(profiles: pl.DataFrame) -> None:
+    first = profiles.filter(pl.col("period") == profiles["period"].min())
+    assert temporal_holdout(first, "peer_evidence")["status"].startswith("not evaluated: one period only")
 
 
 def test_quality_floor_on_generated_providers(synthetic: Path, profiles: pl.DataFrame, labels: pl.DataFrame) -> None:
