@@ -180,6 +180,43 @@ def run(
     )
     published = " and published to the application database" if publish else ""
     console.print(f"Outputs in {out}{published} ({result.info['timings']['total_seconds']:.1f}s).")
+    if publish:
+        from api.database import migrate
+        from secm.purge import expire_raw_values
+
+        settings = get_settings()
+        with _clean_errors(), migrate(settings.effective_database_url).begin() as connection:
+            expired = expire_raw_values(connection, settings.retention_days)
+        if expired:
+            console.print(
+                f"Raw values of quarantined rows blanked in {len(expired)} run(s) older than "
+                f"{settings.retention_days} days (SECM_RETENTION_DAYS)."
+            )
+
+
+@app.command()
+def purge(
+    before: Annotated[
+        datetime, typer.Option(formats=["%Y-%m-%d"], help="Remove runs and models made before this date.")
+    ],
+    by: Annotated[str | None, typer.Option(help="Who purges (default: the system user); audited.")] = None,
+) -> None:
+    """Remove published runs made before a date (database rows and output files) and MLflow
+    training runs started before it; keep what a case, a campaign or the champion relies on."""
+    import getpass
+
+    from secm.purge import purge as purge_before
+
+    with _clean_errors():
+        done = purge_before(before.date(), by or getpass.getuser())
+    console.print(
+        f"Purged {len(done.runs)} run(s), {len(done.outputs)} output folder(s), {len(done.mlflow_runs)} MLflow "
+        f"training run(s) and {len(done.model_versions)} model version(s) made before {before.date()}."
+    )
+    for what, why in done.kept.items():
+        console.print(f"Kept {what}: {why}.")
+    if done.raw_values_expired:
+        console.print(f"Raw values of quarantined rows blanked in {len(done.raw_values_expired)} older run(s).")
 
 
 @app.command()

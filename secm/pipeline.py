@@ -81,6 +81,7 @@ def run(
         "run_id": uuid.uuid4().hex,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": str(Path(data).resolve()),
+        "outputs": str(out.resolve()),
         "legislation": legislation,
         "catalog_version": catalog.version,
         "effective_from": effective_from.isoformat() if effective_from else None,

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         description="MLflow store; SQLite under SECM_HOME when unset.",
     )
 
+    retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=36_500,
+        description="Days the raw values of quarantined rows are kept in a run's outputs (SECM_RETENTION_DAYS).",
+    )
     report_min_cell: int = Field(
         default=5,
         ge=1,
@@ -71,10 +77,6 @@ class Settings(BaseSettings):
         if path.stat().st_uid == os.getuid():
             path.chmod(0o700)  # a home made by an earlier version, or by hand, is closed too
         return path
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.resolved_home / "runs"
 
     @property
     def targets_file(self) -> Path | None:
