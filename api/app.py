@@ -30,6 +30,7 @@ from api.queries import NotPublished
 from api.routes import audit, campaigns, cases, claims, models, providers, reference, reports
 from api.worklist import Worklists
 from rules.durable_worker import WorkerUnavailable
+from secm.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def create_app(
     max_body_bytes: int = 16 * 1024 * 1024,
     token_recheck_seconds: float = 1.0,
     check_concurrency: int = 32,
+    pseudonym_key: bytes | None = None,
 ) -> FastAPI:
     """The service over ``database_url``; ``concurrency`` requests at work at once (see the
     module); request bodies up to ``max_body_bytes``; a token admitted is read again after
@@ -103,6 +105,7 @@ def create_app(
     app.state.worklists = Worklists()
     app.state.passes = Passes(token_recheck_seconds)
     app.state.checkers = {}
+    app.state.pseudonym_key = pseudonym_key or get_settings().pseudonym_secret
     # The last added runs first: headers on every answer, then the body limit, then admission.
     app.add_middleware(
         Admission,
@@ -125,8 +128,6 @@ def create_app(
 
 def from_settings() -> FastAPI:
     """The service as the environment configures it (``SECM_*``): the server processes' factory."""
-    from secm.settings import get_settings
-
     settings = get_settings()
     return create_app(
         settings.effective_database_url,
@@ -136,4 +137,5 @@ def from_settings() -> FastAPI:
         max_body_bytes=settings.serve_max_body_bytes,
         token_recheck_seconds=settings.serve_token_recheck_seconds,
         check_concurrency=settings.serve_check_concurrency,
+        pseudonym_key=settings.pseudonym_secret,
     )

@@ -37,12 +37,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import Caller, Unauthorized, admit, audit, record_use, token_hash
 from api.database import reading
+from api.pseudonyms import PATTERN as PSEUDONYM_PATTERN
+from api.pseudonyms import sees_pseudonyms
 from api.queries import NEWEST_RUN, page_of, run_of
 from api.worklist import Worklists
 from rules import load_catalog
 
 MAX_PAGE_SIZE = 200
 NIHDI = Path(pattern=r"^[0-9]{11}$", description="The provider's 11-digit NIHDI/RIZIV number.")
+PROVIDER = Path(
+    pattern=rf"^([0-9]{{11}}|{PSEUDONYM_PATTERN.strip('^$')})$",
+    description="The provider's 11-digit NIHDI/RIZIV number, or its pseudonym (PS and 20 hex digits), "
+    "the only form a data scientist sees and may give.",
+)
 # The shipped catalog's rule ids, so that the OpenAPI document lists the values a filter takes.
 RuleId = Enum("RuleId", {rule.id: rule.id for rule in load_catalog()}, type=str)  # type: ignore[misc]
 RunId = Annotated[str | None, Query(description="A published run; default: the newest.", max_length=64)]
@@ -105,6 +112,13 @@ class Session:
     engine: sa.Engine
     # The worklists of published runs, which never change, held per process.
     worklists: Worklists
+    # The key of the provider pseudonyms some roles see (``api.pseudonyms``).
+    pseudonym_key: bytes
+
+    @property
+    def pseudonymous(self) -> bool:
+        """Whether this caller sees providers by pseudonym only."""
+        return sees_pseudonyms(self.caller.role)
 
     def begin(self) -> AbstractContextManager[sa.Connection]:
         """One transaction: committed when the block ends, rolled back if it raises."""
@@ -143,7 +157,7 @@ def allow(*roles: str) -> Callable[..., Awaitable[Session]]:
             forbidden = HTTPException(status.HTTP_403_FORBIDDEN, f"The role '{role}' may not do this")
             await run_in_threadpool(_record_refusal, state.engine, request, forbidden, found.caller)
             raise forbidden
-        return Session(found.caller, found.newest_run, state.engine, state.worklists)
+        return Session(found.caller, found.newest_run, state.engine, state.worklists, state.pseudonym_key)
 
     return session
 

@@ -23,6 +23,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
+from api.pseudonyms import pseudonym
 from api.queries import NEWEST_RUN
 
 # Sort keys of the worklist; ties are broken by provider number, ascending.
@@ -80,6 +81,21 @@ class Worklist:
             c: set(providers[c].explode().drop_nulls().cast(pl.String) if c in LISTS else providers[c].drop_nulls())
             for c in FILTERED
         }
+        self._pseudonymised: Worklist | None = None
+        # Of a pseudonymised view: each pseudonym's provider number.
+        self.numbers: dict[str, str] = {}
+
+    def pseudonymised(self, key: bytes) -> Worklist:
+        """The same worklist with every provider number replaced by its pseudonym under
+        ``key`` (one key per process): filtered, sorted and paged the same way, by pseudonym."""
+        with self._pages_lock:
+            if self._pseudonymised is None:
+                numbers = self._frame["provider_nihdi"].to_list()
+                names = [pseudonym(n, key) for n in numbers]  # once per run and process
+                view = Worklist(self._frame.with_columns(pl.Series("provider_nihdi", names, pl.String)))
+                view.numbers = dict(zip(names, numbers, strict=True))
+                self._pseudonymised = view
+            return self._pseudonymised
 
     def provider(self, nihdi: str) -> dict[str, Any] | None:
         """The provider's row (as a page gives it), or None if the run does not know it."""

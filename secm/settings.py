@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +26,11 @@ class Settings(BaseSettings):
         description="MLflow store; SQLite under SECM_HOME when unset.",
     )
 
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the provider pseudonyms data scientists see (SECM_PSEUDONYM_KEY); "
+        "default: a random key kept in SECM_HOME/pseudonym.key.",
+    )
     retention_days: int = Field(
         default=365,
         ge=1,
@@ -77,6 +83,28 @@ class Settings(BaseSettings):
         if path.stat().st_uid == os.getuid():
             path.chmod(0o700)  # a home made by an earlier version, or by hand, is closed too
         return path
+
+    @property
+    def pseudonym_secret(self) -> bytes:
+        """The pseudonym key: the setting, or one made at random once and kept under SECM_HOME
+        (readable by its owner only), so that pseudonyms stay the same from run to run."""
+        if self.pseudonym_key is not None:
+            return self.pseudonym_key.get_secret_value().encode()
+        file = self.resolved_home / "pseudonym.key"
+        if not file.exists():
+            # Written aside, then linked in place: server processes starting together all
+            # end up reading the one key that was linked first, never a half-written file.
+            draft = file.with_name(f".pseudonym.key.{os.getpid()}")
+            descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as written:
+                written.write(secrets.token_hex(32))
+            try:
+                os.link(draft, file)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        return file.read_text().strip().encode()
 
     @property
     def targets_file(self) -> Path | None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import tables as t
 from api.auth import audit
 from api.dependencies import Page, PageSize, Session, allow, invalid
+from api.pseudonyms import pseudonym
 from api.queries import case_with_history, closed_outcomes, decision_record, listing, matching, provider_in_run
 
 router = APIRouter(prefix="/cases", tags=["cases"])
@@ -94,11 +95,14 @@ def list_cases(
 
 @router.get("/outcomes")
 def outcomes(session: Annotated[Session, Depends(allow("inspector", "data_scientist", "sca"))]) -> list[dict[str, Any]]:
-    """Closed cases and their outcomes, to measure detector precision against."""
+    """Closed cases and their outcomes, to measure detector precision against (a data
+    scientist sees the providers' pseudonyms)."""
     with session.begin() as connection:
         found = t.records(connection.execute(closed_outcomes()))
         audit(connection, session.caller, "read_outcomes", detail={"cases": len(found)})
-        return found
+    if session.pseudonymous:
+        return [{**case, "provider_nihdi": pseudonym(case["provider_nihdi"], session.pseudonym_key)} for case in found]
+    return found
 
 
 @router.get("/{case_id}")

@@ -12,12 +12,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from api import tables as t
 from api.auth import audit
-from api.dependencies import NIHDI, Answer, Page, PageSize, RuleId, RunId, Session, allow, rendered_page
+from api.dependencies import NIHDI, PROVIDER, Answer, Page, PageSize, RuleId, RunId, Session, allow, rendered_page
 from api.documents import language_of
 from api.feedback import feedback_profile, render
 from api.formats import Lang
 from api.hardening import DOCUMENT_POLICY
 from api.narrative import case_facts, narrative
+from api.pseudonyms import PREFIX as PSEUDONYM_PREFIX
 from api.queries import count, flags_by_rule, page_of, provider_in_run, read_purpose, rows
 from api.worklist import Filters, Worklist
 
@@ -65,6 +66,8 @@ async def flagged(
     if worklist is None:  # the database says which run, and what it holds
         read: tuple[str, Worklist] = await run_in_threadpool(_worklist, session, run_id)
         run, worklist = read
+    if session.pseudonymous:
+        worklist = worklist.pseudonymised(session.pseudonym_key)
     # Answered on the event loop: a page from memory costs less than a hop to a thread.
     total, items = worklist.page(filters, sort, order, page, page_size)
     return rendered_page(total, page, page_size, items, run_id=run)
@@ -80,14 +83,22 @@ def _worklist(session: Session, run_id: str | None) -> tuple[str, Worklist]:
 @router.get("/{nihdi}")
 def provider(
     session: Annotated[Session, Depends(allow("inspector", "data_scientist"))],
-    nihdi: Annotated[str, NIHDI],
+    nihdi: Annotated[str, PROVIDER],
     run_id: RunId = None,
 ) -> Answer:
-    """A provider's profile, peer comparison, score with explanation, and flags per rule."""
+    """A provider's profile, peer comparison, score with explanation, and flags per rule; by
+    number or pseudonym (a data scientist gives and sees the pseudonym only)."""
+    asked = nihdi
     with session.read() as connection:
         run = session.run(connection, run_id)
         worklist = session.worklists.of(connection, run)
-        answer = worklist.remembered(nihdi, lambda: _in_run(connection, run, nihdi, worklist))
+        if session.pseudonymous or asked.startswith(PSEUDONYM_PREFIX):
+            # A data scientist's number is a 404 like any provider the run does not know.
+            known = worklist.pseudonymised(session.pseudonym_key).numbers
+            nihdi = known.get(asked, "")
+        answer = worklist.remembered(nihdi, lambda: _in_run(connection, run, nihdi, asked, worklist))
+        if session.pseudonymous:
+            return Answer({**answer, "provider_nihdi": asked})
         if session.caller.role not in ("inspector", "admin"):
             return Answer(answer)
         c = t.cases.c
@@ -95,11 +106,12 @@ def provider(
     return Answer({**answer, "cases": cases})
 
 
-def _in_run(connection: sa.Connection, run: str, nihdi: str, worklist: Worklist) -> dict[str, Any]:
-    """What a run says of a provider (all but its cases, which change); 404 if it does not know it."""
+def _in_run(connection: sa.Connection, run: str, nihdi: str, asked: str, worklist: Worklist) -> dict[str, Any]:
+    """What a run says of a provider (all but its cases, which change); 404 if it does not
+    know it (said of the number or pseudonym ``asked``)."""
     summary = worklist.provider(nihdi)
     if summary is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {nihdi} is not in run {run}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Provider {asked} is not in run {run}")
     ps = t.provider_scores.c
     periods = t.records(
         connection.execute(

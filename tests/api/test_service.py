@@ -12,7 +12,9 @@ import sqlalchemy as sa
 from api import tables as t
 from api.auth import revoke_token
 from api.database import migrate
+from api.pseudonyms import pseudonym
 from rules import load_catalog
+from secm.settings import get_settings
 from tests.api.conftest import Published, Service
 
 PURPOSE = "preliminary look before opening a case"
@@ -60,7 +62,7 @@ def test_a_revoked_token_is_refused_by_every_operation_once_read_again(service: 
     paths = service.client.app.openapi()["paths"]  # type: ignore[attr-defined]
     operations = [(method, path) for path, methods in paths.items() for method in methods if path != "/health"]
     assert len(operations) >= 12
-    values = {"nihdi": "11006431003", "case_id": "1", "year": "2024", "name": "a-campaign"}
+    values = {"nihdi": "11006431003", "case_id": "1", "year": "2024", "name": "a-campaign", "version": "1"}
     bodies = {
         ("post", "/cases"): {"provider_nihdi": "11006431003"},
         ("patch", "/cases/{case_id}"): {"notes": "checked"},
@@ -204,10 +206,12 @@ def test_case_lifecycle_history_outcomes_and_audit(service: Service, results: Pu
         ("admin-test", ["investigating", "closed"]),
     ]
     assert service.send("patch", path, notes="late").status_code == 409
-    outcomes = service.get("/cases/outcomes", "data_scientist").json()
+    outcomes = service.get("/cases/outcomes", "sca").json()
     assert [(o["provider_nihdi"], o["outcome"], o["amount_to_recover_eur"]) for o in outcomes] == [
         (nihdi, "confirmed", 243.5)
     ]
+    pseudonymous = service.get("/cases/outcomes", "data_scientist").json()
+    assert [o["provider_nihdi"] for o in pseudonymous] == [pseudonym(nihdi, get_settings().pseudonym_secret)]
     actions = [e["action"] for e in service.get("/audit", "admin", page_size=50).json()["items"]]
     assert actions.count("change_case") == 2
     assert actions.count("open_case") == 1
@@ -387,3 +391,33 @@ def test_the_audit_log_is_append_only_in_the_database(service: Service) -> None:
             connection.execute(change)
     with engine.connect() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(t.audit_log)).scalar_one() >= 1
+
+
+def test_a_data_scientist_sees_and_gives_keyed_pseudonyms_only(service: Service) -> None:
+    inspector = service.get("/providers/flagged", sort="score", page_size=200).json()
+    scientist = service.get("/providers/flagged", "data_scientist", sort="score", page_size=200).json()
+    assert scientist["total"] == inspector["total"] > 0
+    key = get_settings().pseudonym_secret
+    numbers = [p["provider_nihdi"] for p in inspector["items"]]
+    assert [p["provider_nihdi"] for p in scientist["items"]] == [pseudonym(n, key) for n in numbers]
+    assert all(p["provider_nihdi"].startswith("PS") and len(p["provider_nihdi"]) == 22 for p in scientist["items"])
+    # Keyed: another key gives other pseudonyms, so nobody recomputes them from the numbers.
+    assert pseudonym(numbers[0], b"another key") != pseudonym(numbers[0], key)
+    assert numbers[0] not in service.get("/providers/flagged", "data_scientist", sort="provider").text
+
+    alias = pseudonym(numbers[0], key)
+    page = service.get(f"/providers/{alias}", "data_scientist")
+    assert page.status_code == 200, page.text
+    assert page.json()["provider_nihdi"] == alias
+    assert numbers[0] not in page.text
+    assert "cases" not in page.json()
+    assert page.json()["periods"] == service.get(f"/providers/{numbers[0]}").json()["periods"]
+    refused = service.get(f"/providers/{numbers[0]}", "data_scientist")
+    assert refused.status_code == 404
+    assert numbers[0] in refused.json()["detail"]  # the number they gave, and nothing more
+    # An inspector acts on a lead passed on by its pseudonym, and sees whom it names.
+    lead = service.get(f"/providers/{alias}")
+    assert lead.status_code == 200
+    assert lead.json()["provider_nihdi"] == numbers[0]
+    assert service.get(f"/providers/PS{'0' * 20}").status_code == 404
+    assert service.get("/providers/PS123").status_code == 422
