@@ -98,7 +98,8 @@ def provider_in_run(connection: sa.Connection, run: str, nihdi: str) -> dict[str
 
 
 def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]:
-    """A case, every change it went through and the actions taken on it; 404 when there is no such case."""
+    """A case, every change it went through, the actions taken on it and the money recovered
+    on it; 404 when there is no such case."""
     row = t.first_record(connection.execute(sa.select(t.cases).where(t.cases.c.id == case_id)))
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No case {case_id}")
@@ -117,7 +118,16 @@ def case_with_history(connection: sa.Connection, case_id: int) -> dict[str, Any]
             .order_by(a.taken_on, a.id)
         )
     )
-    return {**row, "history": events, "actions": actions}
+    r = t.case_recoveries.c
+    recoveries = t.records(
+        connection.execute(
+            sa.select(r.amount_eur, r.received_on, r.author, r.note)
+            .where(r.case_id == case_id)
+            .order_by(r.received_on, r.id)
+        )
+    )
+    recovered = round(sum(float(x["amount_eur"]) for x in recoveries), 2)
+    return {**row, "history": events, "actions": actions, "recoveries": recoveries, "amount_recovered_eur": recovered}
 
 
 def flags_by_rule(connection: sa.Connection, run: str, nihdi: str, *where: Any) -> list[dict[str, Any]]:

@@ -255,6 +255,53 @@ def _quality(flags: pl.DataFrame, volumes: pl.DataFrame, runs: list[dict[str, An
     return result
 
 
+def _insurer_indicators(
+    quality: list[dict[str, Any]], lines: pl.DataFrame, volumes: pl.DataFrame
+) -> list[dict[str, Any]]:
+    """Per insurer, the indicators the SCA passes to the insurers' control office (art. 37) for
+    the evaluation of their management: each with its domain, numerator and denominator, so
+    that the Office can recompute the rate, and the same counts as the data-quality table."""
+    billed = volumes.group_by("insurer_code").agg(pl.col("lines").sum(), pl.col("amount_eur").sum())
+    flagged = lines.group_by("insurer_code").agg(pl.len().alias("lines"), pl.col("amount_at_stake_eur").sum())
+
+    def of(frame: pl.DataFrame, insurer: str, column: str) -> float:
+        return float(frame.filter(pl.col("insurer_code") == insurer)[column].sum())
+
+    rows = []
+    for q in quality:
+        insurer = q["insurer_code"]
+        channels = q["late_billing_by_channel"].values()
+        lines_billed = int(of(billed, insurer, "lines"))
+        for domain, indicator, numerator, denominator in (
+            ("data_quality", "pseudo_number_rate", q["pseudo_number_lines"], q["third_party_lines"]),
+            ("data_quality", "late_billing_rate", sum(c["late"] for c in channels), sum(c["lines"] for c in channels)),
+            (
+                "data_quality",
+                "quarantine_reasons_per_line",
+                sum(q["quarantined_rows_by_reason"].values()),
+                lines_billed,
+            ),
+            ("control", "flagged_line_rate", int(of(flagged, insurer, "lines")), lines_billed),
+            (
+                "control",
+                "amount_at_stake_share",
+                round(of(flagged, insurer, "amount_at_stake_eur"), 2),
+                round(of(billed, insurer, "amount_eur"), 2),
+            ),
+        ):
+            rows.append(
+                {
+                    "insurer_code": insurer,
+                    "domain": domain,
+                    "indicator": indicator,
+                    "numerator": numerator,
+                    "denominator": denominator,
+                    "rate": round(numerator / denominator, 6) if denominator else None,
+                }
+            )
+    return rows
+
+
 def _anomalies(connection: sa.Connection, runs: list[dict[str, Any]], year: int) -> dict[str, Any]:
     run_ids = [r["run_id"] for r in runs]
     if not run_ids:
@@ -303,12 +350,22 @@ def case_figures(connection: sa.Connection, year: int) -> dict[str, Any]:
             a.taken_on >= start.date(), a.taken_on < end.date(), a.action == "sanction"
         )
     ).scalar_one()
+    r = t.case_recoveries.c
+    received = (r.received_on >= start.date(), r.received_on < end.date())
+    recovered_on, recovered_eur = connection.execute(
+        sa.select(sa.func.count(sa.distinct(r.case_id)), sa.func.coalesce(sa.func.sum(r.amount_eur), 0.0)).where(
+            *received
+        )
+    ).one()
     return {
         "opened": count(c.opened_at >= start, c.opened_at < end),
         "closed": count(*closed),
         "confirmed": count(*closed, c.outcome == "confirmed"),
         "unfounded": count(*closed, c.outcome == "unfounded"),
         "amount_to_recover_eur": round(float(recovered), 2),
+        # Money received in the year, on cases of any year.
+        "cases_recovered_on": int(recovered_on),
+        "amount_recovered_eur": round(float(recovered_eur), 2),
         # The graduated response: steps taken on cases in the year, and the sanctions' amount.
         **{f"{action}s": int(taken.get(action, 0)) for action in t.LADDER},
         "sanctions_eur": round(float(sanctioned), 2),
@@ -345,18 +402,25 @@ def _datamatchings(
 ) -> list[dict[str, Any]]:
     """Each rule as a datamatching (2021 amendment, art. 36): legal basis, the tables it
     matches and the runs counted; the year's billing lines it checked, the lines and providers
-    it hit; and the cases opened in the year on those providers, with their outcomes and the
-    amounts to recover."""
+    it hit; and the cases opened in the year on those providers, with their outcomes, the
+    amounts to recover and what has been recovered on them so far."""
     run_dates = sorted({r["created_at"][:10] for r in runs})
     start, end = _year_bounds(year)
     c = t.cases.c
+    r = t.case_recoveries.c
+    recovered = sa.select(sa.func.coalesce(sa.func.sum(r.amount_eur), 0.0)).where(r.case_id == c.id).scalar_subquery()
     cases = pl.DataFrame(
         connection.execute(
-            sa.select(c.provider_nihdi, c.outcome, c.amount_to_recover_eur).where(
+            sa.select(c.provider_nihdi, c.outcome, c.amount_to_recover_eur, recovered).where(
                 c.opened_at >= start, c.opened_at < end
             )
         ).all(),
-        schema={"provider_nihdi": pl.String, "outcome": pl.String, "amount_to_recover_eur": pl.Float64},
+        schema={
+            "provider_nihdi": pl.String,
+            "outcome": pl.String,
+            "amount_to_recover_eur": pl.Float64,
+            "amount_recovered_eur": pl.Float64,
+        },
         orient="row",
     )
     hit = flags.select("rule_id", "provider_nihdi").unique()
@@ -367,10 +431,10 @@ def _datamatchings(
             pl.len().alias("cases_opened"),
             (pl.col("outcome") == "confirmed").sum().alias("confirmed"),
             (pl.col("outcome") == "unfounded").sum().alias("unfounded"),
-            pl.col("amount_to_recover_eur")
-            .filter(pl.col("outcome") == "confirmed")
-            .sum()
-            .alias("amount_to_recover_eur"),
+            *(
+                pl.col(amount).filter(pl.col("outcome") == "confirmed").sum().alias(amount)
+                for amount in ("amount_to_recover_eur", "amount_recovered_eur")
+            ),
         )
     )
     figures = {r["rule_id"]: r for r in on_hit.iter_rows(named=True)}
@@ -392,6 +456,7 @@ def _datamatchings(
                 "confirmed": int(cases_of.get("confirmed", 0)),
                 "unfounded": int(cases_of.get("unfounded", 0)),
                 "amount_to_recover_eur": round(float(cases_of.get("amount_to_recover_eur", 0.0)), 2),
+                "amount_recovered_eur": round(float(cases_of.get("amount_recovered_eur", 0.0)), 2),
             }
         )
     return rows
@@ -429,6 +494,7 @@ def annual_report(
         }
         for r in rules
     ]
+    quality = _quality(flags, volumes, runs, year)
     report = {
         "year": year,
         "basis": basis,
@@ -444,7 +510,8 @@ def annual_report(
         },
         "rules": rules,
         "breakdowns": _breakdowns(lines),
-        "data_quality": _quality(flags, volumes, runs, year),
+        "data_quality": quality,
+        "insurer_indicators": _insurer_indicators(quality, lines, volumes),
         "software": _software(runs, year),
         "anomaly_detection": _anomalies(connection, runs, year),
         "cases": case_figures(connection, year),

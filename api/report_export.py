@@ -69,6 +69,9 @@ def long_rows(report: dict[str, Any]) -> pl.DataFrame:
         add("data_quality", insurer["insurer_code"], {k: v for k, v in insurer.items() if k != "insurer_code"})
     for package in report["software"]:
         add("software", package["software_id"], {k: v for k, v in package.items() if k != "software_id"})
+    for indicator in report["insurer_indicators"]:
+        item = f"{indicator['insurer_code']}/{indicator['indicator']}"
+        add("insurer_indicators", item, {k: v for k, v in indicator.items() if k not in ("insurer_code", "indicator")})
     add("anomaly_detection", "all", report["anomaly_detection"])
     add("cases", "all", report["cases"])
     for campaign in report["sensitisation"]:
@@ -103,6 +106,10 @@ def _sheets(report: dict[str, Any]) -> dict[str, pl.DataFrame]:
     ]
     if quality:
         sheets["data_quality"] = pl.DataFrame(quality)
+    if report["insurer_indicators"]:
+        sheets["insurer_indicators"] = pl.DataFrame(
+            report["insurer_indicators"], schema_overrides={"numerator": pl.Float64, "denominator": pl.Float64}
+        )
     if report["software"]:
         sheets["software"] = pl.DataFrame(report["software"])
     sheets["cases"] = pl.DataFrame([report["cases"]])
@@ -216,6 +223,7 @@ def to_html(report: dict[str, Any]) -> str:
             for d, items in report["breakdowns"].items()
         ),
         (sections["data_quality"], _table(report["data_quality"], report)),
+        (sections["insurer_indicators"], _table(report["insurer_indicators"], report)),
         (sections["software"], _table(report["software"], report)),
         (sections["anomaly_detection"], _table([report["anomaly_detection"]], report)),
         (sections["cases"], _table([report["cases"]], report)),

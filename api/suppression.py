@@ -38,6 +38,9 @@ RULE_FIGURES = ("lines_flagged", "providers", "amount_at_stake_eur", "share_of_b
 CHANGE_FIGURES = ("lines_flagged", "amount_at_stake_eur", "previous_lines_flagged", "previous_amount_at_stake_eur")
 
 
+RECOVERY_AMOUNTS = ("amount_to_recover_eur", "amount_recovered_eur")
+
+
 def suppress(report: dict[str, Any], minimum: int = DEFAULT_MINIMUM) -> dict[str, Any]:
     """A copy of ``report`` with its small cells suppressed (see the module docstring)."""
     out = copy.deepcopy(report)
@@ -66,8 +69,20 @@ def suppress(report: dict[str, Any], minimum: int = DEFAULT_MINIMUM) -> dict[str
         small = [reason for reason, n in reasons.items() if s.small(n)]
         if small:
             s.hide(reasons, tuple(small), marked=insurer)
+    flagged_lines = {
+        i["insurer_code"]: i["numerator"] for i in out["insurer_indicators"] if i["indicator"] == "flagged_line_rate"
+    }
+    for indicator in out["insurer_indicators"]:
+        # An amount is suppressed with the flagged lines it sums; any other numerator counts lines.
+        amount = indicator["indicator"] == "amount_at_stake_share"
+        if s.small(flagged_lines.get(indicator["insurer_code"]) if amount else indicator["numerator"]):
+            s.hide(indicator, ("numerator", "rate"))
     cases = out["cases"]
-    for count, amount in (("confirmed", "amount_to_recover_eur"), ("sanctions", "sanctions_eur")):
+    for count, amount in (
+        ("confirmed", "amount_to_recover_eur"),
+        ("sanctions", "sanctions_eur"),
+        ("cases_recovered_on", "amount_recovered_eur"),
+    ):
         if s.small(cases.get(count)):
             s.hide(cases, (count, amount))
     small_counts = tuple(k for k, v in cases.items() if k != "suppressed" and isinstance(v, int) and s.small(v))
@@ -80,9 +95,9 @@ def suppress(report: dict[str, Any], minimum: int = DEFAULT_MINIMUM) -> dict[str
         if s.small(matching["providers_hit"]):
             s.hide(matching, ("lines_hit", "providers_hit"))
         if s.small(matching["cases_opened"]):
-            s.hide(matching, ("cases_opened", "confirmed", "unfounded", "amount_to_recover_eur"))
+            s.hide(matching, ("cases_opened", "confirmed", "unfounded", *RECOVERY_AMOUNTS))
         elif s.small(matching["confirmed"]) or s.small(matching["unfounded"]):
-            s.hide(matching, ("confirmed", "unfounded", "amount_to_recover_eur"))
+            s.hide(matching, ("confirmed", "unfounded", *RECOVERY_AMOUNTS))
     for campaign in out["sensitisation"]:
         if s.small(campaign["contacted"]) or s.small(campaign["comparison"]):
             s.hide(campaign, ("contacted", "comparison", "effect", "ci_low", "ci_high"))

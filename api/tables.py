@@ -253,6 +253,20 @@ case_actions = sa.Table(
     info=since("0006"),
 )
 
+# Money actually recovered on a confirmed case, as it comes in (possibly in instalments).
+case_recoveries = sa.Table(
+    "case_recoveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
+    sa.Column("amount_eur", sa.Float, nullable=False),
+    sa.Column("received_on", sa.Date, nullable=False),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    info=since("0008"),
+)
+
 campaigns = sa.Table(
     "campaigns",
     metadata,

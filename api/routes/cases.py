@@ -48,6 +48,14 @@ class CaseAction(BaseModel):
     note: str = Field(default="", max_length=10_000)
 
 
+class Recovery(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    amount_eur: float = Field(gt=0, le=1e12, description="What was received, in euros.")
+    received_on: date = Field(description="The day it was received: today or before.")
+    note: str = Field(default="", max_length=10_000)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
 def open_case(session: Annotated[Session, Depends(allow("inspector"))], body: CaseOpen) -> dict[str, Any]:
     """Open a case on a provider of a published run; it keeps what prompted it (its
@@ -193,5 +201,41 @@ def take_action(
         connection.execute(t.case_events.insert().values(case_id=case_id, author=caller.name, at=now, change=change))
         audit(
             connection, caller, "case_action", provider_nihdi=current["provider_nihdi"], case_id=case_id, detail=change
+        )
+        return case_with_history(connection, case_id)
+
+
+@router.post("/{case_id}/recoveries", status_code=status.HTTP_201_CREATED)
+def record_recovery(
+    session: Annotated[Session, Depends(allow("inspector"))], case_id: CaseId, body: Recovery
+) -> dict[str, Any]:
+    """Record money recovered on a case closed as confirmed (repayments may come in
+    instalments); the case then shows each recovery and their total beside the amount to
+    recover, and the annual report counts them in the year received."""
+    with session.begin() as connection:
+        caller = session.caller
+        current = case_with_history(connection, case_id)
+        if (current["status"], current["outcome"]) != ("closed", "confirmed"):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"Case {case_id} is {current['status']}"
+                + (f" ({current['outcome']})" if current["outcome"] else "")
+                + "; money is recovered on a case closed as confirmed",
+            )
+        if body.received_on > date.today():
+            raise invalid(("body", "received_on"), f"A recovery is recorded once received; {body.received_on} is ahead")
+        now = datetime.now(UTC)
+        connection.execute(
+            t.case_recoveries.insert().values(case_id=case_id, author=caller.name, recorded_at=now, **body.model_dump())
+        )
+        change = {"recovered_eur": body.amount_eur, "received_on": body.received_on.isoformat()}
+        connection.execute(t.case_events.insert().values(case_id=case_id, author=caller.name, at=now, change=change))
+        audit(
+            connection,
+            caller,
+            "case_recovery",
+            provider_nihdi=current["provider_nihdi"],
+            case_id=case_id,
+            detail=change,
         )
         return case_with_history(connection, case_id)

@@ -7,11 +7,12 @@ import json
 import re
 import zipfile
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from api import tables as t
@@ -111,7 +112,25 @@ def test_cases_and_year_over_year(service: Service, results: Published) -> None:
     nihdi = str(results.flags["provider_nihdi"][0])
     case = service.send("post", "/cases", provider_nihdi=nihdi).json()
     path = f"/cases/{case['id']}"
+    early = service.send("post", f"{path}/recoveries", amount_eur=10.0, received_on=date.today().isoformat())
+    assert early.status_code == 409
+    assert "money is recovered on a case closed as confirmed" in early.json()["detail"]
     service.send("patch", path, status="closed", outcome="confirmed", amount_to_recover_eur=120.5)
+    ahead = (date.today() + timedelta(days=1)).isoformat()
+    assert service.send("post", f"{path}/recoveries", amount_eur=10.0, received_on=ahead).status_code == 422
+    assert service.send("post", f"{path}/recoveries", amount_eur=0, received_on=ahead).status_code == 422
+    last_year = date(date.today().year - 1, 12, 31).isoformat()
+    for amount, received in ((100.0, date.today().isoformat()), (20.0, date.today().isoformat()), (5.0, last_year)):
+        recorded = service.send("post", f"{path}/recoveries", amount_eur=amount, received_on=received, note="paid")
+        assert recorded.status_code == 201, recorded.text
+    shown = recorded.json()
+    assert shown["amount_recovered_eur"] == 125.0
+    assert [(r["amount_eur"], r["received_on"]) for r in shown["recoveries"]] == [
+        (5.0, last_year),
+        (100.0, date.today().isoformat()),
+        (20.0, date.today().isoformat()),
+    ]
+    assert service.get(path).json()["amount_recovered_eur"] == 125.0
     this_year = service.get(f"/reports/annual/{date.today().year}", "sca", suppress=False).json()["cases"]
     no_steps = {"sensitisations": 0, "warnings": 0, "official_reports": 0, "sanctions": 0, "sanctions_eur": 0.0}
     assert this_year == {
@@ -120,8 +139,12 @@ def test_cases_and_year_over_year(service: Service, results: Published) -> None:
         "confirmed": 1,
         "unfounded": 0,
         "amount_to_recover_eur": 120.5,
+        "cases_recovered_on": 1,
+        "amount_recovered_eur": 120.0,  # received this year; the rest counts in the year before
         **no_steps,
     }
+    before = service.get(f"/reports/annual/{date.today().year - 1}", "sca", suppress=False).json()["cases"]
+    assert (before["cases_recovered_on"], before["amount_recovered_eur"]) == (1, 5.0)
     report = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
     earlier = results.flags.filter(pl.col("service_date").dt.year() == year - 1)
     for change, rule in zip(report["year_over_year"], report["rules"], strict=True):
@@ -380,6 +403,12 @@ def test_each_rule_as_a_datamatching_counts_what_it_checked_hit_and_led_to(
                 {**case, "provider_nihdi": other, "outcome": "confirmed", "amount_to_recover_eur": 7.5},
             ],
         )
+        first = connection.execute(sa.select(sa.func.min(t.cases.c.id))).scalar_one()
+        recovery = {"author": "x", "note": "", "recorded_at": opened, "received_on": opened.date()}
+        connection.execute(
+            t.case_recoveries.insert(),
+            [{**recovery, "case_id": first, "amount_eur": 60.0}, {**recovery, "case_id": first + 2, "amount_eur": 7.5}],
+        )
     report = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
     billed = sum(v["lines"] for v in results.info["volumes"] if v["year"] == year)
     for matching in report["datamatchings"]:
@@ -396,6 +425,8 @@ def test_each_rule_as_a_datamatching_counts_what_it_checked_hit_and_led_to(
         assert matching["confirmed"] == sum(c[1] == "confirmed" for c in expected)
         assert matching["unfounded"] == sum(c[1] == "unfounded" for c in expected)
         assert matching["amount_to_recover_eur"] == sum(c[2] for c in expected if c[1] == "confirmed")
+        recovered = {nihdi: 60.0, other: 7.5}
+        assert matching["amount_recovered_eur"] == sum(recovered[c[0]] for c in expected if c[1] == "confirmed")
     published = service.get(f"/reports/annual/{year}", "sca").json()["datamatchings"]
     for full, shown in zip(report["datamatchings"], published, strict=True):
         assert shown["cases_opened"] == (None if full["cases_opened"] else 0)  # at most three cases: suppressed
@@ -441,3 +472,35 @@ def test_targets_against_actuals(
     answer = service.get(f"/reports/annual/{year}", "sca")
     assert answer.status_code == 500
     assert "must map years to figures" in answer.json()["detail"]
+
+
+def test_insurer_indicators_for_the_control_office_reconcile_with_data_quality(
+    service: Service, results: Published
+) -> None:
+    year = _year(results)
+    report = service.get(f"/reports/annual/{year}", "sca", suppress=False).json()
+    quality = {q["insurer_code"]: q for q in report["data_quality"]}
+    indicators = report["insurer_indicators"]
+    assert {i["insurer_code"] for i in indicators} == set(quality)
+    by = {(i["insurer_code"], i["indicator"]): i for i in indicators}
+    lines = results.flags.filter(pl.col("service_date").dt.year() == year).unique("claim_id")
+    for code, q in quality.items():
+        pseudo = by[(code, "pseudo_number_rate")]
+        assert (pseudo["numerator"], pseudo["denominator"]) == (q["pseudo_number_lines"], q["third_party_lines"])
+        assert pseudo["rate"] == (
+            round(pseudo["numerator"] / pseudo["denominator"], 6) if pseudo["denominator"] else None
+        )
+        late = by[(code, "late_billing_rate")]
+        assert late["numerator"] == sum(c["late"] for c in q["late_billing_by_channel"].values())
+        billed = sum(v["lines"] for v in results.info["volumes"] if v["year"] == year and v["insurer_code"] == code)
+        flagged = by[(code, "flagged_line_rate")]
+        assert (flagged["numerator"], flagged["denominator"]) == (lines.filter(insurer_code=code).height, billed)
+        assert by[(code, "amount_at_stake_share")]["domain"] == "control"
+    published = service.get(f"/reports/annual/{year}", "sca").json()["insurer_indicators"]
+    for full, shown in zip(indicators, published, strict=True):
+        small = full["indicator"] != "amount_at_stake_share" and 0 < full["numerator"] < 5
+        if small:
+            assert (shown["numerator"], shown["rate"]) == (None, None)
+            assert shown["denominator"] == full["denominator"]
+        elif full["indicator"] != "amount_at_stake_share":
+            assert shown == full
