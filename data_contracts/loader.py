@@ -17,6 +17,7 @@ import polars as pl
 
 from data_contracts.coerce import coerce, coerce_file
 from data_contracts.errors import DatasetNotFoundError, MissingTableError, UnreadableTableError
+from data_contracts.parsers import looks_like_national_number
 from data_contracts.reader import SourceFile, find_table_files, scan_raw, unreadable
 from data_contracts.references import failed_checks, reasons
 from data_contracts.schemas import PROVENANCE_COLUMNS
@@ -33,6 +34,7 @@ QUARANTINE_SCHEMA = {
 }
 DEFAULT_NOMENCLATURE = "<default nomenclature>"
 RAW_VALUE_CHARS = 200  # of each raw value kept in the quarantine: enough to see what was wrong
+WITHHELD = "(withheld: a national register number)"
 # The stored values (``_source``, ``_row``, ``raw_values``) of the rows keyed by ``_source`` and ``_row``.
 RawValues = Callable[[pl.DataFrame], pl.DataFrame]
 
@@ -88,14 +90,21 @@ def _reason_codes(rule_columns: list[str]) -> pl.Expr:
     return listed.list.set_difference(shadowed).alias("_reasons")
 
 
+def _stored(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A raw value as the quarantine keeps it: capped, and never a patient's national register
+    number (the row is quarantined for carrying one; keeping it would defeat the guard)."""
+    if dtype.is_nested():
+        return pl.col(column)
+    value = pl.col(column).cast(pl.String)
+    if column == "patient_id":
+        value = pl.when(looks_like_national_number(value.str.strip_chars())).then(pl.lit(WITHHELD)).otherwise(value)
+    return value.str.slice(0, RAW_VALUE_CHARS).alias(column)
+
+
 def _stored_values(raw: pl.LazyFrame) -> pl.LazyFrame:
     """``_source``, ``_row`` and the row's stored values as one JSON object, each capped."""
     schema = raw.collect_schema()
-    values = pl.struct(
-        pl.col(c) if schema[c].is_nested() else pl.col(c).cast(pl.String).str.slice(0, RAW_VALUE_CHARS)
-        for c in schema
-        if c not in ("_source", "_row")
-    )
+    values = pl.struct(_stored(c, schema[c]) for c in schema if c not in ("_source", "_row"))
     return raw.select("_source", "_row", values.struct.json_encode().alias("raw_values"))
 
 

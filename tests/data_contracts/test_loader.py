@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES, DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
-from data_contracts.loader import load_files, load_records
+from data_contracts.loader import WITHHELD, load_files, load_records
 from data_contracts.reader import BEYOND_HEADER, SourceFile
 from secm.synth.scenarios import national_number
 from tests import factories as f
@@ -249,6 +249,12 @@ def test_a_patient_id_that_is_a_national_register_number_is_quarantined(tmp_path
     ]
     assert dataset.tables["billing_lines"]["claim_id"].to_list() == ["C", "D"]
     assert dataset.tables["patients"]["patient_id"].to_list() == ["PSN0000000001"]
+    # The quarantine shows why, and keeps the rest of the row, but not the number itself.
+    kept = [json.loads(raw) for raw in dataset.quarantine["raw_values"]]
+    assert [row["patient_id"] for row in kept] == [WITHHELD] * 3
+    assert born_1985 not in dataset.quarantine.write_ndjson()
+    assert born_2003 not in dataset.quarantine.write_ndjson()
+    assert kept[2]["birth_year"] == "2003"
 
 
 POSTED_ONLY: list[tuple[str, dict[str, Any], str]] = [
