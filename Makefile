@@ -6,8 +6,11 @@ RUN := $(UV) run --frozen
 SECM_HOME ?= .secm
 DEMO_DATA := $(SECM_HOME)/demo-data
 DEMO_LINES ?= 200000
+# The browser the workbench's tests drive: Debian's Chromium (browsers are not downloaded).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint demo bench clean
+.PHONY: install browser test lint demo bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -23,8 +26,13 @@ lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
-test: lint
-	$(RUN) pytest
+browser:
+	@test -x $(CHROMIUM) || { echo "Installing Debian's chromium for the workbench's browser tests"; \
+	  $(SUDO) apt-get install -y --no-install-recommends chromium || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
+
+test: lint browser
+	SECM_CHROMIUM=$(CHROMIUM) $(RUN) pytest
 
 demo: install
 	$(RUN) secm synth --out $(DEMO_DATA) --lines $(DEMO_LINES) --seed 42
@@ -34,6 +42,7 @@ demo: install
 	@echo "Results: $(SECM_HOME)/runs/demo (flags, quarantine, provider scores, run.json), published to $(SECM_HOME)/secm.db."
 	@TOKEN=$$($(RUN) secm token create --role admin --name demo-$$(date +%s) 2>/dev/null | tail -n 1); \
 	echo ""; echo "Service: http://127.0.0.1:8000  (docs: http://127.0.0.1:8000/docs)"; \
+	echo "Workbench: http://127.0.0.1:8000/  (sign in with the token below)"; \
 	echo "Token:   $$TOKEN"; \
 	echo "Try:     curl -H 'Authorization: Bearer $$TOKEN' http://127.0.0.1:8000/providers/flagged"; echo ""; \
 	$(RUN) secm serve --host 127.0.0.1 --port 8000

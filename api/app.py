@@ -19,8 +19,9 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
+from api import web
 from api.admission import Admission
 from api.claims import warm_checker
 from api.database import UNAVAILABLE, migrate
@@ -28,6 +29,8 @@ from api.dependencies import Passes
 from api.hardening import BodyLimit, SecurityHeaders, invalid_request
 from api.queries import NotPublished
 from api.routes import audit, campaigns, cases, claims, models, providers, reference, reports
+from api.web.pages import SignIn
+from api.web.session import Cookies
 from api.worklist import Worklists
 from rules.durable_worker import WorkerUnavailable
 from secm.settings import get_settings
@@ -58,6 +61,11 @@ async def _not_published(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status.HTTP_404_NOT_FOUND)
 
 
+async def _sign_in(request: Request, _: Exception) -> RedirectResponse:
+    """A workbench page without a valid session sends the browser to sign in."""
+    return RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
+
+
 def create_app(
     database_url: str,
     *,
@@ -68,6 +76,8 @@ def create_app(
     token_recheck_seconds: float = 1.0,
     check_concurrency: int = 32,
     pseudonym_key: bytes | None = None,
+    session_key: bytes | None = None,
+    session_hours: float = 8.0,
 ) -> FastAPI:
     """The service over ``database_url``; ``concurrency`` requests at work at once (see the
     module); request bodies up to ``max_body_bytes``; a token admitted is read again after
@@ -106,6 +116,7 @@ def create_app(
     app.state.passes = Passes(token_recheck_seconds)
     app.state.checkers = {}
     app.state.pseudonym_key = pseudonym_key or get_settings().pseudonym_secret
+    app.state.cookies = Cookies(session_key or get_settings().session_secret, session_hours)
     # The last added runs first: headers on every answer, then the body limit, then admission.
     app.add_middleware(
         Admission,
@@ -121,8 +132,10 @@ def create_app(
     app.add_exception_handler(WorkerUnavailable, _rules_unavailable)
     app.add_exception_handler(NotPublished, _not_published)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(SignIn, _sign_in)
     for module in (reference, providers, claims, cases, campaigns, reports, models, audit):
         app.include_router(module.router)
+    app.include_router(web.router)
     return app
 
 
@@ -138,4 +151,6 @@ def from_settings() -> FastAPI:
         token_recheck_seconds=settings.serve_token_recheck_seconds,
         check_concurrency=settings.serve_check_concurrency,
         pseudonym_key=settings.pseudonym_secret,
+        session_key=settings.session_secret,
+        session_hours=settings.session_hours,
     )

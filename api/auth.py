@@ -133,7 +133,13 @@ def admit(connection: sa.Connection, token: str, *also: sa.ColumnElement[Any]) -
     Recording the use is left to the caller (:func:`record_use`), after its transaction:
     a read never turns into a write that would wait for a publishing run's lock.
     """
-    row = connection.execute(_token_with(*also), {"token_hash": token_hash(token)}).first()
+    return admit_hash(connection, token_hash(token), *also)
+
+
+def admit_hash(connection: sa.Connection, hashed: str, *also: sa.ColumnElement[Any]) -> Admitted:
+    """:func:`admit` for a token known by its hash (a workbench session holds the hash, never
+    the token)."""
+    row = connection.execute(_token_with(*also), {"token_hash": hashed}).first()
     if row is None:
         raise Unauthorized("Invalid or revoked token")
     now = datetime.now(UTC)

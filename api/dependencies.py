@@ -35,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import Caller, Unauthorized, admit, audit, record_use, token_hash
+from api.auth import Caller, Unauthorized, admit_hash, audit, record_use, token_hash
 from api.database import reading
 from api.pseudonyms import PATTERN as PSEUDONYM_PATTERN
 from api.pseudonyms import sees_pseudonyms
@@ -79,27 +79,29 @@ class Passes:
         self._passes: dict[str, Pass] = {}
         self._lock = threading.Lock()
 
-    def valid(self, token: str) -> Pass | None:
-        """The pass of ``token`` if it was checked lately and has not expired since; else None."""
-        found = self._passes.get(token_hash(token))
+    def valid(self, hashed: str) -> Pass | None:
+        """The pass of the token hashed ``hashed`` if it was checked lately and has not expired
+        since; else None."""
+        found = self._passes.get(hashed)
         if found is None or time.monotonic() - found.checked_at >= self.recheck_seconds:
             return None
         if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
             return None
         return found
 
-    def check(self, engine: sa.Engine, token: str) -> Pass:
-        """Read ``token`` in the database (:class:`Unauthorized` if it admits nobody) and
-        remember what was read; its use is recorded after the read, in a transaction of its own."""
+    def check(self, engine: sa.Engine, hashed: str) -> Pass:
+        """Read the token hashed ``hashed`` in the database (:class:`Unauthorized` if it admits
+        nobody) and remember what was read; its use is recorded after the read, in a
+        transaction of its own."""
         with reading(engine).begin() as connection:
-            admitted = admit(connection, token, NEWEST_RUN)
+            admitted = admit_hash(connection, hashed, NEWEST_RUN)
         if admitted.used_at is not None:
             record_use(engine, admitted.token_id, admitted.used_at)
         found = Pass(admitted.caller, admitted.expires_at, admitted.also[0], time.monotonic())
         with self._lock:
             if len(self._passes) >= PASSES_KEPT:
                 self._passes.clear()
-            self._passes[token_hash(token)] = found
+            self._passes[hashed] = found
         return found
 
 
@@ -166,11 +168,16 @@ async def _admitted(passes: Passes, engine: sa.Engine, credentials: HTTPAuthoriz
     """The pass of the request's token; 401 if it has none or one that admits nobody."""
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Missing bearer token", {"WWW-Authenticate": "Bearer"})
-    found = passes.valid(credentials.credentials)
+    return await admitted_hash(passes, engine, token_hash(credentials.credentials))
+
+
+async def admitted_hash(passes: Passes, engine: sa.Engine, hashed: str) -> Pass:
+    """The pass of the token hashed ``hashed``; 401 if it admits nobody."""
+    found = passes.valid(hashed)
     if found is not None:
         return found
     try:
-        return await run_in_threadpool(passes.check, engine, credentials.credentials)
+        return await run_in_threadpool(passes.check, engine, hashed)
     except Unauthorized as refused:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(refused), {"WWW-Authenticate": "Bearer"}) from None
 

@@ -178,7 +178,7 @@ def render(document: dict[str, Any], lang: Lang) -> str:
         for r in document["rules"]
     ]
     return documents.render(
-        "profile.html", lang, d=document, rules=rules, shown=shown, chart=lambda indicator: _chart(indicator, lang)
+        "profile.html", lang, d=document, rules=rules, shown=shown, chart=lambda indicator: chart(indicator, lang)
     )
 
 
@@ -196,7 +196,7 @@ def formatter(kind: str, lang: Lang) -> Callable[[float], str]:
     return lambda v: formats.number(v, lang, 1)
 
 
-def _chart(indicator: dict[str, Any], lang: Lang) -> str:
+def chart(indicator: dict[str, Any], lang: Lang) -> str:
     """The peers' values as a histogram, the peers' median dashed and the provider's value as
     a dark line: an inline SVG a browser prints sharply."""
     import matplotlib  # only where a page is drawn: the command line starts faster without it

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
         description="Key of the provider pseudonyms data scientists see (SECM_PSEUDONYM_KEY); "
         "default: a random key kept in SECM_HOME/pseudonym.key.",
     )
+    session_key: SecretStr | None = Field(
+        default=None,
+        description="Key signing the workbench's session cookies (SECM_SESSION_KEY); "
+        "default: a random key kept in SECM_HOME/session.key.",
+    )
+    session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30, description="How long a workbench sign-in lasts (SECM_SESSION_HOURS)."
+    )
     retention_days: int = Field(
         default=365,
         ge=1,
@@ -86,15 +94,24 @@ class Settings(BaseSettings):
 
     @property
     def pseudonym_secret(self) -> bytes:
-        """The pseudonym key: the setting, or one made at random once and kept under SECM_HOME
-        (readable by its owner only), so that pseudonyms stay the same from run to run."""
-        if self.pseudonym_key is not None:
-            return self.pseudonym_key.get_secret_value().encode()
-        file = self.resolved_home / "pseudonym.key"
+        """The pseudonym key: the setting, or one kept under SECM_HOME (:meth:`_kept_secret`)."""
+        return self._kept_secret("pseudonym", self.pseudonym_key)
+
+    @property
+    def session_secret(self) -> bytes:
+        """The key signing the workbench's session cookies: the setting, or one kept under SECM_HOME."""
+        return self._kept_secret("session", self.session_key)
+
+    def _kept_secret(self, name: str, given: SecretStr | None) -> bytes:
+        """``given``, or a key made at random once and kept in SECM_HOME/NAME.key (readable by
+        its owner only), so that it stays the same from run to run and process to process."""
+        if given is not None:
+            return given.get_secret_value().encode()
+        file = self.resolved_home / f"{name}.key"
         if not file.exists():
             # Written aside, then linked in place: server processes starting together all
             # end up reading the one key that was linked first, never a half-written file.
-            draft = file.with_name(f".pseudonym.key.{os.getpid()}")
+            draft = file.with_name(f".{name}.key.{os.getpid()}")
             descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "w") as written:
                 written.write(secrets.token_hex(32))

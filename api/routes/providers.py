@@ -61,6 +61,15 @@ async def flagged(
         min_amount=min_amount,
         min_persistence=min_persistence,
     )
+    run, worklist = await worklist_of(session, run_id)
+    # Answered on the event loop: a page from memory costs less than a hop to a thread.
+    total, items = worklist.page(filters, sort, order, page, page_size)
+    return rendered_page(total, page, page_size, items, run_id=run)
+
+
+async def worklist_of(session: Session, run_id: str | None) -> tuple[str, Worklist]:
+    """The run asked for (default: the newest; 404 if unknown) and its worklist as the caller
+    may see it (by pseudonym for a data scientist), read if this process has not yet."""
     run = run_id or session.newest_run
     worklist = session.worklists.held(run) if run else None
     if worklist is None:  # the database says which run, and what it holds
@@ -68,9 +77,7 @@ async def flagged(
         run, worklist = read
     if session.pseudonymous:
         worklist = worklist.pseudonymised(session.pseudonym_key)
-    # Answered on the event loop: a page from memory costs less than a hop to a thread.
-    total, items = worklist.page(filters, sort, order, page, page_size)
-    return rendered_page(total, page, page_size, items, run_id=run)
+    return str(run), worklist
 
 
 def _worklist(session: Session, run_id: str | None) -> tuple[str, Worklist]:
@@ -88,22 +95,27 @@ def provider(
 ) -> Answer:
     """A provider's profile, peer comparison, score with explanation, and flags per rule; by
     number or pseudonym (a data scientist gives and sees the pseudonym only)."""
-    asked = nihdi
+    return Answer(provider_view(session, nihdi, run_id))
+
+
+def provider_view(session: Session, asked: str, run_id: str | None) -> dict[str, Any]:
+    """What a run says of a provider, as the caller may see it: by number or pseudonym (a data
+    scientist's number is a 404 like any provider the run does not know), with its cases for
+    an inspector."""
     with session.read() as connection:
         run = session.run(connection, run_id)
         worklist = session.worklists.of(connection, run)
+        nihdi = asked
         if session.pseudonymous or asked.startswith(PSEUDONYM_PREFIX):
-            # A data scientist's number is a 404 like any provider the run does not know.
-            known = worklist.pseudonymised(session.pseudonym_key).numbers
-            nihdi = known.get(asked, "")
-        answer = worklist.remembered(nihdi, lambda: _in_run(connection, run, nihdi, asked, worklist))
+            nihdi = worklist.pseudonymised(session.pseudonym_key).numbers.get(asked, "")
+        answer: dict[str, Any] = worklist.remembered(nihdi, lambda: _in_run(connection, run, nihdi, asked, worklist))
         if session.pseudonymous:
-            return Answer({**answer, "provider_nihdi": asked})
+            return {**answer, "provider_nihdi": asked}
         if session.caller.role not in ("inspector", "admin"):
-            return Answer(answer)
+            return answer
         c = t.cases.c
         cases = t.records(connection.execute(sa.select(c.id, c.status, c.outcome).where(c.provider_nihdi == nihdi)))
-    return Answer({**answer, "cases": cases})
+    return {**answer, "cases": cases}
 
 
 def _in_run(connection: sa.Connection, run: str, nihdi: str, asked: str, worklist: Worklist) -> dict[str, Any]:
