@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -198,19 +199,39 @@ def formatter(kind: str, lang: Lang) -> Callable[[float], str]:
 
 def chart(indicator: dict[str, Any], lang: Lang) -> str:
     """The peers' values as a histogram, the peers' median dashed and the provider's value as
-    a dark line: an inline SVG a browser prints sharply."""
+    a dark line: an inline SVG a browser prints sharply.
+
+    The peers' part is the same for every member of a peer group, so it is drawn once per
+    group, indicator and language (``_peer_chart``); each provider's line is then placed on
+    it by the chart's own scale."""
+    svg, scale = _peer_chart(tuple(indicator["peer_values"]), indicator["peer_median"], indicator["kind"], lang)
+    x = scale[0] + scale[1] * indicator["value"]
+    marker = (
+        f'<line x1="{x:.2f}" x2="{x:.2f}" y1="{scale[2]:.2f}" y2="{scale[3]:.2f}" '
+        'stroke="#1f4e79" stroke-width="2.2" class="provider"/>'
+    )
+    end = svg.rindex("</svg>")
+    return svg[:end] + marker + svg[end:]
+
+
+@lru_cache(maxsize=4096)
+def _peer_chart(
+    values: tuple[float, ...], median: float, kind: str, lang: Lang
+) -> tuple[str, tuple[float, float, float, float]]:
+    """The peers' histogram and median as SVG, and how to place a value on it: ``x = a + b *
+    value`` in the SVG's units, from ``y_top`` to ``y_bottom`` (the axes' height)."""
     import matplotlib  # only where a page is drawn: the command line starts faster without it
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    values = np.array(indicator["peer_values"])
-    figure = Figure(figsize=(3.4, 0.95))
+    peers = np.array(values)
+    # At 72 dots per inch, the figure's coordinates are the SVG's points.
+    figure = Figure(figsize=(3.4, 0.95), dpi=72)
     axis = figure.subplots()
-    if len(values):
-        axis.hist(values, bins=min(30, max(5, len(values) // 4)), color="#c9d6e3")
-    axis.axvline(indicator["peer_median"], color="#6b7c8f", linestyle="--", linewidth=1)
-    axis.axvline(indicator["value"], color="#1f4e79", linewidth=2.2)
-    show = formatter(indicator["kind"], lang)
+    if len(peers):
+        axis.hist(peers, bins=min(30, max(5, len(peers) // 4)), color="#c9d6e3")
+    axis.axvline(median, color="#6b7c8f", linestyle="--", linewidth=1)
+    show = formatter(kind, lang)
     axis.xaxis.set_major_locator(MaxNLocator(4))
     axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: show(v)))
     axis.set_yticks([])
@@ -221,5 +242,8 @@ def chart(indicator: dict[str, Any], lang: Lang) -> str:
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "secm"}):  # text as text, stable ids
         figure.savefig(buffer, format="svg", metadata={"Date": None})
+    height = figure.get_figheight() * 72
+    (x0, _), (x1, _) = axis.transData.transform([(0.0, 0.0), (1.0, 0.0)])
+    box = axis.get_window_extent()
     svg = buffer.getvalue()
-    return svg[svg.index("<svg") :]
+    return svg[svg.index("<svg") :], (float(x0), float(x1 - x0), float(height - box.y1), float(height - box.y0))

@@ -29,12 +29,14 @@ import httpx2
 import numpy as np
 import polars as pl
 
+from detectors.indicators import LEVELS, SHARES
 from rules import load_catalog
 
 
-def synthetic_results(n_flags: int, n_providers: int, seed: int = 1) -> dict[str, pl.DataFrame]:
-    """Results of a run of ``n_flags`` flags over ``n_providers`` providers, as ``publish`` takes
-    them (no reference tables): a large publish without generating and running a dataset."""
+def synthetic_results(n_flags: int, n_providers: int, seed: int = 1, groups: int = 1) -> dict[str, pl.DataFrame]:
+    """Results of a run of ``n_flags`` flags over ``n_providers`` providers in ``groups`` peer
+    groups, as ``publish`` takes them (no reference tables): a large publish without generating
+    and running a dataset. Profiles carry every scored indicator, drawn at random."""
     rules = [rule.id for rule in load_catalog()]
     rng = np.random.default_rng(seed)
     providers = np.array([f"{10_000_000 + i:08d}{rng.integers(0, 999):03d}" for i in range(n_providers)])
@@ -58,22 +60,33 @@ def synthetic_results(n_flags: int, n_providers: int, seed: int = 1) -> dict[str
             "evidence": '{"bench": true}',
         }
     )
+    group = np.arange(n_providers) % groups
     scores = pl.DataFrame(
         {
             "provider_nihdi": providers,
-            "peer_group": "gp|003|BRU",
+            "peer_group": [f"gp|003|G{g}" for g in group],
             "score": rng.random(n_providers),
             "explanation": "share of evening codes: 0.4 against a peer median of 0.05",
             "period": "2024",
-            "peer_group_size": 500,
+            "peer_group_size": np.bincount(group)[group],
             "contributions": '[{"feature":"evening_share","value":0.4,"peer_median":0.05}]',
         }
     ).with_columns(
         pl.col("score").rank("ordinal", descending=True).cast(pl.Int64).alias("rank"),
         (pl.col("score") > 0.9).cast(pl.Int64).alias("top_decile_streak"),
     )
+    lines = rng.integers(10, 9000, n_providers)
     profiles = pl.DataFrame(
-        {"provider_nihdi": providers, "period": "2024", "lines": rng.integers(10, 9000, n_providers)}
+        {
+            "provider_nihdi": providers,
+            "period": "2024",
+            "profession": "gp",
+            "region": np.array(["BRU", "VLA", "WAL"])[np.arange(n_providers) % 3],
+            "lines": lines,
+            "patients": np.maximum(1, lines // rng.integers(2, 6, n_providers)),
+            **{feature: rng.beta(2, 8, n_providers) for feature in SHARES},
+            **{feature: rng.lognormal(1.0, 0.4, n_providers) for feature in LEVELS},
+        }
     )
     quarantine = pl.DataFrame(schema={"table": pl.String, "reasons": pl.List(pl.String)})
     return {"flags": flags, "scores": scores, "profiles": profiles, "quarantine": quarantine}

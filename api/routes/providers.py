@@ -216,12 +216,27 @@ def claims(
 ) -> Answer:
     """The flagged claim lines behind a provider's flags, with their evidence, read for a case
     or a stated purpose (audited with it)."""
+    return Answer(claim_lines(session, nihdi, run_id, rule and rule.value, case_id, purpose, page, page_size))
+
+
+def claim_lines(
+    session: Session,
+    nihdi: str,
+    run_id: str | None,
+    rule: str | None,
+    case_id: int | None,
+    purpose: str | None,
+    page: int,
+    page_size: int,
+) -> dict[str, Any]:
+    """A page of a provider's flagged lines with their evidence, read for a case or a stated
+    purpose (403 without either) and audited with it."""
     with session.begin() as connection:
         read_purpose(connection, session.caller, nihdi, case_id, purpose)
         run = session.run(connection, run_id)
         where = [t.flags.c.run_id == run, t.flags.c.provider_nihdi == nihdi]
         if rule:
-            where.append(t.flags.c.rule_id == rule.value)
+            where.append(t.flags.c.rule_id == rule)
         provider_in_run(connection, run, nihdi)
         total = count(connection, t.flags, where)
         found = rows(connection, t.flags, where, [t.flags.c.rule_id, t.flags.c.claim_id], page, page_size)
@@ -241,9 +256,9 @@ def claims(
             detail={
                 "purpose": purpose,
                 "run_id": run,
-                "rule": rule and rule.value,
+                "rule": rule,
                 "page": page,
                 "claims": [i["claim_id"] for i in items],
             },
         )
-    return Answer(page_of(total, page, page_size, items, run_id=run))
+    return page_of(total, page, page_size, items, run_id=run)

@@ -10,6 +10,7 @@ token, charts are SVG drawn on the server.
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api import formats
 from api.auth import Unauthorized, token_hash
-from api.dependencies import PROVIDER, Session, admitted_hash
+from api.dependencies import NIHDI, PROVIDER, Session, admitted_hash
 from api.documents import render
 from api.feedback import chart, feedback_profile, formatter, kind_of
 from api.formats import LANGUAGES, Lang
@@ -27,7 +28,7 @@ from api.hardening import PAGE_POLICY
 from api.narrative import case_facts, narrative
 from api.queries import NotPublished
 from api.routes.cases import CaseChange, CaseOpen, change_case, get_case, list_cases, open_case
-from api.routes.providers import provider_view, worklist_of
+from api.routes.providers import claim_lines, provider_view, worklist_of
 from api.web.session import LANG_COOKIE, SESSION_COOKIE, SIGNIN_COOKIE, Cookies
 from api.worklist import SORT_KEYS, Filters
 from rules import load_catalog
@@ -37,7 +38,9 @@ router = APIRouter(include_in_schema=False)
 ROOT = "/workbench"
 PAGE_SIZE = 25
 # What each role may open in the workbench, as in the API.
-PAGES = {"worklist": ("inspector", "data_scientist"), "cases": ("inspector",)}
+PAGES = {"worklist": ("inspector", "data_scientist"), "cases": ("inspector",), "claims": ("inspector",)}
+CLAIMS_PAGE = 50
+PURPOSE_CHARS = (10, 500)  # as the API's purpose
 
 
 def _cookies(request: Request) -> Cookies:
@@ -104,6 +107,7 @@ def page(request: Request, template: str, session: Session | None, lang: Lang, *
         switch=switch,
         root=ROOT,
         moment=lambda at: f"{formats.day(at.date(), lang)} {at:%H:%M}",
+        moment_day=lambda day: formats.day(date.fromisoformat(str(day)[:10]), lang),
         **context,
     )
     response = HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY})
@@ -166,7 +170,7 @@ def signin_form(request: Request, lang: str | None = None, failed: str | None = 
 
 @router.post("/signin")
 async def signin(
-    request: Request, token: Annotated[str, Form(max_length=256)], csrf: Annotated[str, Form()]
+    request: Request, token: Annotated[str, Form(max_length=256)] = "", csrf: Annotated[str, Form(max_length=64)] = ""
 ) -> Response:
     """Exchange a token for a session cookie (the token itself is never stored)."""
     cookies = _cookies(request)
@@ -185,7 +189,7 @@ async def signin(
 
 
 @router.post("/signout")
-def signout(request: Request, session: Signed, csrf: Annotated[str, Form()]) -> RedirectResponse:
+def signout(request: Request, session: Signed, csrf: Annotated[str, Form(max_length=64)] = "") -> RedirectResponse:
     _cookies(request).check_csrf(request, csrf)
     response = RedirectResponse("/signin", status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -320,12 +324,64 @@ def provider_page(
     )
 
 
+@router.get(f"{ROOT}/providers/{{nihdi}}/claims")
+def claims_page(
+    request: Request,
+    session: Signed,
+    nihdi: Annotated[str, NIHDI],
+    lang: str | None = None,
+    run_id: Annotated[str | None, Query(max_length=64)] = None,
+    rule: Annotated[str | None, Query(max_length=64)] = None,
+    case_id: Annotated[str | None, Query(max_length=10)] = None,
+    purpose: Annotated[str | None, Query(max_length=PURPOSE_CHARS[1])] = None,
+    page_number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
+) -> HTMLResponse:
+    """A provider's flagged lines with their evidence, read like the API's: within a case the
+    caller works on or for a stated purpose, and audited with it. Without either, the page
+    asks why."""
+    chosen = language(request, lang)
+    words = render_words(chosen)
+    if not _may(session, "claims"):
+        return refused(request, session, chosen, words["not_allowed"], status.HTTP_403_FORBIDDEN)
+    case = int(case_id) if case_id and case_id.isdigit() else None
+    stated = (purpose or "").strip() or None
+    asked = {"rule": rule or "", "run_id": run_id or ""}
+    if case is None and (stated is None or len(stated) < PURPOSE_CHARS[0]):
+        mine = list_cases(session, None, nihdi, 1, 200)["items"]  # type: ignore[arg-type]
+        short = stated is not None
+        return page(request, "purpose.html", session, chosen, nihdi=nihdi, cases=mine, asked=asked, short=short)
+    try:
+        found = claim_lines(session, nihdi, run_id or None, rule or None, case, stated, page_number, CLAIMS_PAGE)
+    except HTTPException as failed:
+        return refused(request, session, chosen, str(failed.detail), failed.status_code)
+    catalog = load_catalog()
+    shown = {k: v for k, v in request.query_params.items() if k not in ("page", "lang") and v != ""}
+
+    def link(**changes: Any) -> str:
+        return f"{ROOT}/providers/{nihdi}/claims?" + urlencode({**shown, **changes})
+
+    return page(
+        request,
+        "claims.html",
+        session,
+        chosen,
+        nihdi=nihdi,
+        found=found,
+        titles={r.id: r.titles[chosen] for r in catalog},
+        case_id=case,
+        purpose=stated,
+        number_of_page=page_number,
+        pages=max(1, -(-found["total"] // CLAIMS_PAGE)),
+        link=link,
+    )
+
+
 @router.post(f"{ROOT}/cases")
 def open_case_form(
     request: Request,
     session: Signed,
     provider_nihdi: Annotated[str, Form(pattern=r"^[0-9]{11}$")],
-    csrf: Annotated[str, Form()],
+    csrf: Annotated[str, Form(max_length=64)] = "",
     notes: Annotated[str, Form(max_length=10_000)] = "",
     run_id: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
@@ -373,7 +429,7 @@ def change_case_form(
     request: Request,
     session: Signed,
     case_id: int,
-    csrf: Annotated[str, Form()],
+    csrf: Annotated[str, Form(max_length=64)] = "",
     case_status: Annotated[str | None, Form(alias="status")] = None,
     outcome: Annotated[str | None, Form()] = None,
     amount_to_recover_eur: Annotated[str | None, Form()] = None,

@@ -1,6 +1,9 @@
 """The workbench in a real browser (Debian's Chromium, driven by Playwright) against a real
-``secm serve``: an inspector signs in, filters the worklist, opens a provider, opens a case and
-closes it, switches language and signs out.
+``secm serve``: an inspector signs in, filters the worklist, opens a provider, sees the
+evidence and the peer charts, opens a case and closes it, switches language and signs out; a
+data scientist is refused claim lines; a form posted without its CSRF token is refused. The
+main pages pass axe-core's accessibility rules, and are photographed at 1280×800 into
+``tests/web/screenshots/`` (not kept by git).
 
 Chromium is installed by ``make test`` (``make browser``); without it these tests skip, unless
 ``SECM_REQUIRE_BROWSER`` is set (CI), which makes that a failure.
@@ -24,6 +27,19 @@ from secm.settings import get_settings
 from tests.api.conftest import Published
 
 CHROMIUM = Path(os.environ.get("SECM_CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def accessible(page: Any, name: str) -> None:
+    """Photograph the page, and fail on any serious or critical axe-core violation."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    violations = Axe().run(page).response["violations"]
+    serious = [(v["id"], v["help"], len(v["nodes"])) for v in violations if v["impact"] in ("serious", "critical")]
+    assert serious == [], f"{name}: {serious}"
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +59,30 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def served(results: Published, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def served(results: Published, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     home = str(get_settings().resolved_home)
     url = f"sqlite:///{home}/secm.db"
     results.into(url)
-    token = create_token(migrate(url), "inspector", "ines")[1]
+    engine = migrate(url)
+    token = create_token(engine, "inspector", "ines")[1]
+    scientist = create_token(engine, "data_scientist", "dana")[1]
     with (tmp_path / "serve.log").open("w") as log, serving(home, url, log=log) as (base, _):
-        yield base, token
+        yield base, token, scientist
 
 
-def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(browser: Any, served: tuple[str, str]) -> None:
-    base, token = served
-    context = browser.new_context(locale="nl-BE")
+def _sign_in(page: Any, base: str, token: str) -> None:
+    page.goto(base + "/")
+    assert page.url == base + "/signin"
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+
+
+def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(
+    browser: Any, served: tuple[str, str, str]
+) -> None:
+    base, token, _ = served
+    # Axe's script is injected by the test, which the pages' policy (no script at all) forbids.
+    context = browser.new_context(locale="nl-BE", viewport=VIEWPORT, bypass_csp=True)
     page = context.new_page()
     page.goto(base + "/")
     assert page.url == base + "/signin"
@@ -64,6 +92,7 @@ def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(browser: A
     assert page.url.startswith(base + "/workbench/worklist")
     assert page.locator("#count").count() == 1, page.content()[:3000]
     count = page.locator("#count").inner_text()
+    accessible(page, "worklist")
     assert "zorgverleners voldoen aan de filters" in count
 
     page.select_option("select[name=rule]", "LATE_ATTESTATION")
@@ -85,6 +114,15 @@ def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(browser: A
     assert "/workbench/providers/" in page.url
     assert page.locator("#indicators svg").count() >= 5
     assert load_catalog().rule("LATE_ATTESTATION").titles["nl"] in page.locator("#rules").inner_text()
+    accessible(page, "provider")
+    provider = page.url
+    page.click("#see-lines")
+    page.fill("#purpose input[name=purpose]", "voorafgaand onderzoek van een spoor")
+    page.click("#purpose button")
+    assert page.locator("#claims tbody tr").count() >= 1
+    assert "LATE_ATTESTATION" not in page.locator("#claims").inner_text()  # titles, not ids
+    assert page.locator("#claims tbody tr:first-child td:nth-child(6)").inner_text().strip()  # the evidence
+    page.goto(provider)
     page.fill("#open-case input[name=notes]", "Te bekijken")
     page.click("#open-case button")
     assert re.search(r"/workbench/cases/[0-9]+$", page.url)
@@ -98,6 +136,7 @@ def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(browser: A
     assert "afgesloten" in state
     assert "1.234,50\xa0€" in state or "1.234,50 €" in state
     assert page.locator("#history tbody tr").count() == 3
+    accessible(page, "case")
 
     page.click("nav.lang a[hreflang=en]")
     assert "closed" in page.locator("#state").inner_text()
@@ -106,3 +145,32 @@ def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(browser: A
     page.goto(base + "/workbench/worklist")
     assert page.url == base + "/signin"
     context.close()
+
+
+def test_a_data_scientist_is_refused_claim_lines_and_a_form_without_csrf_is_refused(
+    browser: Any, served: tuple[str, str, str]
+) -> None:
+    base, token, scientist = served
+    context = browser.new_context(locale="en-GB", viewport=VIEWPORT)
+    page = context.new_page()
+    _sign_in(page, base, scientist)
+    first = page.locator("#worklist tbody tr:first-child td:first-child a")
+    alias = first.inner_text()
+    assert re.fullmatch(r"PS[0-9a-f]{20}", alias)
+    first.click()
+    assert page.locator("#see-lines").count() == 0
+    answer = page.goto(base + "/workbench/providers/11006431003/claims?purpose=looking+at+it+closely")
+    assert answer.status == 403
+    assert "does not give access" in page.locator("main").inner_text()
+    context.close()
+
+    inspector = browser.new_context(locale="en-GB", viewport=VIEWPORT)
+    page = inspector.new_page()
+    _sign_in(page, base, token)
+    forged = page.request.post(base + "/workbench/cases", form={"provider_nihdi": "11006431003", "notes": "x"})
+    assert forged.status == 403
+    posted = page.request.post(
+        base + "/workbench/cases", form={"provider_nihdi": "11006431003", "notes": "x", "csrf": "0" * 64}
+    )
+    assert posted.status == 403
+    inspector.close()

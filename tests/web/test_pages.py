@@ -146,3 +146,32 @@ def test_roles_pseudonyms_sign_out_and_revocation(service: Service) -> None:
 def test_pages_without_a_session_send_to_sign_in(service: Service, path: str) -> None:
     answer = _browser(service).get(path, follow_redirects=False)
     assert (answer.status_code, answer.headers["location"]) == (303, "/signin")
+
+
+def test_claim_lines_are_read_for_a_case_or_a_purpose_and_audited(service: Service) -> None:
+    browser = _browser(service, "en")
+    _sign_in(browser, service.tokens["inspector"])
+    nihdi = service.get("/providers/flagged", sort="lines").json()["items"][0]["provider_nihdi"]
+    path = f"/workbench/providers/{nihdi}/claims"
+    asked = browser.get(path)
+    assert asked.status_code == 200
+    assert "inspection task" in asked.text
+    assert "<table" not in asked.text  # no line before a reason is given
+    short = browser.get(path, params={"purpose": "look"})
+    assert "at least 10 characters" in short.text
+    purpose = "preliminary look at a lead"
+    lines = browser.get(path, params={"purpose": purpose})
+    expected = service.get(f"/providers/{nihdi}/claims", purpose=purpose, page_size=50).json()
+    assert f"{expected['total']} flagged lines" in lines.text
+    for item in expected["items"]:
+        assert item["claim_id"] in lines.text
+    audit = service.get("/audit", "admin", action="read_claims", page_size=10).json()["items"]
+    assert [e["detail"]["purpose"] for e in audit[:2]] == [purpose, purpose]  # the page's read, then the API's
+    assert audit[1]["actor"] == "inspector-test"
+
+    scientist = _browser(service, "en")
+    _sign_in(scientist, service.tokens["data_scientist"])
+    forbidden = scientist.get(path, params={"purpose": purpose})
+    assert forbidden.status_code == 403
+    assert "does not give access" in forbidden.text
+    assert nihdi not in forbidden.text.split("<main>")[1]
