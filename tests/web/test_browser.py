@@ -23,7 +23,6 @@ from api.auth import create_token
 from api.database import migrate
 from bench.service import serving
 from rules import load_catalog
-from secm.settings import get_settings
 from tests.api.conftest import Published
 
 CHROMIUM = Path(os.environ.get("SECM_CHROMIUM", "/usr/bin/chromium"))
@@ -58,15 +57,17 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture
-def served(results: Published, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
-    home = str(get_settings().resolved_home)
+@pytest.fixture(scope="module")
+def served(results: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """One ``secm serve`` for the module's tests, over a published run, with an inspector's
+    and a data scientist's tokens."""
+    home = tmp_path_factory.mktemp("secm-home")
     url = f"sqlite:///{home}/secm.db"
     results.into(url)
     engine = migrate(url)
     token = create_token(engine, "inspector", "ines")[1]
     scientist = create_token(engine, "data_scientist", "dana")[1]
-    with (tmp_path / "serve.log").open("w") as log, serving(home, url, log=log) as (base, _):
+    with (home / "serve.log").open("w") as log, serving(str(home), url, log=log) as (base, _):
         yield base, token, scientist
 
 
