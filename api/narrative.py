@@ -22,6 +22,14 @@ from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from rules import load_catalog
 
 
+def named_contributions(contributions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a score's explanation names: contributions beyond chance, at most three. A model of
+    the zoo explains by robust z instead (no contributions): only "higher than peers" counts,
+    as its square."""
+    worth = [c.get("contribution", max(float(c.get("robust_z") or 0.0), 0.0) ** 2) for c in contributions]
+    return [c for c, w in zip(contributions, worth, strict=True) if w >= NAMED_FROM][:TOP_FEATURES]
+
+
 def case_facts(connection: sa.Connection, nihdi: str, run_id: str | None = None) -> dict[str, Any]:
     """What a run says of a provider, for the narrative; ``NotPublished`` when it says nothing."""
     run = published_run(connection, run_id)
@@ -40,9 +48,7 @@ def case_facts(connection: sa.Connection, nihdi: str, run_id: str | None = None)
         raise NotPublished(f"Provider {nihdi} is not in run {run}")
     created = connection.execute(sa.select(t.runs.c.created_at).where(t.runs.c.run_id == run)).scalar_one()
     profile = json.loads(latest["profile"]) if latest else {}
-    named = [c for c in (json.loads(latest["contributions"]) if latest else []) if c["contribution"] >= NAMED_FROM][
-        :TOP_FEATURES
-    ]
+    named = named_contributions(json.loads(latest["contributions"]) if latest else [])
     return {
         "run_id": run,
         "run_date": created.date(),

@@ -25,7 +25,7 @@ from api.documents import render
 from api.feedback import chart, feedback_profile, formatter, kind_of
 from api.formats import LANGUAGES, Lang
 from api.hardening import PAGE_POLICY
-from api.narrative import case_facts, narrative
+from api.narrative import case_facts, named_contributions, narrative
 from api.queries import NotPublished
 from api.routes.cases import CaseChange, CaseOpen, change_case, get_case, list_cases, open_case
 from api.routes.providers import claim_lines, provider_view, worklist_of
@@ -321,6 +321,7 @@ def provider_page(
         profile=profile,
         indicators=indicators,
         story=narrative(facts, chosen) if facts else [],
+        named=named_contributions,
     )
 
 

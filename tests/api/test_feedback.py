@@ -15,6 +15,7 @@ from api import formats
 from api.database import engine_for
 from api.documents import texts
 from api.feedback import deadlines, feedback_profile
+from api.narrative import named_contributions
 from detectors.indicators import FEATURES
 from detectors.profiles import period_bounds
 from detectors.scoring import NAMED_FROM, TOP_FEATURES
@@ -209,3 +210,18 @@ def test_a_case_narrative_states_the_run_s_facts_in_each_language(service: Servi
     assert service.get("/providers/99999999999/narrative").status_code == 404
     assert service.get(f"/providers/{nihdi}/narrative", lang="de").status_code == 422
     assert service.get(f"/providers/{nihdi}/narrative", role="sca").status_code == 403
+
+
+def test_an_explanation_names_what_drove_the_score_whatever_the_model() -> None:
+    peer_evidence = [
+        {"feature": "evening_share", "contribution": 30.0, "robust_z": 5.5},
+        {"feature": "night_share", "contribution": 3.0, "robust_z": 1.7},
+    ]
+    assert [c["feature"] for c in named_contributions(peer_evidence)] == ["evening_share"]
+    # A model of the zoo explains by robust z, both ways: only "higher than peers" is named.
+    zoo = [
+        {"feature": "lines_per_patient", "robust_z": -6.0},
+        {"feature": "home_visit_share", "robust_z": 3.1},
+        {"feature": "weekend_share", "robust_z": 1.2},
+    ]
+    assert [c["feature"] for c in named_contributions(zoo)] == ["home_visit_share"]
