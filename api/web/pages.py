@@ -10,6 +10,7 @@ token, charts are SVG drawn on the server.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
@@ -145,6 +146,17 @@ def _typed(text: str | None, kind: type[N]) -> N | None:
     return value
 
 
+def _links(request: Request) -> tuple[dict[str, str], Callable[..., str]]:
+    """The page's query (but its page number and language) and a maker of links to the same
+    page with some of it changed: a filtered, sorted page stays shareable as it is paged."""
+    shown = {k: v for k, v in request.query_params.items() if k not in ("page", "lang") and v != ""}
+
+    def link(**changes: Any) -> str:
+        return f"{request.url.path}?" + urlencode({**shown, **{k: v for k, v in changes.items() if v is not None}})
+
+    return shown, link
+
+
 def _may(session: Session, name: str) -> bool:
     return session.caller.role == "admin" or session.caller.role in PAGES[name]
 
@@ -236,10 +248,7 @@ async def worklist(
     except HTTPException as missing:
         return refused(request, session, chosen, str(missing.detail), missing.status_code)
     total, items = held.page(filters, sort, order, page_number, PAGE_SIZE)
-    shown = {k: v for k, v in request.query_params.items() if k not in ("page", "lang") and v != ""}
-
-    def link(**changes: Any) -> str:
-        return f"{ROOT}/worklist?" + urlencode({**shown, **{k: v for k, v in changes.items() if v is not None}})
+    shown, link = _links(request)
 
     catalog = load_catalog()
     return page(
@@ -356,10 +365,7 @@ def claims_page(
     except HTTPException as failed:
         return refused(request, session, chosen, str(failed.detail), failed.status_code)
     catalog = load_catalog()
-    shown = {k: v for k, v in request.query_params.items() if k not in ("page", "lang") and v != ""}
-
-    def link(**changes: Any) -> str:
-        return f"{ROOT}/providers/{nihdi}/claims?" + urlencode({**shown, **changes})
+    _, link = _links(request)
 
     return page(
         request,
