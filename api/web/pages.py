@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api import formats
 from api.auth import Unauthorized, token_hash
 from api.dependencies import NIHDI, PROVIDER, Session, admitted_hash
-from api.documents import render
+from api.documents import render, texts
 from api.feedback import chart, feedback_profile, formatter, kind_of
 from api.formats import LANGUAGES, Lang
 from api.hardening import PAGE_POLICY
@@ -93,8 +93,7 @@ Signed = Annotated[Session, Depends(signed_in)]
 def page(request: Request, template: str, session: Session | None, lang: Lang, **context: Any) -> HTMLResponse:
     """A workbench page in ``lang``, with the navigation the caller's role allows."""
     cookies = _cookies(request)
-    role = session.caller.role if session else None
-    allowed = [name for name, roles in PAGES.items() if role and (role == "admin" or role in roles)]
+    allowed = [name for name in PAGES if session and _may(session, name)]
     switch = {
         other: request.url.path + "?" + urlencode({**dict(request.query_params), "lang": other}) for other in LANGUAGES
     }
@@ -118,8 +117,7 @@ def page(request: Request, template: str, session: Session | None, lang: Lang, *
 
 
 def render_words(lang: Lang) -> dict[str, Any]:
-    from api.documents import texts
-
+    """The workbench's words in ``lang`` (``texts.yaml``, under ``web``)."""
     words: dict[str, Any] = texts()[lang]["web"]
     return words
 
@@ -134,7 +132,7 @@ N = TypeVar("N", int, float)
 
 
 def _typed(text: str | None, kind: type[N]) -> N | None:
-    """A filter typed in a form: empty is no filter; a decimal comma is read as a point."""
+    """A number typed in a form: empty is none; a decimal comma is read as a point."""
     if text is None or not text.strip():
         return None
     try:
@@ -159,6 +157,13 @@ def _links(request: Request) -> tuple[dict[str, str], Callable[..., str]]:
 
 def _may(session: Session, name: str) -> bool:
     return session.caller.role == "admin" or session.caller.role in PAGES[name]
+
+
+def _forbidden(request: Request, session: Session, lang: Lang, name: str) -> HTMLResponse | None:
+    """The 403 page when the caller's role may not open ``name`` (of ``PAGES``); None when it may."""
+    if _may(session, name):
+        return None
+    return refused(request, session, lang, render_words(lang)["not_allowed"], status.HTTP_403_FORBIDDEN)
 
 
 @router.get("/")
@@ -228,8 +233,8 @@ async def worklist(
 ) -> HTMLResponse:
     """Flagged providers of a run with the API's filters, sortable and paged; the URL holds them."""
     chosen = language(request, lang)
-    if not _may(session, "worklist"):
-        return refused(request, session, chosen, render_words(chosen)["not_allowed"], status.HTTP_403_FORBIDDEN)
+    if forbidden := _forbidden(request, session, chosen, "worklist"):
+        return forbidden
     try:
         filters = Filters(
             rule=rule or None,
@@ -282,8 +287,8 @@ def provider_page(
     """A provider: peer group, flags per rule with legal basis, score and its explanation in
     the page's language, each indicator against the peer distribution, and the cases."""
     chosen = language(request, lang)
-    if not _may(session, "worklist"):
-        return refused(request, session, chosen, render_words(chosen)["not_allowed"], status.HTTP_403_FORBIDDEN)
+    if forbidden := _forbidden(request, session, chosen, "worklist"):
+        return forbidden
     try:
         view = provider_view(session, nihdi, run_id or None)
     except HTTPException as missing:
@@ -312,14 +317,10 @@ def provider_page(
                     "svg": chart(indicator, chosen),
                 }
             )
-    rules = [
-        {
-            **r,
-            "title": catalog.rule(r["rule_id"]).titles[chosen],
-            "why": (w := catalog.rule(r["rule_id"]).why) and w[chosen],
-        }
-        for r in view["flags_by_rule"]
-    ]
+    rules = []
+    for flagged in view["flags_by_rule"]:
+        rule = catalog.rule(flagged["rule_id"])
+        rules.append({**flagged, "title": rule.titles[chosen], "why": rule.why and rule.why[chosen]})
     return page(
         request,
         "provider.html",
@@ -350,9 +351,8 @@ def claims_page(
     caller works on or for a stated purpose, and audited with it. Without either, the page
     asks why."""
     chosen = language(request, lang)
-    words = render_words(chosen)
-    if not _may(session, "claims"):
-        return refused(request, session, chosen, words["not_allowed"], status.HTTP_403_FORBIDDEN)
+    if forbidden := _forbidden(request, session, chosen, "claims"):
+        return forbidden
     case = int(case_id) if case_id and case_id.isdigit() else None
     stated = (purpose or "").strip() or None
     asked = {"rule": rule or "", "run_id": run_id or ""}
@@ -395,8 +395,8 @@ def open_case_form(
     """Open a case from the provider page (the API's ``POST /cases``)."""
     _cookies(request).check_csrf(request, csrf)
     chosen = language(request)
-    if not _may(session, "cases"):
-        return refused(request, session, chosen, render_words(chosen)["not_allowed"], status.HTTP_403_FORBIDDEN)
+    if forbidden := _forbidden(request, session, chosen, "cases"):
+        return forbidden
     try:
         case = open_case(session, CaseOpen(provider_nihdi=provider_nihdi, notes=notes, run_id=run_id or None))
     except HTTPException as failed:
@@ -413,8 +413,8 @@ def cases_page(
     page_number: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
 ) -> HTMLResponse:
     chosen = language(request, lang)
-    if not _may(session, "cases"):
-        return refused(request, session, chosen, render_words(chosen)["not_allowed"], status.HTTP_403_FORBIDDEN)
+    if forbidden := _forbidden(request, session, chosen, "cases"):
+        return forbidden
     found = list_cases(session, case_status or None, None, page_number, PAGE_SIZE)  # type: ignore[arg-type]
     return page(request, "cases.html", session, chosen, found=found, status_filter=case_status or "")
 
@@ -422,8 +422,8 @@ def cases_page(
 @router.get(f"{ROOT}/cases/{{case_id}}")
 def case_page(request: Request, session: Signed, case_id: int, lang: str | None = None) -> HTMLResponse:
     chosen = language(request, lang)
-    if not _may(session, "cases"):
-        return refused(request, session, chosen, render_words(chosen)["not_allowed"], status.HTTP_403_FORBIDDEN)
+    if forbidden := _forbidden(request, session, chosen, "cases"):
+        return forbidden
     try:
         case = get_case(session, case_id)
     except HTTPException as missing:
@@ -445,10 +445,10 @@ def change_case_form(
     """Move a case along (the API's ``PATCH /cases/{id}``); a refused change is shown on the case."""
     _cookies(request).check_csrf(request, csrf)
     chosen = language(request)
-    if not _may(session, "cases"):
-        return refused(request, session, chosen, render_words(chosen)["not_allowed"], status.HTTP_403_FORBIDDEN)
+    if forbidden := _forbidden(request, session, chosen, "cases"):
+        return forbidden
     try:
-        amount = float(amount_to_recover_eur.replace(",", ".")) if amount_to_recover_eur else None
+        amount = _typed(amount_to_recover_eur, float)
         change = CaseChange(
             status=case_status or None,  # type: ignore[arg-type]
             outcome=outcome or None,  # type: ignore[arg-type]

@@ -36,6 +36,11 @@ class Cookies:
     hours: float
 
     @property
+    def seconds(self) -> int:
+        """How long a session lasts."""
+        return int(self.hours * 3600)
+
+    @property
     def _serializer(self) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(self.key, salt="secm-session")
 
@@ -49,7 +54,7 @@ class Cookies:
         if not value:
             return None
         try:
-            found = self._serializer.loads(value, max_age=int(self.hours * 3600))
+            found = self._serializer.loads(value, max_age=self.seconds)
         except BadSignature:
             return None
         return found.get("token") if isinstance(found, dict) else None
@@ -75,7 +80,7 @@ class Cookies:
         response.set_cookie(
             name,
             value,
-            max_age=max_age if max_age is not None else int(self.hours * 3600),
+            max_age=max_age if max_age is not None else self.seconds,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
