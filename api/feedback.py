@@ -21,10 +21,9 @@ self-contained, printable HTML page in French, Dutch or English (:mod:`api.docum
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ import sqlalchemy as sa
 
 from api import documents, formats
 from api import tables as t
+from api.charts import charts
 from api.formats import Lang
 from api.queries import NotPublished, flags_by_rule, published_run
 from detectors.indicators import GROUPS, SHARES
@@ -42,6 +42,10 @@ from rules.catalog import DeadlineCheck
 
 LATE_RULE = "LATE_ATTESTATION"
 AMOUNTS = ("amount_per_patient",)
+INDICATORS = tuple(feature for members in GROUPS.values() for feature in members)
+PEER_GROUPS_KEPT = 256
+_peers: OrderedDict[tuple[str, str, str, str], dict[str, np.ndarray]] = OrderedDict()
+_peers_lock = threading.Lock()
 
 
 def feedback_profile(
@@ -68,12 +72,7 @@ def feedback_profile(
             f"Provider {nihdi} has no profile for period {chosen} in run {run}; it has {', '.join(periods)}"
         )
     profile = json.loads(row["profile"])
-    peers = [
-        json.loads(p)
-        for p in connection.execute(
-            sa.select(ps.profile).where(ps.run_id == run, ps.period == chosen, ps.peer_group == row["peer_group"])
-        ).scalars()
-    ]
+    peers = peer_values(connection, run, chosen, row["peer_group"])
     legislation = connection.execute(sa.select(t.runs.c.legislation).where(t.runs.c.run_id == run)).scalar_one()
     start, end = period_bounds(chosen)
     f = t.flags.c
@@ -96,9 +95,10 @@ def feedback_profile(
         "region": profile.get("region"),
         "lines": profile.get("lines"),
         "patients": profile.get("patients"),
+        "peer_group": row["peer_group"],
         "peer_level": len(row["peer_group"].split("|")) if row["peer_group"] != "all" else 0,
         "peers": row["peer_group_size"],
-        "indicators": [_indicator(feature, profile, peers) for members in GROUPS.values() for feature in members],
+        "indicators": [_indicator(feature, profile, peers[feature]) for feature in INDICATORS],
         "channels": _channels(profile, late, legislation),
         "rules": [
             {"rule_id": r["rule_id"], "lines": int(r["lines"]), "amount_eur": round(float(r["amount_at_stake_eur"]), 2)}
@@ -107,10 +107,33 @@ def feedback_profile(
     }
 
 
-def _indicator(feature: str, profile: dict[str, Any], peers: list[dict[str, Any]]) -> dict[str, Any]:
+def peer_values(connection: sa.Connection, run: str, period: str, group: str) -> dict[str, np.ndarray]:
+    """Each indicator's values over the members of a peer group in a period of a run (empty
+    when the group has none). What a published run says never changes, so the last groups
+    asked for are kept: the other members' pages and charts do not read them again."""
+    key = (str(connection.engine.url), run, period, group)
+    with _peers_lock:
+        if key in _peers:
+            _peers.move_to_end(key)
+            return _peers[key]
+    ps = t.provider_scores.c
+    profiles = [
+        json.loads(p)
+        for p in connection.execute(
+            sa.select(ps.profile).where(ps.run_id == run, ps.period == period, ps.peer_group == group)
+        ).scalars()
+    ]
+    values = {feature: np.array([float(p.get(feature) or 0.0) for p in profiles]) for feature in INDICATORS}
+    with _peers_lock:
+        _peers[key] = values
+        while len(_peers) > PEER_GROUPS_KEPT:
+            _peers.popitem(last=False)
+    return values
+
+
+def _indicator(feature: str, profile: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
     """One indicator against the peers: value, median, share of peers below (ties count half)."""
     value = float(profile.get(feature) or 0.0)
-    values = np.array([float(p.get(feature) or 0.0) for p in peers])
     below = float(((values < value).sum() + 0.5 * (values == value).sum()) / len(values)) if len(values) else 0.5
     expected = profile.get(f"expected_{feature}")
     return {
@@ -166,7 +189,7 @@ def render(document: dict[str, Any], lang: Lang) -> str:
     catalog = load_catalog()
 
     def shown(indicator: dict[str, Any], key: str) -> str:
-        return formatter(indicator["kind"], lang)(indicator[key])
+        return formats.formatter(indicator["kind"], lang)(indicator[key])
 
     rules = [
         {
@@ -179,74 +202,10 @@ def render(document: dict[str, Any], lang: Lang) -> str:
         for r in document["rules"]
     ]
     return documents.render(
-        "profile.html", lang, d=document, rules=rules, shown=shown, chart=lambda indicator: chart(indicator, lang)
+        "profile.html", lang, d=document, rules=rules, shown=shown, svgs=charts(document["indicators"], lang)
     )
 
 
 def kind_of(feature: str) -> str:
     """How a profile indicator is written: a share, an amount or a level."""
     return "share" if feature in SHARES else "amount" if feature in AMOUNTS else "level"
-
-
-def formatter(kind: str, lang: Lang) -> Callable[[float], str]:
-    """How a value of ``kind`` (:func:`kind_of`) is written in ``lang``."""
-    if kind == "share":
-        return lambda v: formats.percent(v, lang)
-    if kind == "amount":
-        return lambda v: formats.amount(v, lang)
-    return lambda v: formats.number(v, lang, 1)
-
-
-def chart(indicator: dict[str, Any], lang: Lang) -> str:
-    """The peers' values as a histogram, the peers' median dashed and the provider's value as
-    a dark line: an inline SVG a browser prints sharply.
-
-    The peers' part is the same for every member of a peer group, so it is drawn once per
-    group, indicator and language (``_peer_chart``); each provider's line is then placed on
-    it by the chart's own scale."""
-    svg, scale = _peer_chart(tuple(indicator["peer_values"]), indicator["peer_median"], indicator["kind"], lang)
-    x = scale[0] + scale[1] * indicator["value"]
-    marker = (
-        f'<line x1="{x:.2f}" x2="{x:.2f}" y1="{scale[2]:.2f}" y2="{scale[3]:.2f}" '
-        'stroke="#1f4e79" stroke-width="2.2" class="provider"/>'
-    )
-    end = svg.rindex("</svg>")
-    return svg[:end] + marker + svg[end:]
-
-
-@lru_cache(maxsize=4096)
-def _peer_chart(
-    values: tuple[float, ...], median: float, kind: str, lang: Lang
-) -> tuple[str, tuple[float, float, float, float]]:
-    """The peers' histogram and median as SVG, and how to place a value on it: ``x = a + b *
-    value`` in the SVG's units, from ``y_top`` to ``y_bottom`` (the axes' height)."""
-    import matplotlib  # only where a page is drawn: the command line starts faster without it
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    peers = np.array(values)
-    # At 72 dots per inch, the figure's coordinates are the SVG's points. Fixed margins and
-    # one filled outline for the bars draw it three times faster than tight_layout and a
-    # patch per bar.
-    figure = Figure(figsize=(3.4, 0.95), dpi=72)
-    figure.subplots_adjust(left=0.03, right=0.97, bottom=0.3, top=0.97)
-    axis = figure.add_subplot()
-    if len(peers):
-        counts, edges = np.histogram(peers, bins=min(30, max(5, len(peers) // 4)))
-        axis.stairs(counts, edges, fill=True, color="#c9d6e3")
-    axis.axvline(median, color="#6b7c8f", linestyle="--", linewidth=1)
-    show = formatter(kind, lang)
-    axis.xaxis.set_major_locator(MaxNLocator(4))
-    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: show(v)))
-    axis.set_yticks([])
-    for side in ("top", "right", "left"):
-        axis.spines[side].set_visible(False)
-    axis.tick_params(axis="x", labelsize=7)
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "secm"}):  # text as text, stable ids
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    height = figure.get_figheight() * 72
-    (x0, _), (x1, _) = axis.transData.transform([(0.0, 0.0), (1.0, 0.0)])
-    box = axis.get_window_extent()
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg") :], (float(x0), float(x1 - x0), float(height - box.y1), float(height - box.y0))

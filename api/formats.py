@@ -8,6 +8,7 @@ a narrow space instead, which is why these few rules are written out here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Literal, get_args
 
@@ -42,3 +43,12 @@ def day(value: date, lang: Lang) -> str:
     if lang == "en":
         return f"{value.day} {_MONTHS_EN[value.month - 1]} {value.year}"
     return value.strftime("%d/%m/%Y")
+
+
+def formatter(kind: str, lang: Lang) -> Callable[[float], str]:
+    """How a value of ``kind`` (a ``share``, an ``amount`` or a ``level``) is written in ``lang``."""
+    if kind == "share":
+        return lambda v: percent(v, lang)
+    if kind == "amount":
+        return lambda v: amount(v, lang)
+    return lambda v: number(v, lang, 1)

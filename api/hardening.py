@@ -27,8 +27,11 @@ API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
 # Documents written for people (feedback profiles) carry their styles and SVG charts inline,
 # and still no script.
 DOCUMENT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
-# The workbench's pages: the same, and their forms post to the service only.
-PAGE_POLICY = f"{DOCUMENT_POLICY}; form-action 'self'"
+# The workbench's pages: the same, their peer charts are images of the service, and their
+# forms post to the service only.
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; form-action 'self'"
+)
 # The interactive documentation loads Swagger UI / ReDoc from their CDN.
 DOCS_POLICY = (
     b"default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from api import documents, formats
 from api import tables as t
-from api.feedback import formatter, kind_of
-from api.formats import Lang
+from api.feedback import kind_of
+from api.formats import Lang, formatter
 from api.queries import NotPublished, flags_by_rule, published_run
 from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from rules import load_catalog

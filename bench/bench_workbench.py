@@ -6,8 +6,11 @@ Publishes a run of ``--flags`` flags over ``--providers`` providers in ``--group
 groups into a fresh SQLite file, serves it with ``secm serve``, signs in as an inspector
 through the sign-in form, then asks one page at a time (so the time is the server's): worklist
 pages with random sorts, pages and filters, and provider pages of random providers, each
-provider asked once (no page is served from a cache it filled itself). Prints p50, p95 and p99
-per page kind.
+provider asked once (no page is served from a cache it filled itself). After each provider
+page it fetches, as a browser would, the page's peer charts it has not fetched before (a
+browser keeps them: they are the same for every member of a peer group). Prints p50, p95 and
+p99 per kind: the worklist, the provider page, each chart, and the provider page with the
+charts it needed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from service import serving, synthetic_results
 from rules import load_catalog
 
 RULES = [rule.id for rule in load_catalog()]
+CHART = re.compile(r'<image href="([^"]+)"')
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
@@ -44,7 +48,8 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 def _measure(base: str, token: str, providers: list[str], pages: int) -> dict[str, list[float]]:
     """Sign in through the form, then ask ``pages`` worklist and provider pages one at a time."""
     rng = random.Random(7)
-    timings: dict[str, list[float]] = {"worklist": [], "provider": []}
+    timings: dict[str, list[float]] = {"worklist": [], "provider": [], "chart": [], "provider_with_charts": []}
+    seen: set[str] = set()
     with httpx2.Client(base_url=base, timeout=60) as client:
         form = client.get("/signin").text
         csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form).group(1)  # type: ignore[union-attr]
@@ -64,11 +69,24 @@ def _measure(base: str, token: str, providers: list[str], pages: int) -> dict[st
                 ("provider", f"/workbench/providers/{providers[number * 97 % len(providers)]}", {}),
             ):
                 asked = time.perf_counter()
-                answer = client.get(path, params=query)
+                answer = _get(client, path, query)
                 timings[kind].append(time.perf_counter() - asked)
-                if answer.status_code != 200:
-                    raise SystemExit(f"{path}: {answer.status_code} {answer.text[:200]}")
+                if kind == "provider":
+                    for chart in CHART.findall(answer.text):
+                        if chart not in seen:
+                            seen.add(chart)
+                            drawn = time.perf_counter()
+                            _get(client, chart.replace("&amp;", "&"), {})
+                            timings["chart"].append(time.perf_counter() - drawn)
+                    timings["provider_with_charts"].append(time.perf_counter() - asked)
     return timings
+
+
+def _get(client: httpx2.Client, path: str, query: dict[str, object]) -> httpx2.Response:
+    answer = client.get(path, params=query or None)
+    if answer.status_code != 200:
+        raise SystemExit(f"{path}: {answer.status_code} {answer.text[:200]}")
+    return answer
 
 
 def main() -> None:

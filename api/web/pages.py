@@ -15,16 +15,18 @@ from datetime import date
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+import numpy as np
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api import formats
 from api.auth import Unauthorized, token_hash
+from api.charts import HEIGHT, WIDTH, marker, peer_svg, span
 from api.dependencies import NIHDI, PROVIDER, Session, admitted_hash
 from api.documents import render, texts
-from api.feedback import chart, feedback_profile, formatter, kind_of
-from api.formats import LANGUAGES, Lang
+from api.feedback import INDICATORS, feedback_profile, kind_of, peer_values
+from api.formats import LANGUAGES, Lang, formatter
 from api.hardening import PAGE_POLICY
 from api.narrative import case_facts, named_contributions, narrative
 from api.queries import NotPublished
@@ -307,14 +309,20 @@ def provider_page(
     catalog = load_catalog()
     indicators = []
     if profile:
+        # The peers' chart is an image the browser keeps for the whole peer group; only the
+        # provider's line is drawn here.
+        where = f"{ROOT}/charts/{profile['run_id']}/{profile['period']}"
+        query = urlencode({"group": profile["peer_group"], "lang": chosen})
         for indicator in profile["indicators"]:
-            show = formatter(kind_of(indicator["feature"]), chosen)
+            show = formatter(indicator["kind"], chosen)
+            shown = span(indicator["peer_values"], indicator["peer_median"])
             indicators.append(
                 {
                     **indicator,
                     "shown": show(indicator["value"]),
                     "median_shown": show(indicator["peer_median"]),
-                    "svg": chart(indicator, chosen),
+                    "chart": f"{where}/{indicator['feature']}.svg?{query}",
+                    "marker": marker(indicator["value"], shown),
                 }
             )
     rules = []
@@ -332,7 +340,39 @@ def provider_page(
         indicators=indicators,
         story=narrative(facts, chosen) if facts else [],
         named=named_contributions,
+        frame=(WIDTH, HEIGHT),
     )
+
+
+@router.get(f"{ROOT}/charts/{{run_id}}/{{period}}/{{feature}}.svg")
+def peer_chart(
+    request: Request,
+    session: Signed,
+    run_id: Annotated[str, Path(max_length=64)],
+    period: Annotated[str, Path(pattern=r"^[0-9]{4}(Q[1-4])?$")],
+    feature: Annotated[str, Path(max_length=64)],
+    group: Annotated[str, Query(max_length=256)],
+    lang: str | None = None,
+) -> Response:
+    """The peers' chart of an indicator in a peer group and period of a run, without any
+    provider's line: the same image for every member, so the browser keeps it (a run's
+    results never change)."""
+    chosen = language(request, lang)
+    if forbidden := _forbidden(request, session, chosen, "worklist"):
+        return forbidden
+    if feature not in INDICATORS:
+        return refused(request, session, chosen, f"No indicator {feature}", status.HTTP_404_NOT_FOUND)
+    try:
+        with session.read() as connection:
+            run = session.run(connection, run_id)
+            values = peer_values(connection, run, period, group)[feature]
+    except HTTPException as missing:
+        return refused(request, session, chosen, str(missing.detail), missing.status_code)
+    if not len(values):
+        message = f"No peer group {group} in period {period} of run {run}"
+        return refused(request, session, chosen, message, status.HTTP_404_NOT_FOUND)
+    svg = peer_svg(tuple(values.tolist()), float(np.median(values)), kind_of(feature), chosen)
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.get(f"{ROOT}/providers/{{nihdi}}/claims")

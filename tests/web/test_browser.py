@@ -111,9 +111,16 @@ def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(
     ]
     assert scores == sorted(scores, reverse=True)
 
+    charts: list[Any] = []
+    page.on("response", lambda answer: charts.append(answer) if "/workbench/charts/" in answer.url else None)
     page.click("#worklist tbody tr:first-child td:first-child a")
     assert "/workbench/providers/" in page.url
-    assert page.locator("#indicators svg").count() >= 5
+    page.wait_for_load_state("load")
+    assert page.locator("#indicators svg").count() == page.locator("#indicators line.provider").count() >= 5
+    # The peers' charts are images of the service: the page's policy lets them in.
+    assert len(charts) == page.locator("#indicators image").count()
+    assert all(c.status == 200 and c.header_value("content-type").startswith("image/svg") for c in charts)
+    page.locator("#indicators").screenshot(path=str(SCREENSHOTS / "indicators.png"))
     assert load_catalog().rule("LATE_ATTESTATION").titles["nl"] in page.locator("#rules").inner_text()
     accessible(page, "provider")
     provider = page.url

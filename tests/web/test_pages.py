@@ -113,6 +113,31 @@ def test_provider_page_and_a_case_from_open_to_closed(service: Service, results:
     assert "open_case" in actions
 
 
+def test_the_peer_charts_are_images_of_the_peer_group_in_the_pages_language(service: Service) -> None:
+    """The provider page draws only the provider's line; the peers' chart is an image of the
+    group (no provider in it, the same for every member) that the browser may keep."""
+    browser = _browser(service, "nl")
+    _sign_in(browser, service.tokens["inspector"])
+    nihdi = service.get("/providers/flagged", sort="amount").json()["items"][0]["provider_nihdi"]
+    page = browser.get(f"/workbench/providers/{nihdi}").text
+    images = re.findall(r'<image href="([^"]+)"', page)
+    assert len(images) == page.count('class="provider"') >= 5
+    for href in images:
+        chart = browser.get(href.replace("&amp;", "&"))
+        assert chart.status_code == 200, href
+        assert chart.headers["content-type"].startswith("image/svg+xml")
+        assert "max-age" in chart.headers["cache-control"]
+        assert 'class="provider"' not in chart.text
+        assert nihdi not in chart.text
+    shares = [h for h in images if "_share.svg" in h]
+    assert shares
+    assert re.search(r">[0-9]+,[0-9]\u00a0%<", browser.get(shares[0].replace("&amp;", "&")).text)
+    base = images[0].replace("&amp;", "&")
+    assert browser.get(re.sub(r"/[a-z_]+\.svg", "/no_such_indicator.svg", base)).status_code == 404
+    assert browser.get(re.sub(r"group=[^&]+", "group=nobody", base)).status_code == 404
+    assert _browser(service).get(base, follow_redirects=False).status_code == 303  # signed in only
+
+
 def test_roles_pseudonyms_sign_out_and_revocation(service: Service) -> None:
     scientist = _browser(service, "en")
     _sign_in(scientist, service.tokens["data_scientist"])
