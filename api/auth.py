@@ -196,7 +196,8 @@ def entry(
     case_id: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An audit-log row for :func:`audit` or :func:`audit_all`, stamped now."""
+    """An audit-log row for :func:`audit`, or for checks decided together (written by
+    ``api.history.History.begin``), stamped now."""
     return {
         "at": datetime.now(UTC),
         "actor": caller.name,
@@ -206,10 +207,3 @@ def entry(
         "case_id": case_id,
         "detail": detail or {},
     }
-
-
-def audit_all(engine: sa.Engine, entries: list[dict[str, Any]]) -> None:
-    """Append ``entries`` (see :func:`entry`) in one transaction: requests decided together
-    are audited together, one write where each would have waited its turn for the database."""
-    with engine.begin() as connection:
-        connection.execute(t.audit_log.insert(), entries)

@@ -8,13 +8,12 @@ flags are answered. A check posts a few lines, and every Polars query costs its 
 however few its rows: records are validated one by one (``data_contracts.records``) and lines
 enriched from in-memory indexes (``rules.records``), both tested equal to the Polars paths.
 
-State is bounded: per provider, the ``HISTORY_LINES`` lines with the latest service dates
-are kept (older duplicates and bursts are the batch run's job), for the ``HISTORY_PROVIDERS``
-providers checked last. Posted invoices are the caller's own: a line is checked against the
-invoices its caller posted (the last ``INVOICES_KEPT``), never another caller's. Nothing is
-kept longer than ``KEPT_SECONDS`` after it was last posted. Checks arriving together are
-decided in one batch (see ``ClaimChecker.check``), in durable_rules sessions in the rules
-workers (``rules.durable_worker``); the state is read and updated under a lock.
+What earlier checks posted (each provider's recent lines, each caller's invoices) is the
+service's real-time history (``api.history``): in the application database, so that every
+process of the service checks against the same lines; bounded in lines, invoices and age.
+Checks arriving together at a process are decided in one batch (see ``ClaimChecker.check``):
+its audit entries and its reads and writes of the history in one transaction, then its rules
+in durable_rules sessions in the rules workers (``rules.durable_worker``).
 """
 
 from __future__ import annotations
@@ -22,19 +21,18 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
-from api.auth import audit_all
+from api.database import reading
+from api.history import History
 from api.publish import REFERENCE_TABLES
 from api.queries import NEWEST_RUN
 from data_contracts import TABLES
@@ -49,44 +47,10 @@ from rules.records import ReferenceIndex, bearing_on
 
 log = logging.getLogger(__name__)
 
-HISTORY_LINES = 200
-HISTORY_PROVIDERS = 50_000
-INVOICES_KEPT = 10_000
-CALLERS_KEPT = 1_000
-KEPT_SECONDS = 24 * 3600.0
 MAX_BATCH_LINES = 2_000  # lines of the checks decided together
 # A check's rules are decided within this, or the worker is replaced and the check retried once.
 DEADLINE_SECONDS = 10.0
-
-V = TypeVar("V")
-
-
-class Recent(Generic[V]):
-    """Values by key: the ``size`` stored last, none stored more than ``seconds`` ago."""
-
-    def __init__(self, size: int, seconds: float = KEPT_SECONDS) -> None:
-        self.size = size
-        self.seconds = seconds
-        self._values: OrderedDict[str, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: str) -> V | None:
-        self._forget()
-        found = self._values.get(key)
-        return None if found is None else found[1]
-
-    def put(self, key: str, value: V) -> None:
-        self._values[key] = (time.monotonic(), value)
-        self._values.move_to_end(key)
-        self._forget()
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def _forget(self) -> None:
-        """Drop the oldest while there are too many or they are too old (oldest first)."""
-        too_old = time.monotonic() - self.seconds
-        while self._values and (len(self._values) > self.size or next(iter(self._values.values()))[0] < too_old):
-            self._values.popitem(last=False)
+INVOICE_TYPES = TABLES["third_party_invoices"].dtypes
 
 
 def reference_tables(connection: sa.Connection, run_id: str) -> dict[str, pl.DataFrame]:
@@ -199,19 +163,17 @@ class ClaimChecker:
     legislation: str
     effective_from: date | None
     references: dict[str, pl.DataFrame]
-    history: Recent[list[Row]] = field(default_factory=lambda: Recent(HISTORY_PROVIDERS))
-    invoices: Recent[dict[str, Row]] = field(default_factory=lambda: Recent(CALLERS_KEPT))  # per caller, by id
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    engine: sa.Engine  # the application database: audit log and real-time history
     turn: threading.Lock = field(default_factory=threading.Lock)  # over queue and deciding
     queue: list[_Check] = field(default_factory=list)
     deciding: bool = False
-    journal: Callable[[list[dict[str, Any]]], None] | None = None  # writes audit-log entries
 
     def __post_init__(self) -> None:
         self.shared = References(self.run_id, self.references)  # sent to each rules worker once
         self.providers = frozenset(self.references["providers"]["provider_nihdi"])
         self.codes = frozenset(self.references["nomenclature"]["code"])
         self.index = ReferenceIndex(self.references)
+        self.history = History(self.run_id)
 
     def check(
         self,
@@ -270,30 +232,33 @@ class ClaimChecker:
         """Each check's answer; the checks are compatible (see :func:`_batch`)."""
         caller, invoices = batch[0].caller, batch[0].invoices
         entries = [check.audit for check in batch if check.audit is not None]
-        if entries and self.journal is not None:
-            self.journal(entries)
         lines = [line for check in batch for line in check.lines]
         valid_invoices, bad_invoices = _validate("third_party_invoices", invoices, None, dict)
-        with self.lock:
-            known_invoices = self.invoices.get(caller) or {}
-        if valid_invoices:  # the newest version of each, the last INVOICES_KEPT posted
-            known_invoices = dict(known_invoices)
-            for invoice in valid_invoices:
-                known_invoices.pop(invoice["invoice_id"], None)  # posted again: it moves to the end
-                known_invoices[invoice["invoice_id"]] = invoice
-            known_invoices = dict(list(known_invoices.items())[-INVOICES_KEPT:])
+        named = {trimmed(str(line["invoice_id"])) for line in lines if line.get("invoice_id") is not None}
+        posted = {invoice["invoice_id"]: invoice for invoice in valid_invoices}
+        # The lines are validated before the history is taken (other batches wait while it is
+        # held), against the invoices their caller had posted when the check began.
+        known_invoices = posted
+        if named - posted.keys():
+            with reading(self.engine).connect() as connection:
+                known_invoices = self.history.invoices(connection, caller, named - posted.keys()) | posted
 
         def tables() -> dict[str, pl.DataFrame]:
-            posted = pl.DataFrame(list(known_invoices.values()), schema=TABLES["third_party_invoices"].dtypes)
-            return {**self.references, "third_party_invoices": posted}
+            rows = list(known_invoices.values())
+            return {**self.references, "third_party_invoices": pl.DataFrame(rows, schema=INVOICE_TYPES)}
 
-        named = {trimmed(str(line["invoice_id"])) for line in lines if line.get("invoice_id") is not None}
         submitted = {i: known_invoices[i]["submitted_date"] for i in named if i in known_invoices}
         known = Known(self.providers, self.codes, submitted)
         valid_lines, bad_lines = _validate("billing_lines", lines, known, tables)
+        with self.history.transaction(self.engine, entries) as connection:
+            self.history.post_invoices(connection, caller, valid_invoices)
+            context = self.history.lines(connection, valid_lines) if valid_lines else []
+            # The recent lines' invoices too: they are enriched with them.
+            referred = {line["invoice_id"] for line in context if line["invoice_id"] is not None}
+            known_invoices |= self.history.invoices(connection, caller, referred - known_invoices.keys())
         line_errors = _errors("billing_lines", bad_lines, lines, "claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for f in self._flags(valid_lines, known_invoices, caller).iter_rows(named=True):
+        for f in self._flags(valid_lines, context, known_invoices).iter_rows(named=True):
             by_claim[f["claim_id"]].append(
                 {
                     "rule_id": f["rule_id"],
@@ -316,22 +281,12 @@ class ClaimChecker:
             offset = end
         return answers
 
-    def _flags(self, valid_lines: list[Row], invoices: dict[str, Row], caller: str) -> pl.DataFrame:
-        """The flags of ``valid_lines``, checked with their providers' recent lines."""
-        with self.lock:
-            self.invoices.put(caller, invoices)
-            if not valid_lines:
-                return pl.DataFrame(schema={"claim_id": pl.String, "evidence": pl.String})
-            providers = dict.fromkeys(line["provider_nihdi"] for line in valid_lines)
-            context = {line["claim_id"]: line for p in providers for line in self.history.get(p) or []}
-            context |= {line["claim_id"]: line for line in valid_lines}  # a claim posted again replaces it
-            by_provider: dict[str, list[Row]] = defaultdict(list)
-            for line in sorted(context.values(), key=lambda line: line["service_date"]):
-                by_provider[line["provider_nihdi"]].append(line)
-            for provider, recent in by_provider.items():
-                self.history.put(provider, recent[-HISTORY_LINES:])
+    def _flags(self, valid_lines: list[Row], context: list[Row], invoices: dict[str, Row]) -> pl.DataFrame:
+        """The flags of ``valid_lines``, checked with their providers' recent lines (``context``)."""
+        if not valid_lines:
+            return pl.DataFrame(schema={"claim_id": pl.String, "evidence": pl.String})
         posted = [line["claim_id"] for line in valid_lines]
-        return self._rules(bearing_on(load_catalog(), list(context.values()), set(posted)), invoices, posted)
+        return self._rules(bearing_on(load_catalog(), context, set(posted)), invoices, posted)
 
     def _rules(self, lines: list[Row], invoices: dict[str, Row], posted: list[str]) -> pl.DataFrame:
         """The flags of the ``posted`` claims among ``lines``, decided by the rules workers."""
@@ -384,5 +339,5 @@ def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) 
         load_catalog().check_legislation(legislation)
         effective_from = info.get("effective_from")
         start = date.fromisoformat(effective_from) if effective_from else None
-        cache[run_id] = ClaimChecker(run_id, legislation, start, references, journal=partial(audit_all, engine))
+        cache[run_id] = ClaimChecker(run_id, legislation, start, references, engine)
     return cache[run_id]

@@ -37,7 +37,7 @@ def as_of(revision: str) -> sa.MetaData:
         columns = [c._copy() for c in table.columns if _revision(c) <= revision]
         for column in columns:
             column.index = None  # the table's own Index objects below include these
-        copy = sa.Table(table.name, frozen, *columns)
+        copy = sa.Table(table.name, frozen, *columns, **table.dialect_kwargs)
         for index in table.indexes:
             if _revision(index) <= revision:
                 sa.Index(index.name, *(copy.c[c.name] for c in index.columns), unique=index.unique)
@@ -265,6 +265,38 @@ case_recoveries = sa.Table(
     sa.Column("note", sa.Text, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     info=since("0008"),
+)
+
+# The real-time history (``api.history``): lines and invoices posted to ``POST /claims/check``,
+# shared by every process of the service. A line's ``id`` numbers it among all stored lines,
+# never reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL), so that a process reads
+# only the lines stored since it last read.
+realtime_lines = sa.Table(
+    "realtime_lines",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    _run_id(),
+    sa.Column("provider_nihdi", sa.String(11), nullable=False),
+    sa.Column("claim_id", sa.String, nullable=False),
+    sa.Column("service_date", sa.Date, nullable=False),
+    sa.Column("posted_at", sa.Float, nullable=False, index=True),  # seconds since the epoch
+    sa.Column("line", sa.Text, nullable=False),  # the validated line as JSON
+    sa.Index("realtime_lines_claim", "run_id", "provider_nihdi", "claim_id", unique=True),
+    sa.Index("realtime_lines_since", "run_id", "provider_nihdi", "id"),
+    info=since("0009"),
+    sqlite_autoincrement=True,
+)
+
+realtime_invoices = sa.Table(
+    "realtime_invoices",
+    metadata,
+    _run_id(primary_key=True),
+    sa.Column("caller", sa.String(128), primary_key=True),
+    sa.Column("invoice_id", sa.String, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("posted_at", sa.Float, nullable=False, index=True),
+    sa.Column("invoice", sa.Text, nullable=False),
+    info=since("0009"),
 )
 
 campaigns = sa.Table(

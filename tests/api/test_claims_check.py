@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
-from api.claims import HISTORY_LINES, Recent, _batch, _Check
+from api import tables as t
+from api.app import create_app
+from api.claims import _batch, _Check
+from api.database import engine_for
+from api.history import HISTORY_LINES, History
 from tests.api.conftest import Service, claim_line
 
 GP = "11003065005"  # a GP of the generated dataset with no suspension and no debt
@@ -116,10 +122,48 @@ def test_concurrent_checks_equal_sequential_ones(service: Service) -> None:
 
 
 def test_history_stays_bounded(service: Service) -> None:
-    lines = [line(f"H{i}", service_date=f"2024-02-{1 + i % 28:02d}", submitted_date="2024-03-15") for i in range(250)]
-    assert check(service, *lines).status_code == 200
+    """A provider's lines are trimmed to its latest ``HISTORY_LINES`` once it has twice as many."""
+    days = [date(2023, 6, 1) + timedelta(days=i % 280) for i in range(2 * HISTORY_LINES + 50)]
+    lines = [line(f"H{i}", service_date=day.isoformat(), submitted_date="2024-03-15") for i, day in enumerate(days)]
+    rl = t.realtime_lines.c
+    for part in (lines[: HISTORY_LINES + 50], lines[HISTORY_LINES + 50 :]):
+        assert check(service, *part).status_code == 200
+        with engine_for(service.url).connect() as connection:
+            kept = connection.execute(sa.select(rl.service_date).where(rl.provider_nihdi == GP)).scalars().all()
+        assert len(kept) <= 2 * HISTORY_LINES
+    assert len(kept) == HISTORY_LINES
+    assert sorted(kept) == sorted(days)[-HISTORY_LINES:]  # the latest service dates are kept
+
+
+def test_every_process_of_the_service_checks_against_one_history(service: Service) -> None:
+    """A second app on the same database is another process of the service: a duplicate
+    posted to it is caught, and a line on an invoice posted to the first is known."""
+    headers = {"Authorization": f"Bearer {service.tokens['inspector']}"}
+    with TestClient(create_app(service.url)) as other:
+        assert flags_of(check(service, line("S1", patient_id="P-SHARED")).json()) == {"S1": []}
+        twin = line("S2", patient_id="P-SHARED", submitted_date="2024-03-16")
+        answer = other.post("/claims/check", json={"lines": [twin]}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert flags_of(answer.json()) == {"S2": ["DUPLICATE_BILLING"]}
+
+        on_invoice = line("S3", channel="efact", submitted_date=None, invoice_id="INV-SHARED")
+        invoice = _invoice("INV-SHARED", "2024-03-20")
+        assert check(service, line("S0"), invoices=[invoice]).status_code == 200
+        known = other.post("/claims/check", json={"lines": [on_invoice]}, headers=headers)
+        assert known.status_code == 200, known.text
+
+
+def test_the_history_forgets_what_is_too_old(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("api.history.TIDY_SECONDS", 0.0)  # what is too old is deleted at each check
+    assert flags_of(check(service, line("OLD1", patient_id="P-OLD")).json()) == {"OLD1": []}
     checker = next(iter(service.client.app.state.checkers.values()))  # type: ignore[attr-defined]
-    assert len(checker.history.get(GP)) == HISTORY_LINES
+    checker.history.kept_seconds = 0.5  # instead of a day
+    time.sleep(0.6)
+    again = check(service, line("OLD2", patient_id="P-OLD", submitted_date="2024-03-16"))
+    assert flags_of(again.json()) == {"OLD2": []}  # the batch run's job now
+    rl = t.realtime_lines.c
+    with engine_for(service.url).connect() as connection:
+        assert connection.execute(sa.select(rl.claim_id).where(rl.claim_id.like("OLD%"))).scalars().all() == ["OLD2"]
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
@@ -190,21 +234,10 @@ def test_posted_invoices_are_the_callers_own(service: Service) -> None:
     assert overwritten.status_code == 200, overwritten.text
     again = check(service, {**on_invoice, "claim_id": "T4"})
     assert again.status_code == 200, again.text
-    checker = next(iter(service.client.app.state.checkers.values()))  # type: ignore[attr-defined]
-    kept = checker.invoices.get("inspector-test")
-    assert [invoice["submitted_date"] for invoice in kept.values()] == [date(2024, 3, 20)]
-
-
-def test_kept_state_has_a_size_and_an_age() -> None:
-    kept = Recent(size=3, seconds=0.2)
-    for key in "abcd":
-        kept.put(key, pl.DataFrame({"k": [key]}))
-    assert len(kept) == 3
-    assert kept.get("a") is None
-    assert kept.get("d") is not None
-    time.sleep(0.25)
-    assert kept.get("d") is None
-    assert len(kept) == 0
+    ri = t.realtime_invoices.c
+    with engine_for(service.url).connect() as connection:
+        kept = connection.execute(sa.select(ri.invoice).where(ri.caller == "inspector-test")).scalars().all()
+    assert [json.loads(invoice)["submitted_date"] for invoice in kept] == ["2024-03-20"]
 
 
 def test_lines_of_one_burst_cost_in_proportion(service: Service) -> None:
@@ -277,3 +310,28 @@ def test_checks_arriving_together_are_decided_in_batches_with_their_own_answers(
         assert flags_of(answer) == {f"batch-{k}-{m}": ["EVENING_VISIT_MISCODING"] for m in (0, 4, 8)}
         errors = [(e["loc"][-1], e["claim_id"], e["msg"]) for e in answer.get("detail", [])]
         assert (status, errors) == ((422, [(1, f"batch-{k}-bad", "invalid_channel")]) if k % 3 == 0 else (200, []))
+
+
+def test_processes_holding_a_providers_lines_read_what_the_others_changed(service: Service) -> None:
+    """Each process holds the lines it read and reads only what changed since: a new line, a
+    claim posted again with other values, and a trim by another process all reach it."""
+    engine, first, second = engine_for(service.url), History("run-1"), History("run-1")
+
+    def post(history: History, *claims: tuple[str, float]) -> dict[str, float]:
+        rows = [
+            {"claim_id": c, "provider_nihdi": GP, "service_date": date(2024, 1, 1) + timedelta(days=i), "amount_fee": a}
+            for i, (c, a) in enumerate(claims)
+        ]
+        with history.transaction(engine, []) as connection:
+            return {line["claim_id"]: line["amount_fee"] for line in history.lines(connection, rows)}
+
+    assert post(first, ("L1", 10.0)) == {"L1": 10.0}
+    assert post(second, ("L2", 20.0)) == {"L1": 10.0, "L2": 20.0}
+    assert post(first, ("L3", 30.0)) == {"L1": 10.0, "L2": 20.0, "L3": 30.0}
+    assert post(second, ("L1", 11.0))["L1"] == 11.0  # posted again, with another amount
+    assert post(first, ("L4", 40.0))["L1"] == 11.0
+    many = [(f"M{i}", 1.0) for i in range(2 * HISTORY_LINES)]
+    post(second, *many)  # more than twice the kept lines: trimmed, so every process reads again
+    seen = post(first, ("L5", 50.0))
+    assert len(seen) == HISTORY_LINES + 1
+    assert set(seen) == {claim for claim, _ in many[-HISTORY_LINES:]} | {"L5"}

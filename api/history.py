@@ -1,0 +1,296 @@
+"""The real-time history: what earlier checks posted, in the application database.
+
+A duplicate or a burst is caught as its last line arrives only if the check sees the lines
+posted before it, and a line on an invoice only if the check knows the invoice its caller
+posted. The service runs several processes (and may run on several machines over one
+PostgreSQL database), so this memory cannot live in one process: it is kept in tables,
+read and written by each batch of checks in one transaction, one batch at a time across the
+whole service (SQLite's single writer; a table lock on PostgreSQL). A line posted to one
+process is then seen by a check that reaches another.
+
+It stays bounded as it was in memory: per provider, the ``HISTORY_LINES`` lines with the
+latest service dates; per caller, the last ``INVOICES_KEPT`` invoices posted (a caller's
+invoices are never another's); nothing older than ``KEPT_SECONDS`` since it was posted. Rows
+belong to the run they were checked against and go with it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from datetime import time as clock
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from api import tables as t
+from data_contracts import TABLES
+from data_contracts.records import Row
+
+HISTORY_LINES = 200
+INVOICES_KEPT = 10_000
+KEPT_SECONDS = 24 * 3600.0
+TIDY_SECONDS = 60.0  # how often a process deletes what is too old or too many
+PROVIDERS_HELD = 10_000  # providers whose lines a process holds
+
+_DECODERS: dict[type[pl.DataType], Callable[[str], Any]] = {
+    pl.Date: date.fromisoformat,
+    pl.Time: clock.fromisoformat,
+    pl.Datetime: datetime.fromisoformat,
+}
+
+
+def _encode(row: Row) -> str:
+    return json.dumps({k: v.isoformat() if isinstance(v, date | clock) else v for k, v in row.items()})
+
+
+def _decoder(table: str) -> Callable[[str], Row]:
+    """Rows of ``table`` back from their JSON, typed as validation typed them."""
+    parsers = {
+        name: _DECODERS[dtype.base_type()]
+        for name, dtype in TABLES[table].dtypes.items()
+        if dtype.base_type() in _DECODERS
+    }
+
+    def decode(text: str) -> Row:
+        row: Row = json.loads(text)
+        for name, parse in parsers.items():
+            if row.get(name) is not None:
+                row[name] = parse(row[name])
+        return row
+
+    return decode
+
+
+_line, _invoice = _decoder("billing_lines"), _decoder("third_party_invoices")
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A stored line as a process holds it: its id, when it was posted, and the line."""
+
+    id: int
+    posted_at: float
+    line: Row
+
+
+@dataclass
+class _Held:
+    """What a process holds of a provider's stored lines: every one with an id up to
+    ``seen`` (``newest`` is the highest id read)."""
+
+    seen: int = 0
+    newest: int = 0
+    rows: dict[str, _Stored] = field(default_factory=dict)  # by claim
+
+
+def _by_service_date(stored: _Stored) -> date:
+    day: date = stored.line["service_date"]
+    return day
+
+
+def _owned(line: Row) -> tuple[str, str]:
+    """A line's key in the history: its provider and claim."""
+    return line["provider_nihdi"], line["claim_id"]
+
+
+class History:
+    """One run's real-time history, read and changed within a batch's transaction.
+
+    A provider's recent lines are needed again by each of its checks, and reading and
+    decoding them all would cost more than the check, so each process holds those it read
+    (``_Held``) and reads only the lines stored since (their ``id`` is never reused). A line
+    another process deleted needs no reading: a claim posted again is stored anew, and a
+    trimmed line is older than the ``HISTORY_LINES`` a check uses."""
+
+    def __init__(self, run_id: str, kept_seconds: float = KEPT_SECONDS) -> None:
+        self.run_id = run_id
+        self.kept_seconds = kept_seconds
+        self._held: OrderedDict[str, _Held] = OrderedDict()  # by provider, the last used last
+        self._tidied_at = 0.0
+
+    @contextmanager
+    def transaction(self, engine: sa.Engine, entries: list[dict[str, Any]]) -> Iterator[sa.Connection]:
+        """A transaction that holds the history until it commits, with the batch's audit-log
+        ``entries`` written first."""
+        with self._queue(engine), engine.begin() as connection:
+            self._begin(connection, entries)
+            yield connection
+
+    @contextmanager
+    def _queue(self, engine: sa.Engine) -> Iterator[None]:
+        """On a SQLite file, wait for the batch before to commit on a lock file: SQLite's own
+        wait for its write lock sleeps 1, 2, 5, 10 ms and more between tries, where a lock
+        file wakes the next batch as soon as the one before commits."""
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.history-lock", "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file is closed
+            yield
+
+    def _begin(self, connection: sa.Connection, entries: list[dict[str, Any]]) -> None:
+        """Take the history (other batches wait until this transaction commits) and write the
+        audit ``entries``. The first statement writes, so that SQLite gives the write lock
+        now rather than fail a reader that writes later; what is too old or too many is
+        deleted now and then (reads skip what is too old meanwhile)."""
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("LOCK TABLE realtime_lines, realtime_invoices IN EXCLUSIVE MODE"))
+        if entries:
+            connection.execute(t.audit_log.insert(), entries)
+        now = time.time()
+        if now - self._tidied_at > TIDY_SECONDS:
+            self._tidy(connection, now)
+        elif not entries:
+            self._expire(connection, now)
+
+    def invoices(self, connection: sa.Connection, caller: str, ids: Iterable[str]) -> dict[str, Row]:
+        """The invoices among ``ids`` that ``caller`` posted (never another caller's)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        ri = t.realtime_invoices.c
+        stored = connection.execute(
+            sa.select(ri.invoice_id, ri.invoice).where(
+                ri.run_id == self.run_id, ri.caller == caller, ri.invoice_id.in_(wanted), ri.posted_at >= self._cutoff()
+            )
+        ).all()
+        return {invoice_id: _invoice(text) for invoice_id, text in stored}
+
+    def post_invoices(self, connection: sa.Connection, caller: str, posted: list[Row]) -> None:
+        """Keep ``posted`` for ``caller``'s next checks (an invoice posted again is replaced)."""
+        if not posted:
+            return
+        ri = t.realtime_invoices.c
+        ids = [invoice["invoice_id"] for invoice in posted]
+        connection.execute(
+            t.realtime_invoices.delete().where(ri.run_id == self.run_id, ri.caller == caller, ri.invoice_id.in_(ids))
+        )
+        now, seq = time.time(), time.time_ns()
+        latest = {invoice["invoice_id"]: (n, invoice) for n, invoice in enumerate(posted)}  # the last of each id
+        rows = [
+            {"run_id": self.run_id, "caller": caller, "invoice_id": i, "seq": seq + n, "posted_at": now}
+            | {"invoice": _encode(invoice)}
+            for i, (n, invoice) in latest.items()
+        ]
+        connection.execute(t.realtime_invoices.insert(), rows)
+
+    def lines(self, connection: sa.Connection, posted: list[Row]) -> list[Row]:
+        """The recent lines of the providers of ``posted`` (each provider's latest
+        ``HISTORY_LINES``), with ``posted`` (a claim posted again replaces it); ``posted`` is
+        kept for the next checks."""
+        now = time.time()
+        providers = list(dict.fromkeys(line["provider_nihdi"] for line in posted))
+        held = {provider: self._holding(provider) for provider in providers}
+        self._read_new(connection, held)
+        context: dict[str, Row] = {}
+        cutoff = now - self.kept_seconds
+        for holding in held.values():
+            kept = [s for s in holding.rows.values() if s.posted_at >= cutoff]
+            recent = sorted(kept, key=_by_service_date)[-HISTORY_LINES:]
+            context |= {s.line["claim_id"]: s.line for s in recent}
+        context |= {line["claim_id"]: line for line in posted}
+        self._keep(connection, posted, held, now)
+        return list(context.values())
+
+    def _holding(self, provider: str) -> _Held:
+        """What this process holds of ``provider``'s lines."""
+        holding = self._held.pop(provider, None) or _Held()
+        self._held[provider] = holding
+        while len(self._held) > PROVIDERS_HELD:
+            self._held.popitem(last=False)
+        return holding
+
+    def _read_new(self, connection: sa.Connection, held: dict[str, _Held]) -> None:
+        """Read the lines stored since what each holding holds (one query for them all)."""
+        rl = t.realtime_lines.c
+        since = min(holding.seen for holding in held.values())
+        rows = connection.execute(
+            sa.select(rl.id, rl.provider_nihdi, rl.claim_id, rl.posted_at, rl.line).where(
+                rl.run_id == self.run_id, rl.provider_nihdi.in_(list(held)), rl.id > since
+            )
+        )
+        for line_id, provider, claim_id, posted_at, text in rows:
+            holding = held[provider]
+            if line_id > holding.seen:
+                known = holding.rows.get(claim_id)
+                if known is None or known.id < line_id:
+                    holding.rows[claim_id] = _Stored(line_id, posted_at, _line(text))
+                holding.newest = max(holding.newest, line_id)
+        for holding in held.values():
+            holding.seen = holding.newest
+
+    def _keep(self, connection: sa.Connection, posted: list[Row], held: dict[str, _Held], now: float) -> None:
+        """Store ``posted`` (a claim stored before is stored anew under a new id, for the other
+        processes to read), and trim a provider's stored lines to its latest
+        ``HISTORY_LINES`` once there are twice as many."""
+        rl = t.realtime_lines.c
+        one_line = (
+            (rl.run_id == self.run_id) & (rl.provider_nihdi == sa.bindparam("p")) & (rl.claim_id == sa.bindparam("c"))
+        )
+        latest = {_owned(line): line for line in posted}
+        # A process holds every stored line of its providers, but those it deleted itself (a
+        # line another process deleted is no longer there to replace).
+        if again := [{"p": p, "c": c} for p, c in latest if c in held[p].rows]:
+            connection.execute(t.realtime_lines.delete().where(one_line), again)
+        rows = [
+            {
+                "run_id": self.run_id,
+                "provider_nihdi": provider,
+                "claim_id": claim_id,
+                "service_date": line["service_date"],
+                "posted_at": now,
+                "line": _encode(line),
+            }
+            for (provider, claim_id), line in latest.items()
+        ]
+        stored = connection.execute(t.realtime_lines.insert().returning(rl.id, sort_by_parameter_order=True), rows)
+        for line_id, ((provider, claim_id), line) in zip(stored.scalars(), latest.items(), strict=True):
+            holding = held[provider]
+            holding.rows[claim_id] = _Stored(line_id, now, line)
+            holding.newest = holding.seen = max(holding.seen, line_id)
+        trimmed = []
+        for provider, holding in held.items():
+            if len(holding.rows) > 2 * HISTORY_LINES:
+                for old in sorted(holding.rows.values(), key=_by_service_date)[:-HISTORY_LINES]:
+                    trimmed.append({"p": provider, "c": old.line["claim_id"]})
+                    del holding.rows[old.line["claim_id"]]
+        if trimmed:
+            connection.execute(t.realtime_lines.delete().where(one_line), trimmed)
+
+    def _cutoff(self) -> float:
+        return time.time() - self.kept_seconds
+
+    def _expire(self, connection: sa.Connection, now: float) -> None:
+        """Delete what was posted more than ``kept_seconds`` ago."""
+        for table in (t.realtime_lines, t.realtime_invoices):
+            connection.execute(table.delete().where(table.c.posted_at < now - self.kept_seconds))
+
+    def _tidy(self, connection: sa.Connection, now: float) -> None:
+        """Delete what is older than ``kept_seconds``, and each caller's invoices beyond the
+        last ``INVOICES_KEPT`` posted."""
+        self._expire(connection, now)
+        ri = t.realtime_invoices.c
+        crowded = connection.execute(
+            sa.select(ri.run_id, ri.caller).group_by(ri.run_id, ri.caller).having(sa.func.count() > INVOICES_KEPT)
+        ).all()
+        for run_id, caller in crowded:
+            mine = (ri.run_id == run_id) & (ri.caller == caller)
+            oldest_kept = (
+                sa.select(ri.seq)
+                .where(mine)
+                .order_by(ri.seq.desc())
+                .offset(INVOICES_KEPT - 1)
+                .limit(1)
+                .scalar_subquery()
+            )
+            connection.execute(t.realtime_invoices.delete().where(mine, ri.seq < oldest_kept))
+        self._tidied_at = now
