@@ -10,7 +10,11 @@ a worker that dies is replaced by one that listens on every socket, so none goes
 
 from __future__ import annotations
 
+import http.client
 import socket
+import threading
+import time
+from collections.abc import Callable
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -60,6 +64,37 @@ class EvenWorkers(Multiprocess):
             process = Process(self.config, [sock])
             process.start()
             self.processes.append(process)
+
+
+def when_ready(host: str, port: int, processes: int, then: Callable[[bool], None], limit: float = 300.0) -> None:
+    """Call ``then(True)`` in a thread once every process answers ``/health`` (each reads the
+    newest run and starts its rules workers before it answers: seconds), ``then(False)`` if
+    they do not within ``limit`` seconds. The kernel spreads new connections over the
+    processes, so ``4 × processes`` answers in a row, each within a second, stand for all."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+    def answers() -> bool:
+        connection = http.client.HTTPConnection(target, port, timeout=1.0)
+        try:
+            connection.request("GET", "/health")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def wait() -> None:
+        deadline, in_a_row = time.monotonic() + limit, 0
+        while in_a_row < 4 * processes:
+            if time.monotonic() > deadline:
+                then(False)
+                return
+            in_a_row = in_a_row + 1 if answers() else 0
+            if not in_a_row:
+                time.sleep(0.2)
+        then(True)
+
+    threading.Thread(target=wait, name="ready", daemon=True).start()
 
 
 def serve(sockets: list[socket.socket], **options: object) -> None:

@@ -492,7 +492,7 @@ def serve(
     SIGTERM or Ctrl-C stops taking connections and finishes the requests in flight.
     """
     from api.database import migrate
-    from api.server import listening_sockets
+    from api.server import listening_sockets, when_ready
     from api.server import serve as serve_api
     from secm.settings import get_settings
 
@@ -502,10 +502,15 @@ def serve(
         # Migrate once here, so that the processes do not race to create the schema.
         migrate(settings.effective_database_url)
         sockets = listening_sockets(host, port, processes)
-    console.print(
-        f"Serving on http://{host}:{port} with {processes} process{'es' if processes > 1 else ''} "
-        f"(API documentation at http://{host}:{port}/docs)."
-    )
+    console.print(f"Starting {processes} process{'es' if processes > 1 else ''} on http://{host}:{port}…")
+
+    def ready(answering: bool) -> None:
+        if answering:
+            console.print(f"Serving on http://{host}:{port} (API documentation at http://{host}:{port}/docs).")
+        else:
+            console.print(f"[yellow]Not every process answers on http://{host}:{port} yet; see the log above.[/]")
+
+    when_ready(host, port, processes, ready)
     serve_api(sockets, log_level="warning", timeout_graceful_shutdown=30)
 
 
