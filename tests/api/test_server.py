@@ -36,7 +36,12 @@ def health(failures: int) -> Iterator[int]:
 def _outcome(port: int, processes: int, limit: float) -> list[bool]:
     said: list[bool] = []
     done = threading.Event()
-    when_ready("127.0.0.1", port, processes, lambda ready: (said.append(ready), done.set()), limit=limit)
+
+    def then(ready: bool) -> None:
+        said.append(ready)
+        done.set()
+
+    when_ready("127.0.0.1", port, processes, then, limit=limit)
     assert done.wait(limit + 5)
     return said
 
