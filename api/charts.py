@@ -29,7 +29,11 @@ PROVIDER_LINE = 'stroke="#1f4e79" stroke-width="2.2" class="provider"'
 
 def span(values: Sequence[float], median: float) -> tuple[float, float]:
     """The x range a chart of ``values`` shows: the histogram's with a margin either side."""
-    low, high = _bins_range(values, median)
+    return _with_margin(_bins_range(values, median))
+
+
+def _with_margin(bins: tuple[float, float]) -> tuple[float, float]:
+    low, high = bins
     margin = MARGIN * (high - low)
     return low - margin, high + margin
 
@@ -68,7 +72,7 @@ def charts(indicators: Iterable[dict[str, Any]], lang: Lang) -> list[str]:
 def peer_svg(values: tuple[float, ...], median: float, kind: str, lang: Lang) -> str:
     """The peers' histogram and median as an SVG document, its axis written in ``lang``."""
     with _canvas_lock:
-        return _canvas().draw(np.array(values), median, span(values, median), formatter(kind, lang))
+        return _canvas().draw(np.array(values), median, _bins_range(values, median), formatter(kind, lang))
 
 
 class _Canvas:
@@ -90,15 +94,15 @@ class _Canvas:
         self.bars = self.axis.stairs([0.0], [0.0, 1.0], fill=True, color="#c9d6e3")
         self.median = self.axis.axvline(0.0, color="#6b7c8f", linestyle="--", linewidth=1)
 
-    def draw(self, peers: np.ndarray, median: float, shown: tuple[float, float], show: Callable[[float], str]) -> str:
+    def draw(self, peers: np.ndarray, median: float, bins: tuple[float, float], show: Callable[[float], str]) -> str:
+        """The chart of ``peers`` whose bars cover ``bins`` (the x range shown adds a margin)."""
         import matplotlib
         from matplotlib.ticker import FuncFormatter
 
-        bins = min(30, max(5, len(peers) // 4))
-        counts, edges = np.histogram(peers, bins=bins, range=_bins_range(peers.tolist(), median))
+        counts, edges = np.histogram(peers, bins=min(30, max(5, len(peers) // 4)), range=bins)
         self.bars.set_data(counts, edges)
         self.median.set_xdata([median, median])
-        self.axis.set_xlim(*shown)
+        self.axis.set_xlim(*_with_margin(bins))
         self.axis.set_ylim(0.0, max(1.0, float(counts.max())) * 1.05)
         self.axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: show(v)))
         buffer = io.StringIO()

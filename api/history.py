@@ -84,10 +84,9 @@ class _Stored:
 @dataclass
 class _Held:
     """What a process holds of a provider's stored lines: every one with an id up to
-    ``seen`` (``newest`` is the highest id read)."""
+    ``seen``."""
 
     seen: int = 0
-    newest: int = 0
     rows: dict[str, _Stored] = field(default_factory=dict)  # by claim
 
 
@@ -177,8 +176,14 @@ class History:
         now, seq = time.time(), time.time_ns()
         latest = {invoice["invoice_id"]: (n, invoice) for n, invoice in enumerate(posted)}  # the last of each id
         rows = [
-            {"run_id": self.run_id, "caller": caller, "invoice_id": i, "seq": seq + n, "posted_at": now}
-            | {"invoice": _encode(invoice)}
+            {
+                "run_id": self.run_id,
+                "caller": caller,
+                "invoice_id": i,
+                "seq": seq + n,
+                "posted_at": now,
+                "invoice": _encode(invoice),
+            }
             for i, (n, invoice) in latest.items()
         ]
         connection.execute(t.realtime_invoices.insert(), rows)
@@ -218,15 +223,16 @@ class History:
                 rl.run_id == self.run_id, rl.provider_nihdi.in_(list(held)), rl.id > since
             )
         )
+        newest = {provider: holding.seen for provider, holding in held.items()}
         for line_id, provider, claim_id, posted_at, text in rows:
             holding = held[provider]
             if line_id > holding.seen:
                 known = holding.rows.get(claim_id)
                 if known is None or known.id < line_id:
                     holding.rows[claim_id] = _Stored(line_id, posted_at, _line(text))
-                holding.newest = max(holding.newest, line_id)
-        for holding in held.values():
-            holding.seen = holding.newest
+                newest[provider] = max(newest[provider], line_id)
+        for provider, holding in held.items():
+            holding.seen = newest[provider]
 
     def _keep(self, connection: sa.Connection, posted: list[Row], held: dict[str, _Held], now: float) -> None:
         """Store ``posted`` (a claim stored before is stored anew under a new id, for the other
@@ -246,7 +252,6 @@ class History:
                 "run_id": self.run_id,
                 "provider_nihdi": provider,
                 "claim_id": claim_id,
-                "service_date": line["service_date"],
                 "posted_at": now,
                 "line": _encode(line),
             }
@@ -256,7 +261,7 @@ class History:
         for line_id, ((provider, claim_id), line) in zip(stored.scalars(), latest.items(), strict=True):
             holding = held[provider]
             holding.rows[claim_id] = _Stored(line_id, now, line)
-            holding.newest = holding.seen = max(holding.seen, line_id)
+            holding.seen = max(holding.seen, line_id)
         trimmed = []
         for provider, holding in held.items():
             if len(holding.rows) > 2 * HISTORY_LINES:

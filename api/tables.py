@@ -278,7 +278,6 @@ realtime_lines = sa.Table(
     _run_id(),
     sa.Column("provider_nihdi", sa.String(11), nullable=False),
     sa.Column("claim_id", sa.String, nullable=False),
-    sa.Column("service_date", sa.Date, nullable=False),
     sa.Column("posted_at", sa.Float, nullable=False, index=True),  # seconds since the epoch
     sa.Column("line", sa.Text, nullable=False),  # the validated line as JSON
     sa.Index("realtime_lines_claim", "run_id", "provider_nihdi", "claim_id", unique=True),

@@ -129,7 +129,8 @@ def test_history_stays_bounded(service: Service) -> None:
     for part in (lines[: HISTORY_LINES + 50], lines[HISTORY_LINES + 50 :]):
         assert check(service, *part).status_code == 200
         with engine_for(service.url).connect() as connection:
-            kept = connection.execute(sa.select(rl.service_date).where(rl.provider_nihdi == GP)).scalars().all()
+            stored = connection.execute(sa.select(rl.line).where(rl.provider_nihdi == GP)).scalars().all()
+        kept = [date.fromisoformat(json.loads(text)["service_date"]) for text in stored]
         assert len(kept) <= 2 * HISTORY_LINES
     assert len(kept) == HISTORY_LINES
     assert sorted(kept) == sorted(days)[-HISTORY_LINES:]  # the latest service dates are kept
