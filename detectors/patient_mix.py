@@ -54,36 +54,44 @@ def _stratum(period: pl.Expr) -> pl.Expr:
     return pl.concat_str([band, flag("chronic_condition"), flag("preferential_reimbursement")], separator="|")
 
 
-def per_patient(
-    lines: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], line_shares: dict[str, pl.Expr]
-) -> pl.LazyFrame:
-    """Per ``keys`` (provider and period), profession and patient: the numerator and
-    denominator of every indicator of :func:`_per_patient_ratios`, and the patient's stratum
-    (null when the table does not know them). ``lines`` carry ``profession``, ``patient_id``
-    and what ``line_shares`` (indicator name -> per-line boolean) read."""
-    ratios = _per_patient_ratios(line_shares)
+def with_stratum(frame: pl.LazyFrame, patients: pl.LazyFrame) -> pl.LazyFrame:
+    """``frame`` (with ``patient_id`` and ``period``) and each patient's ``_stratum`` in the
+    period (null for a patient the table does not know)."""
     known = patients.select(
         "patient_id", "birth_year", "chronic_condition", "preferential_reimbursement", pl.lit(True).alias("_known")
     )
     return (
-        lines.group_by(*keys, "profession", "patient_id")
-        .agg(
-            *(e.alias(f"_num_{f}") for f, (e, _) in ratios.items()),
-            *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
-        )
-        .join(known, on="patient_id", how="left")
+        frame.join(known, on="patient_id", how="left")
         .with_columns(pl.when(pl.col("_known")).then(_stratum(pl.col("period"))).alias("_stratum"))
+        .drop("birth_year", "chronic_condition", "preferential_reimbursement", "_known")
     )
 
 
-def expected_values(per_patient: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Per ``keys``, ``expected_<indicator>`` from the table :func:`per_patient` gives."""
-    indicators = [c.removeprefix("_num_") for c in per_patient.columns if c.startswith("_num_")]
-    sums = [pl.col(f"_{part}_{f}").sum() for f in indicators for part in ("num", "den")]
-    patients = per_patient.lazy()
+def stratum_sums(
+    lines: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], line_shares: dict[str, pl.Expr]
+) -> pl.LazyFrame:
+    """Per ``keys`` (provider and period), profession and patient stratum: the numerator and
+    denominator of every indicator of :func:`_per_patient_ratios`, summed over the patients
+    (a provider's expected value weighs stratum rates by these sums). ``lines`` carry
+    ``profession``, ``patient_id`` and what ``line_shares`` (indicator name -> per-line
+    boolean) read."""
+    ratios = _per_patient_ratios(line_shares)
+    per_patient = lines.group_by(*keys, "profession", "patient_id").agg(
+        *(e.alias(f"_num_{f}") for f, (e, _) in ratios.items()),
+        *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
+    )
+    sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
+    return with_stratum(per_patient, patients).group_by(*keys, "profession", "_stratum").agg(sums)
+
+
+def expected_values(sums: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per ``keys``, ``expected_<indicator>`` from the table :func:`stratum_sums` gives."""
+    indicators = [c.removeprefix("_num_") for c in sums.columns if c.startswith("_num_")]
+    totals = [pl.col(f"_{part}_{f}").sum() for f in indicators for part in ("num", "den")]
+    groups = sums.lazy()
     profession = (
-        patients.group_by("profession", "period")
-        .agg(sums)
+        groups.group_by("profession", "period")
+        .agg(totals)
         .select(
             "profession",
             "period",
@@ -91,9 +99,9 @@ def expected_values(per_patient: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         )
     )
     strata = (
-        patients.filter(pl.col("_stratum").is_not_null())
+        groups.filter(pl.col("_stratum").is_not_null())
         .group_by("profession", "period", "_stratum")
-        .agg(sums)
+        .agg(totals)
         .join(profession, on=["profession", "period"])
         .select(
             "profession",
@@ -109,7 +117,7 @@ def expected_values(per_patient: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     )
     rate = {f: pl.coalesce(f"_rate_{f}", f"_all_{f}") for f in indicators}
     return (
-        patients.join(profession, on=["profession", "period"], how="left")
+        groups.join(profession, on=["profession", "period"], how="left")
         .join(strata, on=["profession", "period", "_stratum"], how="left")
         .group_by(keys)
         .agg(

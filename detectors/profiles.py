@@ -7,7 +7,10 @@ often the rules catch them. Every feature is a plain number with a label in ``FE
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -51,9 +54,10 @@ FEATURES: dict[str, str] = {
 # Lines per billing channel: not scored, the denominators of late billing per channel.
 CHANNEL_LINES: dict[str, str] = {channel: f"lines_via_{channel}" for channel in CHANNELS}
 
-# Features that are a share of lines, as the per-line condition they count.
+# Features that are a share of lines, as the per-line condition they count; and the one
+# share that needs every provider's lines to decide (see ProfileParts).
+HIGH_FEE = "high_fee_share"
 LINE_SHARES: dict[str, pl.Expr] = {
-    "high_fee_share": pl.col("_high_fee"),
     "evening_share": pl.col("time_window") == "evening",
     "night_share": pl.col("time_window") == "night",
     "weekend_share": pl.col("service_date").dt.weekday() >= 6,
@@ -78,15 +82,15 @@ def period_bounds(period: str) -> tuple[date, date]:
     return date(int(year), first, 1), (date(int(year), first + 3, 1) if first < 10 else date(int(year) + 1, 1, 1))
 
 
-def _code_mix_distance(lines: pl.LazyFrame) -> pl.LazyFrame:
-    """Total variation distance between a provider's code shares and their profession's."""
-    own = lines.group_by(ID, "period", "profession", "nomenclature_code").agg(pl.len().alias("n"))
-    own = own.with_columns((pl.col("n") / pl.col("n").sum().over(ID, "period")).alias("p"))
+def _code_mix_distance(own: pl.LazyFrame) -> pl.LazyFrame:
+    """Total variation distance between a provider's code shares and their profession's, from
+    lines per provider, period, profession and code (``_n``)."""
+    own = own.with_columns((pl.col("_n") / pl.col("_n").sum().over(ID, "period")).alias("p"))
     profession = (
         own.group_by("profession", "period", "nomenclature_code")
-        .agg(pl.col("n").sum())
-        .with_columns((pl.col("n") / pl.col("n").sum().over("profession", "period")).alias("q"))
-        .drop("n")
+        .agg(pl.col("_n").sum())
+        .with_columns((pl.col("_n") / pl.col("_n").sum().over("profession", "period")).alias("q"))
+        .drop("_n")
     )
     return (
         own.join(profession, on=["profession", "period", "nomenclature_code"])
@@ -95,30 +99,43 @@ def _code_mix_distance(lines: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def provider_profiles(
+@dataclass(frozen=True)
+class ProfileParts:
+    """What the lines of some providers contribute to the profiles, reduced to rows per
+    provider and period, so that partitions of the lines are profiled one at a time.
+
+    Two features compare a provider with every provider, not only with their own lines: a
+    fee is "dearer than usual" against the median of its kind of service over all lines,
+    and the code mix against the profession's. Each part keeps what those need: lines per
+    code (``codes``) and per kind of service and fee (``fees``, per patient stratum too, for
+    the patient mix); :func:`combine_profiles` compares once every part is in.
+    """
+
+    local: pl.DataFrame  # per provider and period: the features only their lines decide
+    codes: pl.DataFrame  # lines (``_n``) per provider, period, profession and code
+    fees: pl.LazyFrame  # lines (``_n``) per provider, period, profession, stratum, kind and fee
+    mix: pl.DataFrame | None  # patient-mix sums per provider, period, profession and stratum
+
+    def spilled(self, path: Path) -> ProfileParts:
+        """This part with ``fees``, its largest frame, written to ``path`` and read back lazily."""
+        self.fees.sink_parquet(path)
+        return replace(self, fees=pl.scan_parquet(path))
+
+
+def profile_parts(
     lines: pl.LazyFrame | pl.DataFrame,
     flags: pl.DataFrame,
     *,
     period: Period = "year",
     patients: pl.LazyFrame | pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """One row per ``(provider_nihdi, period)``: peer attributes, every feature of ``FEATURES``
-    and the lines per channel (``CHANNEL_LINES``).
-
-    ``lines`` are the enriched billing lines (``rules.enriched_lines``); ``flags`` the rule
-    flags of the same data (only ``claim_id`` is read). With the ``patients`` table (not
-    empty), also ``expected_<feature>`` for the provider's patient mix
-    (:mod:`detectors.patient_mix`).
-    """
+) -> ProfileParts:
+    """:class:`ProfileParts` of ``lines`` (enriched billing lines whose providers have all
+    their lines here) and their rule ``flags`` (only ``claim_id`` is read)."""
     flagged = flags.lazy().select("claim_id").unique().with_columns(pl.lit(True).alias("_flagged"))
     base = (
         lines.lazy()
         .join(flagged, on="claim_id", how="left")
-        .with_columns(
-            period_expr(period),
-            pl.col("_flagged").fill_null(False),
-            (pl.col("code_fee_eur") > pl.col("code_fee_eur").median().over(*SERVICE_KIND)).alias("_high_fee"),
-        )
+        .with_columns(period_expr(period), pl.col("_flagged").fill_null(False))
     )
     keys = [ID, "period"]
     by_patient = base.group_by(*keys, "patient_id").agg(pl.len().alias("_n"))
@@ -145,7 +162,7 @@ def provider_profiles(
         .agg(pl.col("_b").mean().alias("burst_share"))
     )
     third_party = pl.col("is_third_party")
-    features = base.group_by(keys).agg(
+    per_provider = base.group_by(keys).agg(
         *(pl.col(c).drop_nulls().first() for c in PEER_ATTRIBUTES),
         pl.len().alias("lines"),
         pl.col("patient_id").n_unique().alias("patients"),
@@ -163,11 +180,10 @@ def provider_profiles(
         pl.col("_flagged").mean().alias("rule_hit_rate"),
         *((pl.col("channel") == channel).sum().alias(column) for channel, column in CHANNEL_LINES.items()),
     )
-    profiles = (
-        features.join(patient_list, on=keys, how="left")
+    features = (
+        per_provider.join(patient_list, on=keys, how="left")
         .join(busiest, on=keys, how="left")
         .join(typed, on=keys, how="left")
-        .join(_code_mix_distance(base), on=keys, how="left")
         .with_columns(
             (pl.col("lines") / pl.col("patients")).alias("lines_per_patient"),
             (pl.col("lines") / pl.col("active_days")).alias("lines_per_active_day"),
@@ -175,13 +191,104 @@ def provider_profiles(
             (pl.col("_amount") / pl.col("lines")).alias("amount_per_line"),
             pl.col("burst_share").fill_null(0.0),
         )
+        .drop("_amount")
     )
-    profiles = profiles.select(
-        *keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES), *CHANNEL_LINES.values()
-    ).sort(keys)
+    codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n"))
+    plans = [features, codes]
     patients = patients.lazy() if patients is not None else None
+    fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
     if patients is None or not patients.select(pl.len()).collect().item():
-        return profiles.collect()
-    # One pass over the lines for both: the engine reads ``base`` once for the two plans.
-    profiled, per_patient = pl.collect_all([profiles, patient_mix.per_patient(base, patients, keys, LINE_SHARES)])
-    return profiled.join(patient_mix.expected_values(per_patient, keys), on=keys, how="left", maintain_order="left")
+        plans.append(
+            base.group_by(fee_keys).agg(pl.len().alias("_n")).with_columns(pl.lit(None, pl.String).alias("_stratum"))
+        )
+    else:
+        per_patient = base.group_by(*fee_keys, "patient_id").agg(pl.len().alias("_n"))
+        plans.append(
+            patient_mix.with_stratum(per_patient, patients).group_by(*fee_keys, "_stratum").agg(pl.col("_n").sum())
+        )
+        plans.append(patient_mix.stratum_sums(base, patients, keys, LINE_SHARES))
+    # One pass over the lines for all: the engine reads ``base`` once for every plan.
+    local, codes_frame, fees, *mix = pl.collect_all(plans)
+    return ProfileParts(local=local, codes=codes_frame, fees=fees.lazy(), mix=mix[0] if mix else None)
+
+
+def _kind_medians(fees: pl.LazyFrame) -> pl.LazyFrame:
+    """The median fee of each kind of service over the lines ``fees`` counts.
+
+    The fee at a line's position in a kind's sorted fees is the largest fee whose lines
+    start at or before it; the median averages the two middle positions, as a median of the
+    lines themselves would.
+    """
+    counted = (
+        fees.drop_nulls("code_fee_eur")
+        .group_by(*SERVICE_KIND, "code_fee_eur")
+        .agg(pl.col("_n").sum())
+        .sort(*SERVICE_KIND, "code_fee_eur", nulls_last=True)
+        .with_columns(
+            (pl.col("_n").cum_sum().over(SERVICE_KIND) - pl.col("_n")).alias("_before"),
+            pl.col("_n").sum().over(SERVICE_KIND).alias("_total"),
+        )
+    )
+    fee, before, total = pl.col("code_fee_eur"), pl.col("_before"), pl.col("_total")
+    return counted.group_by(SERVICE_KIND).agg(
+        ((fee.filter(before <= (total - 1) // 2).max() + fee.filter(before <= total // 2).max()) / 2).alias("_median")
+    )
+
+
+def _dearer_than_usual(fees: pl.LazyFrame, medians: pl.LazyFrame) -> pl.LazyFrame:
+    """Per provider, period, profession and stratum: lines on a fee above their kind's median
+    (``_num_high_fee_share``) and lines whose fee and median are known (``_den_…``)."""
+    high = pl.col("code_fee_eur") > pl.col("_median")
+    return (
+        fees.join(medians, on=list(SERVICE_KIND), how="left", nulls_equal=True)
+        .group_by(ID, "period", "profession", "_stratum")
+        .agg(
+            pl.col("_n").filter(high).sum().alias(f"_num_{HIGH_FEE}"),
+            pl.col("_n").filter(high.is_not_null()).sum().alias(f"_den_{HIGH_FEE}"),
+        )
+    )
+
+
+def combine_profiles(parts: Sequence[ProfileParts]) -> pl.DataFrame:
+    """The profiles of every provider in ``parts`` (each provider in one part only)."""
+    keys = [ID, "period"]
+    medians = _kind_medians(pl.concat([p.fees for p in parts])).collect().lazy()
+    # One part at a time: a part's fees may be larger than memory would like all at once.
+    dearer = pl.concat([_dearer_than_usual(p.fees, medians).collect() for p in parts])
+    num, den = pl.col(f"_num_{HIGH_FEE}").sum(), pl.col(f"_den_{HIGH_FEE}").sum()
+    high_fee = dearer.lazy().group_by(keys).agg(pl.when(den > 0).then(num / den).otherwise(0.0).alias(HIGH_FEE))
+    codes = pl.concat([p.codes for p in parts]).lazy()
+    profiles = (
+        pl.concat([p.local for p in parts])
+        .lazy()
+        .join(high_fee, on=keys, how="left")
+        .join(_code_mix_distance(codes), on=keys, how="left")
+        .select(*keys, *PEER_ATTRIBUTES, *(pl.col(f).cast(pl.Float64) for f in FEATURES), *CHANNEL_LINES.values())
+        .sort(keys)
+        .collect()
+    )
+    mixes = [p.mix for p in parts if p.mix is not None]
+    if not mixes:
+        return profiles
+    mix = pl.concat(mixes).join(
+        dearer, on=[*keys, "profession", "_stratum"], how="left", nulls_equal=True, maintain_order="left"
+    )
+    return profiles.join(patient_mix.expected_values(mix, keys), on=keys, how="left", maintain_order="left")
+
+
+def provider_profiles(
+    lines: pl.LazyFrame | pl.DataFrame,
+    flags: pl.DataFrame,
+    *,
+    period: Period = "year",
+    patients: pl.LazyFrame | pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per ``(provider_nihdi, period)``: peer attributes, every feature of ``FEATURES``
+    and the lines per channel (``CHANNEL_LINES``).
+
+    ``lines`` are the enriched billing lines (``rules.enriched_lines``); ``flags`` the rule
+    flags of the same data (only ``claim_id`` is read). With the ``patients`` table (not
+    empty), also ``expected_<feature>`` for the provider's patient mix
+    (:mod:`detectors.patient_mix`).
+    """
+    return combine_profiles([profile_parts(lines, flags, period=period, patients=patients)])
