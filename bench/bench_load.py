@@ -20,11 +20,8 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-from service import Request, drive, serving, synthetic_results
+from service import Request, drive, fresh_database, serving, synthetic_results
 
 from rules import load_catalog
 
@@ -58,25 +55,6 @@ def _request(providers: list[str]) -> Request:
     return request
 
 
-@contextmanager
-def _database(server: str | None, home: str) -> Iterator[str]:
-    """A fresh application database: a SQLite file in ``home``, or a schema of its own on the
-    PostgreSQL ``server``, dropped when the block ends."""
-    if server is None:
-        yield f"sqlite:///{Path(home) / 'secm.db'}"
-        return
-    import psycopg
-
-    schema = f"bench_load_{os.getpid()}"
-    with psycopg.connect(server, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{server}{'&' if '?' in server else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(server, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flags", type=int, default=1_000_000)
@@ -92,7 +70,7 @@ def main() -> None:
     from api.database import migrate
     from api.publish import publish
 
-    with tempfile.TemporaryDirectory() as home, _database(args.database_url, home) as url:
+    with tempfile.TemporaryDirectory() as home, fresh_database(args.database_url, home, "bench_load") as url:
         frames = synthetic_results(args.flags, args.providers)
         info = {"run_id": "bench", "created_at": "2026-01-01T00:00:00+00:00", "legislation": "current", "rules": {}}
         started = time.perf_counter()

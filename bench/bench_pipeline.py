@@ -1,9 +1,13 @@
-"""Throughput and peak memory of generation, load + validate, and the rule stage; then, on a
-sample, the same rules per line on durable_rules and by hand in pandas against Polars.
+"""Throughput and peak memory of generation, load + validate, and the rule stage; the whole
+``secm run`` (start-up, partitions, scoring, outputs, publish to SQLite and, given a server,
+to PostgreSQL); then, on a sample, the same rules per line on durable_rules and by hand in
+pandas against Polars.
 
 Each stage runs in its own process so that its peak RSS is its own:
 
     uv run python bench/bench_pipeline.py --lines 10000000 --sample 1000000
+    uv run python bench/bench_pipeline.py --data DATASET --sample 0 --stages run \
+        --partitions 1,2 --database-url postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from service import fresh_database
 
 
 def _peak_mb() -> float:
@@ -114,6 +123,31 @@ def _compare(out: str, sample: int, queue: mp.Queue) -> None:
     )
 
 
+def _secm_run(data: str, partitions: str, database_url: str, home: str) -> dict[str, object]:
+    """``secm run`` as a user types it, in a process of its own: wall time, peak RSS and the
+    stage timings it records."""
+    out = Path(home) / "out"
+    command = [str(Path(sys.executable).parent / "secm"), "run", "--data", data, "--out", str(out)]
+    env = {**os.environ, "SECM_HOME": home, "SECM_DATABASE_URL": database_url}
+    started = time.perf_counter()
+    if partitions != "auto":
+        command += ["--partitions", partitions]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"secm run failed: {process.stderr.read().decode() if process.stderr else status}")
+    info = json.loads((out / "run.json").read_text())
+    lines = info["tables"]["billing_lines"]["rows_read"]
+    return {
+        "partitions": info["partitions"],
+        "wall_seconds": seconds,
+        "lines_per_second": lines / seconds,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "stages": info["timings"],
+    }
+
+
 def _in_process(target, *args):  # type: ignore[no-untyped-def]
     queue: mp.Queue = mp.Queue()
     process = mp.get_context("fork").Process(target=target, args=(*args, queue))
@@ -128,21 +162,42 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=10_000_000)
     parser.add_argument("--data", type=Path, help="Reuse a generated dataset instead of generating one.")
     parser.add_argument("--sample", type=int, default=1_000_000, help="Lines for the back-end comparison (0: skip).")
+    parser.add_argument(
+        "--stages",
+        default="rules,run",
+        help="Of rules (load and rules in process) and run (secm run); comma-separated.",
+    )
+    parser.add_argument(
+        "--partitions", default="auto", help="secm run --partitions, comma-separated (auto: its default)."
+    )
+    parser.add_argument("--database-url", help="Also publish to this PostgreSQL server, in a schema of its own.")
     args = parser.parse_args()
+    stages = set(args.stages.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         data = str(args.data or Path(tmp) / "data")
         report: dict[str, object] = {"lines": args.lines}
         if args.data is None:
             gen = _in_process(_generate, data, args.lines)
             report["generate"] = {**gen, "lines_per_second": args.lines / gen["seconds"]}
-        run = _in_process(_pipeline, data)
-        n = run["lines"]
-        report["pipeline"] = {
-            **run,
-            "load_validate_lines_per_second": n / run["load_validate_seconds"],
-            "rules_lines_per_second": n / run["rules_seconds"],
-            "end_to_end_lines_per_second": n / run["total_seconds"],
-        }
+        if "rules" in stages:
+            run = _in_process(_pipeline, data)
+            n = run["lines"]
+            report["pipeline"] = {
+                **run,
+                "load_validate_lines_per_second": n / run["load_validate_seconds"],
+                "rules_lines_per_second": n / run["rules_seconds"],
+                "end_to_end_lines_per_second": n / run["total_seconds"],
+            }
+        if "run" in stages:
+            report["secm_run"] = runs = []
+            servers = {"sqlite": None, **({"postgresql": args.database_url} if args.database_url else {})}
+            for name, server in servers.items():
+                for partitions in args.partitions.split(","):
+                    with (
+                        tempfile.TemporaryDirectory(dir=tmp) as home,
+                        fresh_database(server, home, "bench_pipeline") as url,
+                    ):
+                        runs.append({"database": name, **_secm_run(data, partitions, url, home)})
         if args.sample:
             report["backends_on_sample"] = _in_process(_compare, data, args.sample)
     print(json.dumps(report, indent=2, default=lambda v: round(v, 2)))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -259,3 +260,22 @@ async def _drive(base: str, token: str, request: Request, clients: int, seconds:
 def drive(base: str, token: str, request: Request, *, clients: int, seconds: float, timeout: float = 10.0) -> Load:
     """``clients`` concurrent clients sending ``request``s back to back for ``seconds``."""
     return asyncio.run(_drive(base, token, request, clients, seconds, timeout))
+
+
+@contextmanager
+def fresh_database(server: str | None, home: str, name: str) -> Iterator[str]:
+    """A fresh application database: a SQLite file in ``home``, or a schema of its own on the
+    PostgreSQL ``server``, dropped when the block ends."""
+    if server is None:
+        yield f"sqlite:///{Path(home) / 'secm.db'}"
+        return
+    import psycopg
+
+    schema = f"{name}_{os.getpid()}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{server}{'&' if '?' in server else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")

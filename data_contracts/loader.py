@@ -108,7 +108,7 @@ def _stored_values(raw: pl.LazyFrame) -> pl.LazyFrame:
     return raw.select("_source", "_row", values.struct.json_encode().alias("raw_values"))
 
 
-def _raw_values(files: list[SourceFile], keys: pl.DataFrame) -> pl.DataFrame:
+def raw_values_of(files: list[SourceFile], keys: pl.DataFrame) -> pl.DataFrame:
     """The stored values of the quarantined rows, as one JSON object per row."""
     parts = []
     for source in files:
@@ -120,7 +120,7 @@ def _raw_values(files: list[SourceFile], keys: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(pl.collect_all(parts))
 
 
-def _quarantine_frame(table: str, failed: pl.DataFrame, raw_values: RawValues) -> pl.DataFrame:
+def quarantine_frame(table: str, failed: pl.DataFrame, raw_values: RawValues) -> pl.DataFrame:
     keys = failed.select("_source", "_row", "_reasons")
     raw = raw_values(keys)
     return keys.join(raw, on=["_source", "_row"], how="left").select(
@@ -137,7 +137,7 @@ def _finish(valid: pl.LazyFrame, spec: TableSpec) -> pl.LazyFrame:
     return valid.drop(*PROVENANCE_COLUMNS, strict=False).with_columns(fills)
 
 
-def _files_of(root: Path, spec: TableSpec) -> list[SourceFile]:
+def files_of(root: Path, spec: TableSpec) -> list[SourceFile]:
     files = find_table_files(root, spec.name)
     if files or spec.required:
         if not files:
@@ -151,7 +151,7 @@ def load_table(
     root: Path, spec: TableSpec, valid_tables: dict[str, pl.DataFrame]
 ) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
     """Valid rows, quarantined rows and counts of one table of the dataset at ``root``."""
-    return load_files(spec, _files_of(root, spec), valid_tables)
+    return load_files(spec, files_of(root, spec), valid_tables)
 
 
 def default_nomenclature() -> pl.DataFrame:
@@ -168,10 +168,15 @@ def load_files(
         return spec.empty(), pl.DataFrame(schema=QUARANTINE_SCHEMA), TableStats(0, 0, 0, 0.0)
     typed = pl.concat([coerce_file(scan_raw(f), spec, f) for f in files], how="vertical")
     try:
-        return _load(spec, typed, valid_tables, started, lambda keys: _raw_values(files, keys))
+        return _load(spec, typed, valid_tables, started, lambda keys: raw_values_of(files, keys))
     except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
-        names = ", ".join(f.name for f in files)
-        raise UnreadableTableError(f"Cannot read table '{spec.name}' ({names}): {unreadable(exc)}") from None
+        raise unreadable_table(spec.name, files, exc) from None
+
+
+def unreadable_table(table: str, files: list[SourceFile], exc: pl.exceptions.PolarsError) -> UnreadableTableError:
+    """The one-line error for a table whose rows cannot be read past the header."""
+    names = ", ".join(f.name for f in files)
+    return UnreadableTableError(f"Cannot read table '{table}' ({names}): {unreadable(exc)}")
 
 
 def load_records(
@@ -193,16 +198,13 @@ def load_records(
     )
 
 
-def _load(
-    spec: TableSpec,
-    typed: pl.LazyFrame,
-    valid_tables: dict[str, pl.DataFrame],
-    started: float,
-    raw_values: RawValues,
-) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
+def validate(
+    spec: TableSpec, typed: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Valid rows of ``typed`` (contract columns), and the failed rows' ``_source``, ``_row``
+    and ``_reasons``."""
     valid, failure = spec.schema.filter(typed).collect_all()
     failed = failure.details()
-    rows_read = len(valid) + len(failed)
     rule_columns = [c for c in failed.columns if c not in valid.columns]
     failed = failed.select("_source", "_row", _reason_codes(rule_columns))
     kept = valid.lazy()
@@ -220,26 +222,48 @@ def _load(
             failed = pl.concat([failed, unreferenced.collect()])
             kept = kept.filter(~fails)
     # Lazily: Polars' eager operations on ten million rows of many chunks copy the frame.
-    valid = _finish(kept, spec).collect()
-    quarantine = _quarantine_frame(spec.name, failed, raw_values)
-    stats = TableStats(rows_read, len(valid), len(quarantine), time.perf_counter() - started)
+    return _finish(kept, spec).collect(), failed
+
+
+def _load(
+    spec: TableSpec,
+    typed: pl.LazyFrame,
+    valid_tables: dict[str, pl.DataFrame],
+    started: float,
+    raw_values: RawValues,
+) -> tuple[pl.DataFrame, pl.DataFrame, TableStats]:
+    valid, failed = validate(spec, typed, valid_tables)
+    quarantine = quarantine_frame(spec.name, failed, raw_values)
+    stats = TableStats(len(valid) + len(failed), len(valid), len(quarantine), time.perf_counter() - started)
     return valid, quarantine, stats
 
 
-def load_dataset(root: Path | str, *, on_table: Callable[[str, TableStats], None] | None = None) -> Dataset:
-    """Read and validate every table of the dataset folder ``root``.
-
-    Raises ``ContractError`` (one line) for a missing folder, table or column; a bad
-    row never raises, it is quarantined.
-    """
+def dataset_folder(root: Path | str) -> Path:
+    """``root`` as a path; ``DatasetNotFoundError`` when there is no such folder."""
     root = Path(root)
     if not root.is_dir():
         msg = f"Dataset folder {root} does not exist"
         raise DatasetNotFoundError(msg)
+    return root
+
+
+def load_dataset(
+    root: Path | str, *, on_table: Callable[[str, TableStats], None] | None = None, without_lines: bool = False
+) -> Dataset:
+    """Read and validate every table of the dataset folder ``root``; ``without_lines``, every
+    table but the billing lines, left empty (for a run that reads them in partitions).
+
+    Raises ``ContractError`` (one line) for a missing folder, table or column; a bad
+    row never raises, it is quarantined.
+    """
+    root = dataset_folder(root)
     tables: dict[str, pl.DataFrame] = {}
     quarantines: list[pl.DataFrame] = []
     stats: dict[str, TableStats] = {}
     for name, spec in TABLES.items():
+        if without_lines and name == "billing_lines":
+            tables[name] = spec.empty()
+            continue
         tables[name], quarantine, stats[name] = load_table(root, spec, tables)
         quarantines.append(quarantine)
         log.info(

@@ -46,6 +46,7 @@ NAME = "peer_evidence"
 # One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
 EVIDENCE_LIMIT = 10.0
 _MAD_TO_SD = 1.4826
+NEGLIGIBLE = 5e-4  # the smallest contribution an explanation lists: it shows three decimals
 _LOG_OFFSET = 1e-3  # keeps the log of a zero level finite
 _TINY = 1e-6
 # Confirmed and unfounded cases each needed before verdicts weigh the evidence.
@@ -180,9 +181,11 @@ def _contributions(evidence: pl.DataFrame, weights: dict[str, float] | None) -> 
             for i, f in enumerate(members)
         ]
     )
-    # The group's carrier: its largest term (the first listed on ties).
+    # The group's carrier: its largest term (the first listed on ties). A contribution the
+    # explanation would write as 0.000 is a value at its peers' median give or take the last
+    # bit of a floating-point sum: listed or not by chance, so never listed.
     return (
-        long.filter(pl.col("contribution") > 0)
+        long.filter(pl.col("contribution") >= NEGLIGIBLE)
         .sort("_row", "group", "_term", "_order", descending=[False, False, True, False])
         .group_by("_row", "group", maintain_order=True)
         .first()

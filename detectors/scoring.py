@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from sklearn.ensemble import HistGradientBoostingClassifier
 
 from detectors import evidence
 from detectors.evidence import PeerEvidence
@@ -125,8 +124,8 @@ def _explanations(normalised: pl.DataFrame, features: Sequence[str]) -> pl.DataF
 def _evidence_explanations(contributions: pl.DataFrame) -> pl.DataFrame:
     """Per row: the groups that make up the score, largest first, as a sentence and as JSON.
 
-    The JSON lists every non-zero contribution (they sum to the score); the sentence names
-    the largest ones beyond chance.
+    The JSON lists every contribution of at least ``evidence.NEGLIGIBLE`` (they sum to the
+    score); the sentence names the largest ones beyond chance.
     """
     mix = pl.format(" and {} expected for their patients", pl.col("expected").round_sig_figs(3)).fill_null("")
     sentence = pl.format(
@@ -281,6 +280,8 @@ def guided_scores(X: np.ndarray, unsupervised: np.ndarray, known: pl.Series, *, 
     y = known.fill_null(False).to_numpy()
     if min(int(y[labelled].sum()), int((~y[labelled]).sum())) < evidence.MIN_VERDICTS:
         return unsupervised
+    from sklearn.ensemble import HistGradientBoostingClassifier  # a second of import, for labels only
+
     features = np.column_stack([X, unsupervised])
     classifier = HistGradientBoostingClassifier(max_depth=3, learning_rate=0.05, random_state=random_state)
     probability = classifier.fit(features[labelled], y[labelled]).predict_proba(features)[:, 1]

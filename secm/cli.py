@@ -151,6 +151,14 @@ def run(
     publish: Annotated[
         bool, typer.Option(help="Publish the run to the application database (SECM_DATABASE_URL) for the service.")
     ] = True,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Process the billing lines in this many partitions by provider, one at a time, to bound memory "
+            "(default: one per 5 000 000 lines; 1: all at once). The results do not depend on it.",
+        ),
+    ] = None,
 ) -> None:
     """Validate a dataset, run the rule catalog, score providers, publish the results."""
     from secm.pipeline import run as run_pipeline
@@ -168,6 +176,7 @@ def run(
             legislation=legislation,
             effective_from=effective_from.date() if effective_from else None,
             catalog_path=catalog,
+            partitions=partitions,
             on_step=lambda s: progress.update(task, description=s),
             on_table=on_table,
             publish_to=get_settings().effective_database_url if publish else None,
@@ -179,7 +188,12 @@ def run(
         f"Scored {detector['profiles_scored']:,} provider profiles with {detector['model']}: {detector['source']}."
     )
     published = " and published to the application database" if publish else ""
-    console.print(f"Outputs in {out}{published} ({result.info['timings']['total_seconds']:.1f}s).")
+    timings = result.info["timings"]
+    console.print(f"Outputs in {out}{published} ({timings['total_seconds']:.1f}s).")
+    stages = ", ".join(
+        f"{name.removesuffix('_seconds').replace('_', ' ')} {seconds:.1f}s" for name, seconds in timings.items()
+    )
+    console.print(f"Stages ({result.info['partitions']} partition(s)): {stages}.")
     if publish:
         from api.database import migrate
         from secm.purge import expire_raw_values

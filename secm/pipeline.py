@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from data_contracts import TableStats, load_dataset
+from data_contracts import TABLES, Dataset, TableStats, load_dataset
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
+from data_contracts.partitions import LinePartitions, partitions_for
 from detectors.fairness import fairness_report, provider_attributes
-from detectors.profiles import Period, provider_profiles
+from detectors.profiles import Period, ProfileParts, combine_profiles, profile_parts, provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
-from detectors.tracking import load_champion
 from rules import enriched_lines, evaluate, load_catalog, summarise
+from rules.catalog import Catalog
 from rules.context import STAMPED_SHARE, stamped
+from secm.settings import get_settings
+
+LINES_PER_PARTITION = 5_000_000  # a partition's lines: about 2 GB at the rule stage's peak
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,55 @@ class RunResult:
     out: Path
     info: dict[str, Any]
     flags: pl.DataFrame
+
+
+class Stopwatch:
+    """Seconds per stage, summed over the stage's turns (one per partition)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one partition of the lines contributes to a run."""
+
+    flags: pl.DataFrame
+    profiles: ProfileParts
+    attributes: pl.DataFrame
+    volumes: pl.DataFrame
+    software: pl.DataFrame
+
+
+def _evaluate_part(
+    tables: dict[str, pl.LazyFrame],
+    *,
+    catalog: Catalog,
+    legislation: str,
+    effective_from: date | None,
+    period: Period,
+    clock: Stopwatch,
+) -> _Part:
+    """Flags, profile parts and report figures of the lines in ``tables``."""
+    with clock("rules_seconds"):
+        lines = enriched_lines(tables)
+        flags = evaluate(tables, legislation=legislation, catalog=catalog, lines=lines, effective_from=effective_from)
+        volumes, software = volume_counts(lines), software_counts(lines, flags)
+    with clock("scoring_seconds"):
+        profiles = profile_parts(lines, flags, period=period, patients=tables.get("patients"))
+        attributes = provider_attributes(lines, tables.get("providers"), period)
+    return _Part(flags, profiles, attributes, volumes, software)
 
 
 def run(
@@ -38,45 +94,70 @@ def run(
     effective_from: date | None = None,
     catalog_path: Path | None = None,
     period: Period = "year",
+    partitions: int | None = None,
     on_step: Callable[[str], None] | None = None,
     on_table: Callable[[str, TableStats], None] | None = None,
     publish_to: str | None = None,
 ) -> RunResult:
     """Write ``flags.parquet``, ``quarantine.parquet``, ``profiles.parquet``,
     ``provider_scores.parquet`` and ``run.json`` under ``out``; then, when ``publish_to``
-    names a database, publish the run there for the HTTP service."""
+    names a database, publish the run there for the HTTP service.
+
+    The billing lines are processed in ``partitions`` by provider, one at a time, so that
+    memory holds one partition (default: one per :data:`LINES_PER_PARTITION` lines; 1 reads
+    the whole table at once). The outputs do not depend on the partitions.
+    """
     catalog = load_catalog(catalog_path)
     effective_from = catalog.effective_from(legislation, effective_from)
-    timings: dict[str, float] = {}
+    clock = Stopwatch()
     started = time.perf_counter()
 
-    def step(name: str) -> None:
-        timings[name] = round(time.perf_counter() - started - sum(timings.values()), 3)
+    def step(message: str) -> None:
+        if on_step:
+            on_step(message)
 
-    if on_step:
-        on_step("Loading and validating")
-    dataset = load_dataset(data, on_table=on_table)
-    step("load_validate_seconds")
-    if on_step:
-        on_step("Evaluating rules")
-    tables = dataset.lazy_tables()
-    lines = enriched_lines(tables)
-    flags = evaluate(tables, legislation=legislation, catalog=catalog, lines=lines, effective_from=effective_from)
-    step("rules_seconds")
-    if on_step:
-        on_step("Scoring provider profiles")
-    profiles = provider_profiles(lines, flags, period=period, patients=tables.get("patients"))
-    scores, detector = _score(profiles)
-    fairness = fairness_report(scores, profiles, provider_attributes(lines, tables.get("providers"), period))
-    step("scoring_seconds")
-
+    step("Loading and validating")
+    with clock("load_validate_seconds"):
+        count = partitions or partitions_for(Path(data), LINES_PER_PARTITION)
+        dataset = load_dataset(data, on_table=on_table, without_lines=count > 1)
     out.mkdir(parents=True, exist_ok=True)
-    flags.write_parquet(out / "flags.parquet")
-    dataset.quarantine.write_parquet(out / "quarantine.parquet")
-    profiles.write_parquet(out / "profiles.parquet")
-    scores.write_parquet(out / "provider_scores.parquet")
-    step("write_seconds")
-    timings["total_seconds"] = round(time.perf_counter() - started, 3)
+    # Partitions and their profile parts are spilled here, and removed once scored.
+    with tempfile.TemporaryDirectory(prefix=".partitions-", dir=out) as folder:
+        evaluate_part = partial(
+            _evaluate_part,
+            catalog=catalog,
+            legislation=legislation,
+            effective_from=effective_from,
+            period=period,
+            clock=clock,
+        )
+        if count == 1:
+            step("Evaluating rules")
+            parts = [evaluate_part(dataset.lazy_tables())]
+            quarantine = dataset.quarantine
+            lines_stats = dataset.stats["billing_lines"]
+        else:
+            parts, quarantine, lines_stats = _evaluate_partitions(
+                Path(data), dataset, count, Path(folder), evaluate_part, clock, step
+            )
+            if on_table is not None:
+                on_table("billing_lines", lines_stats)
+        step("Scoring provider profiles")
+        with clock("scoring_seconds"):
+            profiles = combine_profiles([p.profiles for p in parts])
+            scores, detector = _score(profiles)
+            attributes = pl.concat([p.attributes for p in parts])
+            fairness = fairness_report(scores, profiles, attributes)
+    stats = {**dataset.stats, "billing_lines": lines_stats}
+    flags = pl.concat([p.flags for p in parts]).sort("rule_id", "claim_id")
+    volume = pl.concat([p.volumes for p in parts])
+
+    with clock("write_seconds"):
+        flags.write_parquet(out / "flags.parquet")
+        quarantine.write_parquet(out / "quarantine.parquet")
+        profiles.write_parquet(out / "profiles.parquet")
+        scores.write_parquet(out / "provider_scores.parquet")
+    timings = {**clock.rounded(), "total_seconds": round(time.perf_counter() - started, 3)}
     info = {
         "run_id": uuid.uuid4().hex,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -85,22 +166,22 @@ def run(
         "legislation": legislation,
         "catalog_version": catalog.version,
         "effective_from": effective_from.isoformat() if effective_from else None,
-        "tables": {name: stats.as_dict() for name, stats in dataset.stats.items()},
-        "quarantine_reasons": _reason_counts(dataset.quarantine),
+        "partitions": count,
+        "tables": {name: stats[name].as_dict() for name in TABLES if name in stats},
+        "quarantine_reasons": _reason_counts(quarantine),
         "rules": summarise(flags, catalog),
-        "billed_amount_eur": round(float(dataset.tables["billing_lines"]["amount_reimbursed"].sum()), 2),
-        "volumes": volumes(dataset.tables["billing_lines"]),
-        "software": software_statistics(lines, flags),
-        "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
-        "quarantine_by_year": quarantine_by_year(dataset.quarantine),
+        "billed_amount_eur": round(float(volume["amount_eur"].sum()), 2),
+        "volumes": volumes(volume),
+        "software": software_statistics(pl.concat([p.software for p in parts])),
+        "quarantine_by_insurer": quarantine_by_insurer(quarantine),
+        "quarantine_by_year": quarantine_by_year(quarantine),
         "detector": {**detector, "period": period, "profiles_scored": scores.height},
         "fairness": fairness,
         "timings": timings,
     }
     (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     if publish_to:
-        if on_step:
-            on_step("Publishing to the application database")
+        step("Publishing to the application database")
         from api.publish import publish
 
         publish(
@@ -109,16 +190,58 @@ def run(
             flags=flags,
             scores=scores,
             profiles=profiles,
-            quarantine=dataset.quarantine,
+            quarantine=quarantine,
             references=dataset.tables,
         )
         timings["publish_seconds"] = round(time.perf_counter() - started - timings["total_seconds"], 3)
+        (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return RunResult(out=out, info=info, flags=flags)
+
+
+def _evaluate_partitions(
+    data: Path,
+    dataset: Dataset,
+    count: int,
+    folder: Path,
+    evaluate_part: Callable[[dict[str, pl.LazyFrame]], _Part],
+    clock: Stopwatch,
+    step: Callable[[str], None],
+) -> tuple[list[_Part], pl.DataFrame, TableStats]:
+    """The billing lines split by provider into ``count`` partitions under ``folder``, each
+    validated and evaluated in turn; with the lines' quarantine and counts."""
+    step(f"Splitting the billing lines into {count} partitions by provider")
+    validating = "load_validate_seconds"
+    before = clock.seconds.get(validating, 0.0)
+    with clock(validating):
+        partitioned = LinePartitions.split(data, count, folder)
+    parts: list[_Part] = []
+    failed: list[pl.DataFrame] = []
+    rows_read = 0
+    for number, path in enumerate(partitioned.parts, start=1):
+        step(f"Partition {number}/{len(partitioned.parts)}: validating")
+        with clock(validating):
+            lines, failures = partitioned.load(path, dataset.tables)
+        rows_read += lines.height + failures.height
+        failed.append(failures)
+        step(f"Partition {number}/{len(partitioned.parts)}: rules and profiles ({lines.height:,} lines)")
+        part = evaluate_part({**dataset.lazy_tables(), "billing_lines": lines.lazy()})
+        parts.append(replace(part, profiles=part.profiles.spilled(folder / f"fees-{number}.parquet")))
+        del lines  # before the next partition is read
+    with clock(validating):
+        quarantined = partitioned.quarantine(failed)
+    seconds = clock.seconds[validating] - before
+    stats = TableStats(rows_read, rows_read - quarantined.height, quarantined.height, seconds)
+    quarantine = pl.concat([dataset.quarantine, quarantined]).sort("table", "source", "row_number")
+    return parts, quarantine, stats
 
 
 def _score(profiles: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str | None]]:
     """Scores by the registered champion, or by the default detector fitted on these profiles."""
-    champion = load_champion()
+    champion = None
+    if get_settings().may_hold_models:
+        from detectors.tracking import load_champion  # MLflow: seconds to import and open
+
+        champion = load_champion()
     if champion is None:
         model = fit_profiles(profiles)
         source = "fitted on this run's profiles, unsupervised: no champion is registered (see secm train)"
@@ -142,20 +265,31 @@ def training_data(data: Path, *, period: Period = "year") -> tuple[pl.DataFrame,
     return profiles, provider_attributes(lines, tables.get("providers"), period)
 
 
-def volumes(lines: pl.DataFrame) -> list[dict[str, Any]]:
-    """Valid lines and amounts per service year, insurer and channel: the report's denominators."""
+def volume_counts(lines: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """Valid lines and amounts per service year, insurer and channel, of some lines."""
     return (
-        lines.group_by(pl.col("service_date").dt.year().alias("year"), "insurer_code", "channel")
-        .agg(pl.len().alias("lines"), pl.col("amount_reimbursed").sum().round(2).alias("amount_eur"))
+        lines.lazy()
+        .group_by(pl.col("service_date").dt.year().alias("year"), "insurer_code", "channel")
+        .agg(pl.len().alias("lines"), pl.col("amount_reimbursed").sum().alias("amount_eur"))
+        .collect()
+    )
+
+
+def volumes(counts: pl.DataFrame) -> list[dict[str, Any]]:
+    """The report's denominators from :func:`volume_counts` of every part of a run."""
+    return (
+        counts.group_by("year", "insurer_code", "channel")
+        .agg(pl.col("lines").sum(), pl.col("amount_eur").sum().round(2))
         .sort("year", "insurer_code", "channel")
         .to_dicts()
     )
 
 
 MISCODING_RULES = ("EVENING_VISIT_MISCODING", "NIGHT_WEEKEND_MISCODING")
+SOFTWARE_KEYS = ("year", "software_id")
 
 
-def software_statistics(lines: pl.DataFrame, flags: pl.DataFrame) -> list[dict[str, Any]]:
+def software_counts(lines: pl.LazyFrame | pl.DataFrame, flags: pl.DataFrame) -> pl.DataFrame:
     """Per service year and billing package: evening-coded lines, how many carry the typing
     time as their service time, and the miscoding flags on its lines.
 
@@ -170,7 +304,8 @@ def software_statistics(lines: pl.DataFrame, flags: pl.DataFrame) -> list[dict[s
         for rule in MISCODING_RULES
     ]
     return (
-        lines.group_by(pl.col("service_date").dt.year().alias("year"), package.alias("software_id"))
+        lines.lazy()
+        .group_by(pl.col("service_date").dt.year().alias("year"), package.alias("software_id"))
         .agg(
             pl.len().alias("lines"),
             evening.sum().alias("evening_lines"),
@@ -179,9 +314,19 @@ def software_statistics(lines: pl.DataFrame, flags: pl.DataFrame) -> list[dict[s
             .alias("evening_stamped_lines"),
             *per_rule,
         )
+        .collect()
+    )
+
+
+def software_statistics(counts: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per service year and billing package, from :func:`software_counts` of every part of a
+    run: the counts and the share of evening-coded lines bearing the typing time."""
+    return (
+        counts.group_by(SOFTWARE_KEYS)
+        .agg(pl.exclude(SOFTWARE_KEYS).sum())
         .with_columns(STAMPED_SHARE)
         .rename({rule: f"{rule.lower()}_flags" for rule in MISCODING_RULES})
-        .sort("year", "software_id")
+        .sort(SOFTWARE_KEYS)
         .to_dicts()
     )
 

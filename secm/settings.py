@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     def effective_mlflow_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
 
+    @property
+    def may_hold_models(self) -> bool:
+        """False while no model can be registered: the default MLflow store, a SQLite file
+        under SECM_HOME, was never created (a run then needs neither to import nor to open it)."""
+        return self.mlflow_tracking_uri is not None or (self.resolved_home / "mlflow.db").exists()
+
 
 def get_settings() -> Settings:
     """Fresh settings from the current environment (cheap; tests change the environment)."""

@@ -28,7 +28,14 @@ from data_contracts import load_dataset
 from detectors.profiles import provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from rules import enriched_lines, evaluate, load_catalog
-from secm.pipeline import quarantine_by_insurer, quarantine_by_year, software_statistics, volumes
+from secm.pipeline import (
+    quarantine_by_insurer,
+    quarantine_by_year,
+    software_counts,
+    software_statistics,
+    volume_counts,
+    volumes,
+)
 
 POSTGRES = os.environ.get("SECM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -69,8 +76,8 @@ def results(synthetic: Path) -> Published:
         "catalog_version": load_catalog().version,
         "detector": {"model": "peer_evidence", "version": None},
         "rules": {},
-        "volumes": volumes(dataset.tables["billing_lines"]),
-        "software": software_statistics(lines, flags),
+        "volumes": volumes(volume_counts(dataset.tables["billing_lines"])),
+        "software": software_statistics(software_counts(lines, flags)),
         "quarantine_by_insurer": quarantine_by_insurer(dataset.quarantine),
         "quarantine_by_year": quarantine_by_year(dataset.quarantine),
     }

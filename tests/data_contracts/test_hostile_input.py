@@ -4,6 +4,7 @@ cannot be read at all is one error line that quotes none of its values."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -64,10 +65,15 @@ def test_a_row_with_more_fields_than_the_header_is_quarantined(tmp_path: Path) -
     assert "missing_amount_fee" in reasons["C"]  # a short row: the missing fields are missing
 
 
-def test_an_unbalanced_quote_is_one_line_without_values(tmp_path: Path) -> None:
+def _in_partitions(root: Path) -> object:
+    return run(root, root / "out", partitions=2)
+
+
+@pytest.mark.parametrize("read", [load_dataset, _in_partitions], ids=["whole", "in partitions"])
+def test_an_unbalanced_quote_is_one_line_without_values(tmp_path: Path, read: Callable[[Path], object]) -> None:
     root = _csv_lines(tmp_path, [_row("A"), _row("B", patient='"PSECRET'), *(_row(f"C{i}") for i in range(50))])
     with pytest.raises(UnreadableTableError) as raised:
-        load_dataset(root)
+        read(root)
     message = str(raised.value)
     assert "billing_lines.csv" in message
     assert "\n" not in message

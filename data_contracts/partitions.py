@@ -1,0 +1,109 @@
+"""Billing lines split by provider, so that a run holds one partition in memory at a time.
+
+Every rule looks at one provider's lines (with the reference tables and the invoices), and
+so do the profiles, once the few figures that compare providers are summed over the
+partitions (:class:`detectors.profiles.ProfileParts`). The lines are read once, typed as the
+loader types them, and written to one Parquet file per partition; each partition is then
+validated as the loader validates the whole table.
+
+One check reads across providers: a claim id read a second time is a duplicate, whichever
+provider bills it. All the rows of a claim id read more than once therefore go to the
+partition of the provider of its first row, so that the loader's own check, run on each
+partition in reading order, sees every copy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from data_contracts.coerce import coerce_file
+from data_contracts.loader import dataset_folder, files_of, quarantine_frame, raw_values_of, unreadable_table, validate
+from data_contracts.reader import SourceFile, scan_raw
+from data_contracts.tables import TABLES
+
+LINES = TABLES["billing_lines"]
+_FILE = "_file"  # the row's file, by its place in reading order
+_PART = "_part"
+
+
+def line_count(root: Path) -> int:
+    """How many billing lines the dataset at ``root`` holds, valid or not (Parquet files
+    from their metadata; CSV files are counted)."""
+    files = files_of(dataset_folder(root), LINES)
+    try:
+        return sum(scan_raw(f).select(pl.len()).collect().item() for f in files)
+    except pl.exceptions.PolarsError as exc:
+        raise unreadable_table(LINES.name, files, exc) from None
+
+
+def partitions_for(root: Path, lines_per_partition: int) -> int:
+    """The number of partitions that keeps each near ``lines_per_partition`` lines."""
+    return max(1, math.ceil(line_count(root) / lines_per_partition))
+
+
+def _typed(files: list[SourceFile]) -> pl.LazyFrame:
+    return pl.concat(
+        [
+            coerce_file(scan_raw(f), LINES, f).with_columns(pl.lit(i, pl.UInt32).alias(_FILE))
+            for i, f in enumerate(files)
+        ],
+        how="vertical",
+    )
+
+
+def _first_providers(typed: pl.LazyFrame) -> pl.DataFrame:
+    """For each claim id read more than once: ``_owner``, the provider of its first row."""
+    claim = pl.col("claim_id")
+    hashes = typed.select(claim.drop_nulls().hash()).collect(engine="streaming").to_series().sort()
+    repeated = hashes.filter(hashes == hashes.shift(1)).unique()
+    if repeated.is_empty():
+        return pl.DataFrame(schema={"claim_id": pl.String, "_owner": pl.String})
+    return (
+        typed.filter(claim.is_not_null() & claim.hash().is_in(repeated.implode()))
+        .select("claim_id", _FILE, "_row", "provider_nihdi")
+        .collect(engine="streaming")
+        .sort(_FILE, "_row")
+        .group_by("claim_id", maintain_order=True)
+        .agg(pl.col("provider_nihdi").first().alias("_owner"))
+    )
+
+
+@dataclass(frozen=True)
+class LinePartitions:
+    """The typed billing lines of a dataset, one folder per partition that received lines."""
+
+    files: list[SourceFile]
+    parts: list[Path]
+
+    @classmethod
+    def split(cls, root: Path, count: int, folder: Path) -> LinePartitions:
+        """Read the billing lines at ``root`` once and write them, typed, to ``count``
+        partitions under ``folder`` by a hash of their provider (for a repeated claim id,
+        of its first row's provider)."""
+        files = files_of(root, LINES)
+        typed = _typed(files)
+        try:
+            owners = _first_providers(typed)
+            part = pl.coalesce("_owner", "provider_nihdi").hash().mod(count).alias(_PART)
+            typed.join(owners.lazy(), on="claim_id", how="left").with_columns(part).drop("_owner").sink_parquet(
+                pl.PartitionBy(folder, key=_PART, include_key=False), compression="lz4", mkdir=True
+            )
+        except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
+            raise unreadable_table(LINES.name, files, exc) from None
+        parts = sorted(folder.glob(f"{_PART}=*"), key=lambda p: int(p.name.partition("=")[2]))
+        return cls(files=files, parts=parts)
+
+    def load(self, part: Path, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """One partition's valid lines, and its failed rows' keys and reasons (``_source``,
+        ``_row``, ``_reasons``) for :meth:`quarantine`; its rows in reading order, as the
+        check of repeated claim ids expects."""
+        return validate(LINES, pl.scan_parquet(part).sort(_FILE, "_row").drop(_FILE), valid_tables)
+
+    def quarantine(self, failed: list[pl.DataFrame]) -> pl.DataFrame:
+        """The quarantined lines of every partition, their raw values read in one pass."""
+        keys = pl.concat(failed)
+        return quarantine_frame(LINES.name, keys, lambda k: raw_values_of(self.files, k))

@@ -1,0 +1,119 @@
+"""A run out of core (billing lines in partitions by provider) gives what a run in memory gives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from data_contracts import TABLES
+from data_contracts.partitions import LinePartitions, partitions_for
+from secm.pipeline import run
+from tests import factories as f
+
+# What differs between two runs of the same data whatever their partitions.
+RUN_SPECIFIC = ("run_id", "created_at", "outputs", "partitions", "timings")
+
+
+def _with_hard_cases(synthetic: Path, root: Path) -> Path:
+    """The shared generated dataset plus a CSV part with what crosses partitions: claim ids
+    of its lines billed again by another provider, rows that fail the contract, unknown and
+    missing providers."""
+    shutil.copytree(synthetic, root)
+    lines = pl.read_parquet(sorted((root / "billing_lines").glob("*.parquet"))[0])
+    taken = lines.head(3)
+    other = lines.filter(~pl.col("provider_nihdi").is_in(taken["provider_nihdi"].implode()))["provider_nihdi"][0]
+    again = taken.with_columns(pl.lit(other).alias("provider_nihdi"))  # the same claim ids, later
+    broken = [
+        f.line("OC-BAD-AMOUNT", amount_reimbursed=99.0, amount_fee=10.0),
+        f.line("OC-UNKNOWN", provider_nihdi="19999999999"),
+        f.line("OC-NO-PROVIDER", provider_nihdi=None),
+        f.line("OC-TWICE"),
+        f.line("OC-TWICE", provider_nihdi=f.NURSE),
+    ]
+    parts = [again, pl.DataFrame(broken, schema=TABLES["billing_lines"].dtypes)]
+    pl.concat([p.select(pl.all().cast(pl.String)) for p in parts], how="diagonal").write_csv(
+        root / "billing_lines" / "zz-late.csv"
+    )
+    return root
+
+
+def _read(out: Path, name: str) -> list[pl.DataFrame]:
+    """An output; a score's contributions as a frame of their own, one row each, whose figures
+    compare within floating-point rounding (a list of structs compares exactly)."""
+    frame = pl.read_parquet(out / f"{name}.parquet")
+    if "contributions" not in frame.columns:
+        return [frame]
+    decoded = pl.Series("contributions", [json.loads(c) for c in frame["contributions"]])
+    return [
+        frame.drop("contributions"),
+        decoded.to_frame().with_row_index().explode("contributions").unnest("contributions"),
+    ]
+
+
+def _run(data: Path, out: Path, partitions: int, **kw: Any) -> dict[str, Any]:
+    info = run(data, out, partitions=partitions, **kw).info
+    for name in info["tables"].values():
+        name.pop("seconds")
+    return {k: v for k, v in info.items() if k not in RUN_SPECIFIC}
+
+
+@pytest.mark.parametrize(("legislation", "partitions"), [("current", 4), ("reform_art174", 3)])
+def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
+    synthetic: Path, tmp_path: Path, legislation: str, partitions: int
+) -> None:
+    data = _with_hard_cases(synthetic, tmp_path / "data")
+    whole = _run(data, tmp_path / "whole", 1, legislation=legislation)
+    split = _run(data, tmp_path / "split", partitions, legislation=legislation)
+
+    lines = whole["tables"]["billing_lines"]
+    assert lines["rows_read"] == lines["rows_valid"] + lines["rows_quarantined"]
+    reasons = whole["quarantine_reasons"]
+    assert reasons["duplicate_key"] >= 4
+    assert reasons["unknown_provider"] >= 1
+    assert reasons["missing_provider_nihdi"] >= 1
+    assert split == whole  # counts, reasons, rule totals, volumes, software, detector, fairness
+    for name in ("flags", "quarantine"):
+        assert_frame_equal(*_read(tmp_path / "split", name), *_read(tmp_path / "whole", name))
+    # Sums over other partitions are added in another order: the last bits may differ.
+    for name in ("profiles", "provider_scores"):
+        for split_frame, whole_frame in zip(
+            _read(tmp_path / "split", name), _read(tmp_path / "whole", name), strict=True
+        ):
+            assert_frame_equal(split_frame, whole_frame, check_exact=False)
+    assert not list((tmp_path / "split").glob(".partitions-*"))  # the spilled partitions are removed
+
+
+def test_every_copy_of_a_claim_id_goes_to_its_first_providers_partition(synthetic: Path, tmp_path: Path) -> None:
+    data = _with_hard_cases(synthetic, tmp_path / "data")
+    split = LinePartitions.split(data, 4, tmp_path / "parts")
+    homes = pl.concat(
+        pl.read_parquet(part).select("claim_id", "provider_nihdi", pl.lit(i).alias("part"))
+        for i, part in enumerate(split.parts)
+    )
+    assert homes.height == _lines_in(data)  # every line, once
+    repeated = homes.filter(pl.col("claim_id").is_duplicated())
+    assert repeated["provider_nihdi"].n_unique() > 1  # copies billed by other providers...
+    assert (repeated.group_by("claim_id").agg(pl.col("part").n_unique())["part"] == 1).all()  # ...in one partition
+    by_provider = (
+        homes.filter(~pl.col("claim_id").is_duplicated()).group_by("provider_nihdi").agg(pl.col("part").n_unique())
+    )
+    assert (by_provider["part"] == 1).all()
+
+
+def _lines_in(data: Path) -> int:
+    folder = data / "billing_lines"
+    parquet = sum(pl.read_parquet(p).height for p in folder.glob("*.parquet"))
+    return parquet + sum(pl.read_csv(p, infer_schema=False).height for p in folder.glob("*.csv"))
+
+
+def test_the_number_of_partitions_follows_the_lines(synthetic: Path) -> None:
+    lines = _lines_in(synthetic)
+    assert partitions_for(synthetic, lines) == 1
+    assert partitions_for(synthetic, lines - 1) == 2
+    assert partitions_for(synthetic, -(-lines // 10)) == 10  # a tenth, rounded up
