@@ -20,23 +20,26 @@ the provider's patients (:data:`RATIOS`), which is what makes this exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 PRIOR = 50  # patients or lines: how much a stratum needs before its own rate outweighs the profession's
 AGE_BANDS = (18, 65, 80)  # bands 0-17, 18-64, 65-79, 80 and over
 
 
-def _per_patient_ratios(line_shares: dict[str, pl.Expr]) -> dict[str, tuple[pl.Expr, pl.Expr]]:
-    """Per indicator, its numerator and denominator as sums over one provider's patient's lines."""
-    n = pl.len()
+def _per_patient_ratios(shares: Sequence[str]) -> dict[str, tuple[pl.Expr, pl.Expr]]:
+    """Per indicator, its numerator and denominator for one patient of a provider, from the
+    patient's lines (``_n``), amount (``_amount``) and each share's counts (``_num_<share>``
+    lines that meet its condition, ``_den_<share>`` lines where it is known)."""
+    n = pl.col("_n")
     ratios = {
         "lines_per_patient": (n, pl.lit(1)),
-        "amount_per_patient": (pl.col("amount_reimbursed").sum(), pl.lit(1)),
+        "amount_per_patient": (pl.col("_amount"), pl.lit(1)),
         "share_patients_seen_once": ((n == 1).cast(pl.Int64), pl.lit(1)),
         "repeat_intensity": (pl.when(n > 1).then(n).otherwise(0), (n > 1).cast(pl.Int64)),
     }
-    ratios |= {name: (share.sum(), share.count()) for name, share in line_shares.items()}
-    return ratios
+    return ratios | {name: (pl.col(f"_num_{name}"), pl.col(f"_den_{name}")) for name in shares}
 
 
 def _stratum(period: pl.Expr) -> pl.Expr:
@@ -68,20 +71,22 @@ def with_stratum(frame: pl.LazyFrame, patients: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def stratum_sums(
-    lines: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], line_shares: dict[str, pl.Expr]
+    per_patient: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], shares: Sequence[str]
 ) -> pl.LazyFrame:
     """Per ``keys`` (provider and period), profession and patient stratum: the numerator and
     denominator of every indicator of :func:`_per_patient_ratios`, summed over the patients
-    (a provider's expected value weighs stratum rates by these sums). ``lines`` carry
-    ``profession``, ``patient_id`` and what ``line_shares`` (indicator name -> per-line
-    boolean) read."""
-    ratios = _per_patient_ratios(line_shares)
-    per_patient = lines.group_by(*keys, "profession", "patient_id").agg(
+    (a provider's expected value weighs stratum rates by these sums). ``per_patient`` has a
+    row per ``keys``, ``profession`` and ``patient_id`` with what those ratios read."""
+    ratios = _per_patient_ratios(shares)
+    terms = per_patient.select(
+        *keys,
+        "profession",
+        "patient_id",
         *(e.alias(f"_num_{f}") for f, (e, _) in ratios.items()),
         *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
     )
     sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
-    return with_stratum(per_patient, patients).group_by(*keys, "profession", "_stratum").agg(sums)
+    return with_stratum(terms, patients).group_by(*keys, "profession", "_stratum").agg(sums)
 
 
 def expected_values(sums: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

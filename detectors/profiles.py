@@ -138,10 +138,14 @@ def profile_parts(
         .with_columns(period_expr(period), pl.col("_flagged").fill_null(False))
     )
     keys = [ID, "period"]
-    by_patient = base.group_by(*keys, "patient_id").agg(pl.len().alias("_n"))
-    patient_list = by_patient.group_by(keys).agg(
-        (pl.col("_n") == 1).mean().alias("share_patients_seen_once"),
-        pl.col("_n").filter(pl.col("_n") > 1).mean().fill_null(0.0).alias("repeat_intensity"),
+    fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
+    # Lines per patient and kind of service: what the patient list, the patient mix and the
+    # dearer-fee share read, grouped once (grouping lines by patient is a profile's costliest step).
+    per_patient_and_kind = base.group_by(*fee_keys, "patient_id").agg(
+        pl.len().alias("_n"),
+        pl.col("amount_reimbursed").sum().alias("_amount"),
+        *(share.sum().alias(f"_num_{name}") for name, share in LINE_SHARES.items()),
+        *(share.count().alias(f"_den_{name}") for name, share in LINE_SHARES.items()),
     )
     busiest = (
         base.group_by(*keys, "service_date")
@@ -165,7 +169,6 @@ def profile_parts(
     per_provider = base.group_by(keys).agg(
         *(pl.col(c).drop_nulls().first() for c in PEER_ATTRIBUTES),
         pl.len().alias("lines"),
-        pl.col("patient_id").n_unique().alias("patients"),
         pl.col("service_date").n_unique().alias("active_days"),
         *(share.mean().fill_null(0.0).alias(name) for name, share in LINE_SHARES.items()),
         pl.col("amount_reimbursed").sum().alias("_amount"),
@@ -180,10 +183,25 @@ def profile_parts(
         pl.col("_flagged").mean().alias("rule_hit_rate"),
         *((pl.col("channel") == channel).sum().alias(column) for channel, column in CHANNEL_LINES.items()),
     )
-    features = (
-        per_provider.join(patient_list, on=keys, how="left")
-        .join(busiest, on=keys, how="left")
-        .join(typed, on=keys, how="left")
+    codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n"))
+    # One pass over the lines for all: the engine reads ``base`` once for every plan.
+    provider_frame, busiest_frame, typed_frame, codes_frame, fine = pl.collect_all(
+        [per_provider, busiest, typed, codes, per_patient_and_kind]
+    )
+    per_patient = (
+        fine.lazy().group_by(*keys, "profession", "patient_id").agg(pl.col("_n", "_amount", "^_(num|den)_.*$").sum())
+    )
+    n = pl.col("_n")
+    patient_list = per_patient.group_by(keys).agg(
+        pl.len().alias("patients"),
+        (n == 1).mean().alias("share_patients_seen_once"),
+        n.filter(n > 1).mean().fill_null(0.0).alias("repeat_intensity"),
+    )
+    local = (
+        provider_frame.lazy()
+        .join(patient_list, on=keys, how="left")
+        .join(busiest_frame.lazy(), on=keys, how="left")
+        .join(typed_frame.lazy(), on=keys, how="left")
         .with_columns(
             (pl.col("lines") / pl.col("patients")).alias("lines_per_patient"),
             (pl.col("lines") / pl.col("active_days")).alias("lines_per_active_day"),
@@ -193,23 +211,24 @@ def profile_parts(
         )
         .drop("_amount")
     )
-    codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n"))
-    plans = [features, codes]
     patients = patients.lazy() if patients is not None else None
-    fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
     if patients is None or not patients.select(pl.len()).collect().item():
-        plans.append(
-            base.group_by(fee_keys).agg(pl.len().alias("_n")).with_columns(pl.lit(None, pl.String).alias("_stratum"))
+        fees = (
+            fine.lazy()
+            .group_by(fee_keys)
+            .agg(pl.col("_n").sum())
+            .with_columns(pl.lit(None, pl.String).alias("_stratum"))
         )
-    else:
-        per_patient = base.group_by(*fee_keys, "patient_id").agg(pl.len().alias("_n"))
-        plans.append(
-            patient_mix.with_stratum(per_patient, patients).group_by(*fee_keys, "_stratum").agg(pl.col("_n").sum())
-        )
-        plans.append(patient_mix.stratum_sums(base, patients, keys, LINE_SHARES))
-    # One pass over the lines for all: the engine reads ``base`` once for every plan.
-    local, codes_frame, fees, *mix = pl.collect_all(plans)
-    return ProfileParts(local=local, codes=codes_frame, fees=fees.lazy(), mix=mix[0] if mix else None)
+        local_frame, fees_frame = pl.collect_all([local, fees])
+        return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=None)
+    fees = (
+        patient_mix.with_stratum(fine.lazy().select(*fee_keys, "patient_id", "_n"), patients)
+        .group_by(*fee_keys, "_stratum")
+        .agg(pl.col("_n").sum())
+    )
+    mix = patient_mix.stratum_sums(per_patient, patients, keys, list(LINE_SHARES))
+    local_frame, fees_frame, mix_frame = pl.collect_all([local, fees, mix])
+    return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=mix_frame)
 
 
 def _kind_medians(fees: pl.LazyFrame) -> pl.LazyFrame:

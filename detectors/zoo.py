@@ -8,26 +8,25 @@ scales weigh the same and a new provider is scored against the training populati
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyod.models.base import BaseDetector
-from pyod.models.copod import COPOD
-from pyod.models.ecod import ECOD
-from pyod.models.hbos import HBOS
-from pyod.models.iforest import IForest
-from pyod.models.knn import KNN
-from pyod.models.lof import LOF
 from sklearn.base import BaseEstimator
 
-SINGLE: dict[str, type[BaseDetector]] = {
-    "ecod": ECOD,
-    "iforest": IForest,
-    "copod": COPOD,
-    "hbos": HBOS,
-    "knn": KNN,
-    "lof": LOF,
+if TYPE_CHECKING:
+    from pyod.models.base import BaseDetector
+
+# PyOD's detectors by name, imported when one is built: importing PyOD takes seconds (it
+# loads matplotlib, numba and pandas), which a run scored by the default detector never needs.
+SINGLE: dict[str, str] = {
+    "ecod": "pyod.models.ecod:ECOD",
+    "iforest": "pyod.models.iforest:IForest",
+    "copod": "pyod.models.copod:COPOD",
+    "hbos": "pyod.models.hbos:HBOS",
+    "knn": "pyod.models.knn:KNN",
+    "lof": "pyod.models.lof:LOF",
 }
 ENSEMBLE_MEMBERS = ("ecod", "iforest", "copod", "hbos", "knn")
 NAMES = (*SINGLE, "ensemble")
@@ -40,7 +39,9 @@ def _build(name: str, random_state: int, params: dict[str, Any]) -> BaseDetector
         raise ValueError(msg)
     if name == "iforest":
         params = {"random_state": random_state, **params}
-    return SINGLE[name](**params)
+    module, _, detector = SINGLE[name].partition(":")
+    built: BaseDetector = getattr(importlib.import_module(module), detector)(**params)
+    return built
 
 
 class Detector(BaseEstimator):  # type: ignore[misc]
