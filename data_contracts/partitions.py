@@ -26,6 +26,7 @@ from data_contracts.reader import SourceFile, scan_raw
 from data_contracts.tables import TABLES
 
 LINES = TABLES["billing_lines"]
+LINES_PER_PARTITION = 3_000_000  # a partition of generated lines peaks near 2.7 GB (bench/bench_pipeline.py)
 _FILE = "_file"  # the row's file, by its place in reading order
 _PART = "_part"
 
@@ -40,7 +41,7 @@ def line_count(root: Path) -> int:
         raise unreadable_table(LINES.name, files, exc) from None
 
 
-def partitions_for(root: Path, lines_per_partition: int) -> int:
+def partitions_for(root: Path, lines_per_partition: int = LINES_PER_PARTITION) -> int:
     """The number of partitions that keeps each near ``lines_per_partition`` lines."""
     return max(1, math.ceil(line_count(root) / lines_per_partition))
 

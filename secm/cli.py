@@ -18,6 +18,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from data_contracts import ContractError, TableStats
+from data_contracts.partitions import LINES_PER_PARTITION
 from rules import RuleError, load_catalog
 
 app = typer.Typer(
@@ -156,7 +157,7 @@ def run(
         typer.Option(
             min=1,
             help="Process the billing lines in this many partitions by provider, one at a time, to bound memory "
-            "(default: one per 5 000 000 lines; 1: all at once). The results do not depend on it.",
+            f"(default: one per {LINES_PER_PARTITION:,} lines; 1: all at once). The results do not depend on it.",
         ),
     ] = None,
 ) -> None:

@@ -27,8 +27,6 @@ from rules.catalog import Catalog
 from rules.context import STAMPED_SHARE, stamped
 from secm.settings import get_settings
 
-LINES_PER_PARTITION = 5_000_000  # a partition's lines: about 2 GB at the rule stage's peak
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -104,7 +102,7 @@ def run(
     names a database, publish the run there for the HTTP service.
 
     The billing lines are processed in ``partitions`` by provider, one at a time, so that
-    memory holds one partition (default: one per :data:`LINES_PER_PARTITION` lines; 1 reads
+    memory holds one partition (default: :func:`partitions_for`; 1 reads
     the whole table at once). The outputs do not depend on the partitions.
     """
     catalog = load_catalog(catalog_path)
@@ -118,7 +116,7 @@ def run(
 
     step("Loading and validating")
     with clock("load_validate_seconds"):
-        count = partitions or partitions_for(Path(data), LINES_PER_PARTITION)
+        count = partitions or partitions_for(Path(data))
         dataset = load_dataset(data, on_table=on_table, without_lines=count > 1)
     out.mkdir(parents=True, exist_ok=True)
     # Partitions and their profile parts are spilled here, and removed once scored.
