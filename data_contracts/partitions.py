@@ -73,6 +73,10 @@ def _first_providers(typed: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
+def _part(provider: pl.Expr, count: int) -> pl.Expr:
+    return provider.hash().mod(count).alias(_PART)
+
+
 @dataclass(frozen=True)
 class LinePartitions:
     """The typed billing lines of a dataset, one folder per partition that received lines."""
@@ -87,14 +91,22 @@ class LinePartitions:
         of its first row's provider)."""
         files = files_of(root, LINES)
         typed = _typed(files)
+        claim = pl.col("claim_id")
         try:
             owners = _first_providers(typed)
-            part = pl.coalesce("_owner", "provider_nihdi").hash().mod(count).alias(_PART)
-            typed.join(owners.lazy(), on="claim_id", how="left").with_columns(part).drop("_owner").sink_parquet(
+            shared = claim.is_not_null() & claim.is_in(owners["claim_id"].implode())
+            # Streamed: a join here would hold every line in memory, whatever the engine.
+            typed.filter(~shared).with_columns(_part(pl.col("provider_nihdi"), count)).sink_parquet(
                 pl.PartitionBy(folder, key=_PART, include_key=False), compression="lz4", mkdir=True
             )
+            # The rows of repeated claim ids, few, go to their first row's provider's partition.
+            repeated = typed.filter(shared).collect(engine="streaming").join(owners, on="claim_id")
+            repeated = repeated.with_columns(_part(pl.col("_owner"), count)).drop("_owner")
         except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
             raise unreadable_table(LINES.name, files, exc) from None
+        for (index,), rows in repeated.partition_by(_PART, as_dict=True, include_key=False).items():
+            (folder / f"{_PART}={index}").mkdir(parents=True, exist_ok=True)
+            rows.write_parquet(folder / f"{_PART}={index}" / "repeated-claim-ids.parquet", compression="lz4")
         parts = sorted(folder.glob(f"{_PART}=*"), key=lambda p: int(p.name.partition("=")[2]))
         return cls(files=files, parts=parts)
 
