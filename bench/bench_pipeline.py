@@ -175,7 +175,7 @@ def main() -> None:
     stages = set(args.stages.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         data = str(args.data or Path(tmp) / "data")
-        report: dict[str, object] = {"lines": args.lines}
+        report: dict[str, object] = {"lines": args.lines} if args.data is None else {"dataset": str(args.data)}
         if args.data is None:
             gen = _in_process(_generate, data, args.lines)
             report["generate"] = {**gen, "lines_per_second": args.lines / gen["seconds"]}
