@@ -194,7 +194,8 @@ def run(
     stages = ", ".join(
         f"{name.removesuffix('_seconds').replace('_', ' ')} {seconds:.1f}s" for name, seconds in timings.items()
     )
-    console.print(f"Stages ({result.info['partitions']} partition(s)): {stages}.")
+    count = result.info["partitions"]
+    console.print(f"Stages ({'lines read whole' if count == 1 else f'{count} partitions'}): {stages}.")
     if publish:
         from api.database import migrate
         from secm.purge import expire_raw_values

@@ -102,8 +102,8 @@ def run(
     names a database, publish the run there for the HTTP service.
 
     The billing lines are processed in ``partitions`` by provider, one at a time, so that
-    memory holds one partition (default: :func:`partitions_for`; 1 reads
-    the whole table at once). The outputs do not depend on the partitions.
+    memory holds one partition (default: :func:`partitions_for`; 1 reads them whole). The
+    outputs do not depend on the partitions.
     """
     catalog = load_catalog(catalog_path)
     effective_from = catalog.effective_from(legislation, effective_from)
