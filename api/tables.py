@@ -87,6 +87,12 @@ def additive(revision: str) -> tuple[Callable[[], None], Callable[[], None]]:
     return upgrade, downgrade
 
 
+def _serial_id() -> sa.Column[int]:
+    """A row's number, given by the database: a BIGINT, except on SQLite, where only an
+    INTEGER primary key is the row id itself."""
+    return sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+
+
 def _run_id(*, primary_key: bool = False) -> sa.Column[str]:
     """The published run a row belongs to; its rows go when the run is deleted."""
     foreign_key = sa.ForeignKey("runs.run_id", ondelete="CASCADE")
@@ -108,7 +114,7 @@ runs = sa.Table(
 flags = sa.Table(
     "flags",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    _serial_id(),
     _run_id(),
     sa.Column("claim_id", sa.String(64), nullable=False),
     sa.Column("rule_id", sa.String(64), nullable=False),
@@ -187,7 +193,7 @@ quarantine_counts = sa.Table(
 reference_rows = sa.Table(
     "reference_rows",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    _serial_id(),
     _run_id(),
     sa.Column("table_name", sa.String(64), nullable=False),
     sa.Column("row", sa.Text, nullable=False),  # JSON
@@ -274,7 +280,7 @@ case_recoveries = sa.Table(
 realtime_lines = sa.Table(
     "realtime_lines",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    _serial_id(),
     _run_id(),
     sa.Column("provider_nihdi", sa.String(11), nullable=False),
     sa.Column("claim_id", sa.String, nullable=False),
@@ -330,7 +336,7 @@ campaign_providers = sa.Table(
 audit_log = sa.Table(
     "audit_log",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    _serial_id(),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("role", sa.String(32), nullable=False),
