@@ -22,3 +22,11 @@ def rows_that_may_repeat(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
     hashed = frame.with_columns(key.hash().alias("_hash"))
     repeated = hashed.select(pl.col("_hash").sort()).filter(pl.col("_hash") == pl.col("_hash").shift(1)).unique()
     return hashed.join(repeated, on="_hash", how="semi").drop("_hash")
+
+
+def repeated_hashes(frame: pl.LazyFrame, key: pl.Expr) -> pl.Series:
+    """The hashes that ``key`` (not null) takes more than once in ``frame``, found by
+    :func:`may_repeat`'s sort in one streamed pass over the key alone: for a table larger than
+    memory, which :func:`rows_that_may_repeat`'s plan would hold whole."""
+    hashes = frame.select(key.drop_nulls().hash()).collect(engine="streaming").to_series().sort()
+    return hashes.filter(hashes == hashes.shift(1)).unique()

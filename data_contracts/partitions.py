@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from data_contracts.coerce import coerce_file
+from data_contracts.keys import repeated_hashes
 from data_contracts.loader import dataset_folder, files_of, quarantine_frame, raw_values_of, unreadable_table, validate
 from data_contracts.reader import SourceFile, scan_raw
 from data_contracts.tables import TABLES
@@ -56,25 +57,20 @@ def _typed(files: list[SourceFile]) -> pl.LazyFrame:
     )
 
 
-def _first_providers(typed: pl.LazyFrame) -> pl.DataFrame:
-    """For each claim id read more than once: ``_owner``, the provider of its first row."""
-    claim = pl.col("claim_id")
-    hashes = typed.select(claim.drop_nulls().hash()).collect(engine="streaming").to_series().sort()
-    repeated = hashes.filter(hashes == hashes.shift(1)).unique()
-    if repeated.is_empty():
-        return pl.DataFrame(schema={"claim_id": pl.String, "_owner": pl.String})
-    return (
-        typed.filter(claim.is_not_null() & claim.hash().is_in(repeated.implode()))
-        .select("claim_id", _FILE, "_row", "provider_nihdi")
-        .collect(engine="streaming")
-        .sort(_FILE, "_row")
-        .group_by("claim_id", maintain_order=True)
-        .agg(pl.col("provider_nihdi").first().alias("_owner"))
-    )
-
-
 def _part(provider: pl.Expr, count: int) -> pl.Expr:
     return provider.hash().mod(count).alias(_PART)
+
+
+def _repeated_claims(typed: pl.LazyFrame, count: int) -> tuple[pl.Expr, pl.DataFrame]:
+    """Whether a row's claim id may be read more than once (its hash is), and those rows,
+    few, each with ``_part``: the partition of its claim id's first row's provider."""
+    claim = pl.col("claim_id")
+    hashes = repeated_hashes(typed, claim)
+    if hashes.is_empty():
+        return pl.lit(False), pl.DataFrame(schema={_PART: pl.UInt64})
+    shared = claim.is_not_null() & claim.hash().is_in(hashes.implode())
+    rows = typed.filter(shared).collect(engine="streaming").sort(_FILE, "_row")
+    return shared, rows.with_columns(_part(pl.col("provider_nihdi").first().over("claim_id"), count))
 
 
 @dataclass(frozen=True)
@@ -91,17 +87,12 @@ class LinePartitions:
         of its first row's provider)."""
         files = files_of(root, LINES)
         typed = _typed(files)
-        claim = pl.col("claim_id")
         try:
-            owners = _first_providers(typed)
-            shared = claim.is_not_null() & claim.is_in(owners["claim_id"].implode())
+            shared, repeated = _repeated_claims(typed, count)
             # Streamed: a join here would hold every line in memory, whatever the engine.
             typed.filter(~shared).with_columns(_part(pl.col("provider_nihdi"), count)).sink_parquet(
                 pl.PartitionBy(folder, key=_PART, include_key=False), compression="lz4", mkdir=True
             )
-            # The rows of repeated claim ids, few, go to their first row's provider's partition.
-            repeated = typed.filter(shared).collect(engine="streaming").join(owners, on="claim_id")
-            repeated = repeated.with_columns(_part(pl.col("_owner"), count)).drop("_owner")
         except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
             raise unreadable_table(LINES.name, files, exc) from None
         for (index,), rows in repeated.partition_by(_PART, as_dict=True, include_key=False).items():
