@@ -129,14 +129,16 @@ def _secm_run(data: str, partitions: str, database_url: str, home: str) -> dict[
     out = Path(home) / "out"
     command = [str(Path(sys.executable).parent / "secm"), "run", "--data", data, "--out", str(out)]
     env = {**os.environ, "SECM_HOME": home, "SECM_DATABASE_URL": database_url}
-    started = time.perf_counter()
     if partitions != "auto":
         command += ["--partitions", partitions]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
+    errors = Path(home) / "stderr.log"  # a file: a pipe nobody reads would stall a chatty run
+    with errors.open("wb") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
     if status != 0:
-        raise SystemExit(f"secm run failed: {process.stderr.read().decode() if process.stderr else status}")
+        raise SystemExit(f"secm run failed: {errors.read_text(errors='replace')}")
     info = json.loads((out / "run.json").read_text())
     lines = info["tables"]["billing_lines"]["rows_read"]
     return {
