@@ -18,6 +18,7 @@ in durable_rules sessions in the rules workers (``rules.durable_worker``).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -340,4 +341,7 @@ def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) 
         effective_from = info.get("effective_from")
         start = date.fromisoformat(effective_from) if effective_from else None
         cache[run_id] = ClaimChecker(run_id, legislation, start, references, engine)
+        # The reference indexes live as long as the run is served: the cyclic garbage collector
+        # need not walk them at each full collection (a pause in the middle of a check).
+        gc.freeze()
     return cache[run_id]

@@ -90,6 +90,23 @@ class _Held:
     rows: dict[str, _Stored] = field(default_factory=dict)  # by claim
 
 
+# The statements of every batch, built once (building one costs about as much as running it).
+_rl, _ri = t.realtime_lines.c, t.realtime_invoices.c
+_NEW_LINES = sa.select(_rl.id, _rl.provider_nihdi, _rl.claim_id, _rl.posted_at, _rl.line).where(
+    _rl.run_id == sa.bindparam("run"),
+    _rl.provider_nihdi.in_(sa.bindparam("providers", expanding=True)),
+    _rl.id > sa.bindparam("since"),
+)
+_ONE_LINE = t.realtime_lines.delete().where(
+    _rl.run_id == sa.bindparam("run"), _rl.provider_nihdi == sa.bindparam("p"), _rl.claim_id == sa.bindparam("c")
+)
+_STORE_LINES = t.realtime_lines.insert().returning(_rl.id, sort_by_parameter_order=True)
+_EXPIRED = [
+    table.delete().where(table.c.posted_at < sa.bindparam("cutoff"))
+    for table in (t.realtime_lines, t.realtime_invoices)
+]
+
+
 def _by_service_date(stored: _Stored) -> date:
     day: date = stored.line["service_date"]
     return day
@@ -200,7 +217,7 @@ class History:
         cutoff = now - self.kept_seconds
         for holding in held.values():
             kept = [s for s in holding.rows.values() if s.posted_at >= cutoff]
-            recent = sorted(kept, key=_by_service_date)[-HISTORY_LINES:]
+            recent = kept if len(kept) <= HISTORY_LINES else sorted(kept, key=_by_service_date)[-HISTORY_LINES:]
             context |= {s.line["claim_id"]: s.line for s in recent}
         context |= {line["claim_id"]: line for line in posted}
         self._keep(connection, posted, held, now)
@@ -216,13 +233,8 @@ class History:
 
     def _read_new(self, connection: sa.Connection, held: dict[str, _Held]) -> None:
         """Read the lines stored since what each holding holds (one query for them all)."""
-        rl = t.realtime_lines.c
         since = min(holding.seen for holding in held.values())
-        rows = connection.execute(
-            sa.select(rl.id, rl.provider_nihdi, rl.claim_id, rl.posted_at, rl.line).where(
-                rl.run_id == self.run_id, rl.provider_nihdi.in_(list(held)), rl.id > since
-            )
-        )
+        rows = connection.execute(_NEW_LINES, {"run": self.run_id, "providers": list(held), "since": since})
         newest = {provider: holding.seen for provider, holding in held.items()}
         for line_id, provider, claim_id, posted_at, text in rows:
             holding = held[provider]
@@ -238,15 +250,11 @@ class History:
         """Store ``posted`` (a claim stored before is stored anew under a new id, for the other
         processes to read), and trim a provider's stored lines to its latest
         ``HISTORY_LINES`` once there are twice as many."""
-        rl = t.realtime_lines.c
-        one_line = (
-            (rl.run_id == self.run_id) & (rl.provider_nihdi == sa.bindparam("p")) & (rl.claim_id == sa.bindparam("c"))
-        )
         latest = {_owned(line): line for line in posted}
         # A process holds every stored line of its providers, but those it deleted itself (a
         # line another process deleted is no longer there to replace).
-        if again := [{"p": p, "c": c} for p, c in latest if c in held[p].rows]:
-            connection.execute(t.realtime_lines.delete().where(one_line), again)
+        if again := [{"run": self.run_id, "p": p, "c": c} for p, c in latest if c in held[p].rows]:
+            connection.execute(_ONE_LINE, again)
         rows = [
             {
                 "run_id": self.run_id,
@@ -257,7 +265,7 @@ class History:
             }
             for (provider, claim_id), line in latest.items()
         ]
-        stored = connection.execute(t.realtime_lines.insert().returning(rl.id, sort_by_parameter_order=True), rows)
+        stored = connection.execute(_STORE_LINES, rows)
         for line_id, ((provider, claim_id), line) in zip(stored.scalars(), latest.items(), strict=True):
             holding = held[provider]
             holding.rows[claim_id] = _Stored(line_id, now, line)
@@ -266,18 +274,18 @@ class History:
         for provider, holding in held.items():
             if len(holding.rows) > 2 * HISTORY_LINES:
                 for old in sorted(holding.rows.values(), key=_by_service_date)[:-HISTORY_LINES]:
-                    trimmed.append({"p": provider, "c": old.line["claim_id"]})
+                    trimmed.append({"run": self.run_id, "p": provider, "c": old.line["claim_id"]})
                     del holding.rows[old.line["claim_id"]]
         if trimmed:
-            connection.execute(t.realtime_lines.delete().where(one_line), trimmed)
+            connection.execute(_ONE_LINE, trimmed)
 
     def _cutoff(self) -> float:
         return time.time() - self.kept_seconds
 
     def _expire(self, connection: sa.Connection, now: float) -> None:
         """Delete what was posted more than ``kept_seconds`` ago."""
-        for table in (t.realtime_lines, t.realtime_invoices):
-            connection.execute(table.delete().where(table.c.posted_at < now - self.kept_seconds))
+        for expired in _EXPIRED:
+            connection.execute(expired, {"cutoff": now - self.kept_seconds})
 
     def _tidy(self, connection: sa.Connection, now: float) -> None:
         """Delete what is older than ``kept_seconds``, and each caller's invoices beyond the

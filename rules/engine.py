@@ -37,6 +37,7 @@ FLAGS_SCHEMA: dict[str, pl.DataType] = {
     "legislation": pl.String(),
     "evidence": pl.String(),
 }
+_NO_FLAGS = pl.DataFrame(schema=FLAGS_SCHEMA)
 
 
 def one_flag_per_line(checks: Sequence[pl.LazyFrame]) -> pl.LazyFrame:
@@ -82,8 +83,9 @@ def flags_table(
 ) -> pl.DataFrame:
     """The contract's flags from each rule's flagged lines (``_i``, ``claim_id``, ``reason``, ``evidence``)."""
     frames = [_flags_frame(rule, legislation, f, lines) for rule, f in zip(rules, flagged, strict=True) if f.height]
-    flags = pl.concat(frames) if frames else pl.DataFrame(schema=FLAGS_SCHEMA)
-    return flags.sort("rule_id", "claim_id")
+    if not frames:  # most checks of a few lines: no query to run, no frame to build
+        return _NO_FLAGS.clone()
+    return pl.concat(frames).sort("rule_id", "claim_id")
 
 
 def enriched_lines(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from functools import cache
+from operator import itemgetter
 
 import polars as pl
 
@@ -184,20 +185,26 @@ def bearing_on(catalog: Catalog, lines: list[Row], posted: set[str]) -> list[Row
     choosing before enrichment spares enriching, sending and preparing the others. All
     ``lines`` when a key reads a column the enrichment adds.
     """
-    groups: list[tuple[str, ...]] = []
-    for rule in catalog:
-        for check in rule.checks:
-            if isinstance(check, DuplicateKeyCheck):
-                groups.append(tuple(check.key))
-            elif isinstance(check, BurstCheck):
-                groups.append(tuple(check.partition_by))
+    groups = _line_groups(catalog)
     if any(column not in TABLES["billing_lines"].dtypes for group in groups for column in group):
         return lines
+    keys = [itemgetter(*group) for group in groups]  # a tuple per line, or one value for one column
     mine = [line for line in lines if line["claim_id"] in posted]
-    shared = {(k, tuple(line[c] for c in group)) for k, group in enumerate(groups) for line in mine}
+    shared = [{key(line) for line in mine} for key in keys]
     return [
         line
         for line in lines
-        if line["claim_id"] in posted
-        or any((k, tuple(line[c] for c in group)) in shared for k, group in enumerate(groups))
+        if line["claim_id"] in posted or any(key(line) in values for key, values in zip(keys, shared, strict=True))
     ]
+
+
+def _line_groups(catalog: Catalog) -> tuple[tuple[str, ...], ...]:
+    """The column groups whose lines a rule reads together: duplicate keys, burst partitions."""
+    groups: dict[tuple[str, ...], None] = {}
+    for rule in catalog:
+        for check in rule.checks:
+            if isinstance(check, DuplicateKeyCheck):
+                groups[tuple(check.key)] = None
+            elif isinstance(check, BurstCheck):
+                groups[tuple(check.partition_by)] = None
+    return tuple(groups)
