@@ -188,8 +188,15 @@ def bearing_on(catalog: Catalog, lines: list[Row], posted: set[str]) -> list[Row
     groups = _line_groups(catalog)
     if any(column not in TABLES["billing_lines"].dtypes for group in groups for column in group):
         return lines
-    keys = [itemgetter(*group) for group in groups]  # a tuple per line, or one value for one column
     mine = [line for line in lines if line["claim_id"] in posted]
+    # Columns every group shares (a provider and a day) first: one look-up per line leaves
+    # the few lines near a posted one, whose groups are then compared.
+    common = [column for column in groups[0] if all(column in group for group in groups[1:])] if groups else []
+    if common:
+        near = itemgetter(*common)
+        close = {near(line) for line in mine}
+        lines = [line for line in lines if near(line) in close]
+    keys = [itemgetter(*group) for group in groups]  # a tuple per line, or one value for one column
     shared = [{key(line) for line in mine} for key in keys]
     return [
         line
