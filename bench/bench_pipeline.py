@@ -30,7 +30,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _generate(out: str, lines: int, queue: mp.Queue) -> None:
+def generate_dataset(out: str, lines: int, queue: mp.Queue) -> None:
     from secm.synth import generate
 
     started = time.perf_counter()
@@ -123,11 +123,12 @@ def _compare(out: str, sample: int, queue: mp.Queue) -> None:
     )
 
 
-def _secm_run(data: str, partitions: str, database_url: str, home: str) -> dict[str, object]:
-    """``secm run`` as a user types it, in a process of its own: wall time, peak RSS and the
-    stage timings it records."""
+def secm_run(data: str, partitions: str, database_url: str, home: str, *options: str) -> dict[str, object]:
+    """``secm run`` as a user types it (with ``options``), in a process of its own: wall time,
+    peak RSS (of it and of what it started, a Spark JVM included) and the stage timings it
+    records."""
     out = Path(home) / "out"
-    command = [str(Path(sys.executable).parent / "secm"), "run", "--data", data, "--out", str(out)]
+    command = [str(Path(sys.executable).parent / "secm"), "run", "--data", data, "--out", str(out), *options]
     env = {**os.environ, "SECM_HOME": home, "SECM_DATABASE_URL": database_url}
     if partitions != "auto":
         command += ["--partitions", partitions]
@@ -150,7 +151,7 @@ def _secm_run(data: str, partitions: str, database_url: str, home: str) -> dict[
     }
 
 
-def _in_process(target, *args):  # type: ignore[no-untyped-def]
+def in_process(target, *args):  # type: ignore[no-untyped-def]
     queue: mp.Queue = mp.Queue()
     process = mp.get_context("fork").Process(target=target, args=(*args, queue))
     process.start()
@@ -179,10 +180,10 @@ def main() -> None:
         data = str(args.data or Path(tmp) / "data")
         report: dict[str, object] = {"lines": args.lines} if args.data is None else {"dataset": str(args.data)}
         if args.data is None:
-            gen = _in_process(_generate, data, args.lines)
+            gen = in_process(generate_dataset, data, args.lines)
             report["generate"] = {**gen, "lines_per_second": args.lines / gen["seconds"]}
         if "rules" in stages:
-            run = _in_process(_pipeline, data)
+            run = in_process(_pipeline, data)
             n = run["lines"]
             report["pipeline"] = {
                 **run,
@@ -199,9 +200,9 @@ def main() -> None:
                         tempfile.TemporaryDirectory(dir=tmp) as home,
                         fresh_database(server, home, "bench_pipeline") as url,
                     ):
-                        runs.append({"database": name, **_secm_run(data, partitions, url, home)})
+                        runs.append({"database": name, **secm_run(data, partitions, url, home)})
         if args.sample:
-            report["backends_on_sample"] = _in_process(_compare, data, args.sample)
+            report["backends_on_sample"] = in_process(_compare, data, args.sample)
     print(json.dumps(report, indent=2, default=lambda v: round(v, 2)))
 
 

@@ -173,10 +173,13 @@ def load_files(
         raise unreadable_table(spec.name, files, exc) from None
 
 
-def unreadable_table(table: str, files: list[SourceFile], exc: pl.exceptions.PolarsError) -> UnreadableTableError:
-    """The one-line error for a table whose rows cannot be read past the header."""
+def unreadable_table(table: str, files: list[SourceFile], exc: pl.exceptions.PolarsError | str) -> UnreadableTableError:
+    """The one-line error for a table whose rows cannot be read past the header (``exc``, or
+    what :func:`unreadable` said of it elsewhere)."""
     names = ", ".join(f.name for f in files)
-    return UnreadableTableError(f"Cannot read table '{table}' ({names}): {unreadable(exc)}")
+    return UnreadableTableError(
+        f"Cannot read table '{table}' ({names}): {exc if isinstance(exc, str) else unreadable(exc)}"
+    )
 
 
 def load_records(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -28,8 +29,10 @@ from data_contracts.tables import TABLES
 
 LINES = TABLES["billing_lines"]
 LINES_PER_PARTITION = 3_000_000  # a partition of generated lines peaks near 2.7 GB (bench/bench_pipeline.py)
-_FILE = "_file"  # the row's file, by its place in reading order
-_PART = "_part"
+# What evaluates the partitions: this process one after the other, or Spark tasks (``secm.spark``).
+Engine = Literal["polars", "spark"]
+FILE_COLUMN = "_file"  # the row's file, by its place in reading order
+PART_COLUMN = "_part"  # the partition a row goes to
 
 
 def line_count(root: Path) -> int:
@@ -47,30 +50,33 @@ def partitions_for(root: Path, lines_per_partition: int = LINES_PER_PARTITION) -
     return max(1, math.ceil(line_count(root) / lines_per_partition))
 
 
-def _typed(files: list[SourceFile]) -> pl.LazyFrame:
+def typed_lines(files: list[SourceFile]) -> pl.LazyFrame:
+    """The billing lines of ``files``, typed as the loader types them, each with its file's
+    number (``FILE_COLUMN``) beside its row."""
     return pl.concat(
         [
-            coerce_file(scan_raw(f), LINES, f).with_columns(pl.lit(i, pl.UInt32).alias(_FILE))
+            coerce_file(scan_raw(f), LINES, f).with_columns(pl.lit(i, pl.UInt32).alias(FILE_COLUMN))
             for i, f in enumerate(files)
         ],
         how="vertical",
     )
 
 
-def _part(provider: pl.Expr, count: int) -> pl.Expr:
-    return provider.hash().mod(count).alias(_PART)
+def partition_of(provider: pl.Expr, count: int) -> pl.Expr:
+    """The partition, of ``count``, of the lines of ``provider``."""
+    return provider.hash().mod(count).alias(PART_COLUMN)
 
 
 def _repeated_claims(typed: pl.LazyFrame, count: int) -> tuple[pl.Expr, pl.DataFrame]:
     """Whether a row's claim id may be read more than once (its hash is), and those rows,
-    few, each with ``_part``: the partition of its claim id's first row's provider."""
+    few, each with its ``PART_COLUMN``: the partition of its claim id's first row's provider."""
     claim = pl.col("claim_id")
     hashes = repeated_hashes(typed, claim)
     if hashes.is_empty():
-        return pl.lit(False), pl.DataFrame(schema={_PART: pl.UInt64})
+        return pl.lit(False), pl.DataFrame(schema={PART_COLUMN: pl.UInt64})
     shared = claim.is_not_null() & claim.hash().is_in(hashes.implode())
-    rows = typed.filter(shared).collect(engine="streaming").sort(_FILE, "_row")
-    return shared, rows.with_columns(_part(pl.col("provider_nihdi").first().over("claim_id"), count))
+    rows = typed.filter(shared).collect(engine="streaming").sort(FILE_COLUMN, "_row")
+    return shared, rows.with_columns(partition_of(pl.col("provider_nihdi").first().over("claim_id"), count))
 
 
 @dataclass(frozen=True)
@@ -86,26 +92,26 @@ class LinePartitions:
         partitions under ``folder`` by a hash of their provider (for a repeated claim id,
         of its first row's provider)."""
         files = files_of(root, LINES)
-        typed = _typed(files)
+        typed = typed_lines(files)
         try:
             shared, repeated = _repeated_claims(typed, count)
             # Streamed: a join here would hold every line in memory, whatever the engine.
-            typed.filter(~shared).with_columns(_part(pl.col("provider_nihdi"), count)).sink_parquet(
-                pl.PartitionBy(folder, key=_PART, include_key=False), compression="lz4", mkdir=True
+            typed.filter(~shared).with_columns(partition_of(pl.col("provider_nihdi"), count)).sink_parquet(
+                pl.PartitionBy(folder, key=PART_COLUMN, include_key=False), compression="lz4", mkdir=True
             )
         except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
             raise unreadable_table(LINES.name, files, exc) from None
-        for (index,), rows in repeated.partition_by(_PART, as_dict=True, include_key=False).items():
-            (folder / f"{_PART}={index}").mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(folder / f"{_PART}={index}" / "repeated-claim-ids.parquet", compression="lz4")
-        parts = sorted(folder.glob(f"{_PART}=*"), key=lambda p: int(p.name.partition("=")[2]))
+        for (index,), rows in repeated.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
+            (folder / f"{PART_COLUMN}={index}").mkdir(parents=True, exist_ok=True)
+            rows.write_parquet(folder / f"{PART_COLUMN}={index}" / "repeated-claim-ids.parquet", compression="lz4")
+        parts = sorted(folder.glob(f"{PART_COLUMN}=*"), key=lambda p: int(p.name.partition("=")[2]))
         return cls(files=files, parts=parts)
 
     def load(self, part: Path, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """One partition's valid lines, and its failed rows' keys and reasons (``_source``,
         ``_row``, ``_reasons``) for :meth:`quarantine`; its rows in reading order, as the
         check of repeated claim ids expects."""
-        return validate(LINES, pl.scan_parquet(part).sort(_FILE, "_row").drop(_FILE), valid_tables)
+        return validate(LINES, pl.scan_parquet(part).sort(FILE_COLUMN, "_row").drop(FILE_COLUMN), valid_tables)
 
     def quarantine(self, failed: list[pl.DataFrame]) -> pl.DataFrame:
         """The quarantined lines of every partition, their raw values read in one pass."""

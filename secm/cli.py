@@ -18,7 +18,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from data_contracts import ContractError, TableStats
-from data_contracts.partitions import LINES_PER_PARTITION
+from data_contracts.partitions import LINES_PER_PARTITION, Engine
 from rules import RuleError, load_catalog
 
 app = typer.Typer(
@@ -157,8 +157,16 @@ def run(
         typer.Option(
             min=1,
             help="Process the billing lines in this many partitions by provider, one at a time, to bound memory "
-            f"(default: one per {LINES_PER_PARTITION:,} lines; 1: all at once). The results do not depend on it.",
+            f"(default: one per {LINES_PER_PARTITION:,} lines, and with --engine spark at least one per core; "
+            "1: all at once). The results do not depend on it.",
         ),
+    ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(help="polars: partitions one after the other here; spark: side by side in Spark tasks."),
+    ] = "polars",
+    spark_master: Annotated[
+        str | None, typer.Option(help="With --engine spark: the Spark master (default local[*], every core here).")
     ] = None,
 ) -> None:
     """Validate a dataset, run the rule catalog, score providers, publish the results."""
@@ -178,6 +186,8 @@ def run(
             effective_from=effective_from.date() if effective_from else None,
             catalog_path=catalog,
             partitions=partitions,
+            engine=engine,
+            spark_master=spark_master,
             on_step=lambda s: progress.update(task, description=s),
             on_table=on_table,
             publish_to=get_settings().effective_database_url if publish else None,
@@ -195,7 +205,8 @@ def run(
         f"{name.removesuffix('_seconds').replace('_', ' ')} {seconds:.1f}s" for name, seconds in timings.items()
     )
     count = result.info["partitions"]
-    console.print(f"Stages ({'lines read whole' if count == 1 else f'{count} partitions'}): {stages}.")
+    where = "lines read whole" if count == 1 and engine == "polars" else f"{count} partition{'s' * (count > 1)}"
+    console.print(f"Stages ({where}{' on Spark, summed over its tasks' if engine == 'spark' else ''}): {stages}.")
     if publish:
         from api.database import migrate
         from secm.purge import expire_raw_values

@@ -18,7 +18,7 @@ import polars as pl
 
 from data_contracts import TABLES, Dataset, TableStats, load_dataset
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
-from data_contracts.partitions import LinePartitions, partitions_for
+from data_contracts.partitions import Engine, LinePartitions, partitions_for
 from detectors.fairness import fairness_report, provider_attributes
 from detectors.profiles import Period, ProfileParts, combine_profiles, profile_parts, provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
@@ -93,6 +93,8 @@ def run(
     catalog_path: Path | None = None,
     period: Period = "year",
     partitions: int | None = None,
+    engine: Engine = "polars",
+    spark_master: str | None = None,
     on_step: Callable[[str], None] | None = None,
     on_table: Callable[[str, TableStats], None] | None = None,
     publish_to: str | None = None,
@@ -102,8 +104,9 @@ def run(
     names a database, publish the run there for the HTTP service.
 
     The billing lines are processed in ``partitions`` by provider, one at a time, so that
-    memory holds one partition (default: :func:`partitions_for`; 1 reads them whole). The
-    outputs do not depend on the partitions.
+    memory holds one partition (default: :func:`partitions_for`; 1 reads them whole); with
+    ``engine="spark"``, side by side in Spark tasks on ``spark_master`` (``secm.spark``). The
+    outputs depend on neither.
     """
     catalog = load_catalog(catalog_path)
     effective_from = catalog.effective_from(legislation, effective_from)
@@ -116,30 +119,38 @@ def run(
 
     step("Loading and validating")
     with clock("load_validate_seconds"):
-        count = partitions or partitions_for(Path(data))
-        dataset = load_dataset(data, on_table=on_table, without_lines=count > 1)
+        if partitions:
+            count = partitions
+        elif engine == "spark":
+            from secm.spark import default_partitions
+
+            count = default_partitions(Path(data), spark_master)
+        else:
+            count = partitions_for(Path(data))
+        dataset = load_dataset(data, on_table=on_table, without_lines=count > 1 or engine == "spark")
     out.mkdir(parents=True, exist_ok=True)
     # Partitions and their profile parts are spilled here, and removed once scored.
     with tempfile.TemporaryDirectory(prefix=".partitions-", dir=out) as folder:
         evaluate_part = partial(
-            _evaluate_part,
-            catalog=catalog,
-            legislation=legislation,
-            effective_from=effective_from,
-            period=period,
-            clock=clock,
+            _evaluate_part, catalog=catalog, legislation=legislation, effective_from=effective_from, period=period
         )
-        if count == 1:
+        if engine == "spark":
+            from secm.spark import evaluate_partitions
+
+            parts, quarantine, lines_stats = evaluate_partitions(
+                Path(data), dataset, count, Path(folder), evaluate_part, clock, step, spark_master
+            )
+        elif count == 1:
             step("Evaluating rules")
-            parts = [evaluate_part(dataset.lazy_tables())]
+            parts = [evaluate_part(dataset.lazy_tables(), clock=clock)]
             quarantine = dataset.quarantine
             lines_stats = dataset.stats["billing_lines"]
         else:
             parts, quarantine, lines_stats = _evaluate_partitions(
-                Path(data), dataset, count, Path(folder), evaluate_part, clock, step
+                Path(data), dataset, count, Path(folder), partial(evaluate_part, clock=clock), clock, step
             )
-            if on_table is not None:
-                on_table("billing_lines", lines_stats)
+        if on_table is not None and (engine == "spark" or count > 1):
+            on_table("billing_lines", lines_stats)
         step("Scoring provider profiles")
         with clock("scoring_seconds"):
             profiles = combine_profiles([p.profiles for p in parts])
@@ -165,6 +176,7 @@ def run(
         "catalog_version": catalog.version,
         "effective_from": effective_from.isoformat() if effective_from else None,
         "partitions": count,
+        "engine": engine,
         "tables": {name: stats[name].as_dict() for name in TABLES if name in stats},
         "quarantine_reasons": _reason_counts(quarantine),
         "rules": summarise(flags, catalog),

@@ -1,8 +1,13 @@
-"""A run out of core (billing lines in partitions by provider) gives what a run in memory gives."""
+"""A run out of core (billing lines in partitions by provider, one after the other here or side by
+side on Spark) gives what a run in memory gives.
+
+The Spark runs need a Java runtime; without one they are skipped, unless ``SECM_REQUIRE_SPARK``
+is set (CI), which makes that a failure."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,14 @@ from secm.pipeline import run
 from tests import factories as f
 
 # What differs between two runs of the same data whatever their partitions.
-RUN_SPECIFIC = ("run_id", "created_at", "outputs", "partitions", "timings")
+RUN_SPECIFIC = ("run_id", "created_at", "outputs", "partitions", "engine", "timings")
+
+
+def _java_or_skip() -> None:
+    if shutil.which("java") is None:
+        if os.environ.get("SECM_REQUIRE_SPARK"):
+            pytest.fail("SECM_REQUIRE_SPARK is set but there is no Java runtime for Spark")
+        pytest.skip("no Java runtime: Spark cannot start")
 
 
 def _with_hard_cases(synthetic: Path, root: Path) -> Path:
@@ -63,13 +75,18 @@ def _run(data: Path, out: Path, partitions: int, **kw: Any) -> dict[str, Any]:
     return {k: v for k, v in info.items() if k not in RUN_SPECIFIC}
 
 
-@pytest.mark.parametrize(("legislation", "partitions"), [("current", 4), ("reform_art174", 3)])
+@pytest.mark.parametrize(
+    ("legislation", "partitions", "engine"),
+    [("current", 4, "polars"), ("reform_art174", 3, "polars"), ("current", 3, "spark"), ("reform_art174", 2, "spark")],
+)
 def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
-    synthetic: Path, tmp_path: Path, legislation: str, partitions: int
+    synthetic: Path, tmp_path: Path, legislation: str, partitions: int, engine: str
 ) -> None:
+    if engine == "spark":
+        _java_or_skip()
     data = _with_hard_cases(synthetic, tmp_path / "data")
     whole = _run(data, tmp_path / "whole", 1, legislation=legislation)
-    split = _run(data, tmp_path / "split", partitions, legislation=legislation)
+    split = _run(data, tmp_path / "split", partitions, legislation=legislation, engine=engine, spark_master="local[2]")
 
     lines = whole["tables"]["billing_lines"]
     assert lines["rows_read"] == lines["rows_valid"] + lines["rows_quarantined"]

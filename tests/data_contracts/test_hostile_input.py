@@ -4,6 +4,7 @@ cannot be read at all is one error line that quotes none of its values."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -69,7 +70,13 @@ def _in_partitions(root: Path) -> object:
     return run(root, root / "out", partitions=2)
 
 
-@pytest.mark.parametrize("read", [load_dataset, _in_partitions], ids=["whole", "in partitions"])
+def _on_spark(root: Path) -> object:
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime: Spark cannot start")  # required in CI (tests/test_partitions.py)
+    return run(root, root / "out", partitions=2, engine="spark", spark_master="local[2]")
+
+
+@pytest.mark.parametrize("read", [load_dataset, _in_partitions, _on_spark], ids=["whole", "in partitions", "on Spark"])
 def test_an_unbalanced_quote_is_one_line_without_values(tmp_path: Path, read: Callable[[Path], object]) -> None:
     root = _csv_lines(tmp_path, [_row("A"), _row("B", patient='"PSECRET'), *(_row(f"C{i}") for i in range(50))])
     with pytest.raises(UnreadableTableError) as raised:

@@ -1,0 +1,237 @@
+"""The partitions of a run evaluated on Apache Spark: the same work, spread over a cluster.
+
+A run's partitions by provider (``data_contracts.partitions``) are independent: each is
+validated, evaluated by the rule catalog and reduced to profile parts on its own, and only
+then combined. On one machine they are evaluated one after the other; here Spark does it:
+
+1. one task per source file reads it, typed as the loader types it, and gives each row the
+   partition of its provider;
+2. the rows of a claim id read more than once go to the partition of its first row's
+   provider, found by Spark over every file (the only check that crosses providers);
+3. the rows are shuffled by partition, and each task validates and evaluates its partitions
+   with the Polars engine (``mapInArrow``), the reference tables travelling with the task;
+4. the driver collects what each partition contributes (flags, failed rows' keys, profile
+   parts: rows per provider, not per line) and the run goes on as any run.
+
+The outputs are therefore those of a run on one machine, whatever the cluster: the catalog
+is not compiled anew for Spark, so a rule declared in it works here without code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import polars as pl
+import pyarrow as pa  # type: ignore[import-untyped]
+
+from data_contracts.loader import Dataset, TableStats, files_of, unreadable_table, validate
+from data_contracts.partitions import (
+    FILE_COLUMN,
+    LINES,
+    PART_COLUMN,
+    LinePartitions,
+    partition_of,
+    partitions_for,
+    typed_lines,
+)
+from data_contracts.reader import SourceFile, unreadable
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from secm.pipeline import Stopwatch, _Part
+
+DEFAULT_MASTER = "local[*]"
+_UNREADABLE = "secm: unreadable billing-lines file #"  # how a task says so to the driver
+# Polars types Spark's Arrow exchange does not carry, and what they travel as.
+_CARRIED_AS: dict[type[pl.DataType], pl.DataType] = {pl.Time: pl.Int64(), pl.UInt32: pl.Int64(), pl.UInt64: pl.Int64()}
+
+
+def spark_session(master: str | None = None) -> SparkSession:
+    """The running Spark session, or a new one on ``master`` (default ``local[*]``), its Python
+    workers running this interpreter."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
+        SparkSession.builder.master(master or DEFAULT_MASTER)
+        .appName("secm run")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def default_partitions(data: Path, master: str | None = None) -> int:
+    """One partition per ``LINES_PER_PARTITION`` lines, and at least one per core of the cluster."""
+    return max(partitions_for(data), spark_session(master).sparkContext.defaultParallelism)
+
+
+def _carried(schema: pl.Schema) -> list[pl.Expr]:
+    return [pl.col(name).cast(_CARRIED_AS[type(dtype)]) for name, dtype in schema.items() if type(dtype) in _CARRIED_AS]
+
+
+def _spark_schema(schema: pl.Schema) -> Any:
+    """The Spark schema of frames of ``schema`` once ``_carried``."""
+    from pyspark.sql import types as T
+
+    simple = {
+        pl.String: T.StringType(),
+        pl.Int64: T.LongType(),
+        pl.Float64: T.DoubleType(),
+        pl.Boolean: T.BooleanType(),
+        pl.Date: T.DateType(),
+        pl.Datetime: T.TimestampNTZType(),
+    }
+
+    def spark_type(dtype: pl.DataType) -> Any:
+        dtype = _CARRIED_AS.get(type(dtype), dtype)
+        if isinstance(dtype, pl.List):
+            inner = dtype.inner
+            return T.ArrayType(spark_type(inner if isinstance(inner, pl.DataType) else inner()))
+        return simple[type(dtype)]
+
+    return T.StructType([T.StructField(name, spark_type(dtype)) for name, dtype in schema.items()])
+
+
+def _small(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with 32-bit offsets, the only ones Spark's Arrow exchange reads."""
+    if pa.types.is_large_string(dtype):
+        return pa.string()
+    if pa.types.is_large_list(dtype) or pa.types.is_list(dtype):
+        return pa.list_(_small(dtype.value_type))
+    return dtype
+
+
+def _batches(frame: pl.DataFrame) -> Iterator[pa.RecordBatch]:
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+    yield from table.cast(pa.schema([field.with_type(_small(field.type)) for field in table.schema])).to_batches()
+
+
+def _read_files(files: list[SourceFile], count: int, schema: pl.Schema) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """A task reading the files whose numbers it is given, each row with its partition."""
+
+    def read(numbers: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in numbers:
+            for number in batch.column(0).to_pylist():
+                typed = typed_lines([files[number]]).with_columns(pl.lit(number, pl.UInt32).alias(FILE_COLUMN))
+                try:
+                    rows = typed.with_columns(partition_of(pl.col("provider_nihdi"), count)).collect()
+                except pl.exceptions.PolarsError as exc:  # said without the rows' values
+                    raise RuntimeError(f"{_UNREADABLE}{number}: {unreadable(exc)}") from None
+                yield from _batches(rows.select(*schema).with_columns(_carried(schema)))
+
+    return read
+
+
+def _with_first_partitions(lines: DataFrame) -> DataFrame:
+    """``lines`` with the rows of a claim id read more than once in the partition of its
+    first row (in reading order), as ``LinePartitions.split`` places them."""
+    from pyspark.sql import functions as F
+
+    claim = F.col("claim_id")
+    first = (
+        lines.where(claim.isNotNull())
+        .groupBy("claim_id")
+        .agg(F.count("*").alias("_copies"), F.min_by(PART_COLUMN, F.struct(FILE_COLUMN, "_row")).alias("_first"))
+        .where("_copies > 1")
+        .select("claim_id", "_first")
+    )
+    placed = lines.join(first, on="claim_id", how="left")
+    return placed.withColumn(PART_COLUMN, F.coalesce("_first", PART_COLUMN)).drop("_first")
+
+
+def _evaluate(
+    schema: pl.Schema,
+    tables: dict[str, pl.DataFrame],
+    evaluate_part: Callable[..., _Part],
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A task evaluating the partitions whose rows it is given, one at a time: for each, its
+    number and what it contributes, pickled (its part, failed rows, rows read, timings)."""
+
+    def evaluate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from secm.pipeline import Stopwatch
+
+        frames = [cast(pl.DataFrame, pl.from_arrow(batch)) for batch in batches]
+        if not frames:
+            return
+        rows = pl.concat(frames).cast(dict(schema))  # type: ignore[arg-type]
+        lazy = {name: frame.lazy() for name, frame in tables.items()}
+        for (number,), part in rows.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
+            clock = Stopwatch()
+            with clock("load_validate_seconds"):
+                lines, failures = validate(LINES, part.lazy().sort(FILE_COLUMN, "_row").drop(FILE_COLUMN), tables)
+            found = evaluate_part({**lazy, "billing_lines": lines.lazy()}, clock=clock)
+            profiles = found.profiles
+            found = replace(found, profiles=replace(profiles, fees=profiles.fees.collect().lazy()))  # with its rows
+            contributed = (found, failures, lines.height + failures.height, clock.seconds)
+            payload = pickle.dumps(contributed, protocol=pickle.HIGHEST_PROTOCOL)
+            yield pa.RecordBatch.from_pydict({"part": [number], "payload": [payload]})
+
+    return evaluate
+
+
+def evaluate_partitions(
+    data: Path,
+    dataset: Dataset,
+    count: int,
+    folder: Path,
+    evaluate_part: Callable[..., _Part],
+    clock: Stopwatch,
+    step: Callable[[str], None],
+    master: str | None = None,
+) -> tuple[list[_Part], pl.DataFrame, TableStats]:
+    """The billing lines at ``data`` in ``count`` partitions by provider, each validated and
+    evaluated by ``evaluate_part`` (called with the tables and a ``clock``) in a Spark task;
+    with the lines' quarantine and counts. What each partition contributes is collected to
+    this process, its largest frame spilled under ``folder`` (as a run on one machine does);
+    the tasks' timings are added to ``clock``."""
+    step(f"Starting Spark ({master or DEFAULT_MASTER})")
+    spark = spark_session(master)
+    files = files_of(data, LINES)
+    schema = pl.Schema({**typed_lines(files).collect_schema(), FILE_COLUMN: pl.UInt32(), PART_COLUMN: pl.UInt64()})
+    step(f"Reading {len(files)} file(s) of billing lines on Spark, {count} partitions by provider")
+    numbers = spark.createDataFrame([(n,) for n in range(len(files))], "file long").repartition(max(1, len(files)))
+    with warnings.catch_warnings():
+        # Said of pandas 3 whenever an Arrow function is declared; these exchange Arrow only.
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+        lines = numbers.mapInArrow(_read_files(files, count, schema), _spark_schema(schema))
+        placed = _with_first_partitions(lines).repartition(count, PART_COLUMN)
+        evaluated = placed.mapInArrow(_evaluate(schema, dataset.tables, evaluate_part), "part long, payload binary")
+    step(f"Evaluating {count} partitions on Spark")
+    try:
+        collected = sorted(evaluated.collect(), key=lambda row: row["part"])
+    except Exception as exc:  # a file unreadable past its header failed its task: say which, in one line
+        found = re.search(rf"{_UNREADABLE}(\d+): (.*)", str(exc))
+        if found is None:
+            raise
+        raise unreadable_table(LINES.name, [files[int(found[1])]], found[2]) from None
+    parts: list[_Part] = []
+    failed: list[pl.DataFrame] = []
+    rows_read = 0
+    for row in collected:
+        part, failures, read, seconds = pickle.loads(row["payload"])
+        parts.append(replace(part, profiles=part.profiles.spilled(folder / f"fees-{row['part']}.parquet")))
+        failed.append(failures)
+        rows_read += read
+        for stage, spent in seconds.items():
+            clock.seconds[stage] = clock.seconds.get(stage, 0.0) + spent
+    with clock("load_validate_seconds"):
+        quarantined = LinePartitions(files, []).quarantine(failed) if failed else None
+    if quarantined is None:
+        quarantined = dataset.quarantine.clear()
+    stats = TableStats(
+        rows_read, rows_read - quarantined.height, quarantined.height, clock.seconds["load_validate_seconds"]
+    )
+    quarantine = pl.concat([dataset.quarantine, quarantined]).sort("table", "source", "row_number")
+    return parts, quarantine, stats
