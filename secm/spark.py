@@ -4,8 +4,8 @@ A run's partitions by provider (``data_contracts.partitions``) are independent: 
 validated, evaluated by the rule catalog and reduced to profile parts on its own, and only
 then combined. On one machine they are evaluated one after the other; here Spark does it:
 
-1. one task per source file reads it, typed as the loader types it, and gives each row the
-   partition of its provider;
+1. tasks read the source files (a Parquet file in slices of rows, a CSV file whole), typed as
+   the loader types them, and give each row the partition of its provider;
 2. the rows of a claim id read more than once go to the partition of its first row's
    provider, found by Spark over every file (the only check that crosses providers);
 3. the rows are shuffled by partition, and each task validates and evaluates its partitions
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from secm.pipeline import Stopwatch, _Part
 
 DEFAULT_MASTER = "local[*]"
+ROWS_PER_READ = 1_000_000  # rows of a Parquet file one reading task reads
 _UNREADABLE = "secm: unreadable billing-lines file #"  # how a task says so to the driver
 # Polars types Spark's Arrow exchange does not carry, and what they travel as.
 _CARRIED_AS: dict[type[pl.DataType], pl.DataType] = {pl.Time: pl.Int64(), pl.UInt32: pl.Int64(), pl.UInt64: pl.Int64()}
@@ -118,15 +119,30 @@ def _batches(frame: pl.DataFrame) -> Iterator[pa.RecordBatch]:
     yield from table.cast(pa.schema([field.with_type(_small(field.type)) for field in table.schema])).to_batches()
 
 
-def _read_files(files: list[SourceFile], count: int, schema: pl.Schema) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """A task reading the files whose numbers it is given, each row with its partition."""
+def _slices(files: list[SourceFile]) -> list[tuple[int, int, int | None]]:
+    """What each reading task reads: (file number, first row, rows), a Parquet file in slices
+    of ``ROWS_PER_READ`` (its rows are counted from its metadata), a CSV file whole."""
+    slices: list[tuple[int, int, int | None]] = []
+    for number, file in enumerate(files):
+        if file.is_csv:
+            slices.append((number, 0, None))
+            continue
+        rows = pl.scan_parquet(file.path).select(pl.len()).collect().item()
+        slices += [(number, start, ROWS_PER_READ) for start in range(0, max(rows, 1), ROWS_PER_READ)]
+    return slices
 
-    def read(numbers: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in numbers:
-            for number in batch.column(0).to_pylist():
-                typed = typed_lines([files[number]]).with_columns(pl.lit(number, pl.UInt32).alias(FILE_COLUMN))
+
+def _read(files: list[SourceFile], count: int, schema: pl.Schema) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """A task reading the slices it is given (see :func:`_slices`), each row with its partition."""
+
+    def read(slices: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in slices:
+            for number, start, length in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+                typed = typed_lines([files[number]]).slice(start, length)
                 try:
-                    rows = typed.with_columns(partition_of(pl.col("provider_nihdi"), count)).collect()
+                    rows = typed.with_columns(
+                        pl.lit(number, pl.UInt32).alias(FILE_COLUMN), partition_of(pl.col("provider_nihdi"), count)
+                    ).collect()
                 except pl.exceptions.PolarsError as exc:  # said without the rows' values
                     raise RuntimeError(f"{_UNREADABLE}{number}: {unreadable(exc)}") from None
                 yield from _batches(rows.select(*schema).with_columns(_carried(schema)))
@@ -200,12 +216,13 @@ def evaluate_partitions(
     spark = spark_session(master)
     files = files_of(data, LINES)
     schema = pl.Schema({**typed_lines(files).collect_schema(), FILE_COLUMN: pl.UInt32(), PART_COLUMN: pl.UInt64()})
+    slices = _slices(files)
     step(f"Reading {len(files)} file(s) of billing lines on Spark, {count} partitions by provider")
-    numbers = spark.createDataFrame([(n,) for n in range(len(files))], "file long").repartition(max(1, len(files)))
+    reads = spark.createDataFrame(slices, "file long, start long, length long").repartition(len(slices))
     with warnings.catch_warnings():
         # Said of pandas 3 whenever an Arrow function is declared; these exchange Arrow only.
         warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
-        lines = numbers.mapInArrow(_read_files(files, count, schema), _spark_schema(schema))
+        lines = reads.mapInArrow(_read(files, count, schema), _spark_schema(schema))
         placed = _with_first_partitions(lines).repartition(count, PART_COLUMN)
         evaluated = placed.mapInArrow(_evaluate(schema, dataset.tables, evaluate_part), "part long, payload binary")
     step(f"Evaluating {count} partitions on Spark")

@@ -80,10 +80,11 @@ def _run(data: Path, out: Path, partitions: int, **kw: Any) -> dict[str, Any]:
     [("current", 4, "polars"), ("reform_art174", 3, "polars"), ("current", 3, "spark"), ("reform_art174", 2, "spark")],
 )
 def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
-    synthetic: Path, tmp_path: Path, legislation: str, partitions: int, engine: str
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legislation: str, partitions: int, engine: str
 ) -> None:
     if engine == "spark":
         _java_or_skip()
+        monkeypatch.setattr("secm.spark.ROWS_PER_READ", 7_000)  # the Parquet files read in several slices
     data = _with_hard_cases(synthetic, tmp_path / "data")
     whole = _run(data, tmp_path / "whole", 1, legislation=legislation)
     split = _run(data, tmp_path / "split", partitions, legislation=legislation, engine=engine, spark_master="local[2]")
