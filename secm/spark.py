@@ -133,37 +133,40 @@ def _slices(files: list[SourceFile]) -> list[tuple[int, int, int | None]]:
 
 
 def _read(files: list[SourceFile], count: int, schema: pl.Schema) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """A task reading the slices it is given (see :func:`_slices`), each row with its partition."""
+    """A task reading the slices it is given (see :func:`_slices`), each row with its partition;
+    only the columns of ``schema`` (a Parquet file's others are not read)."""
 
     def read(slices: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in slices:
             for number, start, length in zip(*(column.to_pylist() for column in batch.columns), strict=True):
                 typed = typed_lines([files[number]]).slice(start, length)
+                located = typed.with_columns(
+                    pl.lit(number, pl.UInt32).alias(FILE_COLUMN), partition_of(pl.col("provider_nihdi"), count)
+                )
                 try:
-                    rows = typed.with_columns(
-                        pl.lit(number, pl.UInt32).alias(FILE_COLUMN), partition_of(pl.col("provider_nihdi"), count)
-                    ).collect()
+                    rows = located.select(*schema).collect()
                 except pl.exceptions.PolarsError as exc:  # said without the rows' values
                     raise RuntimeError(f"{_UNREADABLE}{number}: {unreadable(exc)}") from None
-                yield from _batches(rows.select(*schema).with_columns(_carried(schema)))
+                yield from _batches(rows.with_columns(_carried(schema)))
 
     return read
 
 
-def _with_first_partitions(lines: DataFrame) -> DataFrame:
+def _with_first_partitions(lines: DataFrame, keys: DataFrame) -> DataFrame:
     """``lines`` with the rows of a claim id read more than once in the partition of its
-    first row (in reading order), as ``LinePartitions.split`` places them."""
+    first row (in reading order), as ``LinePartitions.split`` places them. The claim ids are
+    found on ``keys`` (the same rows, four columns read), and the few repeated ones sent to
+    every task: neither the lines nor their reading go through that search."""
     from pyspark.sql import functions as F
 
-    claim = F.col("claim_id")
     first = (
-        lines.where(claim.isNotNull())
+        keys.where(F.col("claim_id").isNotNull())
         .groupBy("claim_id")
         .agg(F.count("*").alias("_copies"), F.min_by(PART_COLUMN, F.struct(FILE_COLUMN, "_row")).alias("_first"))
         .where("_copies > 1")
         .select("claim_id", "_first")
     )
-    placed = lines.join(first, on="claim_id", how="left")
+    placed = lines.join(F.broadcast(first), on="claim_id", how="left")
     return placed.withColumn(PART_COLUMN, F.coalesce("_first", PART_COLUMN)).drop("_first")
 
 
@@ -223,7 +226,9 @@ def evaluate_partitions(
         # Said of pandas 3 whenever an Arrow function is declared; these exchange Arrow only.
         warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
         lines = reads.mapInArrow(_read(files, count, schema), _spark_schema(schema))
-        placed = _with_first_partitions(lines).repartition(count, PART_COLUMN)
+        keys = pl.Schema({name: schema[name] for name in ("claim_id", "_row", FILE_COLUMN, PART_COLUMN)})
+        claims = reads.mapInArrow(_read(files, count, keys), _spark_schema(keys))
+        placed = _with_first_partitions(lines, claims).repartition(count, PART_COLUMN)
         evaluated = placed.mapInArrow(_evaluate(schema, dataset.tables, evaluate_part), "part long, payload binary")
     step(f"Evaluating {count} partitions on Spark")
     try:
