@@ -25,6 +25,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -56,19 +57,29 @@ _UNREADABLE = "secm: unreadable billing-lines file #"  # how a task says so to t
 _CARRIED_AS: dict[type[pl.DataType], pl.DataType] = {pl.Time: pl.Int64(), pl.UInt32: pl.Int64(), pl.UInt64: pl.Int64()}
 
 
+@contextmanager
+def _arrow_only() -> Iterator[None]:
+    """Without PySpark's warning that pandas 3 is not fully supported, which it gives when a
+    session starts and whenever an Arrow function is declared: these exchange Arrow only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+        yield
+
+
 def spark_session(master: str | None = None) -> SparkSession:
     """The running Spark session, or a new one on ``master`` (default ``local[*]``), its Python
     workers running this interpreter."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master(master or DEFAULT_MASTER)
-        .appName("secm run")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
+    with _arrow_only():
+        session = (
+            SparkSession.builder.master(master or DEFAULT_MASTER)
+            .appName("secm run")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate()
+        )
     session.sparkContext.setLogLevel("ERROR")
     return session
 
@@ -222,9 +233,7 @@ def evaluate_partitions(
     slices = _slices(files)
     step(f"Reading {len(files)} file(s) of billing lines on Spark, {count} partitions by provider")
     reads = spark.createDataFrame(slices, "file long, start long, length long").repartition(len(slices))
-    with warnings.catch_warnings():
-        # Said of pandas 3 whenever an Arrow function is declared; these exchange Arrow only.
-        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+    with _arrow_only():
         lines = reads.mapInArrow(_read(files, count, schema), _spark_schema(schema))
         keys = pl.Schema({name: schema[name] for name in ("claim_id", "_row", FILE_COLUMN, PART_COLUMN)})
         claims = reads.mapInArrow(_read(files, count, keys), _spark_schema(keys))
