@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, example, given, settings
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES
 from data_contracts.partitions import LinePartitions, partitions_for
 from secm.pipeline import run
 from tests import factories as f
+from tests.boundaries import BURST, DEADLINE, DEBT, VERSIONS, datasets
 
 # What differs between two runs of the same data whatever their partitions.
 RUN_SPECIFIC = ("run_id", "created_at", "outputs", "partitions", "engine", "timings")
@@ -135,3 +138,23 @@ def test_the_number_of_partitions_follows_the_lines(synthetic: Path) -> None:
     assert partitions_for(synthetic, lines) == 1
     assert partitions_for(synthetic, lines - 1) == 2
     assert partitions_for(synthetic, -(-lines // 10)) == 10  # a tenth, rounded up
+
+
+@given(dataset=datasets())
+@example(dataset=BURST)
+@example(dataset=DEADLINE)
+@example(dataset=DEBT)
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_spark_flags_what_a_run_in_memory_flags_on_the_rules_boundaries(dataset: dict[str, Any]) -> None:
+    """The boundary datasets of the back-end equivalence (deadline days, bursts, debt sums...)
+    through the whole run, in memory and on Spark, under the current legislation and a dated
+    reform."""
+    _java_or_skip()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = f.write_dataset(Path(tmp) / "data", **dataset)
+        for number, version in enumerate([{"legislation": "current"}, VERSIONS[2]]):
+            whole, spark = Path(tmp) / f"whole-{number}", Path(tmp) / f"spark-{number}"
+            run(data, whole, partitions=1, **version)
+            run(data, spark, partitions=2, engine="spark", spark_master="local[2]", **version)
+            for name in ("flags", "quarantine"):
+                assert_frame_equal(*_read(spark, name), *_read(whole, name))
