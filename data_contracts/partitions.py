@@ -108,12 +108,18 @@ class LinePartitions:
         return cls(files=files, parts=parts)
 
     def load(self, part: Path, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """One partition's valid lines, and its failed rows' keys and reasons (``_source``,
-        ``_row``, ``_reasons``) for :meth:`quarantine`; its rows in reading order, as the
-        check of repeated claim ids expects."""
-        return validate(LINES, pl.scan_parquet(part).sort(FILE_COLUMN, "_row").drop(FILE_COLUMN), valid_tables)
+        """One partition's lines, validated (:func:`validate_partition`)."""
+        return validate_partition(pl.scan_parquet(part), valid_tables)
 
-    def quarantine(self, failed: list[pl.DataFrame]) -> pl.DataFrame:
-        """The quarantined lines of every partition, their raw values read in one pass."""
-        keys = pl.concat(failed)
-        return quarantine_frame(LINES.name, keys, lambda k: raw_values_of(self.files, k))
+
+def validate_partition(rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A partition's valid lines, and its failed rows' keys and reasons (``_source``, ``_row``,
+    ``_reasons``) for :func:`quarantined_lines`; its rows (typed, with ``FILE_COLUMN``) in
+    reading order, as the check of repeated claim ids expects."""
+    return validate(LINES, rows.sort(FILE_COLUMN, "_row").drop(FILE_COLUMN), valid_tables)
+
+
+def quarantined_lines(files: list[SourceFile], failed: list[pl.DataFrame]) -> pl.DataFrame:
+    """The quarantined lines of every partition (``failed``, at least one), their raw values
+    read from ``files`` in one pass."""
+    return quarantine_frame(LINES.name, pl.concat(failed), lambda keys: raw_values_of(files, keys))

@@ -18,7 +18,8 @@ import polars as pl
 
 from data_contracts import TABLES, Dataset, TableStats, load_dataset
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
-from data_contracts.partitions import Engine, LinePartitions, partitions_for
+from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines
+from data_contracts.reader import SourceFile
 from detectors.fairness import fairness_report, provider_attributes
 from detectors.profiles import Period, ProfileParts, combine_profiles, profile_parts, provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
@@ -26,6 +27,8 @@ from rules import enriched_lines, evaluate, load_catalog, summarise
 from rules.catalog import Catalog
 from rules.context import STAMPED_SHARE, stamped
 from secm.settings import get_settings
+
+VALIDATING = "load_validate_seconds"  # the stage of reading and validating the tables
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def run(
             on_step(message)
 
     step("Loading and validating")
-    with clock("load_validate_seconds"):
+    with clock(VALIDATING):
         if partitions:
             count = partitions
         elif engine == "spark":
@@ -149,6 +152,8 @@ def run(
             parts, quarantine, lines_stats = _evaluate_partitions(
                 Path(data), dataset, count, Path(folder), partial(evaluate_part, clock=clock), clock, step
             )
+        if not parts:  # no partition received a line: the empty table is evaluated as one
+            parts = [evaluate_part(dataset.lazy_tables(), clock=clock)]
         if on_table is not None and (engine == "spark" or count > 1):
             on_table("billing_lines", lines_stats)
         step("Scoring provider profiles")
@@ -220,16 +225,15 @@ def _evaluate_partitions(
     """The billing lines split by provider into ``count`` partitions under ``folder``, each
     validated and evaluated in turn; with the lines' quarantine and counts."""
     step(f"Splitting the billing lines into {count} partitions by provider")
-    validating = "load_validate_seconds"
-    before = clock.seconds.get(validating, 0.0)
-    with clock(validating):
+    before = clock.seconds.get(VALIDATING, 0.0)
+    with clock(VALIDATING):
         partitioned = LinePartitions.split(data, count, folder)
     parts: list[_Part] = []
     failed: list[pl.DataFrame] = []
     rows_read = 0
     for number, path in enumerate(partitioned.parts, start=1):
         step(f"Partition {number}/{len(partitioned.parts)}: validating")
-        with clock(validating):
+        with clock(VALIDATING):
             lines, failures = partitioned.load(path, dataset.tables)
         rows_read += lines.height + failures.height
         failed.append(failures)
@@ -237,12 +241,26 @@ def _evaluate_partitions(
         part = evaluate_part({**dataset.lazy_tables(), "billing_lines": lines.lazy()})
         parts.append(replace(part, profiles=part.profiles.spilled(folder / f"fees-{number}.parquet")))
         del lines  # before the next partition is read
-    with clock(validating):
-        quarantined = partitioned.quarantine(failed)
-    seconds = clock.seconds[validating] - before
-    stats = TableStats(rows_read, rows_read - quarantined.height, quarantined.height, seconds)
-    quarantine = pl.concat([dataset.quarantine, quarantined]).sort("table", "source", "row_number")
+    quarantine, stats = lines_outcome(dataset, partitioned.files, failed, rows_read, clock, before)
     return parts, quarantine, stats
+
+
+def lines_outcome(
+    dataset: Dataset,
+    files: list[SourceFile],
+    failed: list[pl.DataFrame],
+    rows_read: int,
+    clock: Stopwatch,
+    before: float,
+) -> tuple[pl.DataFrame, TableStats]:
+    """The run's quarantine once its ``rows_read`` lines were validated in partitions
+    (``failed``: each partition's failed rows' keys), and the lines' counts, with the seconds
+    ``clock`` spent validating since it stood at ``before``."""
+    with clock(VALIDATING):
+        quarantined = quarantined_lines(files, failed) if failed else dataset.quarantine.clear()
+    seconds = clock.seconds[VALIDATING] - before
+    stats = TableStats(rows_read, rows_read - quarantined.height, quarantined.height, seconds)
+    return pl.concat([dataset.quarantine, quarantined]).sort("table", "source", "row_number"), stats
 
 
 def _score(profiles: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str | None]]:

@@ -33,22 +33,23 @@ from typing import TYPE_CHECKING, Any, cast
 import polars as pl
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from data_contracts.loader import Dataset, TableStats, files_of, unreadable_table, validate
+from data_contracts.loader import Dataset, TableStats, files_of, unreadable_table
 from data_contracts.partitions import (
     FILE_COLUMN,
     LINES,
     PART_COLUMN,
-    LinePartitions,
     partition_of,
     partitions_for,
     typed_lines,
+    validate_partition,
 )
 from data_contracts.reader import SourceFile, unreadable
+from secm.pipeline import VALIDATING, Stopwatch, lines_outcome
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from secm.pipeline import Stopwatch, _Part
+    from secm.pipeline import _Part
 
 DEFAULT_MASTER = "local[*]"
 ROWS_PER_READ = 1_000_000  # rows of a Parquet file one reading task reads
@@ -190,8 +191,6 @@ def _evaluate(
     number and what it contributes, pickled (its part, failed rows, rows read, timings)."""
 
     def evaluate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from secm.pipeline import Stopwatch
-
         frames = [cast(pl.DataFrame, pl.from_arrow(batch)) for batch in batches]
         if not frames:
             return
@@ -199,8 +198,8 @@ def _evaluate(
         lazy = {name: frame.lazy() for name, frame in tables.items()}
         for (number,), part in rows.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
             clock = Stopwatch()
-            with clock("load_validate_seconds"):
-                lines, failures = validate(LINES, part.lazy().sort(FILE_COLUMN, "_row").drop(FILE_COLUMN), tables)
+            with clock(VALIDATING):
+                lines, failures = validate_partition(part.lazy(), tables)
             found = evaluate_part({**lazy, "billing_lines": lines.lazy()}, clock=clock)
             profiles = found.profiles
             found = replace(found, profiles=replace(profiles, fees=profiles.fees.collect().lazy()))  # with its rows
@@ -226,6 +225,7 @@ def evaluate_partitions(
     with the lines' quarantine and counts. What each partition contributes is collected to
     this process, its largest frame spilled under ``folder`` (as a run on one machine does);
     the tasks' timings are added to ``clock``."""
+    before = clock.seconds.get(VALIDATING, 0.0)
     step(f"Starting Spark ({master or DEFAULT_MASTER})")
     spark = spark_session(master)
     files = files_of(data, LINES)
@@ -257,12 +257,5 @@ def evaluate_partitions(
         rows_read += read
         for stage, spent in seconds.items():
             clock.seconds[stage] = clock.seconds.get(stage, 0.0) + spent
-    with clock("load_validate_seconds"):
-        quarantined = LinePartitions(files, []).quarantine(failed) if failed else None
-    if quarantined is None:
-        quarantined = dataset.quarantine.clear()
-    stats = TableStats(
-        rows_read, rows_read - quarantined.height, quarantined.height, clock.seconds["load_validate_seconds"]
-    )
-    quarantine = pl.concat([dataset.quarantine, quarantined]).sort("table", "source", "row_number")
+    quarantine, stats = lines_outcome(dataset, files, failed, rows_read, clock, before)
     return parts, quarantine, stats

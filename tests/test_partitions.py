@@ -110,6 +110,19 @@ def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
     assert not list((tmp_path / "split").glob(".partitions-*"))  # the spilled partitions are removed
 
 
+@pytest.mark.parametrize("engine", ["polars", "spark"])
+def test_a_table_without_lines_in_partitions_is_a_run_without_lines(tmp_path: Path, engine: str) -> None:
+    if engine == "spark":
+        _java_or_skip()
+    data = f.write_dataset(tmp_path / "data", lines=[f.line("A")])
+    pl.read_parquet(data / "billing_lines.parquet").clear().write_parquet(data / "billing_lines.parquet")
+    whole = _run(data, tmp_path / "whole", 1)
+    split = _run(data, tmp_path / "split", 2, engine=engine, spark_master="local[2]")
+    assert split == whole
+    assert whole["tables"]["billing_lines"] == {"rows_read": 0, "rows_valid": 0, "rows_quarantined": 0}
+    assert pl.read_parquet(tmp_path / "split" / "flags.parquet").is_empty()
+
+
 def test_every_copy_of_a_claim_id_goes_to_its_first_providers_partition(synthetic: Path, tmp_path: Path) -> None:
     data = _with_hard_cases(synthetic, tmp_path / "data")
     split = LinePartitions.split(data, 4, tmp_path / "parts")
