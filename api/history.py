@@ -91,7 +91,7 @@ class _Held:
 
 
 # The statements of every batch, built once (building one costs about as much as running it).
-_rl, _ri = t.realtime_lines.c, t.realtime_invoices.c
+_rl = t.realtime_lines.c
 _NEW_LINES = sa.select(_rl.id, _rl.provider_nihdi, _rl.claim_id, _rl.posted_at, _rl.line).where(
     _rl.run_id == sa.bindparam("run"),
     _rl.provider_nihdi.in_(sa.bindparam("providers", expanding=True)),
