@@ -125,8 +125,8 @@ def _compare(out: str, sample: int, queue: mp.Queue) -> None:
 
 def secm_run(data: str, partitions: str, database_url: str, home: str, *options: str) -> dict[str, object]:
     """``secm run`` as a user types it (with ``options``), in a process of its own: wall time,
-    peak RSS (of it and of what it started, a Spark JVM included) and the stage timings it
-    records."""
+    peak RSS (of it and of what it started, a Spark JVM included), the machine's CPU time
+    meanwhile and the stage timings it records."""
     out = Path(home) / "out"
     command = [str(Path(sys.executable).parent / "secm"), "run", "--data", data, "--out", str(out), *options]
     env = {**os.environ, "SECM_HOME": home, "SECM_DATABASE_URL": database_url}
@@ -134,10 +134,10 @@ def secm_run(data: str, partitions: str, database_url: str, home: str, *options:
         command += ["--partitions", partitions]
     errors = Path(home) / "stderr.log"  # a file: a pipe nobody reads would stall a chatty run
     with errors.open("wb") as stderr:
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), _busy_seconds()
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _busy_seconds() - busy
     if status != 0:
         raise SystemExit(f"secm run failed: {errors.read_text(errors='replace')}")
     info = json.loads((out / "run.json").read_text())
@@ -147,8 +147,19 @@ def secm_run(data: str, partitions: str, database_url: str, home: str, *options:
         "wall_seconds": seconds,
         "lines_per_second": lines / seconds,
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        "cpu_seconds": cpu,
+        "cores_busy": cpu / seconds,
         "stages": info["timings"],
     }
+
+
+def _busy_seconds() -> float:
+    """CPU seconds this machine has spent busy since it started, on every core (``/proc/stat``:
+    user, nice, system, irq and softirq time). Counts a run's every process, a Spark JVM and
+    its Python workers included, where the run's own usage would miss what it does not wait
+    for; so the machine must be otherwise idle."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def in_process(target, *args):  # type: ignore[no-untyped-def]

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
     from secm.pipeline import _Part
 
-DEFAULT_MASTER = "local[*]"
 ROWS_PER_READ = 1_000_000  # rows of a Parquet file one reading task reads
 _UNREADABLE = "secm: unreadable billing-lines file #"  # how a task says so to the driver
 # Polars types Spark's Arrow exchange does not carry, and what they travel as.
@@ -68,15 +67,16 @@ def _arrow_only() -> Iterator[None]:
 
 
 def spark_session(master: str | None = None) -> SparkSession:
-    """The running Spark session, or a new one on ``master`` (default ``local[*]``), its Python
-    workers running this interpreter."""
+    """The running Spark session, or a new one on ``master``, its Python workers running this
+    interpreter. Without ``master``, the one ``spark-submit --master`` gave, else ``local[*]``
+    (``spark-submit``'s own default, which also starts the JVM of a plain ``python``)."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder if master is None else SparkSession.builder.master(master)
     with _arrow_only():
         session = (
-            SparkSession.builder.master(master or DEFAULT_MASTER)
-            .appName("secm run")
+            builder.appName("secm run")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC")
             .getOrCreate()
@@ -226,12 +226,12 @@ def evaluate_partitions(
     this process, its largest frame spilled under ``folder`` (as a run on one machine does);
     the tasks' timings are added to ``clock``."""
     before = clock.seconds.get(VALIDATING, 0.0)
-    step(f"Starting Spark ({master or DEFAULT_MASTER})")
+    step("Starting Spark")
     spark = spark_session(master)
     files = files_of(data, LINES)
     schema = pl.Schema({**typed_lines(files).collect_schema(), FILE_COLUMN: pl.UInt32(), PART_COLUMN: pl.UInt64()})
     slices = _slices(files)
-    step(f"Reading {len(files)} file(s) of billing lines on Spark, {count} partitions by provider")
+    step(f"Reading {len(files)} file(s) of billing lines on Spark ({spark.sparkContext.master}), {count} partitions")
     reads = spark.createDataFrame(slices, "file long, start long, length long").repartition(len(slices))
     with _arrow_only():
         lines = reads.mapInArrow(_read(files, count, schema), _spark_schema(schema))

@@ -1,13 +1,11 @@
 """A run out of core (billing lines in partitions by provider, one after the other here or side by
 side on Spark) gives what a run in memory gives.
 
-The Spark runs need a Java runtime; without one they are skipped, unless ``SECM_REQUIRE_SPARK``
-is set (CI), which makes that a failure."""
+The Spark runs need a Java runtime (``tests.spark``)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,16 +21,10 @@ from data_contracts.partitions import LinePartitions, partitions_for
 from secm.pipeline import run
 from tests import factories as f
 from tests.boundaries import BURST, DEADLINE, DEBT, VERSIONS, datasets
+from tests.spark import java_or_skip
 
 # What differs between two runs of the same data whatever their partitions.
 RUN_SPECIFIC = ("run_id", "created_at", "outputs", "partitions", "engine", "timings")
-
-
-def _java_or_skip() -> None:
-    if shutil.which("java") is None:
-        if os.environ.get("SECM_REQUIRE_SPARK"):
-            pytest.fail("SECM_REQUIRE_SPARK is set but there is no Java runtime for Spark")
-        pytest.skip("no Java runtime: Spark cannot start")
 
 
 def _with_hard_cases(synthetic: Path, root: Path) -> Path:
@@ -86,7 +78,7 @@ def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
     synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legislation: str, partitions: int, engine: str
 ) -> None:
     if engine == "spark":
-        _java_or_skip()
+        java_or_skip()
         monkeypatch.setattr("secm.spark.ROWS_PER_READ", 7_000)  # the Parquet files read in several slices
     data = _with_hard_cases(synthetic, tmp_path / "data")
     whole = _run(data, tmp_path / "whole", 1, legislation=legislation)
@@ -113,7 +105,7 @@ def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
 @pytest.mark.parametrize("engine", ["polars", "spark"])
 def test_a_table_without_lines_in_partitions_is_a_run_without_lines(tmp_path: Path, engine: str) -> None:
     if engine == "spark":
-        _java_or_skip()
+        java_or_skip()
     data = f.write_dataset(tmp_path / "data", lines=[f.line("A")])
     pl.read_parquet(data / "billing_lines.parquet").clear().write_parquet(data / "billing_lines.parquet")
     whole = _run(data, tmp_path / "whole", 1)
@@ -162,7 +154,7 @@ def test_spark_flags_what_a_run_in_memory_flags_on_the_rules_boundaries(dataset:
     """The boundary datasets of the back-end equivalence (deadline days, bursts, debt sums...)
     through the whole run, in memory and on Spark, under the current legislation and a dated
     reform."""
-    _java_or_skip()
+    java_or_skip()
     with tempfile.TemporaryDirectory() as tmp:
         data = f.write_dataset(Path(tmp) / "data", **dataset)
         for number, version in enumerate([{"legislation": "current"}, VERSIONS[2]]):

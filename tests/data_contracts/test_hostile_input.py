@@ -4,7 +4,6 @@ cannot be read at all is one error line that quotes none of its values."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from data_contracts import TABLES, UnreadableTableError, load_dataset
 from secm.cli import app
 from secm.pipeline import run
 from tests import factories as f
+from tests.spark import java_or_skip
 
 HEADER = "claim_id,provider_nihdi,patient_id,insurer_code,nomenclature_code,service_date,channel,submitted_date,amount_fee,amount_reimbursed,quantity"
 
@@ -71,8 +71,7 @@ def _in_partitions(root: Path) -> object:
 
 
 def _on_spark(root: Path) -> object:
-    if shutil.which("java") is None:
-        pytest.skip("no Java runtime: Spark cannot start")  # required in CI (tests/test_partitions.py)
+    java_or_skip()
     return run(root, root / "out", partitions=2, engine="spark", spark_master="local[2]")
 
 
