@@ -4,21 +4,27 @@ A run's partitions by provider (``data_contracts.partitions``) are independent: 
 validated, evaluated by the rule catalog and reduced to profile parts on its own, and only
 then combined. On one machine they are evaluated one after the other; here Spark does it:
 
-1. tasks read the source files (a Parquet file in slices of rows, a CSV file whole), typed as
-   the loader types them, and give each row the partition of its provider;
-2. the rows of a claim id read more than once go to the partition of its first row's
-   provider, found by Spark over every file (the only check that crosses providers);
-3. the rows are shuffled by partition, and each task validates and evaluates its partitions
-   with the Polars engine (``mapInArrow``), the reference tables travelling with the task;
+1. tasks read the claim ids of the source files (a Parquet file in slices of rows, a CSV file
+   whole) and Spark gathers them by claim id, to find the ids read more than once and the
+   partition of the provider of each one's first row (the only check that crosses providers);
+2. tasks read the source files, typed as the loader types them, and give each row the
+   partition of its provider, or of its repeated claim id's first row;
+3. Spark shuffles them by partition, and each task validates and evaluates its partitions
+   with the Polars engine, the reference tables travelling with the task;
 4. the driver collects what each partition contributes (flags, failed rows' keys, profile
    parts: rows per provider, not per line) and the run goes on as any run.
 
-The outputs are therefore those of a run on one machine, whatever the cluster: the catalog
-is not compiled anew for Spark, so a rule declared in it works here without code.
+Rows travel between tasks as Arrow IPC files, one per slice read and partition: Spark
+schedules the tasks and moves the files without converting each row to its own format, which
+cost more than all the rules (``bench/bench_spark.py``), and Polars types (times, unsigned
+integers) arrive as they left. The outputs are therefore those of a run on one machine,
+whatever the cluster: the catalog is not compiled anew for Spark, so a rule declared in it
+works here without code.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -28,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -53,8 +59,8 @@ if TYPE_CHECKING:
 
 ROWS_PER_READ = 1_000_000  # rows of a Parquet file one reading task reads
 _UNREADABLE = "secm: unreadable billing-lines file #"  # how a task says so to the driver
-# Polars types Spark's Arrow exchange does not carry, and what they travel as.
-_CARRIED_AS: dict[type[pl.DataType], pl.DataType] = {pl.Time: pl.Int64(), pl.UInt32: pl.Int64(), pl.UInt64: pl.Int64()}
+PIECES = "part long, piece binary"  # what reading tasks give: rows for one partition, as Arrow IPC
+FIRST = "_first"  # a repeated claim id's partition: its first row's provider's
 
 
 @contextmanager
@@ -90,45 +96,16 @@ def default_partitions(data: Path, master: str | None = None) -> int:
     return max(partitions_for(data), spark_session(master).sparkContext.defaultParallelism)
 
 
-def _carried(schema: pl.Schema) -> list[pl.Expr]:
-    return [pl.col(name).cast(_CARRIED_AS[type(dtype)]) for name, dtype in schema.items() if type(dtype) in _CARRIED_AS]
+def _piece(part: int, rows: pl.DataFrame) -> pa.RecordBatch:
+    sink = io.BytesIO()
+    rows.write_ipc(sink, compression="lz4")
+    return pa.RecordBatch.from_pydict({"part": [part], "piece": [sink.getvalue()]})
 
 
-def _spark_schema(schema: pl.Schema) -> Any:
-    """The Spark schema of frames of ``schema`` once ``_carried``."""
-    from pyspark.sql import types as T
-
-    simple = {
-        pl.String: T.StringType(),
-        pl.Int64: T.LongType(),
-        pl.Float64: T.DoubleType(),
-        pl.Boolean: T.BooleanType(),
-        pl.Date: T.DateType(),
-        pl.Datetime: T.TimestampNTZType(),
-    }
-
-    def spark_type(dtype: pl.DataType) -> Any:
-        dtype = _CARRIED_AS.get(type(dtype), dtype)
-        if isinstance(dtype, pl.List):
-            inner = dtype.inner
-            return T.ArrayType(spark_type(inner if isinstance(inner, pl.DataType) else inner()))
-        return simple[type(dtype)]
-
-    return T.StructType([T.StructField(name, spark_type(dtype)) for name, dtype in schema.items()])
-
-
-def _small(dtype: pa.DataType) -> pa.DataType:
-    """``dtype`` with 32-bit offsets, the only ones Spark's Arrow exchange reads."""
-    if pa.types.is_large_string(dtype):
-        return pa.string()
-    if pa.types.is_large_list(dtype) or pa.types.is_list(dtype):
-        return pa.list_(_small(dtype.value_type))
-    return dtype
-
-
-def _batches(frame: pl.DataFrame) -> Iterator[pa.RecordBatch]:
-    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
-    yield from table.cast(pa.schema([field.with_type(_small(field.type)) for field in table.schema])).to_batches()
+def _rows(pieces: Iterator[pa.RecordBatch]) -> pl.DataFrame | None:
+    """The rows of every piece a task is given, or None when it is given none."""
+    frames = [pl.read_ipc(io.BytesIO(piece)) for batch in pieces for piece in batch.column("piece").to_pylist()]
+    return pl.concat(frames) if frames else None
 
 
 def _slices(files: list[SourceFile]) -> list[tuple[int, int, int | None]]:
@@ -144,57 +121,64 @@ def _slices(files: list[SourceFile]) -> list[tuple[int, int, int | None]]:
     return slices
 
 
-def _read(files: list[SourceFile], count: int, schema: pl.Schema) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """A task reading the slices it is given (see :func:`_slices`), each row with its partition;
-    only the columns of ``schema`` (a Parquet file's others are not read)."""
+def _read(
+    files: list[SourceFile], count: int, columns: list[str], by: pl.Expr, first: Any = None
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A task reading the slices it is given (see :func:`_slices`): ``columns`` of each row,
+    typed, with its file's number and partition (its provider's, or its claim id's in
+    ``first``, a broadcast frame of repeated claim ids), in one piece per value of ``by``."""
 
     def read(slices: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        repeated = None if first is None else first.value.lazy()
         for batch in slices:
             for number, start, length in zip(*(column.to_pylist() for column in batch.columns), strict=True):
-                typed = typed_lines([files[number]]).slice(start, length)
-                located = typed.with_columns(
-                    pl.lit(number, pl.UInt32).alias(FILE_COLUMN), partition_of(pl.col("provider_nihdi"), count)
+                rows = (
+                    typed_lines([files[number]])
+                    .slice(start, length)
+                    .with_columns(
+                        pl.lit(number, pl.UInt32).alias(FILE_COLUMN), partition_of(pl.col("provider_nihdi"), count)
+                    )
                 )
+                if repeated is not None:
+                    rows = rows.join(repeated, on="claim_id", how="left").with_columns(
+                        pl.coalesce(FIRST, PART_COLUMN).alias(PART_COLUMN)
+                    )
                 try:
-                    rows = located.select(*schema).collect()
+                    read = rows.select(*columns).with_columns(by.alias("_by")).collect()
                 except pl.exceptions.PolarsError as exc:  # said without the rows' values
                     raise RuntimeError(f"{_UNREADABLE}{number}: {unreadable(exc)}") from None
-                yield from _batches(rows.with_columns(_carried(schema)))
+                for (part,), piece in read.partition_by("_by", as_dict=True, include_key=False).items():
+                    yield _piece(part, piece)
 
     return read
 
 
-def _with_first_partitions(lines: DataFrame, keys: DataFrame) -> DataFrame:
-    """``lines`` with the rows of a claim id read more than once in the partition of its
-    first row (in reading order), as ``LinePartitions.split`` places them. The claim ids are
-    found on ``keys`` (the same rows, four columns read), and the few repeated ones sent to
-    every task: neither the lines nor their reading go through that search."""
-    from pyspark.sql import functions as F
-
-    first = (
-        keys.where(F.col("claim_id").isNotNull())
-        .groupBy("claim_id")
-        .agg(F.count("*").alias("_copies"), F.min_by(PART_COLUMN, F.struct(FILE_COLUMN, "_row")).alias("_first"))
-        .where("_copies > 1")
-        .select("claim_id", "_first")
+def _first_partitions(pieces: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A task given every row of some claim ids (their keys: file, row, partition): the ids
+    read more than once, each with its first row's partition (``FIRST``), in reading order."""
+    rows = _rows(pieces)
+    if rows is None:
+        return
+    claim = pl.col("claim_id")
+    repeated = rows.filter(claim.is_not_null() & claim.is_duplicated()).sort(FILE_COLUMN, "_row")
+    first = repeated.group_by("claim_id").agg(pl.col(PART_COLUMN).first().cast(pl.Int64).alias(FIRST))
+    yield from (
+        first.to_arrow(compat_level=pl.CompatLevel.oldest())
+        .cast(pa.schema([("claim_id", pa.string()), (FIRST, pa.int64())]))
+        .to_batches()
     )
-    placed = lines.join(F.broadcast(first), on="claim_id", how="left")
-    return placed.withColumn(PART_COLUMN, F.coalesce("_first", PART_COLUMN)).drop("_first")
 
 
 def _evaluate(
-    schema: pl.Schema,
-    tables: dict[str, pl.DataFrame],
-    evaluate_part: Callable[..., _Part],
+    tables: dict[str, pl.DataFrame], evaluate_part: Callable[..., _Part]
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A task evaluating the partitions whose rows it is given, one at a time: for each, its
+    """A task evaluating the partitions whose pieces it is given, one at a time: for each, its
     number and what it contributes, pickled (its part, failed rows, rows read, timings)."""
 
-    def evaluate(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        frames = [cast(pl.DataFrame, pl.from_arrow(batch)) for batch in batches]
-        if not frames:
+    def evaluate(pieces: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = _rows(pieces)
+        if rows is None:
             return
-        rows = pl.concat(frames).cast(dict(schema))  # type: ignore[arg-type]
         lazy = {name: frame.lazy() for name, frame in tables.items()}
         for (number,), part in rows.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
             clock = Stopwatch()
@@ -229,24 +213,22 @@ def evaluate_partitions(
     step("Starting Spark")
     spark = spark_session(master)
     files = files_of(data, LINES)
-    schema = pl.Schema({**typed_lines(files).collect_schema(), FILE_COLUMN: pl.UInt32(), PART_COLUMN: pl.UInt64()})
     slices = _slices(files)
-    step(f"Reading {len(files)} file(s) of billing lines on Spark ({spark.sparkContext.master}), {count} partitions")
     reads = spark.createDataFrame(slices, "file long, start long, length long").repartition(len(slices))
+    step(f"Finding repeated claim ids on Spark ({spark.sparkContext.master}) in {len(files)} file(s) of billing lines")
     with _arrow_only():
-        lines = reads.mapInArrow(_read(files, count, schema), _spark_schema(schema))
-        keys = pl.Schema({name: schema[name] for name in ("claim_id", "_row", FILE_COLUMN, PART_COLUMN)})
-        claims = reads.mapInArrow(_read(files, count, keys), _spark_schema(keys))
-        placed = _with_first_partitions(lines, claims).repartition(count, PART_COLUMN)
-        evaluated = placed.mapInArrow(_evaluate(schema, dataset.tables, evaluate_part), "part long, payload binary")
-    step(f"Evaluating {count} partitions on Spark")
-    try:
-        collected = sorted(evaluated.collect(), key=lambda row: row["part"])
-    except Exception as exc:  # a file unreadable past its header failed its task: say which, in one line
-        found = re.search(rf"{_UNREADABLE}(\d+): (.*)", str(exc))
-        if found is None:
-            raise
-        raise unreadable_table(LINES.name, [files[int(found[1])]], found[2]) from None
+        keys = ["claim_id", "_row", FILE_COLUMN, PART_COLUMN]
+        gathered = reads.mapInArrow(_read(files, count, keys, pl.col("claim_id").hash() % count), PIECES)
+        firsts = gathered.repartition(count, "part").mapInArrow(_first_partitions, f"claim_id string, {FIRST} long")
+        first = pl.DataFrame(_collected(firsts, files), schema={"claim_id": pl.String, FIRST: pl.UInt64}, orient="row")
+    step(f"Evaluating {count} partitions on Spark ({first.height:,} repeated claim ids)")
+    with _arrow_only():
+        columns = [*typed_lines(files).collect_schema(), PART_COLUMN]
+        shared = spark.sparkContext.broadcast(first) if first.height else None
+        placed = reads.mapInArrow(_read(files, count, columns, pl.col(PART_COLUMN), shared), PIECES)
+        evaluate = _evaluate(dataset.tables, evaluate_part)
+        evaluated = placed.repartition(count, "part").mapInArrow(evaluate, "part long, payload binary")
+        collected = sorted(_collected(evaluated, files), key=lambda row: row["part"])
     parts: list[_Part] = []
     failed: list[pl.DataFrame] = []
     rows_read = 0
@@ -259,3 +241,15 @@ def evaluate_partitions(
             clock.seconds[stage] = clock.seconds.get(stage, 0.0) + spent
     quarantine, stats = lines_outcome(dataset, files, failed, rows_read, clock, before)
     return parts, quarantine, stats
+
+
+def _collected(frame: DataFrame, files: list[SourceFile]) -> list[Any]:
+    """The rows of ``frame``; a file unreadable past its header, which failed a task, as the
+    loader's one-line error."""
+    try:
+        return frame.collect()
+    except Exception as exc:
+        found = re.search(rf"{_UNREADABLE}(\d+): (.*)", str(exc))
+        if found is None:
+            raise
+        raise unreadable_table(LINES.name, [files[int(found[1])]], found[2]) from None
