@@ -53,6 +53,7 @@ from data_contracts.reader import SourceFile, unreadable
 from secm.pipeline import VALIDATING, Stopwatch, lines_outcome
 
 if TYPE_CHECKING:
+    from pyspark import Broadcast
     from pyspark.sql import DataFrame, SparkSession
 
     from secm.pipeline import _Part
@@ -97,6 +98,7 @@ def default_partitions(data: Path, master: str | None = None) -> int:
 
 
 def _piece(part: int, rows: pl.DataFrame) -> pa.RecordBatch:
+    """``rows`` as one value for Spark to move: an Arrow IPC file, beside its ``part``."""
     sink = io.BytesIO()
     rows.write_ipc(sink, compression="lz4")
     return pa.RecordBatch.from_pydict({"part": [part], "piece": [sink.getvalue()]})
@@ -122,7 +124,7 @@ def _slices(files: list[SourceFile]) -> list[tuple[int, int, int | None]]:
 
 
 def _read(
-    files: list[SourceFile], count: int, columns: list[str], by: pl.Expr, first: Any = None
+    files: list[SourceFile], count: int, columns: list[str], by: pl.Expr, first: Broadcast[pl.DataFrame] | None = None
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A task reading the slices it is given (see :func:`_slices`): ``columns`` of each row,
     typed, with its file's number and partition (its provider's, or its claim id's in
@@ -144,10 +146,10 @@ def _read(
                         pl.coalesce(FIRST, PART_COLUMN).alias(PART_COLUMN)
                     )
                 try:
-                    read = rows.select(*columns).with_columns(by.alias("_by")).collect()
+                    found = rows.select(*columns).with_columns(by.alias("_by")).collect()
                 except pl.exceptions.PolarsError as exc:  # said without the rows' values
                     raise RuntimeError(f"{_UNREADABLE}{number}: {unreadable(exc)}") from None
-                for (part,), piece in read.partition_by("_by", as_dict=True, include_key=False).items():
+                for (part,), piece in found.partition_by("_by", as_dict=True, include_key=False).items():
                     yield _piece(part, piece)
 
     return read
