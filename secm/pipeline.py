@@ -22,7 +22,6 @@ from data_contracts.partitions import Engine, LinePartitions, partitions_for, qu
 from data_contracts.reader import SourceFile
 from detectors.fairness import fairness_report, provider_attributes
 from detectors.profiles import Period, ProfileParts, combine_profiles, profile_parts, provider_profiles
-from detectors.scoring import fit_profiles, score_profiles
 from rules import enriched_lines, evaluate, load_catalog, summarise
 from rules.catalog import Catalog
 from rules.context import STAMPED_SHARE, stamped
@@ -264,7 +263,11 @@ def lines_outcome(
 
 
 def _score(profiles: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, str | None]]:
-    """Scores by the registered champion, or by the default detector fitted on these profiles."""
+    """Scores by the registered champion, or by the default detector fitted on these profiles.
+    The detectors (scikit-learn: seconds to import) are imported here, not where a run's
+    partitions are evaluated: a Spark task needs the rules and profiles only."""
+    from detectors.scoring import fit_profiles, score_profiles
+
     champion = None
     if get_settings().may_hold_models:
         from detectors.tracking import load_champion  # MLflow: seconds to import and open
