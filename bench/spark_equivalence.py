@@ -51,7 +51,9 @@ class Keeper:
     def pytest_configure(self, config: pytest.Config) -> None:
         evaluate = factories.flags
 
-        def keeping(root: Path, legislation: str = "current", effective_from: date | None = None, **tables: Any):  # type: ignore[no-untyped-def]
+        def keeping(
+            root: Path, legislation: str = "current", effective_from: date | None = None, **tables: Any
+        ) -> pl.DataFrame:
             found = evaluate(root, legislation, effective_from, **tables)
             copy = self.folder / f"rules-{len(self.kept):03d}"
             shutil.copytree(root, copy)
