@@ -10,9 +10,11 @@ examples of a burst, a deadline and a debt, and the legislation versions to run 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from data_contracts.schemas import CHANNELS, THIRD_PARTY_CHANNELS
@@ -176,3 +178,16 @@ VERSIONS: list[dict[str, Any]] = [
     {"legislation": "reform_art174"},
     {"legislation": "reform_art174", "effective_from": date(2024, 2, 29)},
 ]
+
+
+def on_boundary_datasets(draws: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A test run on ``draws`` datasets drawn by :func:`datasets`, and always on the pinned
+    burst, deadline and debt (its argument: ``dataset``)."""
+
+    def decorate(test: Callable[..., None]) -> Callable[..., None]:
+        drawn = settings(max_examples=draws, deadline=None, suppress_health_check=[HealthCheck.too_slow])(test)
+        for pinned in (DEBT, DEADLINE, BURST):
+            drawn = example(dataset=pinned)(drawn)
+        return given(dataset=datasets())(drawn)
+
+    return decorate

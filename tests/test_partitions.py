@@ -13,14 +13,13 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, example, given, settings
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES
 from data_contracts.partitions import LinePartitions, partitions_for
 from secm.pipeline import run
 from tests import factories as f
-from tests.boundaries import BURST, DEADLINE, DEBT, VERSIONS, datasets
+from tests.boundaries import VERSIONS, on_boundary_datasets
 from tests.spark import java_or_skip
 
 # What differs between two runs of the same data whatever their partitions.
@@ -145,11 +144,7 @@ def test_the_number_of_partitions_follows_the_lines(synthetic: Path) -> None:
     assert partitions_for(synthetic, -(-lines // 10)) == 10  # a tenth, rounded up
 
 
-@given(dataset=datasets())
-@example(dataset=BURST)
-@example(dataset=DEADLINE)
-@example(dataset=DEBT)
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@on_boundary_datasets(draws=3)
 def test_spark_flags_what_a_run_in_memory_flags_on_the_rules_boundaries(dataset: dict[str, Any]) -> None:
     """The boundary datasets of the back-end equivalence (deadline days, bursts, debt sums...)
     through the whole run, in memory and on Spark, under the current legislation and a dated

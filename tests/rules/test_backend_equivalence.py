@@ -11,21 +11,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, settings
 from polars.testing import assert_frame_equal
 
 from data_contracts import load_dataset
 from rules import evaluate
 from rules.durable_engine import evaluate_durable
 from tests import factories as f
-from tests.boundaries import BURST, DEADLINE, DEBT, VERSIONS, datasets
+from tests.boundaries import BURST, DEADLINE, DEBT, VERSIONS, on_boundary_datasets
 
 
-@given(dataset=datasets())
-@example(dataset=BURST)
-@example(dataset=DEADLINE)
-@example(dataset=DEBT)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@on_boundary_datasets(draws=40)
 def test_durable_rules_flags_what_polars_flags(dataset: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tables = load_dataset(f.write_dataset(Path(tmp), **dataset)).lazy_tables()
