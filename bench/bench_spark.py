@@ -6,7 +6,8 @@
 Generates a dataset (or takes ``--data``), then runs the whole ``secm run`` as typed, each in
 a process of its own (start-up, Spark's included, outputs, publish to a fresh SQLite file):
 once on the Polars engine, then on Spark for each ``--masters`` (the scaling from one core to
-two). Prints wall time, lines/s, peak RSS and the stage timings of each, and for each Spark
+two). Prints wall time, lines/s, peak RSS, the machine's CPU time (``bench_pipeline.secm_run``)
+and the stage timings of each, and for each Spark
 run its throughput as a ratio of the Polars engine's and whether its flags and quarantine are
 the Polars engine's exactly.
 """

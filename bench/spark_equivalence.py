@@ -84,10 +84,17 @@ def drawn(count: int, folder: Path) -> list[Path]:
 def differences(data: Path, work: Path, version: Version, master: str) -> list[str]:
     """The outputs of ``COMPARED`` that differ between a run in memory and one on Spark."""
     legislation, effective_from = version
-    options = {"legislation": legislation, "effective_from": effective_from}
     whole, spark = work / "whole", work / "spark"
-    run(data, whole, partitions=1, **options)  # type: ignore[arg-type]
-    run(data, spark, partitions=2, engine="spark", spark_master=master, **options)  # type: ignore[arg-type]
+    run(data, whole, legislation=legislation, effective_from=effective_from, partitions=1)
+    run(
+        data,
+        spark,
+        legislation=legislation,
+        effective_from=effective_from,
+        partitions=2,
+        engine="spark",
+        spark_master=master,
+    )
     found = [
         o
         for o in COMPARED

@@ -166,7 +166,8 @@ def run(
         typer.Option(help="polars: partitions one after the other here; spark: side by side in Spark tasks."),
     ] = "polars",
     spark_master: Annotated[
-        str | None, typer.Option(help="With --engine spark: the Spark master (default local[*], every core here).")
+        str | None,
+        typer.Option(help="With --engine spark: the Spark master (default: spark-submit's --master, else local[*])."),
     ] = None,
 ) -> None:
     """Validate a dataset, run the rule catalog, score providers, publish the results."""
