@@ -4,9 +4,11 @@
 
 Generates and runs a dataset (published to a fresh SQLite file). Profiles ``--profile``
 single-claim checks in this process (milliseconds per check by stage), then serves it. From a
-second process, ``--clients`` levels (default 1, 8 and 32 concurrent clients) each post
-claims of that dataset, one claim per request, for ``--seconds``; prints claims/s and latency
-percentiles per level, and the batch engine's time per line on the same data. Then posts
+second process, ``--clients`` levels each post claims of that dataset, one claim per request,
+for ``--seconds``: 1, 8 and 32 clients posting back to back (as fast as the service answers),
+then 32 clients posting 500 claims a second in all, at random times, as a national flow of
+independent submitters does; prints claims/s and latency percentiles per level (a paced
+level's latencies count from when each claim was due), and the batch engine's time per line on the same data. Then posts
 ``--batch`` claims in one request (``--batch-repeats`` times) and batches of ``--same-key``
 sizes whose lines all share one duplicate key (copies of one claim), the worst case of the
 duplicate rule, and prints their seconds.
@@ -25,14 +27,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _load(base: str, token: str, bodies: list[bytes], clients: int, seconds: float, queue: mp.Queue) -> None:
-    """Runs in a process of its own: ``clients`` clients posting ``bodies`` at random."""
+def _load(
+    base: str, token: str, bodies: list[bytes], clients: int, rate: float | None, seconds: float, queue: mp.Queue
+) -> None:
+    """Runs in a process of its own: ``clients`` clients posting ``bodies`` at random, back to
+    back or ``rate`` claims a second in all (see ``service.drive``)."""
     from service import drive
 
     def request(rng: random.Random) -> tuple[str, dict[str, Any], bytes]:
         return "/claims/check", {}, rng.choice(bodies)
 
-    load = drive(base, token, request, clients=clients, seconds=seconds, timeout=30.0)
+    load = drive(base, token, request, clients=clients, seconds=seconds, timeout=30.0, rate=rate)
     summary = load.summary()
     summary["claims_per_second"] = summary.pop("requests_per_second")
     queue.put(summary)
@@ -59,7 +64,7 @@ def _stages(checker: Any, claims: list[dict], n: int) -> dict[str, float]:
     for claim in claims[20 : 20 + n]:
         checker.check([claim], [], "profile")
     profile.disable()
-    spent = {}
+    spent: dict[str, float] = {}
     for (path, _, function), (*_, cumulative, _) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
         for (suffix, name), stage in STAGES.items():
             if function == name and path.endswith(suffix):
@@ -86,7 +91,13 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--clients", default="1,8,32", help="Concurrent clients, one level after the other.")
+    parser.add_argument(
+        "--clients",
+        default="1,8,32,32@500",
+        help="Levels of load, one after the other: N clients posting back to back, or N@R for N clients "
+        "posting R claims a second in all, at random times (a paced, open load).",
+    )
+    parser.add_argument("--workers", type=int, help="Processes of the service (default: secm serve's).")
     parser.add_argument("--batch", type=int, default=1000, help="Lines of the one-request batch.")
     parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--same-key", default="250,500,1000,2000", help="Batch sizes sharing one duplicate key.")
@@ -94,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import polars as pl
-    from service import serving
+    from service import busy_seconds, serving
 
     from api.auth import create_token
     from api.database import migrate
@@ -131,14 +142,21 @@ def main() -> None:
             engine = migrate(url)
             run_id = json.loads((Path(home) / "out" / "run.json").read_text())["run_id"]
             stages = _stages(checker_for(engine, run_id, {}), claims[2500:], args.profile)
-        with serving(home, url, args.port) as (base, _):
+        with serving(home, url, args.port, workers=args.workers) as (base, _):
             spawn = mp.get_context("spawn")
-            for clients in (int(n) for n in args.clients.split(",") if n):
+            for level in (n for n in args.clients.split(",") if n):
+                clients, _, rate = level.partition("@")
                 queue = spawn.Queue()
-                poster = spawn.Process(target=_load, args=(base, token, bodies, clients, args.seconds, queue))
+                paced = float(rate) if rate else None
+                load = (base, token, bodies, int(clients), paced, args.seconds, queue)
+                poster = spawn.Process(target=_load, args=load)
+                busy = busy_seconds()
                 poster.start()
-                levels[f"{clients} clients"] = queue.get()
+                summary = queue.get()
                 poster.join()
+                # The machine's, the clients' process included: how near the cores are to full.
+                summary["cores_busy"] = (busy_seconds() - busy) / args.seconds
+                levels[f"{clients} clients" + (f" at {rate} claims/s" if rate else "")] = summary
             batch_seconds_by_name = _batches(base, token, batches)
     batch_per_line_us = batch_seconds / lines.height * 1e6
     print(

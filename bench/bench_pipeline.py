@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service import fresh_database
+from service import busy_seconds, fresh_database
 
 
 def _peak_mb() -> float:
@@ -134,10 +134,10 @@ def secm_run(data: str, partitions: str, database_url: str, home: str, *options:
         command += ["--partitions", partitions]
     errors = Path(home) / "stderr.log"  # a file: a pipe nobody reads would stall a chatty run
     with errors.open("wb") as stderr:
-        started, busy = time.perf_counter(), _busy_seconds()
+        started, busy = time.perf_counter(), busy_seconds()
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         _, status, usage = os.wait4(process.pid, 0)
-        seconds, cpu = time.perf_counter() - started, _busy_seconds() - busy
+        seconds, cpu = time.perf_counter() - started, busy_seconds() - busy
     if status != 0:
         raise SystemExit(f"secm run failed: {errors.read_text(errors='replace')}")
     info = json.loads((out / "run.json").read_text())
@@ -151,15 +151,6 @@ def secm_run(data: str, partitions: str, database_url: str, home: str, *options:
         "cores_busy": cpu / seconds,
         "stages": info["timings"],
     }
-
-
-def _busy_seconds() -> float:
-    """CPU seconds this machine has spent busy since it started, on every core (``/proc/stat``:
-    user, nice, system, irq and softirq time). Counts a run's every process, a Spark JVM and
-    its Python workers included, where the run's own usage would miss what it does not wait
-    for; so the machine must be otherwise idle."""
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def in_process(target, *args):  # type: ignore[no-untyped-def]

@@ -219,7 +219,9 @@ class _Connection(asyncio.Protocol):
         return await self.answered
 
 
-async def _drive(base: str, token: str, request: Request, clients: int, seconds: float, timeout: float) -> Load:
+async def _drive(
+    base: str, token: str, request: Request, clients: int, seconds: float, timeout: float, rate: float | None
+) -> Load:
     load = Load(seconds)
     deadline = time.perf_counter() + seconds
     host, port = base.removeprefix("http://").rsplit(":", 1)
@@ -229,10 +231,19 @@ async def _drive(base: str, token: str, request: Request, clients: int, seconds:
     async def client(seed: int) -> None:
         rng = random.Random(seed)
         connection = None
+        due = time.perf_counter()
         while time.perf_counter() < deadline:
             path, params, *body = request(rng)
             target = (f"{path}?{urlencode(params)}" if params else path).encode()
-            started = time.perf_counter()
+            if rate is None:
+                started = time.perf_counter()
+            else:
+                # Paced: requests fall due at random (Poisson) times, whenever the answers come.
+                # A request's latency counts from when it was due, so a slow answer that delays
+                # this client's next request counts against the service, not for it.
+                due += rng.expovariate(rate / clients)
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                started = due
             try:
                 async with asyncio.timeout(timeout):
                     if connection is None or connection.transport is None or connection.transport.is_closing():
@@ -257,9 +268,30 @@ async def _drive(base: str, token: str, request: Request, clients: int, seconds:
     return load
 
 
-def drive(base: str, token: str, request: Request, *, clients: int, seconds: float, timeout: float = 10.0) -> Load:
-    """``clients`` concurrent clients sending ``request``s back to back for ``seconds``."""
-    return asyncio.run(_drive(base, token, request, clients, seconds, timeout))
+def drive(
+    base: str,
+    token: str,
+    request: Request,
+    *,
+    clients: int,
+    seconds: float,
+    timeout: float = 10.0,
+    rate: float | None = None,
+) -> Load:
+    """``clients`` concurrent clients sending ``request``s for ``seconds``: back to back (as fast as
+    the service answers), or, given a ``rate``, that many requests a second in all, each client
+    sending its share at random times, as independent submitters do (an open load: the service
+    must keep up, and its latencies count from when each request was due)."""
+    return asyncio.run(_drive(base, token, request, clients, seconds, timeout, rate))
+
+
+def busy_seconds() -> float:
+    """CPU seconds this machine has spent busy since it started, on every core (``/proc/stat``:
+    user, nice, system, irq and softirq time). Counts a run's every process, a Spark JVM and
+    its Python workers included, where the run's own usage would miss what it does not wait
+    for; so the machine must be otherwise idle."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

@@ -284,12 +284,12 @@ def test_checks_arriving_together_are_decided_in_batches_with_their_own_answers(
     gps = checker.references["providers"].filter(pl.col("profession") == "gp", ~pl.col("provider_nihdi").is_in(barred))
     providers = gps["provider_nihdi"][:12].to_list()
     sizes: list[int] = []
-    decide = checker._decide
+    prepare = checker._prepare
 
-    def counted(batch: list[Any]) -> list[dict[str, Any]]:
+    def counted(batch: list[Any]) -> Any:
         sizes.append(len(batch))
         time.sleep(0.05)  # long enough for the other requests to queue behind this batch
-        return decide(batch)
+        return prepare(batch)
 
     def request(k: int) -> tuple[int, dict[str, Any]]:
         provider = providers[k]
@@ -299,12 +299,12 @@ def test_checks_arriving_together_are_decided_in_batches_with_their_own_answers(
         response = check(service, *lines)
         return response.status_code, response.json()
 
-    checker._decide = counted
+    checker._prepare = counted
     try:
         with ThreadPoolExecutor(max_workers=len(providers)) as pool:
             answers = list(pool.map(request, range(len(providers))))
     finally:
-        del checker._decide
+        del checker._prepare
     assert max(sizes) > 1
     assert sum(sizes) == len(providers)
     for k, (status, answer) in enumerate(answers):
