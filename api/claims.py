@@ -13,8 +13,7 @@ service's real-time history (``api.history``): in the application database, so t
 process of the service checks against the same lines; bounded in lines, invoices and age.
 Checks arriving together at a process are decided in one batch (see ``ClaimChecker.check``):
 its audit entries and its reads and writes of the history in one transaction, then its rules
-in durable_rules sessions in the rules workers (``rules.durable_worker``), while the next batch
-takes its turn with the history.
+in durable_rules sessions in the rules workers (``rules.durable_worker``).
 """
 
 from __future__ import annotations
@@ -158,17 +157,6 @@ def _batch(queue: list[_Check]) -> list[_Check]:
 
 
 @dataclass
-class _Prepared:
-    """A batch once its turn is over: what its rules need, and its records' errors."""
-
-    valid_lines: list[Row]
-    context: list[Row]  # the valid lines' providers' recent lines
-    invoices: dict[str, Row]  # known to the caller, by id
-    errors: list[dict[str, Any]]  # the first check's invoices'
-    line_errors: list[dict[str, Any]]  # indexed in the batch's lines, every check's in turn
-
-
-@dataclass
 class ClaimChecker:
     """Checks posted claims against one published run's reference data."""
 
@@ -182,7 +170,8 @@ class ClaimChecker:
     deciding: bool = False
 
     def __post_init__(self) -> None:
-        self.shared = References(self.run_id, self.references)  # sent to each rules worker once
+        # Sent to each rules worker once, the line tables empty: a check sends its lines enriched.
+        self.shared = References(self.run_id, {**self.references, **NO_LINES})
         self.providers = frozenset(self.references["providers"]["provider_nihdi"])
         self.codes = frozenset(self.references["nomenclature"]["code"])
         self.index = ReferenceIndex(self.references)
@@ -201,8 +190,8 @@ class ClaimChecker:
         transaction before they are decided (``journal``).
 
         Checks arriving together are decided in batches (see :func:`_batch`): the thread that
-        finds no batch taking its turn leads the next one (see :meth:`_lead`), the others wait
-        for their answer or their turn to lead.
+        finds no batch at work decides the next one, the others wait for their answer or
+        their turn to decide the next.
         """
         _unknown_fields("third_party_invoices", invoices)
         _unknown_fields("billing_lines", lines)
@@ -220,18 +209,15 @@ class ClaimChecker:
         return mine.answer
 
     def _lead(self) -> None:
-        """Take the batch at the head of the queue through its turn (validation, audit and
-        history, in arrival order), hand the turn to the check now at the head (waking only
-        it: each check waits on its own event), then decide the batch's rules and wake its
-        checks. So one batch's rules run in a worker while the next takes its turn: a service
-        below its capacity answers sooner, with its cores no busier."""
+        """Decide the batch at the head of the queue, then wake its checks and hand the turn
+        to the check now at the head (waking only those: each check waits on its own event)."""
         with self.turn:
             batch = _batch(self.queue)
             for check in batch:
                 self.queue.remove(check)
-        prepared = None
         try:
-            prepared = self._prepare(batch)
+            for check, answer in zip(batch, self._decide(batch), strict=True):
+                check.answer = answer
         except BaseException as exc:
             for check in batch:
                 check.error = exc
@@ -241,20 +227,11 @@ class ClaimChecker:
                     self.queue[0].woken.set()
                 else:
                     self.deciding = False
-        try:
-            if prepared is not None:
-                for check, answer in zip(batch, self._answers(batch, prepared), strict=True):
-                    check.answer = answer
-        except BaseException as exc:
-            for check in batch:
-                check.error = exc
-        finally:
             for check in batch:
                 check.woken.set()
 
-    def _prepare(self, batch: list[_Check]) -> _Prepared:
-        """Validate the batch's records, write its audit entries and invoices and read its
-        lines' recent context, in one transaction; the checks are compatible (see :func:`_batch`)."""
+    def _decide(self, batch: list[_Check]) -> list[dict[str, Any]]:
+        """Each check's answer; the checks are compatible (see :func:`_batch`)."""
         caller, invoices = batch[0].caller, batch[0].invoices
         entries = [check.audit for check in batch if check.audit is not None]
         lines = [line for check in batch for line in check.lines]
@@ -281,18 +258,9 @@ class ClaimChecker:
             # The recent lines' invoices too: they are enriched with them.
             referred = {line["invoice_id"] for line in context if line["invoice_id"] is not None}
             known_invoices |= self.history.invoices(connection, caller, referred - known_invoices.keys())
-        return _Prepared(
-            valid_lines,
-            context,
-            known_invoices,
-            errors=_errors("third_party_invoices", bad_invoices, invoices, "invoice_id"),
-            line_errors=_errors("billing_lines", bad_lines, lines, "claim_id"),
-        )
-
-    def _answers(self, batch: list[_Check], prepared: _Prepared) -> list[dict[str, Any]]:
-        """Each check's answer: its records' errors and its valid lines' flags."""
+        line_errors = _errors("billing_lines", bad_lines, lines, "claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for f in self._flags(prepared.valid_lines, prepared.context, prepared.invoices).iter_rows(named=True):
+        for f in self._flags(valid_lines, context, known_invoices).iter_rows(named=True):
             by_claim[f["claim_id"]].append(
                 {
                     "rule_id": f["rule_id"],
@@ -302,13 +270,13 @@ class ClaimChecker:
                     "evidence": json.loads(f["evidence"]),
                 }
             )
-        valid_claims = [line["claim_id"] for line in prepared.valid_lines]
+        valid_claims = [line["claim_id"] for line in valid_lines]
         answers, offset = [], 0
         for check in batch:
             end = offset + len(check.lines)
-            errors = [{**e, "index": e["index"] - offset} for e in prepared.line_errors if offset <= e["index"] < end]
+            errors = [{**e, "index": e["index"] - offset} for e in line_errors if offset <= e["index"] < end]
             if check is batch[0]:
-                errors = prepared.errors + errors
+                errors = _errors("third_party_invoices", bad_invoices, invoices, "invoice_id") + errors
             mine = [c for c in valid_claims if c in check.claims]
             claims = [{"claim_id": claim_id, "flags": by_claim.get(claim_id, [])} for claim_id in mine]
             answers.append({"run_id": self.run_id, "errors": errors, "claims": claims})
@@ -327,7 +295,7 @@ class ClaimChecker:
         named = {line["invoice_id"] for line in lines} & invoices.keys()
         found = {i: (invoices[i]["third_party_number"], invoices[i]["submitted_date"]) for i in named}
         return evaluate_durable(
-            NO_LINES,
+            {},
             legislation=self.legislation,
             lines=self.index.enrich(lines, found).with_row_index("_i"),
             effective_from=self.effective_from,

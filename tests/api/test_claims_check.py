@@ -284,12 +284,12 @@ def test_checks_arriving_together_are_decided_in_batches_with_their_own_answers(
     gps = checker.references["providers"].filter(pl.col("profession") == "gp", ~pl.col("provider_nihdi").is_in(barred))
     providers = gps["provider_nihdi"][:12].to_list()
     sizes: list[int] = []
-    prepare = checker._prepare
+    decide = checker._decide
 
-    def counted(batch: list[Any]) -> Any:
+    def counted(batch: list[Any]) -> list[dict[str, Any]]:
         sizes.append(len(batch))
         time.sleep(0.05)  # long enough for the other requests to queue behind this batch
-        return prepare(batch)
+        return decide(batch)
 
     def request(k: int) -> tuple[int, dict[str, Any]]:
         provider = providers[k]
@@ -299,12 +299,12 @@ def test_checks_arriving_together_are_decided_in_batches_with_their_own_answers(
         response = check(service, *lines)
         return response.status_code, response.json()
 
-    checker._prepare = counted
+    checker._decide = counted
     try:
         with ThreadPoolExecutor(max_workers=len(providers)) as pool:
             answers = list(pool.map(request, range(len(providers))))
     finally:
-        del checker._prepare
+        del checker._decide
     assert max(sizes) > 1
     assert sum(sizes) == len(providers)
     for k, (status, answer) in enumerate(answers):
