@@ -32,13 +32,16 @@ def _load(
 ) -> None:
     """Runs in a process of its own: ``clients`` clients posting ``bodies`` at random, back to
     back or ``rate`` claims a second in all (see ``service.drive``)."""
-    from service import drive
+    from service import busy_seconds, drive
 
     def request(rng: random.Random) -> tuple[str, dict[str, Any], bytes]:
         return "/claims/check", {}, rng.choice(bodies)
 
+    busy = busy_seconds()
     load = drive(base, token, request, clients=clients, seconds=seconds, timeout=30.0, rate=rate)
     summary = load.summary()
+    # The machine's, these clients included: how near the cores are to full.
+    summary["cores_busy"] = (busy_seconds() - busy) / seconds
     summary["claims_per_second"] = summary.pop("requests_per_second")
     queue.put(summary)
 
@@ -105,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import polars as pl
-    from service import busy_seconds, serving
+    from service import serving
 
     from api.auth import create_token
     from api.database import migrate
@@ -150,13 +153,9 @@ def main() -> None:
                 paced = float(rate) if rate else None
                 load = (base, token, bodies, int(clients), paced, args.seconds, queue)
                 poster = spawn.Process(target=_load, args=load)
-                busy = busy_seconds()
                 poster.start()
-                summary = queue.get()
+                levels[f"{clients} clients" + (f" at {rate} claims/s" if rate else "")] = queue.get()
                 poster.join()
-                # The machine's, the clients' process included: how near the cores are to full.
-                summary["cores_busy"] = (busy_seconds() - busy) / args.seconds
-                levels[f"{clients} clients" + (f" at {rate} claims/s" if rate else "")] = summary
             batch_seconds_by_name = _batches(base, token, batches)
     batch_per_line_us = batch_seconds / lines.height * 1e6
     print(
