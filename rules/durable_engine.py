@@ -63,7 +63,7 @@ from rules.conditions import (
 )
 from rules.context import NO_LINES
 from rules.durable_worker import WorkerPool
-from rules.engine import enriched_lines, flags_table, follow_timeline, one_flag_per_line
+from rules.engine import FLAGS_SCHEMA, enriched_lines, flags_table, follow_timeline, one_flag_per_line
 from rules.errors import RuleError
 from rules.shapes import reference_total_evidence, regime_deadline, years_after_columns
 
@@ -832,6 +832,13 @@ def _evaluate_here(
     return flags_table(rules, legislation, flagged, enriched)
 
 
+def _flags_or_none(*args: Any) -> pl.DataFrame | None:
+    """:func:`_evaluate_here`'s flags, or None for none: most real-time checks flag nothing,
+    and an empty frame still costs its schema's encoding both ways (a fifth of a millisecond)."""
+    flags = _evaluate_here(*args)
+    return flags if flags.height else None
+
+
 def _parts(lines: pl.DataFrame, n: int) -> list[pl.DataFrame]:
     """``lines`` in up to ``n`` parts of whole providers (every rule stays within one provider),
     to be decided in as many workers at once; each part numbered ``_i`` afresh."""
@@ -892,7 +899,8 @@ def evaluate_durable(
     def in_worker(version: str, part: pl.DataFrame | None) -> pl.DataFrame:
         shared = (references and references.key, references)
         sent = None if catalog is load_catalog() else catalog  # the shipped one is not sent
-        return _POOL.run(_evaluate_here, frames, version, sent, part, posted, shared=shared, deadline=deadline)
+        flags = _POOL.run(_flags_or_none, frames, version, sent, part, posted, shared=shared, deadline=deadline)
+        return pl.DataFrame(schema=FLAGS_SCHEMA) if flags is None else flags
 
     def flags_under(version: str, only: Sequence[str] | None) -> pl.DataFrame:
         parts = _parts(lines, _POOL.size) if lines is not None else [None]
