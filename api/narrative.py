@@ -18,7 +18,7 @@ from api import tables as t
 from api.feedback import kind_of
 from api.formats import Lang, formatter
 from api.queries import NotPublished, flags_by_rule, published_run
-from detectors.scoring import NAMED_FROM, TOP_FEATURES
+from detectors.indicators import NAMED_FROM, TOP_FEATURES
 from rules import load_catalog
 
 

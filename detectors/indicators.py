@@ -23,3 +23,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "coding": ("high_fee_share", "home_visit_share"),
 }
 FEATURES: tuple[str, ...] = tuple(f for members in GROUPS.values() for f in members)
+# An explanation names at most this many groups, and a group only when its evidence is beyond
+# chance: a z of 2, a contribution of 4.
+TOP_FEATURES = 3
+NAMED_FROM = 4.0

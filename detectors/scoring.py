@@ -14,14 +14,12 @@ import polars as pl
 
 from detectors import evidence
 from detectors.evidence import PeerEvidence
+from detectors.indicators import NAMED_FROM, TOP_FEATURES
 from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS, assign_peer_groups, peer_statistics, robust_z
 from detectors.profiles import FEATURES, ID
 from detectors.zoo import NAMES as ZOO
 from detectors.zoo import Detector
 
-TOP_FEATURES = 3
-# An explanation names a group only when its z is beyond chance (2, a contribution of 4).
-NAMED_FROM = 4.0
 DEFAULT = evidence.NAME
 DETECTORS = (evidence.NAME, *ZOO)
 # A table of unknown features has no counts nor groups for the peer evidence: the ensemble.

@@ -16,9 +16,8 @@ from api.database import engine_for
 from api.documents import texts
 from api.feedback import deadlines, feedback_profile
 from api.narrative import named_contributions
-from detectors.indicators import FEATURES
+from detectors.indicators import FEATURES, NAMED_FROM, TOP_FEATURES
 from detectors.profiles import period_bounds
-from detectors.scoring import NAMED_FROM, TOP_FEATURES
 from secm.cli import app
 from tests.api.conftest import Published, Service
 
