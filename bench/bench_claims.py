@@ -9,9 +9,10 @@ for ``--seconds``: 1, 8 and 32 clients posting back to back (as fast as the serv
 then 32 clients posting 500 claims a second in all, at random times, as a national flow of
 independent submitters does. Prints claims/s, latency percentiles and the machine's busy cores
 per level (a paced level's latencies count from when each claim was due), and the batch
-engine's time per line on the same data. Then posts ``--batch`` claims in one request (``--batch-repeats`` times) and batches of ``--same-key``
-sizes whose lines all share one duplicate key (copies of one claim), the worst case of the
-duplicate rule, and prints their seconds.
+engine's time per line on the same data. Then posts ``--batch`` claims in one request
+(``--batch-repeats`` times) and batches of ``--same-key`` sizes whose lines all share one
+duplicate key (copies of one claim), the worst case of the duplicate rule, and prints their
+seconds.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The indicators the default detector scores, grouped by what they would reveal.
+"""The indicators the default detector scores, grouped by what they would reveal, and how many
+of them an explanation names.
 
 Kept apart from :mod:`detectors.evidence` so that what only names them (the feedback profile
 written to a provider, the benchmarks) does not load the detector's machine-learning stack.
