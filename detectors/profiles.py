@@ -131,12 +131,9 @@ def profile_parts(
 ) -> ProfileParts:
     """:class:`ProfileParts` of ``lines`` (enriched billing lines whose providers have all
     their lines here) and their rule ``flags`` (only ``claim_id`` is read)."""
-    flagged = flags.lazy().select("claim_id").unique().with_columns(pl.lit(True).alias("_flagged"))
-    base = (
-        lines.lazy()
-        .join(flagged, on="claim_id", how="left")
-        .with_columns(period_expr(period), pl.col("_flagged").fill_null(False))
-    )
+    # A membership test, not a join: a join would copy every column of the lines.
+    flagged = pl.col("claim_id").is_in(flags.get_column("claim_id").implode()).alias("_flagged")
+    base = lines.lazy().with_columns(period_expr(period), flagged)
     keys = [ID, "period"]
     fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
     # Lines per patient and kind of service: what the patient list, the patient mix and the
