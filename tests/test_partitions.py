@@ -16,7 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES
-from data_contracts.partitions import LinePartitions, partitions_for
+from data_contracts.partitions import FILE_COLUMN, LinePartitions, in_reading_order, partitions_for
 from secm.pipeline import run
 from tests import factories as f
 from tests.boundaries import VERSIONS, on_boundary_datasets
@@ -129,6 +129,21 @@ def test_every_copy_of_a_claim_id_goes_to_its_first_providers_partition(syntheti
         homes.filter(~pl.col("claim_id").is_duplicated()).group_by("provider_nihdi").agg(pl.col("part").n_unique())
     )
     assert (by_provider["part"] == 1).all()
+
+
+def test_a_partition_is_put_back_in_reading_order_only_when_it_is_out_of_it() -> None:
+    def rows(*keys: tuple[int, int]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {FILE_COLUMN: [k[0] for k in keys], "_row": [k[1] for k in keys], "claim_id": [f"C{k}" for k in keys]},
+            schema_overrides={FILE_COLUMN: pl.UInt32},
+        )
+
+    ordered = rows((0, 1), (0, 7), (1, 2), (1, 3))
+    assert in_reading_order(ordered) is ordered  # nothing to sort
+    # A repeated claim id's rows are written apart, after the partition's own.
+    apart = rows((0, 2), (1, 5), (0, 3), (1, 1))
+    assert in_reading_order(apart).select(FILE_COLUMN, "_row").rows() == [(0, 2), (0, 3), (1, 1), (1, 5)]
+    assert in_reading_order(rows((0, 4), (0, 4))).height == 2  # the same row twice is not lost
 
 
 def _lines_in(data: Path) -> int:
