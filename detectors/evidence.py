@@ -27,8 +27,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from sklearn.base import BaseEstimator
-from sklearn.linear_model import LogisticRegression
 
 from detectors.indicators import FEATURES, GROUPS, LEVELS, SHARES
 from detectors.peers import (
@@ -194,7 +192,7 @@ def _contributions(evidence: pl.DataFrame, weights: dict[str, float] | None) -> 
     )
 
 
-class PeerEvidence(BaseEstimator):  # type: ignore[misc]
+class PeerEvidence:
     """The one-sided, count-aware peer-evidence detector; see the module docstring.
 
     Unsupervised, it has nothing to learn. Given inspectors' verdicts (``fit(profiles, y)``
@@ -240,6 +238,9 @@ class PeerEvidence(BaseEstimator):  # type: ignore[misc]
         self.verdicts_ = y.height
         if min(confirmed, labelled.height - confirmed) < MIN_VERDICTS:
             return self
+        # scikit-learn takes a second or more to import: only verdicts need it, not a run.
+        from sklearn.linear_model import LogisticRegression
+
         X = labelled.select(pl.col(f"e_{f}") ** 2 for f in FEATURES).to_numpy()
         model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(X, labelled["confirmed"])
         learned = np.clip(model.coef_[0], 0.0, None)

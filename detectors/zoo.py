@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
 if TYPE_CHECKING:
     from pyod.models.base import BaseDetector
@@ -44,7 +43,7 @@ def _build(name: str, random_state: int, params: dict[str, Any]) -> BaseDetector
     return built
 
 
-class Detector(BaseEstimator):  # type: ignore[misc]
+class Detector:
     """A PyOD detector (or the rank-averaged ensemble) with ``fit`` / ``score`` / ``explain``.
 
     ``feature_names`` and the peer settings travel with the fitted model, so that whoever
@@ -58,6 +57,11 @@ class Detector(BaseEstimator):  # type: ignore[misc]
     >>> Detector("ecod").fit(X).score(X).argmax()
     np.int64(0)
     """
+
+    # Set by ``detectors.scoring.fit_profiles``: what the matrix was built from.
+    feature_names_: list[str]
+    peer_columns_: list[str]
+    min_peers_: int
 
     def __init__(
         self,
