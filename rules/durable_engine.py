@@ -63,7 +63,7 @@ from rules.conditions import (
 )
 from rules.context import NO_LINES
 from rules.durable_worker import WorkerPool
-from rules.engine import FLAGS_SCHEMA, enriched_lines, flags_table, follow_timeline, one_flag_per_line
+from rules.engine import enriched_lines, flags_table, follow_timeline, no_flags, one_flag_per_line
 from rules.errors import RuleError
 from rules.shapes import reference_total_evidence, regime_deadline, years_after_columns
 
@@ -900,7 +900,7 @@ def evaluate_durable(
         shared = (references and references.key, references)
         sent = None if catalog is load_catalog() else catalog  # the shipped one is not sent
         flags = _POOL.run(_flags_or_none, frames, version, sent, part, posted, shared=shared, deadline=deadline)
-        return pl.DataFrame(schema=FLAGS_SCHEMA) if flags is None else flags
+        return no_flags() if flags is None else flags
 
     def flags_under(version: str, only: Sequence[str] | None) -> pl.DataFrame:
         parts = _parts(lines, _POOL.size) if lines is not None else [None]
