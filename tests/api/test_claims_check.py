@@ -193,15 +193,18 @@ def test_lines_sharing_one_duplicate_key_cost_in_proportion(service: Service) ->
     that n lines sharing a key cost O(n log n), not O(n²) (2 000 such lines took 75 s).
     ``bench/bench_claims.py`` measures the seconds themselves."""
     check(service, line("warm-up"))
-    seconds = {}
-    for n in (500, 2_000):
-        started = time.perf_counter()
-        answer = check(service, *(line(f"D{n}-{i}", patient_id=f"PSAME{n}") for i in range(n)))
-        seconds[n] = time.perf_counter() - started
-        assert answer.status_code == 200, answer.text
-        flagged = flags_of(answer.json())
-        assert flagged[f"D{n}-0"] == []
-        assert all("DUPLICATE_BILLING" in flagged[f"D{n}-{i}"] for i in range(1, n))
+    seconds: dict[int, float] = {}
+    # The best of two per size: one pause of the machine must not pass for a cost.
+    for attempt in range(2):
+        for n in (500, 2_000):
+            key = f"{attempt}-{n}"
+            started = time.perf_counter()
+            answer = check(service, *(line(f"D{key}-{i}", patient_id=f"PSAME{key}") for i in range(n)))
+            seconds[n] = min(seconds.get(n, float("inf")), time.perf_counter() - started)
+            assert answer.status_code == 200, answer.text
+            flagged = flags_of(answer.json())
+            assert flagged[f"D{key}-0"] == []
+            assert all("DUPLICATE_BILLING" in flagged[f"D{key}-{i}"] for i in range(1, n))
     assert seconds[2_000] < 8 * seconds[500], seconds  # four times the lines; O(n²) would be 16 times
 
 
