@@ -114,8 +114,9 @@ class LinePartitions:
 
 def validate_partition(rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A partition's valid lines, and its failed rows' keys and reasons (``_source``, ``_row``,
-    ``_reasons``) for :func:`quarantined_lines`; its rows (typed, with ``FILE_COLUMN``) in
-    reading order, as the check of repeated claim ids expects."""
+    ``_reasons``) for :func:`quarantined_lines`; its rows (typed, with ``FILE_COLUMN``) are put
+    in reading order first (:func:`in_reading_order`), as the check of repeated claim ids
+    expects."""
     return validate(LINES, in_reading_order(rows.collect()).drop(FILE_COLUMN).lazy(), valid_tables)
 
 
