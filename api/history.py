@@ -97,8 +97,8 @@ _NEW_LINES = sa.select(_rl.id, _rl.provider_nihdi, _rl.claim_id, _rl.posted_at, 
     _rl.provider_nihdi.in_(sa.bindparam("providers", expanding=True)),
     _rl.id > sa.bindparam("since"),
 )
-# One statement per provider, not per line: PostgreSQL plans a fresh table's deletes as scans,
-# and two thousand of them, one per line, took 0.6 s where one takes milliseconds.
+# One statement per provider, not per line: on PostgreSQL, deleting a 2 000-line check's lines
+# one by one took 0.6 s, each delete twice as slow as in a 300-line check.
 _SOME_LINES = t.realtime_lines.delete().where(
     _rl.run_id == sa.bindparam("run"),
     _rl.provider_nihdi == sa.bindparam("p"),
