@@ -325,10 +325,12 @@ class DurableRuleset:
     # -- facts ------------------------------------------------------------------------
 
     @cached_property
-    def derived_columns(self) -> list[pl.Expr]:
-        """The values patterns cannot compute: deadlines, sort ranks, duplicate keys (built once:
-        a real-time check's facts take less time to prepare than these expressions to build)."""
+    def derived(self) -> tuple[list[pl.Expr], list[_Rank]]:
+        """The values patterns cannot compute (built once: a real-time check's facts take less
+        time to prepare than these expressions to build): each line's own (deadlines, burst
+        times, duplicate keys), then the sort ranks over those."""
         exprs: list[pl.Expr] = []
+        ranks: list[_Rank] = []
         for compiled in self.checks:
             check, rule, index = compiled.check, compiled.rule, compiled.index
             if isinstance(check, DeadlineCheck):
@@ -338,41 +340,86 @@ class DurableRuleset:
                 ]
             elif isinstance(check, BurstCheck):
                 # The line's place among its partition's lines that meet ``where``, in time order.
-                order = pl.arg_sort_by(check.order_by, "claim_id").arg_sort()
-                meets = rule.sql(check.where, self.legislation).fill_null(False)
-                seq = order.rank("ordinal").over([*check.partition_by, meets]).cast(pl.Int64)
-                exprs.append(seq.alias(_derived(rule, index, "seq")))
+                meets = _derived(rule, index, "meets")
+                exprs.append(rule.sql(check.where, self.legislation).fill_null(False).alias(meets))
                 exprs.append(pl.col(check.order_by).dt.epoch("ms").alias(_derived(rule, index, "order")))
+                group = (*check.partition_by, meets)
+                ranks.append(_Rank(_derived(rule, index, "seq"), group, (check.order_by, "claim_id"), 1))
             elif isinstance(check, DuplicateKeyCheck):
                 parts = [pl.col(c).cast(pl.String).fill_null("~null~") for c in check.key]
-                key = pl.concat_str(parts, separator="#|#")
-                exprs.append(key.alias(_derived(rule, index, "key")))
+                key = _derived(rule, index, "key")
+                exprs.append(pl.concat_str(parts, separator="#|#").alias(key))
                 # The line's place in its key group (0 for the one kept), in keep-first order.
-                order = pl.arg_sort_by(*check.keep_first_by, "claim_id").arg_sort()
-                exprs.append((order.rank("ordinal").over(key) - 1).cast(pl.Int64).alias(_derived(rule, index, "seq")))
-        return exprs
+                ranks.append(_Rank(_derived(rule, index, "seq"), (key,), (*check.keep_first_by, "claim_id"), 0))
+        return exprs, ranks
 
     @cached_property
-    def relevant(self) -> dict[str, pl.Expr]:
-        """Per ruleset, the lines that could bear on the flags of the lines marked ``POSTED``
-        (every line bears on its own flags when none is marked: then no mask is needed).
+    def bearing(self) -> dict[str, list[tuple[str, ...]]]:
+        """Per ruleset, the lines that could bear on the flags of the lines marked ``POSTED``:
+        those sharing a group of these columns with one (none: the posted lines themselves).
+        Every line bears on its own flags when none is marked: then no mask is needed.
 
         A check of one line needs only the posted lines; a duplicate key, the lines sharing
         a posted line's key; a burst, the lines of a posted line's partition. The derived
         ranks are computed over every line first, so that they are the same either way.
         """
-        is_posted = pl.col(POSTED)
         prefix = ruleset_prefix(self.catalog, self.legislation)
-        needed: dict[str, list[pl.Expr]] = defaultdict(list)
+        groups: dict[str, list[tuple[str, ...]]] = {name: [] for name in self.rulesets}
         for compiled in self.checks:
             check, name = compiled.check, f"{prefix}_{compiled.rule.id}"
             if isinstance(check, DuplicateKeyCheck):
-                needed[name].append(is_posted.any().over(_derived(compiled.rule, compiled.index, "key")))
+                groups[name].append((_derived(compiled.rule, compiled.index, "key"),))
             elif isinstance(check, BurstCheck):
-                needed[name].append(is_posted.any().over(check.partition_by))
+                groups[name].append(tuple(check.partition_by))
             else:
-                needed[name].append(is_posted)
-        return {name: pl.any_horizontal(needed[name]) for name in self.rulesets}
+                groups[name].append(())
+        return groups
+
+    def relevant(self, name: str) -> pl.Expr:
+        """Ruleset ``name``'s lines that could bear on the posted ones (see ``bearing``)."""
+        is_posted = pl.col(POSTED)
+        return pl.any_horizontal([is_posted.any().over(g) if g else is_posted for g in self.bearing[name]])
+
+
+@dataclass(frozen=True)
+class _Rank:
+    """A line's place among the lines of its ``group`` in ``order`` (nulls first), counted from
+    ``start``: a window in Polars over many lines, a sort in Python over a few (the same
+    places, tested; a window costs a fraction of a millisecond however few the lines)."""
+
+    name: str
+    group: tuple[str, ...]
+    order: tuple[str, ...]
+    start: int
+
+    def expr(self) -> pl.Expr:
+        place = pl.arg_sort_by(*self.order).arg_sort().rank("ordinal").over(self.group)
+        return (place.cast(pl.Int64) - 1 + self.start).alias(self.name)
+
+    def places(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Each row's place."""
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for i, row in enumerate(rows):
+            groups[tuple(row[c] for c in self.group)].append(i)
+        key = lambda i: tuple((rows[i][c] is not None, rows[i][c]) for c in self.order)  # noqa: E731
+        places = [0] * len(rows)
+        for members in groups.values():
+            for place, i in enumerate(sorted(members, key=key), self.start):
+                places[i] = place
+        return places
+
+
+def _bearing_rows(groups: list[tuple[str, ...]], rows: list[dict[str, Any]]) -> list[bool]:
+    """Per row, whether it could bear on a posted row's flags (``DurableRuleset.relevant``)."""
+    posted = [row for row in rows if row[POSTED]]
+    shared = [{tuple(row[c] for c in g) for row in posted} for g in groups if g]
+    keys = [g for g in groups if g]
+    mine = len(keys) < len(groups)
+    return [
+        (mine and row[POSTED])
+        or any(tuple(row[c] for c in g) in values for g, values in zip(keys, shared, strict=True))
+        for row in rows
+    ]
 
 
 def _check_session_key(rule: RuleDeclaration, check: Check) -> None:
@@ -478,6 +525,7 @@ _FEW_ROWS = pl.QueryOptFlags._eager()
 
 # A fact: its id and its JSON, as the engine takes it.
 Fact = tuple[str, str]
+_AS_IS = "_as_is"  # see ``_few_line_facts``
 # Up to this many lines × rulesets, line facts are encoded one by one (see ``_line_facts``).
 FACTS_ENCODED_ONE_BY_ONE = 4_000
 
@@ -520,31 +568,23 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     ``DurableRuleset.fact_columns``), and only the lines that bear on ``posted`` when given.
 
     The lines are prepared in one query for every ruleset: each query costs a fraction of a
-    millisecond however few its rows. Facts are then encoded by Polars when there are many,
-    and a few (a real-time check) by ``json.dumps``.
+    millisecond however few its rows. Many lines are then ranked, masked and encoded by
+    Polars; a few (a real-time check) in Python, by ``_Rank.assign``, ``_bearing_rows`` and
+    ``json.dumps``.
     """
-    needed = sorted(set().union(*ruleset.columns_of.values()))
     names = list(ruleset.columns_of)
-    frame = lines.lazy()
+    needed = sorted(set().union(*ruleset.columns_of.values()))
+    each_line, ranks = ruleset.derived
+    frame = lines.lazy().with_columns(each_line)
+    if posted is not None:
+        frame = frame.with_columns(pl.col("claim_id").is_in(posted.implode()).alias(POSTED))
+    if lines.height * len(names) <= FACTS_ENCODED_ONE_BY_ONE:
+        return _few_line_facts(ruleset, frame, posted is not None)
     if posted is None:
         masks = [pl.lit(True).alias(f"_in_{k}") for k in range(len(names))]
     else:
-        frame = frame.with_columns(pl.col("claim_id").is_in(posted.implode()).alias(POSTED))
-        masks = [ruleset.relevant[name].alias(f"_in_{k}") for k, name in enumerate(names)]
-    prepared = _encode(frame.with_columns(ruleset.derived_columns).select(*needed, *masks))
-    facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
-    if lines.height * len(names) <= FACTS_ENCODED_ONE_BY_ONE:
-        fields = [sorted(ruleset.columns_of[name]) for name in names]
-        for position, row in enumerate(prepared.collect(optimizations=_FEW_ROWS).iter_rows(named=True)):
-            identity = f"{LINE}:{position}"
-            for k, name in enumerate(names):
-                if row[f"_in_{k}"]:
-                    columns = {c: row[c] for c in fields[k] if row[c] is not None}
-                    body = {**columns, "_kind": LINE, "sid": _SID, "id": identity}
-                    facts[name][row[SESSION_KEY]].append(
-                        (identity, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
-                    )
-        return facts
+        masks = [ruleset.relevant(name).alias(f"_in_{k}") for k, name in enumerate(names)]
+    prepared = _encode(frame.with_columns(rank.expr() for rank in ranks).select(*needed, *masks))
     number = pl.int_range(pl.len())
     encoded = prepared.select(
         SESSION_KEY,
@@ -554,10 +594,45 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
             for k, name in enumerate(names)
         ),
     ).collect()
+    facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
     for provider, identity, *bodies in encoded.iter_rows():
         for name, body in zip(names, bodies, strict=True):
             if body is not None:
                 facts[name][provider].append((identity, body))
+    return facts
+
+
+def _few_line_facts(ruleset: DurableRuleset, frame: pl.LazyFrame, masked: bool) -> dict[str, dict[str, list]]:
+    """``_line_facts`` of a few lines (``frame``, with each line's derived values): ranked,
+    masked (when ``masked``) and encoded in Python."""
+    names = list(ruleset.columns_of)
+    _, ranks = ruleset.derived
+    fields = [sorted(ruleset.columns_of[name]) for name in names]
+    # Ranked and grouped on the values as they are, in a struct that encoding leaves alone:
+    # it would truncate datetimes to the millisecond.
+    compared = {c for r in ranks for c in r.group + r.order}
+    if masked:
+        compared |= {POSTED, *(c for name in names for group in ruleset.bearing[name] for c in group)}
+    read = set().union(*fields) - {r.name for r in ranks}
+    kept = [pl.struct(sorted(compared)).alias(_AS_IS)] if compared else [pl.lit(None).alias(_AS_IS)]
+    query = _encode(frame.select(*sorted(read), *kept))
+    rows = list(query.collect(optimizations=_FEW_ROWS).iter_rows(named=True))
+    as_is = [row[_AS_IS] for row in rows]
+    for rank in ranks:
+        for row, place in zip(rows, rank.places(as_is), strict=True):
+            row[rank.name] = place
+    everyone = [True] * len(rows)
+    masks = [_bearing_rows(ruleset.bearing[name], as_is) if masked else everyone for name in names]
+    facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
+    for position, row in enumerate(rows):
+        identity = f"{LINE}:{position}"
+        for k, name in enumerate(names):
+            if masks[k][position]:
+                columns = {c: row[c] for c in fields[k] if row[c] is not None}
+                body = {**columns, "_kind": LINE, "sid": _SID, "id": identity}
+                facts[name][row[SESSION_KEY]].append(
+                    (identity, json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+                )
     return facts
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import random
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -65,6 +67,43 @@ def test_facts_encoded_one_by_one_are_those_polars_encodes(
         }
     assert encoded[0] == encoded[10**9]
     assert sum(len(found) for by_provider in encoded[0].values() for found in by_provider.values()) > 1_000
+    # Ranks past the first of their group were compared: a burst's third line, a duplicate.
+    places = [
+        body[column]
+        for facts in encoded[0].values()
+        for found in facts.values()
+        for _, body in found
+        for column in body
+        if column.endswith("_seq")
+    ]
+    assert max(places) >= 3
+
+
+def test_places_and_bearing_lines_ranked_in_python_are_those_of_polars() -> None:
+    rng = random.Random(7)
+    base = datetime(2024, 3, 1, 20, 0)
+    n = 400
+    frame = pl.DataFrame(
+        {
+            "provider": [rng.choice([*"abcdefghijklmnopqrst", None]) for _ in range(n)],
+            "day": [date(2024, 3, 1) + timedelta(days=rng.randrange(20)) for _ in range(n)],
+            # Ties, nulls, and instants a microsecond apart (one millisecond once encoded).
+            "at": [rng.choice([None, base, base + timedelta(microseconds=rng.randrange(3))]) for _ in range(n)],
+            "claim_id": [f"C{rng.randrange(10**6):07d}" for _ in range(n)],
+            durable_engine.POSTED: [rng.random() < 0.01 for _ in range(n)],
+        }
+    )
+    rows = frame.to_dicts()
+    for group, order, start in ((("provider", "day"), ("at", "claim_id"), 1), (("day",), ("claim_id",), 0)):
+        rank = durable_engine._Rank("place", group, order, start)
+        assert rank.places(rows) == frame.select(rank.expr())["place"].to_list()
+    for bearing in ([()], [("provider", "day")], [(), ("day",), ("provider",)]):
+        mask = pl.any_horizontal(
+            [pl.col(durable_engine.POSTED).any().over(g) if g else pl.col(durable_engine.POSTED) for g in bearing]
+        )
+        expected = frame.select(mask)[:, 0].to_list()
+        assert durable_engine._bearing_rows(bearing, rows) == expected
+        assert 0 < sum(expected) < n
 
 
 def test_joins_outside_one_provider_are_refused(dataset: tuple[dict[str, pl.LazyFrame], pl.DataFrame]) -> None:
