@@ -47,8 +47,15 @@ _DECODERS: dict[type[pl.DataType], Callable[[str], Any]] = {
 }
 
 
-def _encode(row: Row) -> str:
-    return json.dumps({k: v.isoformat() if isinstance(v, date | clock) else v for k, v in row.items()})
+def _isoformat(value: date | clock) -> str:
+    if isinstance(value, date | clock):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a value of a contract's row")
+
+
+# Dates, times and datetimes as ISO text (``_decoder`` reads them back): the encoder asks only
+# for what JSON cannot write, where rewriting each row first took a third of the time.
+_encode: Callable[[Row], str] = json.JSONEncoder(default=_isoformat).encode
 
 
 def _decoder(table: str) -> Callable[[str], Row]:

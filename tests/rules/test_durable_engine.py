@@ -142,3 +142,15 @@ def test_a_process_started_by_multiprocessing_exits_after_using_the_worker(synth
     assert not hung, "the forked process did not exit"
     assert child.exitcode == 0
     assert counts.get(timeout=5) > 0
+
+
+def test_lines_split_over_workers_by_whole_providers_in_parts_of_about_equal_size() -> None:
+    sizes = {"a": 400, "b": 300, "c": 250, "d": 100, "e": 60, None: 5}
+    lines = pl.DataFrame({"provider_nihdi": [p for p, n in sizes.items() for _ in range(n)]}).with_row_index("_i")
+    parts = durable_engine._parts(lines, 2)
+    assert sorted(p.height for p in parts) == [550, 565]
+    providers = [set(part["provider_nihdi"]) for part in parts]
+    assert providers[0].isdisjoint(providers[1])
+    assert providers[0] | providers[1] == set(sizes)
+    assert all(part["_i"].to_list() == list(range(part.height)) for part in parts)
+    assert durable_engine._parts(lines.head(durable_engine.SPLIT_FROM_LINES - 1), 2)[0].height == 499
