@@ -109,7 +109,9 @@ _NEW_LINES = sa.select(_rl.id, _rl.provider_nihdi, _rl.claim_id, _rl.posted_at, 
 # a statement per provider cost a 1 000-line check for 63 providers 63 statements.
 _SOME_LINES = t.realtime_lines.delete().where(_rl.id.in_(sa.bindparam("ids", expanding=True)))
 IDS_PER_DELETE = 5_000  # well within SQLite's and PostgreSQL's limits on parameters
-_STORE_LINES = t.realtime_lines.insert().returning(_rl.id, sort_by_parameter_order=True)
+# Each stored line says whose it is: asking for the ids in the order of the lines made
+# SQLAlchemy insert them one statement each on SQLite, which has no column to sort them by.
+_STORE_LINES = t.realtime_lines.insert().returning(_rl.id, _rl.provider_nihdi, _rl.claim_id)
 _EXPIRED = [
     table.delete().where(table.c.posted_at < sa.bindparam("cutoff"))
     for table in (t.realtime_lines, t.realtime_invoices)
@@ -273,8 +275,11 @@ class History:
             }
             for (provider, claim_id), line in latest.items()
         ]
-        stored = connection.execute(_STORE_LINES, rows)
-        for line_id, ((provider, claim_id), line) in zip(stored.scalars(), latest.items(), strict=True):
+        stored = {
+            (provider, claim_id): line_id for line_id, provider, claim_id in connection.execute(_STORE_LINES, rows)
+        }
+        for (provider, claim_id), line in latest.items():
+            line_id = stored[provider, claim_id]
             holding = held[provider]
             holding.rows[claim_id] = _Stored(line_id, now, line)
             holding.seen = max(holding.seen, line_id)
