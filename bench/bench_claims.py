@@ -1,8 +1,10 @@
 """Real-time claim checks through POST /claims/check: latency and throughput by concurrency.
 
     uv run python bench/bench_claims.py --lines 200000 --seconds 20
+    uv run python bench/bench_claims.py ... --database-url postgresql://postgres@127.0.0.1:5432/test
 
-Generates and runs a dataset (published to a fresh SQLite file). Profiles ``--profile``
+Generates and runs a dataset, published to a fresh SQLite file or to a schema of its own on
+the PostgreSQL server ``--database-url`` (the service's history then lives there too). Profiles ``--profile``
 single-claim checks in this process (milliseconds per check by stage), then serves it. From a
 second process, ``--clients`` levels each post claims of that dataset, one claim per request,
 for ``--seconds``: 1, 8 and 32 clients posting back to back (as fast as the service answers),
@@ -106,10 +108,11 @@ def main() -> None:
     parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--same-key", default="250,500,1000,2000", help="Batch sizes sharing one duplicate key.")
     parser.add_argument("--profile", type=int, default=200, help="Single-claim checks profiled in process (0: none).")
+    parser.add_argument("--database-url", help="A PostgreSQL server (default: a fresh SQLite file).")
     args = parser.parse_args()
 
     import polars as pl
-    from service import serving
+    from service import fresh_database, serving
 
     from api.auth import create_token
     from api.database import migrate
@@ -118,9 +121,9 @@ def main() -> None:
     from secm.pipeline import run
     from secm.synth import generate
 
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, fresh_database(args.database_url, home, "bench_claims") as url:
         os.environ["SECM_HOME"] = home  # the run's MLflow store and files stay in the temporary home
-        data, url = Path(home) / "data", f"sqlite:///{Path(home) / 'secm.db'}"
+        data = Path(home) / "data"
         generate(data, n_lines=args.lines, seed=3)
         run(data, Path(home) / "out", publish_to=url)
         tables = load_dataset(data).lazy_tables()
