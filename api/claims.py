@@ -24,6 +24,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -170,6 +171,8 @@ class ClaimChecker:
     deciding: bool = False
 
     def __post_init__(self) -> None:
+        # Where a batch's rules are decided while its transaction ends (one batch at a time).
+        self.rules_thread = ThreadPoolExecutor(1, thread_name_prefix="secm-claim-rules")
         # Sent to each rules worker once, the line tables empty: a check sends its lines enriched.
         self.shared = References(self.run_id, {**self.references, **NO_LINES})
         self.providers = frozenset(self.references["providers"]["provider_nihdi"])
@@ -254,13 +257,16 @@ class ClaimChecker:
         valid_lines, bad_lines = _validate("billing_lines", lines, known, tables)
         with self.history.transaction(self.engine, entries) as connection:
             self.history.post_invoices(connection, caller, valid_invoices)
-            context = self.history.lines(connection, valid_lines) if valid_lines else []
+            context, keep = self.history.lines(connection, valid_lines) if valid_lines else ([], _nothing)
             # The recent lines' invoices too: they are enriched with them.
             referred = {line["invoice_id"] for line in context if line["invoice_id"] is not None}
             known_invoices |= self.history.invoices(connection, caller, referred - known_invoices.keys())
+            # The rules need nothing the rest of the transaction writes: they run meanwhile.
+            flags = self.rules_thread.submit(self._flags, valid_lines, context, known_invoices)
+            keep()
         line_errors = _errors("billing_lines", bad_lines, lines, "claim_id")
         by_claim: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for f in self._flags(valid_lines, context, known_invoices).iter_rows(named=True):
+        for f in flags.result().iter_rows(named=True):
             by_claim[f["claim_id"]].append(
                 {
                     "rule_id": f["rule_id"],
@@ -308,6 +314,10 @@ class ClaimChecker:
         """Start the rules workers, each holding this run's reference tables and rulesets (those
         of ``current`` too when the run's legislation takes effect on a date)."""
         prepare_workers(self.shared, {self.legislation, "current"} if self.effective_from else {self.legislation})
+
+
+def _nothing() -> None:
+    return None
 
 
 def _errors(table: str, quarantined: Quarantined, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

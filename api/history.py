@@ -216,10 +216,11 @@ class History:
         ]
         connection.execute(t.realtime_invoices.insert(), rows)
 
-    def lines(self, connection: sa.Connection, posted: list[Row]) -> list[Row]:
+    def lines(self, connection: sa.Connection, posted: list[Row]) -> tuple[list[Row], Callable[[], None]]:
         """The recent lines of the providers of ``posted`` (each provider's latest
-        ``HISTORY_LINES``), with ``posted`` (a claim posted again replaces it); ``posted`` is
-        kept for the next checks."""
+        ``HISTORY_LINES``), with ``posted`` (a claim posted again replaces it); and the call
+        that keeps ``posted`` for the next checks, to be made in the same transaction (a
+        batch's rules can run meanwhile: they need the recent lines only)."""
         now = time.time()
         providers = list(dict.fromkeys(line["provider_nihdi"] for line in posted))
         held = {provider: self._holding(provider) for provider in providers}
@@ -231,8 +232,7 @@ class History:
             recent = kept if len(kept) <= HISTORY_LINES else sorted(kept, key=_by_service_date)[-HISTORY_LINES:]
             context |= {s.line["claim_id"]: s.line for s in recent}
         context |= {line["claim_id"]: line for line in posted}
-        self._keep(connection, posted, held, now)
-        return list(context.values())
+        return list(context.values()), lambda: self._keep(connection, posted, held, now)
 
     def _holding(self, provider: str) -> _Held:
         """What this process holds of ``provider``'s lines."""

@@ -327,7 +327,9 @@ def test_processes_holding_a_providers_lines_read_what_the_others_changed(servic
             for i, (c, a) in enumerate(claims)
         ]
         with history.transaction(engine, []) as connection:
-            return {line["claim_id"]: line["amount_fee"] for line in history.lines(connection, rows)}
+            context, keep = history.lines(connection, rows)
+            keep()
+            return {line["claim_id"]: line["amount_fee"] for line in context}
 
     assert post(first, ("L1", 10.0)) == {"L1": 10.0}
     assert post(second, ("L2", 20.0)) == {"L1": 10.0, "L2": 20.0}
