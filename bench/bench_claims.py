@@ -4,10 +4,10 @@
     uv run python bench/bench_claims.py ... --database-url postgresql://postgres@127.0.0.1:5432/test
 
 Generates and runs a dataset, published to a fresh SQLite file or to a schema of its own on
-the PostgreSQL server ``--database-url`` (the service's history then lives there too). Profiles ``--profile``
-single-claim checks in this process (milliseconds per check by stage), then serves it. From a
-second process, ``--clients`` levels each post claims of that dataset, one claim per request,
-for ``--seconds``: 1, 8 and 32 clients posting back to back (as fast as the service answers),
+the PostgreSQL server ``--database-url`` (the service's history then lives there too).
+Profiles ``--profile`` single-claim checks in this process (milliseconds per check by
+stage), then serves it. From a second process, ``--clients`` levels each post claims of that
+dataset, one claim per request, for ``--seconds``: 1, 8 and 32 clients posting back to back (as fast as the service answers),
 then 32 clients posting 500 claims a second in all, at random times, as a national flow of
 independent submitters does. Prints claims/s, latency percentiles and the machine's busy cores
 per level (a paced level's latencies count from when each claim was due), and the batch
