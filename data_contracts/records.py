@@ -229,8 +229,17 @@ def validate_records(spec: TableSpec, records: Iterable[Mapping[str, Any]], know
     ``known`` is needed for billing lines (their references), and ignored otherwise.
     """
     dtypes = _parsers(spec)
+    # A batch repeats its dates, codes and providers: each distinct text is parsed once per column.
+    texts: dict[str, dict[str | None, Any]] = {name: {} for name in dtypes}
+
+    def typed(name: str, raw: str | None) -> Any:
+        column = texts[name]
+        if raw not in column:
+            column[raw] = _parsed(raw, dtypes[name])
+        return column[raw]
+
     try:
-        rows = [{name: _parsed(record.get(name), parse) for name, parse in dtypes.items()} for record in records]
+        rows = [{name: typed(name, record.get(name)) for name in dtypes} for record in records]
     except Unusual:
         return None
     checks = _checks(spec)
