@@ -375,10 +375,20 @@ class DurableRuleset:
                 groups[name].append(())
         return groups
 
-    def relevant(self, name: str) -> pl.Expr:
-        """Ruleset ``name``'s lines that could bear on the posted ones (see ``bearing``)."""
+    @cached_property
+    def ranked(self) -> list[pl.Expr]:
+        """The sort ranks as Polars computes them over many lines (built once, as ``derived``)."""
+        return [rank.expr() for rank in self.derived[1]]
+
+    @cached_property
+    def relevant(self) -> dict[str, pl.Expr]:
+        """Per ruleset, its lines that could bear on the posted ones (see ``bearing``), as
+        Polars marks them over many lines (built once, as ``derived``)."""
         is_posted = pl.col(POSTED)
-        return pl.any_horizontal([is_posted.any().over(g) if g else is_posted for g in self.bearing[name]])
+        return {
+            name: pl.any_horizontal([is_posted.any().over(g) if g else is_posted for g in groups])
+            for name, groups in self.bearing.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -577,8 +587,7 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     """
     names = list(ruleset.columns_of)
     needed = sorted(set().union(*ruleset.columns_of.values()))
-    each_line, ranks = ruleset.derived
-    frame = lines.lazy().with_columns(each_line)
+    frame = lines.lazy().with_columns(ruleset.derived[0])
     if posted is not None:
         frame = frame.with_columns(pl.col("claim_id").is_in(posted.implode()).alias(POSTED))
     if lines.height * len(names) <= FACTS_ENCODED_ONE_BY_ONE:
@@ -586,8 +595,8 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     if posted is None:
         masks = [pl.lit(True).alias(f"_in_{k}") for k in range(len(names))]
     else:
-        masks = [ruleset.relevant(name).alias(f"_in_{k}") for k, name in enumerate(names)]
-    prepared = _encode(frame.with_columns(rank.expr() for rank in ranks).select(*needed, *masks))
+        masks = [ruleset.relevant[name].alias(f"_in_{k}") for k, name in enumerate(names)]
+    prepared = _encode(frame.with_columns(ruleset.ranked).select(*needed, *masks))
     number = pl.int_range(pl.len())
     encoded = prepared.select(
         SESSION_KEY,
