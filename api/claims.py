@@ -257,7 +257,7 @@ class ClaimChecker:
         valid_lines, bad_lines = _validate("billing_lines", lines, known, tables)
         with self.history.transaction(self.engine, entries) as connection:
             self.history.post_invoices(connection, caller, valid_invoices)
-            context, keep = self.history.lines(connection, valid_lines) if valid_lines else ([], _nothing)
+            context, keep = self.history.lines(connection, valid_lines)
             # The recent lines' invoices too: they are enriched with them.
             referred = {line["invoice_id"] for line in context if line["invoice_id"] is not None}
             known_invoices |= self.history.invoices(connection, caller, referred - known_invoices.keys())
@@ -314,10 +314,6 @@ class ClaimChecker:
         """Start the rules workers, each holding this run's reference tables and rulesets (those
         of ``current`` too when the run's legislation takes effect on a date)."""
         prepare_workers(self.shared, {self.legislation, "current"} if self.effective_from else {self.legislation})
-
-
-def _nothing() -> None:
-    return None
 
 
 def _errors(table: str, quarantined: Quarantined, records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

@@ -118,6 +118,10 @@ _EXPIRED = [
 ]
 
 
+def _kept_already() -> None:
+    """Keeping no posted lines: nothing to store."""
+
+
 def _by_service_date(stored: _Stored) -> date:
     day: date = stored.line["service_date"]
     return day
@@ -221,6 +225,8 @@ class History:
         ``HISTORY_LINES``), with ``posted`` (a claim posted again replaces it); and the call
         that keeps ``posted`` for the next checks, to be made in the same transaction (a
         batch's rules can run meanwhile: they need the recent lines only)."""
+        if not posted:
+            return [], _kept_already
         now = time.time()
         providers = list(dict.fromkeys(line["provider_nihdi"] for line in posted))
         held = {provider: self._holding(provider) for provider in providers}
