@@ -7,11 +7,11 @@ Generates and runs a dataset, published to a fresh SQLite file or to a schema of
 the PostgreSQL server ``--database-url`` (the service's history then lives there too).
 Profiles ``--profile`` single-claim checks in this process (milliseconds per check by
 stage), then serves it. From a second process, ``--clients`` levels each post claims of that
-dataset, one claim per request, for ``--seconds``: 1, 8 and 32 clients posting back to back (as fast as the service answers),
-then 32 clients posting 500 claims a second in all, at random times, as a national flow of
-independent submitters does. Prints claims/s, latency percentiles and the machine's busy cores
-per level (a paced level's latencies count from when each claim was due), and the batch
-engine's time per line on the same data. Then posts ``--batch`` claims in one request
+dataset, one claim per request, for ``--seconds``: 1, 8 and 32 clients posting back to back
+(as fast as the service answers), then 32 clients posting 500 claims a second in all, at
+random times, as a national flow of independent submitters does. Prints claims/s, latency
+percentiles and the machine's busy cores per level (a paced level's latencies count from
+when each claim was due), and the batch engine's time per line on the same data. Then posts ``--batch`` claims in one request
 (``--batch-repeats`` times) and batches of ``--same-key`` sizes whose lines all share one
 duplicate key (copies of one claim), the worst case of the duplicate rule, and prints their
 seconds.
