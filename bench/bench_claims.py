@@ -11,10 +11,12 @@ dataset, one claim per request, for ``--seconds``: 1, 8 and 32 clients posting b
 (as fast as the service answers), then 32 clients posting 500 claims a second in all, at
 random times, as a national flow of independent submitters does. Prints claims/s, latency
 percentiles and the machine's busy cores per level (a paced level's latencies count from
-when each claim was due), and the batch engine's time per line on the same data. Then posts ``--batch`` claims in one request
-(``--batch-repeats`` times) and batches of ``--same-key`` sizes whose lines all share one
-duplicate key (copies of one claim), the worst case of the duplicate rule, and prints their
-seconds.
+when each claim was due; ``behind_own_previous`` is the share of its claims that fell due
+while their client still waited for its answer before, ``behind_p50_ms`` / ``behind_p99_ms``
+how long after they were due they were sent), and the batch engine's time per line on the
+same data. Then posts ``--batch`` claims in one request (``--batch-repeats`` times) and
+batches of ``--same-key`` sizes whose lines all share one duplicate key (copies of one
+claim), the worst case of the duplicate rule, and prints their seconds.
 """
 
 from __future__ import annotations

@@ -148,6 +148,9 @@ class Load:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    # Paced only: per request that fell due while its client still waited for the answer
+    # before, how long after it was due it was sent (its latency counts that wait).
+    behind: list[float] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -166,6 +169,18 @@ class Load:
             "errors": self.errors,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "failures": dict(self.failures),
+            **(self._behind() if self.behind else {}),
+        }
+
+    def _behind(self) -> dict[str, Any]:
+        """How many paced requests waited for their own client's answer before, and how long:
+        a client holds one connection, so part of a paced p99 is a claim queued behind its
+        client's last one."""
+        ms = np.array(self.behind) * 1000
+        return {
+            "behind_own_previous": round(len(self.behind) / max(1, len(self.latencies)), 3),
+            "behind_p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "behind_p99_ms": round(float(np.percentile(ms, 99)), 1),
         }
 
 
@@ -242,7 +257,11 @@ async def _drive(
                 # A request's latency counts from when it was due, so a slow answer that delays
                 # this client's next request counts against the service, not for it.
                 due += rng.expovariate(rate / clients)
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                ahead = due - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                else:
+                    load.behind.append(-ahead)
                 started = due
             try:
                 async with asyncio.timeout(timeout):
