@@ -25,8 +25,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -81,7 +82,6 @@ def _call(key: Hashable | None, value: Any, sent: bool, fn: Callable[..., T], ar
 def _serve(connection: Connection, parent: int, initializer: Callable[[], None] | None) -> None:
     """A worker's life: say it is ready, then answer each call (its result, or what it raised)
     until the pool closes the pipe."""
-    os.environ.setdefault("POLARS_MAX_THREADS", "1")  # before Polars is imported: the pool is the parallelism
     _exit_with(parent)
     _warm_up(initializer)
     connection.send(None)
@@ -162,6 +162,28 @@ class _Worker:
         with self.lock:
             self.connection.close()
         self.process.join(timeout=30)
+
+
+# Each worker runs Polars on one thread: the pool is the parallelism. The setting must be in a
+# worker's environment when it starts: a spawned process imports its parent's main module (the
+# service's imports Polars) before it runs a line of the worker. Unless the caller set it.
+_POLARS_THREADS = "POLARS_MAX_THREADS"
+_starting = threading.Lock()
+
+
+@contextmanager
+def _one_polars_thread() -> Iterator[None]:
+    """Processes started meanwhile run Polars on one thread, unless the environment says
+    otherwise."""
+    with _starting:
+        if _POLARS_THREADS in os.environ:
+            yield
+            return
+        os.environ[_POLARS_THREADS] = "1"
+        try:
+            yield
+        finally:
+            del os.environ[_POLARS_THREADS]
 
 
 class WorkerPool:
@@ -304,6 +326,7 @@ class WorkerPool:
         mine, theirs = context.Pipe()
         process = context.Process(target=_serve, args=(theirs, os.getpid(), self.initializer), daemon=True)
         worker = _Worker(process, mine)
-        worker.start()  # it starts importing what calls need now
+        with _one_polars_thread():
+            worker.start()  # it starts importing what calls need now
         theirs.close()
         return worker

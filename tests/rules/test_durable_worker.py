@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -89,3 +91,35 @@ def test_each_worker_gets_the_shared_value_up_front(pool: WorkerPool) -> None:
         answers = list(threads.map(lambda _: pool.run(_pid_and_value, 0.5, shared=("run-2", None)), range(2)))
     assert len({pid for pid, _ in answers}) == 2  # both workers answered, neither was sent it again
     assert [value for _, value in answers] == [{"rows": 5}, {"rows": 5}]
+
+
+_POLARS_THREADS_OF_A_WORKER = """
+import polars  # the service's main module imports Polars before any worker starts
+from rules.durable_worker import WorkerPool
+
+def threads(_shared):
+    import polars
+    return polars.thread_pool_size()
+
+if __name__ == "__main__":
+    pool = WorkerPool(1)
+    print(pool.run(threads))
+    pool.shutdown()
+"""
+
+
+@pytest.mark.parametrize(("setting", "threads"), [(None, "1"), ("2", "2")])
+def test_a_worker_runs_polars_on_one_thread_unless_told_otherwise(
+    tmp_path: Path, setting: str | None, threads: str
+) -> None:
+    """A spawned worker imports its parent's main module first: one that imports Polars used
+    to give every worker a thread per core, whatever the worker then set."""
+    script = tmp_path / "main.py"
+    script.write_text(_POLARS_THREADS_OF_A_WORKER)
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
+    env["PYTHONPATH"] = str(Path(__file__).parents[2])
+    if setting is not None:
+        env["POLARS_MAX_THREADS"] = setting
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == threads
