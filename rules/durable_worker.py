@@ -165,8 +165,9 @@ class _Worker:
 
 
 # Each worker runs Polars on one thread: the pool is the parallelism. The setting must be in a
-# worker's environment when it starts: a spawned process imports its parent's main module (the
-# service's imports Polars) before it runs a line of the worker. Unless the caller set it.
+# worker's environment when it starts: before it runs a line of the worker, a spawned process
+# imports its parent's main module and unpickles its target, which imports the rules package,
+# and both load Polars. Unless the caller set it.
 _POLARS_THREADS = "POLARS_MAX_THREADS"
 _starting = threading.Lock()
 

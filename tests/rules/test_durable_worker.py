@@ -112,8 +112,8 @@ if __name__ == "__main__":
 def test_a_worker_runs_polars_on_one_thread_unless_told_otherwise(
     tmp_path: Path, setting: str | None, threads: str
 ) -> None:
-    """A spawned worker imports its parent's main module first: one that imports Polars used
-    to give every worker a thread per core, whatever the worker then set."""
+    """A spawned worker imports its parent's main module and its target's package before it
+    runs: setting the limit in the worker left it a Polars thread per core."""
     script = tmp_path / "main.py"
     script.write_text(_POLARS_THREADS_OF_A_WORKER)
     env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
