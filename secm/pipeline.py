@@ -20,7 +20,7 @@ from data_contracts import TABLES, Dataset, TableStats, load_dataset
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines
 from data_contracts.reader import SourceFile
-from detectors.fairness import fairness_report, provider_attributes
+from detectors.fairness import fairness_report, import_tests_meanwhile, provider_attributes
 from detectors.profiles import Period, ProfileParts, combine_profiles, profile_parts, provider_profiles
 from rules import enriched_lines, evaluate, load_catalog, summarise
 from rules.catalog import Catalog
@@ -110,6 +110,7 @@ def run(
     ``engine="spark"``, side by side in Spark tasks on ``spark_master`` (``secm.spark``). The
     outputs depend on neither.
     """
+    import_tests_meanwhile()
     catalog = load_catalog(catalog_path)
     effective_from = catalog.effective_from(legislation, effective_from)
     clock = Stopwatch()
