@@ -586,12 +586,12 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     ``_FACT_JSON``.
     """
     names = list(ruleset.columns_of)
-    needed = sorted(set().union(*ruleset.columns_of.values()))
     frame = lines.lazy().with_columns(ruleset.derived[0])
     if posted is not None:
         frame = frame.with_columns(pl.col("claim_id").is_in(posted.implode()).alias(POSTED))
     if lines.height * len(names) <= FACTS_ENCODED_ONE_BY_ONE:
         return _few_line_facts(ruleset, frame, posted is not None)
+    needed = sorted(set().union(*ruleset.columns_of.values()))
     if posted is None:
         masks = [pl.lit(True).alias(f"_in_{k}") for k in range(len(names))]
     else:
