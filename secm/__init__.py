@@ -1,1 +1,10 @@
 """The shell around the packages: settings, command line, batch pipeline, synthetic data."""
+
+import os
+
+# A run frees and takes back frames of hundreds of megabytes every second. Polars' allocator
+# returns freed pages to the system after half a second by default, and taking them back costs
+# a page fault each (a tenth of a run of ten million lines); kept five seconds, they are
+# reused. Polars reads this when it is imported, so it is set here, before; a value already
+# set in the environment wins.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:5000,muzzy_decay_ms:5000")
