@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -93,6 +96,34 @@ def test_cli_errors_are_one_line_and_non_zero(args: list[str], message: str) -> 
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("set_by_user", "in_effect"),
+    [(None, "dirty_decay_ms:5000,muzzy_decay_ms:5000"), ("dirty_decay_ms:0", "dirty_decay_ms:0")],
+)
+def test_the_command_line_keeps_freed_memory_for_reuse_unless_told_otherwise(
+    set_by_user: str | None, in_effect: str
+) -> None:
+    """Polars composes its allocator's options when it is imported, its defaults first and
+    then the environment's, the last of each winning: ``secm`` must set its own before."""
+    root = Path(__file__).parents[1]
+    env = {key: value for key, value in os.environ.items() if key != "_RJEM_MALLOC_CONF"}
+    if set_by_user:
+        env["_RJEM_MALLOC_CONF"] = set_by_user
+    script = "import os, secm.cli, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stderr
+    options = done.stdout.strip()
+    assert options.endswith(in_effect)
+    assert options.count("dirty_decay_ms") == 2  # Polars' default, then the one in effect
 
 
 def test_synth_options_shape_practices_and_anomalies(tmp_path: Path) -> None:
