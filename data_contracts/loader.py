@@ -207,7 +207,9 @@ def validate(
     """Valid rows of ``typed`` (contract columns), and the failed rows' ``_source``, ``_row``
     and ``_reasons``."""
     valid, failure = spec.schema.filter(typed).collect_all()
-    failed = failure.details()
+    # In one chunk: read in several (row groups, partitions), the failed rows' values come in
+    # chunks unlike their verdicts', and Polars 2.1 panics comparing such lists (set_difference).
+    failed = failure.details().rechunk()
     rule_columns = [c for c in failed.columns if c not in valid.columns]
     failed = failed.select("_source", "_row", _reason_codes(rule_columns))
     kept = valid.lazy()
