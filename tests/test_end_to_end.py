@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from secm import ALLOCATOR_SETTING, BATCH_ALLOCATOR, POLARS_ALLOCATOR_DEFAULT
 from secm.cli import app
 from secm.synth import generate
 from secm.synth.labels import mismatches
@@ -99,34 +100,37 @@ def test_cli_errors_are_one_line_and_non_zero(args: list[str], message: str) -> 
 
 
 @pytest.mark.parametrize(
-    ("inherited", "in_effect"),
+    ("parent", "command", "in_effect"),
     [
-        (None, "dirty_decay_ms:5000,muzzy_decay_ms:5000"),
-        # What a process that imported Polars hands on to the processes it starts.
-        ("import polars", "dirty_decay_ms:5000,muzzy_decay_ms:5000"),
-        ("dirty_decay_ms:0", "dirty_decay_ms:0"),  # the user's own
+        (None, "run", BATCH_ALLOCATOR),
+        ("import polars", "run", BATCH_ALLOCATOR),
+        ("import secm, polars", "run", BATCH_ALLOCATOR),
+        (None, "serve", POLARS_ALLOCATOR_DEFAULT),
+        ("import secm, polars", "serve", POLARS_ALLOCATOR_DEFAULT),
+        ("dirty_decay_ms:0", "run", "dirty_decay_ms:0"),
     ],
 )
 def test_the_command_line_keeps_freed_memory_for_reuse_unless_told_otherwise(
-    inherited: str | None, in_effect: str
+    parent: str | None, command: str, in_effect: str
 ) -> None:
     """Polars composes its allocator's options when it is imported, its defaults first and
-    then the environment's, the last of each winning: ``secm`` must set its own before."""
+    then the environment's, the last of each winning: ``secm`` sets its own before, for every
+    command but the service. ``parent``: the environment a process hands on after these
+    imports, or the user's own options."""
     root = Path(__file__).parents[1]
-    env = {key: value for key, value in os.environ.items() if key != "_RJEM_MALLOC_CONF"}
+    env = {key: value for key, value in os.environ.items() if key != ALLOCATOR_SETTING}
     env["PYTHONPATH"] = str(root)
 
     def options_after(imports: str) -> str:
-        script = f"import os; {imports}; print(os.environ['_RJEM_MALLOC_CONF'])"
+        script = f"import os; {imports}; print(os.environ[{ALLOCATOR_SETTING!r}])"
         done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    if inherited:
-        env["_RJEM_MALLOC_CONF"] = options_after(inherited) if inherited.startswith("import") else inherited
-    options = options_after("import secm.cli, polars")
-    assert options.endswith(in_effect)
-    assert options.count("dirty_decay_ms") == 2  # Polars' default, then the one in effect
+    if parent:
+        env[ALLOCATOR_SETTING] = options_after(parent) if parent.startswith("import") else parent
+    options = options_after(f"import sys; sys.argv[1:] = [{command!r}]; import secm.cli, polars")
+    assert options == f"{POLARS_ALLOCATOR_DEFAULT},{in_effect}"
 
 
 def test_synth_options_shape_practices_and_anomalies(tmp_path: Path) -> None:
