@@ -24,4 +24,6 @@ def allocator_options(configured: str | None, command: str | None) -> str:
     return POLARS_ALLOCATOR_DEFAULT if command == "serve" else BATCH_ALLOCATOR
 
 
-os.environ[ALLOCATOR_SETTING] = allocator_options(os.environ.get(ALLOCATOR_SETTING), next(iter(sys.argv[1:]), None))
+# The command: the first argument that is not an option (``secm -v serve``).
+_COMMAND = next((argument for argument in sys.argv[1:] if not argument.startswith("-")), None)
+os.environ[ALLOCATOR_SETTING] = allocator_options(os.environ.get(ALLOCATOR_SETTING), _COMMAND)

@@ -107,6 +107,7 @@ def test_cli_errors_are_one_line_and_non_zero(args: list[str], message: str) -> 
         ("import secm, polars", "run", BATCH_ALLOCATOR),
         (None, "serve", POLARS_ALLOCATOR_DEFAULT),
         ("import secm, polars", "serve", POLARS_ALLOCATOR_DEFAULT),
+        (None, "-v serve", POLARS_ALLOCATOR_DEFAULT),
         ("dirty_decay_ms:0", "run", "dirty_decay_ms:0"),
     ],
 )
@@ -129,7 +130,7 @@ def test_the_command_line_keeps_freed_memory_for_reuse_unless_told_otherwise(
 
     if parent:
         env[ALLOCATOR_SETTING] = options_after(parent) if parent.startswith("import") else parent
-    options = options_after(f"import sys; sys.argv[1:] = [{command!r}]; import secm.cli, polars")
+    options = options_after(f"import sys; sys.argv[1:] = {command.split()!r}; import secm.cli, polars")
     assert options == f"{POLARS_ALLOCATOR_DEFAULT},{in_effect}"
 
 
