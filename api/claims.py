@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH_LINES = 2_000  # lines of the checks decided together
 # A check's rules are decided within this, or the worker is replaced and the check retried once.
 DEADLINE_SECONDS = 10.0
+# Checkers kept per process: the newest run's, and the one before for the checks that read
+# the newest run just before a publish. Older ones are dropped with their reference data.
+CHECKERS_KEPT = 2
 INVOICE_TYPES = TABLES["third_party_invoices"].dtypes
 
 
@@ -337,8 +340,11 @@ def warm_checker(engine: sa.Engine, cache: dict[str, ClaimChecker]) -> None:
 
 
 def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) -> ClaimChecker:
-    """The checker of ``run_id`` (built once: a run's reference data never changes)."""
-    if run_id not in cache:
+    """The checker of ``run_id`` (built once: a run's reference data never changes), kept with
+    the ``CHECKERS_KEPT`` last built; a check still deciding on a dropped one holds it until it
+    is answered."""
+    checker = cache.get(run_id)
+    if checker is None:
         with engine.connect() as connection:
             legislation, info = connection.execute(
                 sa.select(t.runs.c.legislation, t.runs.c.info).where(t.runs.c.run_id == run_id)
@@ -347,8 +353,10 @@ def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) 
         load_catalog().check_legislation(legislation)
         effective_from = info.get("effective_from")
         start = date.fromisoformat(effective_from) if effective_from else None
-        cache[run_id] = ClaimChecker(run_id, legislation, start, references, engine)
+        checker = cache[run_id] = ClaimChecker(run_id, legislation, start, references, engine)
+        for stale in list(cache)[:-CHECKERS_KEPT]:
+            cache.pop(stale, None)
         # The reference indexes live as long as the run is served: the cyclic garbage collector
         # need not walk them at each full collection (a pause in the middle of a check).
         gc.freeze()
-    return cache[run_id]
+    return checker

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ from api.app import create_app
 from api.claims import _batch, _Check
 from api.database import engine_for
 from api.history import HISTORY_LINES, History
-from tests.api.conftest import Service, claim_line
+from tests.api.conftest import Published, Service, claim_line
 
 GP = "11003065005"  # a GP of the generated dataset with no suspension and no debt
 OTHER_GP = "11005342005"
@@ -341,3 +343,26 @@ def test_processes_holding_a_providers_lines_read_what_the_others_changed(servic
     seen = post(first, ("L5", 50.0))
     assert len(seen) == HISTORY_LINES + 1
     assert set(seen) == {claim for claim, _ in many[-HISTORY_LINES:]} | {"L5"}
+
+
+def test_a_process_keeps_the_checkers_of_the_last_runs_only(service: Service, results: Published) -> None:
+    """Each run's checker holds its reference data and a thread: a service that has seen many
+    runs published keeps those of the last two (the newest, and the one a check may have read
+    just before a publish)."""
+    assert check(service, line("kept-1")).status_code == 200
+    checkers = service.client.app.state.checkers  # type: ignore[attr-defined]
+    first = weakref.ref(checkers["run-1"])
+    threads = list(checkers["run-1"].rules_thread._threads)
+    assert threads
+    for number in (2, 3):
+        results.into(service.url, run_id=f"run-{number}", created_at=f"2026-01-0{number}T00:00:00+00:00")
+        service.after_recheck()
+        answer = check(service, line(f"kept-{number}"))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["run_id"] == f"run-{number}"
+    assert list(checkers) == ["run-2", "run-3"]
+    gc.collect()
+    assert first() is None  # its reference data freed
+    for thread in threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()  # and its thread ended
