@@ -133,7 +133,11 @@ def profile_parts(
     their lines here) and their rule ``flags`` (only ``claim_id`` is read)."""
     # A membership test, not a join: a join would copy every column of the lines.
     flagged = pl.col("claim_id").is_in(flags.get_column("claim_id").implode()).alias("_flagged")
-    base = lines.lazy().with_columns(period_expr(period), flagged)
+    # Providers and patients keyed by a number (categorical), not by their text: the groupings
+    # below are a profile's cost, and take a sixth less time so. The parts name providers by text.
+    keyed = pl.col(ID, "patient_id").cast(pl.Categorical)
+    named = pl.col(ID).cast(pl.String)
+    base = lines.lazy().with_columns(period_expr(period), flagged, keyed)
     keys = [ID, "period"]
     fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
     # Lines per patient and kind of service: what the patient list, the patient mix and the
@@ -180,7 +184,7 @@ def profile_parts(
         pl.col("_flagged").mean().alias("rule_hit_rate"),
         *((pl.col("channel") == channel).sum().alias(column) for channel, column in CHANNEL_LINES.items()),
     )
-    codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n"))
+    codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n")).with_columns(named)
     # One pass over the lines for all: the engine reads ``base`` once for every plan.
     provider_frame, busiest_frame, typed_frame, codes_frame, fine = pl.collect_all(
         [per_provider, busiest, typed, codes, per_patient_and_kind]
@@ -207,8 +211,9 @@ def profile_parts(
             pl.col("burst_share").fill_null(0.0),
         )
         .drop("_amount")
+        .with_columns(named)
     )
-    patients = patients.lazy() if patients is not None else None
+    patients = patients.lazy().with_columns(pl.col("patient_id").cast(pl.Categorical)) if patients is not None else None
     if patients is None or not patients.select(pl.len()).collect().item():
         fees = (
             fine.lazy()
@@ -216,7 +221,7 @@ def profile_parts(
             .agg(pl.col("_n").sum())
             .with_columns(pl.lit(None, pl.String).alias("_stratum"))
         )
-        local_frame, fees_frame = pl.collect_all([local, fees])
+        local_frame, fees_frame = pl.collect_all([local, fees.with_columns(named)])
         return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=None)
     fees = (
         patient_mix.with_stratum(fine.lazy().select(*fee_keys, "patient_id", "_n"), patients)
@@ -224,7 +229,7 @@ def profile_parts(
         .agg(pl.col("_n").sum())
     )
     mix = patient_mix.stratum_sums(per_patient, patients, keys, list(LINE_SHARES))
-    local_frame, fees_frame, mix_frame = pl.collect_all([local, fees, mix])
+    local_frame, fees_frame, mix_frame = pl.collect_all([local, fees.with_columns(named), mix.with_columns(named)])
     return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=mix_frame)
 
 
