@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +13,7 @@ from secm import ALLOCATOR_SETTING, BATCH_ALLOCATOR, POLARS_ALLOCATOR_DEFAULT
 from secm.cli import app
 from secm.synth import generate
 from secm.synth.labels import mismatches
+from tests.interpreter import fresh_output
 
 runner = CliRunner()
 
@@ -118,19 +116,15 @@ def test_the_command_line_keeps_freed_memory_for_reuse_unless_told_otherwise(
     then the environment's, the last of each winning: ``secm`` sets its own before, for every
     command but the service. ``parent``: the environment a process hands on after these
     imports, or the user's own options."""
-    root = Path(__file__).parents[1]
-    env = {key: value for key, value in os.environ.items() if key != ALLOCATOR_SETTING}
-    env["PYTHONPATH"] = str(root)
 
-    def options_after(imports: str) -> str:
-        script = f"import os; {imports}; print(os.environ[{ALLOCATOR_SETTING!r}])"
-        done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, env=env)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
+    def options_after(imports: str, setting: str | None) -> str:
+        return fresh_output(
+            f"import os; {imports}; print(os.environ[{ALLOCATOR_SETTING!r}])", {ALLOCATOR_SETTING: setting}
+        )
 
-    if parent:
-        env[ALLOCATOR_SETTING] = options_after(parent) if parent.startswith("import") else parent
-    options = options_after(f"import sys; sys.argv[1:] = {command.split()!r}; import secm.cli, polars")
+    if parent and parent.startswith("import"):
+        parent = options_after(parent, None)
+    options = options_after(f"import sys; sys.argv[1:] = {command.split()!r}; import secm.cli, polars", parent)
     assert options == f"{POLARS_ALLOCATOR_DEFAULT},{in_effect}"
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 import pytest
 
 from rules.durable_worker import WorkerPool, WorkerUnavailable
+from tests.interpreter import fresh_output
 
 
 def _pid(shared: Any) -> tuple[int, Any]:
@@ -116,10 +115,4 @@ def test_a_worker_runs_polars_on_one_thread_unless_told_otherwise(
     runs: setting the limit in the worker left it a Polars thread per core."""
     script = tmp_path / "main.py"
     script.write_text(_POLARS_THREADS_OF_A_WORKER)
-    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
-    env["PYTHONPATH"] = str(Path(__file__).parents[2])
-    if setting is not None:
-        env["POLARS_MAX_THREADS"] = setting
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == threads
+    assert fresh_output(script, {"POLARS_MAX_THREADS": setting}) == threads
