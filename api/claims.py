@@ -357,6 +357,9 @@ def checker_for(engine: sa.Engine, run_id: str, cache: dict[str, ClaimChecker]) 
         for stale in list(cache)[:-CHECKERS_KEPT]:
             cache.pop(stale, None)
         # The reference indexes live as long as the run is served: the cyclic garbage collector
-        # need not walk them at each full collection (a pause in the middle of a check).
+        # need not walk them at each full collection (a pause in the middle of a check). What
+        # is garbage already is collected first: frozen, it would never be (engines and their
+        # connections among it).
+        gc.collect()
         gc.freeze()
     return checker
