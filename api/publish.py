@@ -112,7 +112,6 @@ def publish(
     references: Mapping[str, pl.DataFrame],
 ) -> str:
     """Load one run into the database at ``url``; its ``run_id``."""
-    engine = migrate(url)
     run_id = str(info["run_id"])
     now = datetime.now(UTC)
     features = [c for c in profiles.columns if c not in ("provider_nihdi", "period")]
@@ -155,23 +154,27 @@ def publish(
         ]
         or [pl.DataFrame(schema={"table_name": pl.String, "row": pl.String})]
     ).with_columns(pl.lit(run_id).alias("run_id"))
-    with engine.begin() as connection:
-        connection.execute(
-            t.runs.insert().values(
-                run_id=run_id,
-                created_at=datetime.fromisoformat(str(info["created_at"])),
-                published_at=now,
-                dataset=str(info.get("dataset", "")),
-                legislation=str(info["legislation"]),
-                status="loading",
-                info=json.loads(json.dumps(info, default=str)),
+    engine = migrate(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                t.runs.insert().values(
+                    run_id=run_id,
+                    created_at=datetime.fromisoformat(str(info["created_at"])),
+                    published_at=now,
+                    dataset=str(info.get("dataset", "")),
+                    legislation=str(info["legislation"]),
+                    status="loading",
+                    info=json.loads(json.dumps(info, default=str)),
+                )
             )
-        )
-        _insert(connection, t.flags, flag_rows)
-        _insert(connection, t.provider_scores, score_rows)
-        _insert(connection, t.flagged_providers, summary.with_columns(pl.lit(run_id).alias("run_id")))
-        _insert(connection, t.provider_rules, flag_rows.select("run_id", "rule_id", "provider_nihdi").unique())
-        _insert(connection, t.quarantine_counts, quarantined)
-        _insert(connection, t.reference_rows, reference)
-        connection.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(status="complete"))
+            _insert(connection, t.flags, flag_rows)
+            _insert(connection, t.provider_scores, score_rows)
+            _insert(connection, t.flagged_providers, summary.with_columns(pl.lit(run_id).alias("run_id")))
+            _insert(connection, t.provider_rules, flag_rows.select("run_id", "rule_id", "provider_nihdi").unique())
+            _insert(connection, t.quarantine_counts, quarantined)
+            _insert(connection, t.reference_rows, reference)
+            connection.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(status="complete"))
+    finally:
+        engine.dispose()  # its connection closed now, not whenever the engine is collected
     return run_id
