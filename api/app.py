@@ -95,6 +95,9 @@ def create_app(
         except UNAVAILABLE as exc:  # the service starts all the same, and reads it when it can
             log.warning("could not read the newest run at start: %s", str(exc).splitlines()[0])
         yield
+        # Its connections closed as it stops, not whenever the app is collected (which, frozen
+        # with the claim checkers' reference data, it never is: see ``checker_for``).
+        app.state.engine.dispose()
 
     app = FastAPI(
         lifespan=lifespan,
