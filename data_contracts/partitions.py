@@ -2,9 +2,12 @@
 
 Every rule looks at one provider's lines (with the reference tables and the invoices), and
 so do the profiles, once the few figures that compare providers are summed over the
-partitions (:class:`detectors.profiles.ProfileParts`). The lines are read once, typed as the
-loader types them, and written to one Parquet file per partition; each partition is then
-validated as the loader validates the whole table.
+partitions (:class:`detectors.profiles.ProfileParts`). A partition's lines are typed as the
+loader types them and validated as the loader validates the whole table. Parquet files are
+read again for each of a few partitions: the scan tests each row's provider before it decodes
+the rest of the row, so a pass costs far less than writing the lines out and reading them
+back. Otherwise (CSV files, whose every pass would parse all their text, or many partitions)
+the lines are read once and written to one Parquet file per partition.
 
 One check reads across providers: a claim id read a second time is a duplicate, whichever
 provider bills it. All the rows of a claim id read more than once therefore go to the
@@ -29,6 +32,10 @@ from data_contracts.tables import TABLES
 
 LINES = TABLES["billing_lines"]
 LINES_PER_PARTITION = 3_000_000  # a partition of generated lines peaks near 2.7 GB (bench/bench_pipeline.py)
+# Up to this many partitions, Parquet lines are read again for each rather than written out.
+# Reading and validating 10 million lines took 6.0 s in 4 partitions read again and 7.8 s
+# written out; in 8, 7.0-7.3 s and 7.6-7.9 s; in 12 both took about 8 s.
+REREAD_PARTITIONS = 8
 # What evaluates the partitions: this process one after the other, or Spark tasks (``secm.spark``).
 Engine = Literal["polars", "spark"]
 FILE_COLUMN = "_file"  # the row's file, by its place in reading order
@@ -79,37 +86,50 @@ def _repeated_claims(typed: pl.LazyFrame, count: int) -> tuple[pl.Expr, pl.DataF
     return shared, rows.with_columns(partition_of(pl.col("provider_nihdi").first().over("claim_id"), count))
 
 
+def _rows_of(part: int, count: int, typed: pl.LazyFrame, shared: pl.Expr, repeated: pl.DataFrame) -> pl.LazyFrame:
+    """The rows of partition ``part``: its providers' own, and its repeated claim ids'. The
+    filter reads the columns as stored, so the scan applies it before decoding the rest."""
+    rows = typed.filter(~shared & (partition_of(pl.col("provider_nihdi"), count) == part))
+    if repeated.is_empty():
+        return rows
+    return pl.concat([rows, repeated.lazy().filter(pl.col(PART_COLUMN) == part).drop(PART_COLUMN)])
+
+
 @dataclass(frozen=True)
 class LinePartitions:
-    """The typed billing lines of a dataset, one folder per partition that received lines."""
+    """The typed billing lines of a dataset, by partition: each a plan that reads its rows."""
 
     files: list[SourceFile]
-    parts: list[Path]
+    parts: list[pl.LazyFrame]
 
     @classmethod
     def split(cls, root: Path, count: int, folder: Path) -> LinePartitions:
-        """Read the billing lines at ``root`` once and write them, typed, to ``count``
-        partitions under ``folder`` by a hash of their provider (for a repeated claim id,
-        of its first row's provider)."""
+        """The billing lines at ``root`` in ``count`` partitions by a hash of their provider
+        (for a repeated claim id, of its first row's provider): Parquet files read again for
+        each of up to ``REREAD_PARTITIONS``, else read once and written under ``folder``."""
         files = files_of(root, LINES)
         typed = typed_lines(files)
         try:
             shared, repeated = _repeated_claims(typed, count)
+            if count <= REREAD_PARTITIONS and not any(f.is_csv for f in files):
+                return cls(files=files, parts=[_rows_of(i, count, typed, shared, repeated) for i in range(count)])
             # Streamed: a join here would hold every line in memory, whatever the engine.
-            typed.filter(~shared).with_columns(partition_of(pl.col("provider_nihdi"), count)).sink_parquet(
-                pl.PartitionBy(folder, key=PART_COLUMN, include_key=False), compression="lz4", mkdir=True
-            )
+            own = typed.filter(~shared).with_columns(partition_of(pl.col("provider_nihdi"), count))
+            own.sink_parquet(pl.PartitionBy(folder, key=PART_COLUMN, include_key=False), compression="lz4", mkdir=True)
         except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
             raise unreadable_table(LINES.name, files, exc) from None
         for (index,), rows in repeated.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
             (folder / f"{PART_COLUMN}={index}").mkdir(parents=True, exist_ok=True)
             rows.write_parquet(folder / f"{PART_COLUMN}={index}" / "repeated-claim-ids.parquet", compression="lz4")
-        parts = sorted(folder.glob(f"{PART_COLUMN}=*"), key=lambda p: int(p.name.partition("=")[2]))
-        return cls(files=files, parts=parts)
+        written = sorted(folder.glob(f"{PART_COLUMN}=*"), key=lambda p: int(p.name.partition("=")[2]))
+        return cls(files=files, parts=[pl.scan_parquet(p) for p in written])
 
-    def load(self, part: Path, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def load(self, part: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """One partition's lines, validated (:func:`validate_partition`)."""
-        return validate_partition(pl.scan_parquet(part), valid_tables)
+        try:
+            return validate_partition(part, valid_tables)
+        except pl.exceptions.PolarsError as exc:  # a file read again, found unreadable past its header
+            raise unreadable_table(LINES.name, self.files, exc) from None
 
 
 def validate_partition(rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -117,7 +137,10 @@ def validate_partition(rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]
     ``_reasons``) for :func:`quarantined_lines`; its rows (typed, with ``FILE_COLUMN``) are put
     in reading order first (:func:`in_reading_order`), as the check of repeated claim ids
     expects."""
-    return validate(LINES, in_reading_order(rows.collect()).drop(FILE_COLUMN).lazy(), valid_tables)
+    # Streamed: a partition read from files it shares with others holds only its own rows. The
+    # stream's many chunks are joined in one: every step after validation runs faster on it.
+    rows = in_reading_order(rows.collect(engine="streaming").rechunk())
+    return validate(LINES, rows.drop(FILE_COLUMN).lazy(), valid_tables)
 
 
 def in_reading_order(rows: pl.DataFrame) -> pl.DataFrame:

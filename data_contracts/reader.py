@@ -59,6 +59,8 @@ def _scan_csv(path: Path) -> pl.LazyFrame:
         schema=dict.fromkeys([*header, BEYOND_HEADER], pl.String),
         truncate_ragged_lines=True,
         missing_columns="insert",
+        row_index_name="_row",
+        row_index_offset=1,
         **options,  # type: ignore[arg-type]
     )
 
@@ -66,18 +68,19 @@ def _scan_csv(path: Path) -> pl.LazyFrame:
 def scan_raw(source: SourceFile) -> pl.LazyFrame:
     """The file's rows as stored (CSV: all text), with ``_source`` and 1-based ``_row``."""
     try:
-        lf = _scan_csv(source.path) if source.is_csv else pl.scan_parquet(source.path)
+        # The scan numbers the rows itself: a filter on the values is then evaluated while
+        # reading, before the rest of a row is decoded.
+        if source.is_csv:
+            lf = _scan_csv(source.path)
+        else:
+            lf = pl.scan_parquet(source.path, row_index_name="_row", row_index_offset=1)
         names = lf.collect_schema().names()
     except pl.exceptions.NoDataError:
         raise UnreadableTableError(f"Cannot read {source.name}: the file is empty, without even a header") from None
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UnreadableTableError(f"Cannot read {source.name}: {unreadable(exc)}") from None
     renames = {n: n.strip().lstrip("\ufeff") for n in names if n != n.strip().lstrip("\ufeff")}
-    return (
-        lf.rename(renames)
-        .with_row_index("_row", offset=1)
-        .with_columns(pl.col("_row").cast(pl.Int64), pl.lit(source.name).alias("_source"))
-    )
+    return lf.rename(renames).with_columns(pl.col("_row").cast(pl.Int64), pl.lit(source.name).alias("_source"))
 
 
 def unreadable(exc: Exception) -> str:

@@ -231,10 +231,12 @@ def _evaluate_partitions(
     parts: list[_Part] = []
     failed: list[pl.DataFrame] = []
     rows_read = 0
-    for number, path in enumerate(partitioned.parts, start=1):
+    for number, rows in enumerate(partitioned.parts, start=1):
         step(f"Partition {number}/{len(partitioned.parts)}: validating")
         with clock(VALIDATING):
-            lines, failures = partitioned.load(path, dataset.tables)
+            lines, failures = partitioned.load(rows, dataset.tables)
+        if lines.is_empty() and failures.is_empty():  # no provider hashed here
+            continue
         rows_read += lines.height + failures.height
         failed.append(failures)
         step(f"Partition {number}/{len(partitioned.parts)}: rules and profiles ({lines.height:,} lines)")

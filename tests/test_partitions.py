@@ -16,7 +16,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES
-from data_contracts.partitions import FILE_COLUMN, LinePartitions, in_reading_order, partitions_for
+from data_contracts.partitions import (
+    FILE_COLUMN,
+    REREAD_PARTITIONS,
+    LinePartitions,
+    in_reading_order,
+    partitions_for,
+)
 from secm.pipeline import run
 from tests import factories as f
 from tests.boundaries import VERSIONS, on_boundary_datasets
@@ -26,10 +32,10 @@ from tests.spark import java_or_skip
 RUN_SPECIFIC = ("run_id", "created_at", "outputs", "partitions", "engine", "timings")
 
 
-def _with_hard_cases(synthetic: Path, root: Path) -> Path:
-    """The shared generated dataset plus a CSV part with what crosses partitions: claim ids
-    of its lines billed again by another provider, rows that fail the contract, unknown and
-    missing providers."""
+def _with_hard_cases(synthetic: Path, root: Path, suffix: str = "csv") -> Path:
+    """The shared generated dataset plus a part (CSV, or Parquet of text columns) with what
+    crosses partitions: claim ids of its lines billed again by another provider, rows that
+    fail the contract, unknown and missing providers."""
     shutil.copytree(synthetic, root)
     lines = pl.read_parquet(sorted((root / "billing_lines").glob("*.parquet"))[0])
     taken = lines.head(3)
@@ -43,9 +49,9 @@ def _with_hard_cases(synthetic: Path, root: Path) -> Path:
         f.line("OC-TWICE", provider_nihdi=f.NURSE),
     ]
     parts = [again, pl.DataFrame(broken, schema=TABLES["billing_lines"].dtypes)]
-    pl.concat([p.select(pl.all().cast(pl.String)) for p in parts], how="diagonal").write_csv(
-        root / "billing_lines" / "zz-late.csv"
-    )
+    late = pl.concat([p.select(pl.all().cast(pl.String)) for p in parts], how="diagonal")
+    path = root / "billing_lines" / f"zz-late.{suffix}"
+    late.write_csv(path) if suffix == "csv" else late.write_parquet(path)
     return root
 
 
@@ -70,16 +76,29 @@ def _run(data: Path, out: Path, partitions: int, **kw: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("legislation", "partitions", "engine"),
-    [("current", 4, "polars"), ("reform_art174", 3, "polars"), ("current", 3, "spark"), ("reform_art174", 2, "spark")],
+    ("legislation", "partitions", "engine", "suffix"),
+    [
+        ("current", 4, "polars", "csv"),  # written out: a CSV file is parsed once
+        ("current", 4, "polars", "parquet"),  # Parquet read again for each partition
+        ("reform_art174", 3, "polars", "parquet"),
+        ("reform_art174", REREAD_PARTITIONS + 1, "polars", "parquet"),  # too many partitions: written out
+        ("current", 3, "spark", "csv"),
+        ("reform_art174", 2, "spark", "csv"),
+    ],
 )
 def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
-    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legislation: str, partitions: int, engine: str
+    synthetic: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    legislation: str,
+    partitions: int,
+    engine: str,
+    suffix: str,
 ) -> None:
     if engine == "spark":
         java_or_skip()
         monkeypatch.setattr("secm.spark.ROWS_PER_READ", 7_000)  # the Parquet files read in several slices
-    data = _with_hard_cases(synthetic, tmp_path / "data")
+    data = _with_hard_cases(synthetic, tmp_path / "data", suffix)
     whole = _run(data, tmp_path / "whole", 1, legislation=legislation)
     split = _run(data, tmp_path / "split", partitions, legislation=legislation, engine=engine, spark_master="local[2]")
 
@@ -114,11 +133,15 @@ def test_a_table_without_lines_in_partitions_is_a_run_without_lines(tmp_path: Pa
     assert pl.read_parquet(tmp_path / "split" / "flags.parquet").is_empty()
 
 
-def test_every_copy_of_a_claim_id_goes_to_its_first_providers_partition(synthetic: Path, tmp_path: Path) -> None:
-    data = _with_hard_cases(synthetic, tmp_path / "data")
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_every_copy_of_a_claim_id_goes_to_its_first_providers_partition(
+    synthetic: Path, tmp_path: Path, suffix: str
+) -> None:
+    data = _with_hard_cases(synthetic, tmp_path / "data", suffix)
     split = LinePartitions.split(data, 4, tmp_path / "parts")
+    assert (tmp_path / "parts").exists() == (suffix == "csv")  # written out only when not read again
     homes = pl.concat(
-        pl.read_parquet(part).select("claim_id", "provider_nihdi", pl.lit(i).alias("part"))
+        part.collect().select("claim_id", "provider_nihdi", pl.lit(i).alias("part"))
         for i, part in enumerate(split.parts)
     )
     assert homes.height == _lines_in(data)  # every line, once

@@ -87,6 +87,26 @@ def test_an_unbalanced_quote_is_one_line_without_values(tmp_path: Path, read: Ca
     assert "P1" not in message
 
 
+@pytest.mark.parametrize("read", [load_dataset, _in_partitions], ids=["whole", "in partitions"])
+def test_a_parquet_file_damaged_past_its_footer_is_one_error_line(
+    tmp_path: Path, read: Callable[[Path], object]
+) -> None:
+    root = f.write_dataset(tmp_path, lines=[f.line(f"C{i}") for i in range(50)])
+    path = root / "billing_lines.parquet"
+    # The patients first, and their first page's header broken: the schema and the claim ids
+    # still read, the rows do not.
+    frame = pl.read_parquet(path)
+    frame.select("patient_id", pl.exclude("patient_id")).write_parquet(path, compression="zstd")
+    damaged = bytearray(path.read_bytes())
+    damaged[20:84] = bytes(b ^ 0xFF for b in damaged[20:84])
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(UnreadableTableError) as raised:
+        read(root)
+    message = str(raised.value)
+    assert "billing_lines.parquet" in message
+    assert "\n" not in message
+
+
 def test_a_nested_parquet_column_is_malformed(tmp_path: Path) -> None:
     root = f.write_dataset(tmp_path, lines=[f.line("A"), f.line("B")])
     frame = pl.read_parquet(root / "billing_lines.parquet").with_columns(
