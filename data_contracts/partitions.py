@@ -134,21 +134,23 @@ class LinePartitions:
 
 def validate_partition(rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A partition's valid lines, and its failed rows' keys and reasons (``_source``, ``_row``,
-    ``_reasons``) for :func:`quarantined_lines`; its rows (typed, with ``FILE_COLUMN``) are put
-    in reading order first (:func:`in_reading_order`), as the check of repeated claim ids
-    expects."""
+    ``_reasons``) for :func:`quarantined_lines`.
+
+    ``rows`` are typed, with ``FILE_COLUMN``. Only the order of the rows of one claim id
+    matters (the first read is kept), and every row of a claim id read more than once comes
+    with the partition's rows of repeated claim ids, in reading order: the partition is not
+    sorted.
+    """
     # Streamed: a partition read from files it shares with others holds only its own rows. The
     # stream's many chunks are joined in one: every step after validation runs faster on it.
-    rows = in_reading_order(rows.collect(engine="streaming").rechunk())
-    return validate(LINES, rows.drop(FILE_COLUMN).lazy(), valid_tables)
+    typed = rows.collect(engine="streaming").rechunk().drop(FILE_COLUMN)
+    return validate(LINES, typed.lazy(), valid_tables)
 
 
 def in_reading_order(rows: pl.DataFrame) -> pl.DataFrame:
-    """``rows`` sorted by ``FILE_COLUMN`` and ``_row``, unless they are already.
-
-    The split writes each partition's lines as they were read; only the rows of repeated claim
-    ids, written apart, may fall out of order. Checking the order takes milliseconds where
-    sorting a partition of millions of lines takes most of a second.
+    """``rows`` sorted by ``FILE_COLUMN`` and ``_row``, unless they are already: the pieces of
+    a partition gathered by a Spark task arrive in any order. Checking the order takes
+    milliseconds where sorting a partition of millions of lines takes most of a second.
     """
     file, row = pl.col(FILE_COLUMN), pl.col("_row")
     ascending = (file > file.shift(1)) | ((file == file.shift(1)) & (row > row.shift(1)))

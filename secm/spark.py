@@ -44,6 +44,7 @@ from data_contracts.partitions import (
     FILE_COLUMN,
     LINES,
     PART_COLUMN,
+    in_reading_order,
     partition_of,
     partitions_for,
     typed_lines,
@@ -185,7 +186,7 @@ def _evaluate(
         for (number,), part in rows.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
             clock = Stopwatch()
             with clock(VALIDATING):
-                lines, failures = validate_partition(part.lazy(), tables)
+                lines, failures = validate_partition(in_reading_order(part).lazy(), tables)
             found = evaluate_part({**lazy, "billing_lines": lines.lazy()}, clock=clock)
             profiles = found.profiles
             found = replace(found, profiles=replace(profiles, fees=profiles.fees.collect().lazy()))  # with its rows
