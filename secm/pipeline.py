@@ -222,8 +222,9 @@ def _evaluate_partitions(
     clock: Stopwatch,
     step: Callable[[str], None],
 ) -> tuple[list[_Part], pl.DataFrame, TableStats]:
-    """The billing lines split by provider into ``count`` partitions under ``folder``, each
-    validated and evaluated in turn; with the lines' quarantine and counts."""
+    """The billing lines in ``count`` partitions by provider (written under ``folder`` when they
+    are not read from the files, see ``LinePartitions.split``), each validated and evaluated in
+    turn; with the lines' quarantine and counts."""
     step(f"Splitting the billing lines into {count} partitions by provider")
     before = clock.seconds.get(VALIDATING, 0.0)
     with clock(VALIDATING):
