@@ -51,7 +51,10 @@ def _with_hard_cases(synthetic: Path, root: Path, suffix: str = "csv") -> Path:
     parts = [again, pl.DataFrame(broken, schema=TABLES["billing_lines"].dtypes)]
     late = pl.concat([p.select(pl.all().cast(pl.String)) for p in parts], how="diagonal")
     path = root / "billing_lines" / f"zz-late.{suffix}"
-    late.write_csv(path) if suffix == "csv" else late.write_parquet(path)
+    if suffix == "csv":
+        late.write_csv(path)
+    else:
+        late.write_parquet(path)
     return root
 
 
