@@ -225,7 +225,7 @@ def _evaluate_partitions(
     """The billing lines in ``count`` partitions by provider (written under ``folder`` when they
     are not read from the files, see ``LinePartitions.split``), each validated and evaluated in
     turn; with the lines' quarantine and counts."""
-    step(f"Splitting the billing lines into {count} partitions by provider")
+    step(f"Partitioning the billing lines by provider ({count} partitions)")
     before = clock.seconds.get(VALIDATING, 0.0)
     with clock(VALIDATING):
         partitioned = LinePartitions.split(data, count, folder)
