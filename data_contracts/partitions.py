@@ -34,7 +34,7 @@ LINES = TABLES["billing_lines"]
 LINES_PER_PARTITION = 3_000_000  # a partition of generated lines peaks near 2.7 GB (bench/bench_pipeline.py)
 # Up to this many partitions, Parquet lines are read again for each rather than written out.
 # Reading and validating 10 million lines took 6.0 s in 4 partitions read again and 7.8 s
-# written out; in 8, 7.0-7.3 s and 7.6-7.9 s; in 12 both took about 8 s.
+# written out; in 8, 7.0-7.3 s and 7.5-7.9 s; in 12 both took about 8 s.
 REREAD_PARTITIONS = 8
 # What evaluates the partitions: this process one after the other, or Spark tasks (``secm.spark``).
 Engine = Literal["polars", "spark"]
