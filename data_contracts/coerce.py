@@ -28,27 +28,25 @@ def _text_parser(dtype: pl.DataType, *, decimal_comma: bool) -> Callable[[pl.Exp
     return parsers.parse_text
 
 
+_GIVEN = "_given_"  # prefix of the columns that say a value was given (see coerce)
 # Types whose values must also fall within the plausible years (``parsers.DATE_YEARS``).
 DATED = (pl.Date, pl.Datetime)
 
 
 def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool) -> pl.Expr:
-    """The raw column in the contract's type; null where a value does not fit it."""
+    """The raw column in the contract's type; null where a value does not fit it (but for the
+    plausible years of a date, checked by :func:`coerce` on the typed column)."""
     col = pl.col(name)
     if raw.is_nested():  # a list or a struct where the contract has one value
         return pl.lit(None, dtype=target)
     if raw == pl.String:
-        value = _text_parser(target, decimal_comma=decimal_comma)(col)
-    elif target == pl.String:
-        value = col.cast(pl.String)
-    elif target == pl.Int64 and raw.is_float():
+        return _text_parser(target, decimal_comma=decimal_comma)(col)
+    if target == pl.String:
+        return col.cast(pl.String)
+    if target == pl.Int64 and raw.is_float():
         # 1.5 is not a quantity: a cast would truncate it to 1.
-        value = pl.when(col == col.round()).then(col.cast(target, strict=False))
-    else:
-        value = col.cast(target, strict=False)
-    if target in DATED:
-        value = parsers.within_years(value)
-    return value
+        return pl.when(col == col.round()).then(col.cast(target, strict=False))
+    return col.cast(target, strict=False)
 
 
 def coerce_file(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFrame:
@@ -71,8 +69,11 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decim
             f"{', '.join(missing)}; found: {', '.join(n for n in present if n[0] != '_')}"
         )
         raise MissingColumnError(msg)
+    # Two steps: the typed values first, then what did not parse, read from them. In one
+    # step every parser would run twice (Polars does not share a parse between expressions).
     typed: list[pl.Expr] = []
-    malformed: list[pl.Expr] = []
+    given: list[pl.Expr] = []  # per parsed column, whether a value was given (step 1)
+    checked: dict[str, pl.Expr] = {}  # per parsed column, its value in step 2
     for name, target in spec.dtypes.items():
         if name not in present:
             typed.append(pl.lit(None, dtype=target).alias(name))
@@ -81,17 +82,25 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decim
             # Typed storage (Parquet) of the right type: nothing to parse, nothing malformed.
             typed.append(pl.col(name))
             continue
-        value = _typed(name, present[name], target, decimal_comma).alias(name)
-        typed.append(value)
+        typed.append(_typed(name, present[name], target, decimal_comma).alias(name))
         raw_value = pl.col(name)
         if present[name] == pl.String:
             raw_value = parsers.parse_text(raw_value)
-        malformed.append(pl.when(raw_value.is_not_null() & value.is_null()).then(pl.lit(name)))
+        given.append(raw_value.is_not_null().alias(f"{_GIVEN}{name}"))
+        checked[name] = parsers.within_years(pl.col(name)) if target in DATED else pl.col(name)
+    malformed = [
+        pl.when(pl.col(f"{_GIVEN}{name}") & value.is_null()).then(pl.lit(name)) for name, value in checked.items()
+    ]
     if BEYOND_HEADER in present:  # a CSV row with more fields than its header
-        malformed.append(pl.when(pl.col(BEYOND_HEADER).is_not_null()).then(pl.lit("row")))
+        given.append(pl.col(BEYOND_HEADER).is_not_null().alias(f"{_GIVEN}row"))
+        malformed.append(pl.when(pl.col(f"{_GIVEN}row")).then(pl.lit("row")))
     if text:  # bytes that were not UTF-8 (read as U+FFFD): the values are not what was meant
         texts = [c for c in spec.dtypes if c in present]
         garbled = pl.any_horizontal(pl.col(texts).str.contains("\ufffd", literal=True).fill_null(False))
-        malformed.append(pl.when(garbled).then(pl.lit("encoding")))
+        given.append(garbled.alias(f"{_GIVEN}encoding"))
+        malformed.append(pl.when(pl.col(f"{_GIVEN}encoding")).then(pl.lit("encoding")))
     flags = pl.concat_list(malformed).list.drop_nulls() if malformed else pl.lit([], dtype=pl.List(pl.String))
-    return raw.select(pl.col("_source"), pl.col("_row"), *typed, flags.alias("_malformed"))
+    columns = [checked[name].alias(name) if name in checked else pl.col(name) for name in spec.dtypes]
+    return raw.select(pl.col("_source"), pl.col("_row"), *typed, *given).select(
+        pl.col("_source"), pl.col("_row"), *columns, flags.alias("_malformed")
+    )

@@ -21,13 +21,11 @@ from datetime import date, datetime, time
 from functools import cache
 from typing import Any
 
-from data_contracts.parsers import DATE_YEARS, FALSE_WORDS, TRUE_WORDS, is_national_number
+from data_contracts.parsers import DATE_YEARS, FALSE_WORDS, TRUE_WORDS, WHITESPACE, is_national_number
 from data_contracts.references import CHECKS
 from data_contracts.schemas import PROVENANCE_COLUMNS, THIRD_PARTY_CHANNELS
 from data_contracts.tables import TableSpec
 
-# What Polars' strip_chars() removes (Unicode White_Space); str.strip() also strips \x1c-\x1f.
-_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
@@ -38,7 +36,7 @@ _DATETIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2
 
 def trimmed(text: str) -> str:
     """``text`` without the leading and trailing white space the loader's parsers remove."""
-    return text.strip(_WHITESPACE)
+    return text.strip(WHITESPACE)
 
 
 class Unusual(ValueError):

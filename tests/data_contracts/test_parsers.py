@@ -44,6 +44,38 @@ def test_datetimes_read_back_with_space_or_t(moment: datetime) -> None:
         assert _parse(parsers.parse_datetime, moment.strftime(f"%Y-%m-%d{sep}%H:%M")) == moment.replace(second=0)
 
 
+def test_trim_removes_what_strip_chars_removes_for_every_character() -> None:
+    """``WHITESPACE`` names exactly the characters Polars' ``strip_chars()`` strips."""
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]  # surrogates are not text
+    padded = pl.DataFrame({"v": [c + c + "x" + c for c in chars]})
+    trimmed = padded.select(parsers.trim(pl.col("v")))["v"]
+    assert trimmed.equals(padded.select(pl.col("v").str.strip_chars())["v"])
+    assert (trimmed != "x").sum() == 0x110000 - 0x800 - len(parsers.WHITESPACE)
+
+
+# Datetime-like text: the formats' characters, digits and a few that no format has.
+_DATETIME_LIKE = st.one_of(
+    st.text(alphabet="0123456789-:T /.+Z", max_size=24),
+    st.datetimes(min_value=datetime(1, 1, 1))
+    .map(str)
+    .flatmap(
+        lambda text: st.sampled_from([text, text.replace(" ", "T"), text[:16], text[:19] + ":00", " " + text[:19]])
+    ),
+)
+
+
+@given(st.lists(_DATETIME_LIKE, min_size=1, max_size=20))
+@example(["2024-03-01 10:15:00:00", "2024-03-01 10:15:00.5", "2024-03-01T10:15Z", "2024-03-01 T10:15", "T:"])
+def test_datetimes_parse_as_if_every_format_were_tried_on_every_value(texts: list[str]) -> None:
+    """The parser skips formats a value cannot match (colons, ``T``): never one it could."""
+    text = pl.col("v").str.strip_chars()
+    every_format = pl.coalesce(
+        *(text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in parsers.DATETIME_FORMATS)
+    )
+    frame = pl.DataFrame({"v": texts}, schema={"v": pl.String})
+    assert frame.select(parsers.parse_datetime(pl.col("v"))).equals(frame.select(every_format))
+
+
 @given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False, allow_infinity=False))
 @example(0)
 def test_decimals_with_point_or_comma(value: object) -> None:
