@@ -3,11 +3,11 @@
 Every rule looks at one provider's lines (with the reference tables and the invoices), and
 so do the profiles, once the few figures that compare providers are summed over the
 partitions (:class:`detectors.profiles.ProfileParts`). A partition's lines are typed as the
-loader types them and validated as the loader validates the whole table. Parquet files are
-read again for each of a few partitions: the scan tests each row's provider before it decodes
-the rest of the row, so a pass costs far less than writing the lines out and reading them
-back. Otherwise (CSV files, whose every pass would parse all their text, or many partitions)
-the lines are read once and written to one Parquet file per partition.
+loader types them and validated as the loader validates the whole table. CSV files are parsed
+once, into one Parquet file of typed lines: every pass over text would parse all of it again.
+Parquet files are read again for each of a few partitions: the scan tests each row's provider
+before it decodes the rest of the row, so a pass costs far less than writing the lines out and
+reading them back. Many partitions are read once and written to one Parquet file each.
 
 One check reads across providers: a claim id read a second time is a duplicate, whichever
 provider bills it. All the rows of a claim id read more than once therefore go to the
@@ -40,6 +40,7 @@ REREAD_PARTITIONS = 8
 Engine = Literal["polars", "spark"]
 FILE_COLUMN = "_file"  # the row's file, by its place in reading order
 PART_COLUMN = "_part"  # the partition a row goes to
+TYPED_FILE = "typed-lines.parquet"  # CSV lines, typed, under the partitions' folder
 
 
 def line_count(root: Path) -> int:
@@ -105,19 +106,25 @@ class LinePartitions:
     @classmethod
     def split(cls, root: Path, count: int, folder: Path) -> LinePartitions:
         """The billing lines at ``root`` in ``count`` partitions by a hash of their provider
-        (for a repeated claim id, of its first row's provider): Parquet files read again for
-        each of up to ``REREAD_PARTITIONS``, else read once and written under ``folder``."""
+        (for a repeated claim id, of its first row's provider): Parquet files (CSV files once
+        typed, under ``folder``) read again for each of up to ``REREAD_PARTITIONS``, else read
+        once and written under ``folder``."""
         files = files_of(root, LINES)
         typed = typed_lines(files)
         try:
+            if any(f.is_csv for f in files):
+                # Text is parsed once: the passes below read the typed lines from Parquet.
+                typed.sink_parquet(folder / TYPED_FILE, compression="lz4", mkdir=True)
+                typed = pl.scan_parquet(folder / TYPED_FILE)
             shared, repeated = _repeated_claims(typed, count)
-            if count <= REREAD_PARTITIONS and not any(f.is_csv for f in files):
+            if count <= REREAD_PARTITIONS:
                 return cls(files=files, parts=[_rows_of(i, count, typed, shared, repeated) for i in range(count)])
             # Streamed: a join here would hold every line in memory, whatever the engine.
             own = typed.filter(~shared).with_columns(partition_of(pl.col("provider_nihdi"), count))
             own.sink_parquet(pl.PartitionBy(folder, key=PART_COLUMN, include_key=False), compression="lz4", mkdir=True)
         except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
             raise unreadable_table(LINES.name, files, exc) from None
+        (folder / TYPED_FILE).unlink(missing_ok=True)
         for (index,), rows in repeated.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
             (folder / f"{PART_COLUMN}={index}").mkdir(parents=True, exist_ok=True)
             rows.write_parquet(folder / f"{PART_COLUMN}={index}" / "repeated-claim-ids.parquet", compression="lz4")
