@@ -8,7 +8,7 @@ import polars as pl
 
 from data_contracts import parsers
 from data_contracts.errors import MissingColumnError
-from data_contracts.reader import BEYOND_HEADER, SourceFile, csv_separator
+from data_contracts.reader import BEYOND_HEADER, FILE_COLUMN, SourceFile, csv_separator, scan_files
 from data_contracts.tables import TableSpec
 
 
@@ -49,14 +49,19 @@ def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool
     return col.cast(target, strict=False)
 
 
-def coerce_file(raw: pl.LazyFrame, spec: TableSpec, source: SourceFile) -> pl.LazyFrame:
-    """:func:`coerce` for a file's rows: a CSV file is text, with decimal commas when ``;``-separated."""
-    decimal_comma = source.is_csv and csv_separator(source.path) == ";"
-    return coerce(raw, spec, source.name, text=source.is_csv, decimal_comma=decimal_comma)
+def coerce_files(files: list[SourceFile], spec: TableSpec) -> pl.LazyFrame:
+    """:func:`coerce` for the rows of ``files``, in reading order, with ``FILE_COLUMN``: a CSV
+    file is text, with decimal commas when ``;``-separated."""
+    typed = []
+    for raw, first in scan_files(files):
+        decimal_comma = first.is_csv and csv_separator(first.path) == ";"
+        typed.append(coerce(raw, spec, first.name, text=first.is_csv, decimal_comma=decimal_comma))
+    return pl.concat(typed, how="vertical")
 
 
 def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decimal_comma: bool) -> pl.LazyFrame:
-    """Typed contract columns plus ``_source``, ``_row`` and ``_malformed`` (column names).
+    """Typed contract columns plus ``_source``, ``_row`` (and ``FILE_COLUMN`` when ``raw`` has
+    it) and ``_malformed`` (column names).
 
     ``text``: the values were written as text (a CSV file, posted records), so every one is
     parsed, and one that is not valid UTF-8 says so.
@@ -101,6 +106,5 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decim
         malformed.append(pl.when(pl.col(f"{_GIVEN}encoding")).then(pl.lit("encoding")))
     flags = pl.concat_list(malformed).list.drop_nulls() if malformed else pl.lit([], dtype=pl.List(pl.String))
     columns = [checked[name].alias(name) if name in checked else pl.col(name) for name in spec.dtypes]
-    return raw.select(pl.col("_source"), pl.col("_row"), *typed, *given).select(
-        pl.col("_source"), pl.col("_row"), *columns, flags.alias("_malformed")
-    )
+    provenance = [c for c in ("_source", "_row", FILE_COLUMN) if c in present]
+    return raw.select(*provenance, *typed, *given).select(*provenance, *columns, flags.alias("_malformed"))

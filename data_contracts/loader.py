@@ -15,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from data_contracts.coerce import coerce, coerce_file
+from data_contracts.coerce import coerce, coerce_files
 from data_contracts.errors import DatasetNotFoundError, MissingTableError, UnreadableTableError
 from data_contracts.parsers import looks_like_national_number
-from data_contracts.reader import SourceFile, find_table_files, scan_raw, unreadable
+from data_contracts.reader import FILE_COLUMN, SourceFile, find_table_files, scan_raw, unreadable
 from data_contracts.references import failed_checks, reasons
 from data_contracts.schemas import PROVENANCE_COLUMNS
 from data_contracts.tables import TABLES, TableSpec
@@ -166,8 +166,8 @@ def load_files(
     started = time.perf_counter()
     if not files:
         return spec.empty(), pl.DataFrame(schema=QUARANTINE_SCHEMA), TableStats(0, 0, 0, 0.0)
-    typed = pl.concat([coerce_file(scan_raw(f), spec, f) for f in files], how="vertical")
     try:
+        typed = coerce_files(files, spec).drop(FILE_COLUMN)
         return _load(spec, typed, valid_tables, started, lambda keys: raw_values_of(files, keys))
     except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
         raise unreadable_table(spec.name, files, exc) from None

@@ -24,10 +24,10 @@ from typing import Literal
 
 import polars as pl
 
-from data_contracts.coerce import coerce_file
+from data_contracts.coerce import coerce_files
 from data_contracts.keys import repeated_hashes
 from data_contracts.loader import dataset_folder, files_of, quarantine_frame, raw_values_of, unreadable_table, validate
-from data_contracts.reader import SourceFile, scan_raw
+from data_contracts.reader import FILE_COLUMN, SourceFile, scan_raw
 from data_contracts.tables import TABLES
 
 LINES = TABLES["billing_lines"]
@@ -38,7 +38,6 @@ LINES_PER_PARTITION = 3_000_000  # a partition of generated lines peaks near 2.7
 REREAD_PARTITIONS = 8
 # What evaluates the partitions: this process one after the other, or Spark tasks (``secm.spark``).
 Engine = Literal["polars", "spark"]
-FILE_COLUMN = "_file"  # the row's file, by its place in reading order
 PART_COLUMN = "_part"  # the partition a row goes to
 TYPED_FILE = "typed-lines.parquet"  # CSV lines, typed, under the partitions' folder
 
@@ -61,13 +60,7 @@ def partitions_for(root: Path, lines_per_partition: int = LINES_PER_PARTITION) -
 def typed_lines(files: list[SourceFile]) -> pl.LazyFrame:
     """The billing lines of ``files``, typed as the loader types them, each with its file's
     number (``FILE_COLUMN``) beside its row."""
-    return pl.concat(
-        [
-            coerce_file(scan_raw(f), LINES, f).with_columns(pl.lit(i, pl.UInt32).alias(FILE_COLUMN))
-            for i, f in enumerate(files)
-        ],
-        how="vertical",
-    )
+    return coerce_files(files, LINES)
 
 
 def partition_of(provider: pl.Expr, count: int) -> pl.Expr:
@@ -110,8 +103,8 @@ class LinePartitions:
         typed, under ``folder``) read again for each of up to ``REREAD_PARTITIONS``, else read
         once and written under ``folder``."""
         files = files_of(root, LINES)
-        typed = typed_lines(files)
         try:
+            typed = typed_lines(files)
             if any(f.is_csv for f in files):
                 # Text is parsed once: the passes below read the typed lines from Parquet.
                 typed.sink_parquet(folder / TYPED_FILE, compression="lz4", mkdir=True)

@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 from data_contracts import TABLES, DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
 from data_contracts.loader import WITHHELD, files_of, load_files, load_records, validate
 from data_contracts.partitions import FILE_COLUMN, typed_lines
-from data_contracts.reader import BEYOND_HEADER, SourceFile
+from data_contracts.reader import BEYOND_HEADER, SourceFile, scan_files
 from secm.synth.scenarios import national_number
 from tests import factories as f
 
@@ -311,3 +311,44 @@ def test_rows_read_in_many_chunks_are_validated_as_rows_in_one(tmp_path: Path) -
     valid, failed = validate(spec, chunked.lazy(), references)
     assert_frame_equal(valid, validate(spec, typed.rechunk().lazy(), references)[0])
     assert dict(zip(failed["_row"], failed["_reasons"].to_list(), strict=True)) == {11: ["duplicate_key"]}
+
+
+def test_files_of_one_schema_are_read_in_one_scan_as_if_one_by_one(tmp_path: Path) -> None:
+    """Consecutive Parquet files of one schema share a scan; every row keeps its own file's
+    name, row number and place, as when each file is read alone."""
+    lines = [f.line(f"C{i}") for i in range(12)]
+    lines[4] = f.line("C4", amount_reimbursed=99.0)  # quarantined, in the middle of a scan
+    lines[10] = f.line("C1")  # read a second time, in a later scan
+    root = f.write_dataset(tmp_path, lines=lines)
+    frame = pl.read_parquet(root / "billing_lines.parquet")
+    (root / "billing_lines.parquet").unlink()
+    folder = root / "billing_lines"
+    folder.mkdir()
+    pieces = [(0, 3), (3, 3), (6, 1), (7, 1), (8, 1), (9, 3)]  # files 0-1 share a scan, 4-5 another
+    for place, (start, length) in enumerate(pieces):
+        rows = frame.slice(start, length)
+        if place == 2:  # another schema: a scan of its own
+            rows.with_columns(pl.col("quantity").cast(pl.Int32)).write_parquet(folder / f"part-{place}.parquet")
+        elif place == 3:
+            (folder / f"part-{place}.csv").write_text(_csv_text(rows, ",", False), encoding="utf-8")
+        else:
+            rows.write_parquet(folder / f"part-{place}.parquet")
+    files = files_of(root, TABLES["billing_lines"])
+    assert [first.name for _, first in scan_files(files)] == [
+        "billing_lines/part-0.parquet",
+        "billing_lines/part-2.parquet",
+        "billing_lines/part-3.csv",
+        "billing_lines/part-4.parquet",
+    ]
+    one_by_one = pl.concat(
+        typed_lines([file]).with_columns(pl.lit(place, pl.UInt32).alias(FILE_COLUMN))
+        for place, file in enumerate(files)
+    )
+    assert_frame_equal(typed_lines(files).collect(), one_by_one.collect())
+    dataset = load_dataset(root)
+    quarantined = dataset.quarantine.filter(pl.col("table") == "billing_lines")
+    assert quarantined.select("source", "row_number", "reasons").rows() == [
+        ("billing_lines/part-1.parquet", 2, ["reimbursed_exceeds_fee"]),
+        ("billing_lines/part-5.parquet", 2, ["duplicate_key"]),
+    ]
+    assert [json.loads(raw)["claim_id"] for raw in quarantined["raw_values"]] == ["C4", "C1"]
