@@ -27,7 +27,7 @@ import polars as pl
 from data_contracts.coerce import coerce_files
 from data_contracts.keys import repeated_hashes
 from data_contracts.loader import dataset_folder, files_of, quarantine_frame, raw_values_of, unreadable_table, validate
-from data_contracts.reader import FILE_COLUMN, SourceFile, scan_raw
+from data_contracts.reader import FILE_COLUMN, SourceFile, row_counts, scan_raw
 from data_contracts.tables import TABLES
 
 LINES = TABLES["billing_lines"]
@@ -47,7 +47,7 @@ def line_count(root: Path) -> int:
     from their metadata; CSV files are counted)."""
     files = files_of(dataset_folder(root), LINES)
     try:
-        return sum(scan_raw(f).select(pl.len()).collect().item() for f in files)
+        return sum(row_counts([scan_raw(f) for f in files]))
     except pl.exceptions.PolarsError as exc:
         raise unreadable_table(LINES.name, files, exc) from None
 

@@ -15,6 +15,7 @@ FILE_COLUMN = "_file"  # the row's file, by its place among the table's files (r
 _PATH = "_path"  # a multi-file scan's path of the row's file
 # Rows a multi-file scan numbers: its row index is 32 bits.
 _SCAN_ROWS = 2**32 - 2
+_COUNTED_AT_ONCE = 64  # files whose rows are counted side by side
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,7 @@ def scan_files(files: list[SourceFile]) -> list[tuple[pl.LazyFrame, SourceFile]]
     separator and decimal mark).
     """
     scans = [scan_raw(f) for f in files]  # each file's schema, read now: an unreadable file is named
-    counts = pl.collect_all([scan.select(pl.len()) for f, scan in zip(files, scans, strict=True) if not f.is_csv])
-    rows = iter(int(c.item()) for c in counts)
+    rows = iter(row_counts([scan for f, scan in zip(files, scans, strict=True) if not f.is_csv]))
     runs: list[list[tuple[int, int]]] = []  # (place, rows) of the files of each scan
     for place, (source, scan) in enumerate(zip(files, scans, strict=True)):
         count = 0 if source.is_csv else next(rows)
@@ -119,6 +119,16 @@ def scan_files(files: list[SourceFile]) -> list[tuple[pl.LazyFrame, SourceFile]]
         else:
             previous.append((place, count))
     return [(_scan_run(run, files, scans), files[run[0][0]]) for run in runs]
+
+
+def row_counts(scans: list[pl.LazyFrame]) -> list[int]:
+    """The rows of each scan (of a Parquet file: from its metadata), a batch of scans at a
+    time: thousands at once exhaust Polars' threads for blocking reads."""
+    counts: list[int] = []
+    for start in range(0, len(scans), _COUNTED_AT_ONCE):
+        batch = scans[start : start + _COUNTED_AT_ONCE]
+        counts += [int(frame.item()) for frame in pl.collect_all([scan.select(pl.len()) for scan in batch])]
+    return counts
 
 
 def _scan_run(run: list[tuple[int, int]], files: list[SourceFile], scans: list[pl.LazyFrame]) -> pl.LazyFrame:
