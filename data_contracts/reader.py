@@ -12,7 +12,7 @@ from data_contracts.errors import UnreadableTableError
 
 SUFFIXES = (".parquet", ".csv")
 FILE_COLUMN = "_file"  # the row's file, by its place among the table's files (reading order)
-_PATH = "_path"  # a multi-file scan's path of the row's file
+_PATH = "_path"  # a multi-file scan's path of the row's file, then its position in the scan
 # Rows a multi-file scan numbers: its row index is 32 bits.
 _SCAN_ROWS = 2**32 - 2
 _COUNTED_AT_ONCE = 64  # files whose rows are counted side by side
@@ -136,21 +136,26 @@ def row_counts(scans: list[pl.LazyFrame]) -> list[int]:
 
 
 def _scan_run(run: list[tuple[int, int]], files: list[SourceFile], scans: list[pl.LazyFrame]) -> pl.LazyFrame:
-    """One scan of the files at the places ``run`` lists, each with its row count."""
-    place = run[0][0]
+    """One scan of the files at the consecutive places ``run`` lists, each with its row count.
+
+    A row's file is found by its path, by position in an enum of the paths, then its number
+    and name by position in a list: mapping the paths with ``replace_strict`` took the
+    streaming engine out of its stream (4.5 GB more to split 20 million lines)."""
+    first = run[0][0]
     if len(run) == 1:
-        return scans[place].with_columns(pl.lit(place, pl.UInt32).alias(FILE_COLUMN))
-    places = [p for p, _ in run]
-    paths = [str(files[p].path) for p in places]
-    firsts = [0, *itertools.accumulate(n for _, n in run)][:-1]  # rows before each file
+        return scans[first].with_columns(pl.lit(first, pl.UInt32).alias(FILE_COLUMN))
+    paths = [str(files[place].path) for place, _ in run]
+    rows_before = pl.Series([0, *itertools.accumulate(n for _, n in run)][:-1], dtype=pl.Int64)
+    names = pl.Series([files[place].name for place, _ in run], dtype=pl.String)
     lf = pl.scan_parquet(paths, row_index_name="_row", row_index_offset=1, include_file_paths=_PATH)
-    file = pl.col(FILE_COLUMN)
+    position = pl.col(_PATH).cast(pl.Enum(paths)).to_physical().cast(pl.UInt32)
     return (
         _named(lf, lf.collect_schema().names())
-        .with_columns(pl.col(_PATH).replace_strict(paths, places, return_dtype=pl.UInt32).alias(FILE_COLUMN))
+        .with_columns(position.alias(_PATH))
         .with_columns(
-            (pl.col("_row").cast(pl.Int64) - file.replace_strict(places, firsts, return_dtype=pl.Int64)).alias("_row"),
-            file.replace_strict(places, [files[p].name for p in places], return_dtype=pl.String).alias("_source"),
+            (pl.col(_PATH) + first).alias(FILE_COLUMN),
+            (pl.col("_row").cast(pl.Int64) - pl.lit(rows_before).gather(pl.col(_PATH))).alias("_row"),
+            pl.lit(names).gather(pl.col(_PATH)).alias("_source"),
         )
         .drop(_PATH)
     )
