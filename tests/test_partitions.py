@@ -157,6 +157,26 @@ def test_every_copy_of_a_claim_id_goes_to_its_first_providers_partition(
     assert (by_provider["part"] == 1).all()
 
 
+def test_a_partition_of_files_read_in_one_scan_is_filtered_in_the_scan(synthetic: Path, tmp_path: Path) -> None:
+    """Files of one schema share a scan, and a partition's filter still reaches it: each pass
+    decodes only its own rows in full."""
+    root = tmp_path / "data"
+    shutil.copytree(synthetic, root)
+    folder = root / "billing_lines"
+    lines = pl.concat([pl.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], how="vertical_relaxed")
+    shutil.rmtree(folder)
+    folder.mkdir()
+    for i, rows in enumerate(lines.iter_slices(lines.height // 3 + 1)):
+        rows.write_parquet(folder / f"part-{i}.parquet")
+    split = LinePartitions.split(root, 4, tmp_path / "parts")
+    assert sum(part.collect().height for part in split.parts) == lines.height
+    for part in split.parts:
+        scans = part.explain().split("Parquet SCAN")[1:]
+        assert len(scans) == 1  # three files, one scan
+        assert "2 other sources" in scans[0].splitlines()[0]
+        assert "SELECTION:" in scans[0].split("PLAN")[0]
+
+
 def test_a_partition_is_put_back_in_reading_order_only_when_it_is_out_of_it() -> None:
     def rows(*keys: tuple[int, int]) -> pl.DataFrame:
         return pl.DataFrame(
