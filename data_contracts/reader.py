@@ -6,7 +6,6 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from data_contracts.errors import UnreadableTableError
@@ -151,7 +150,7 @@ def _scan_run(run: list[tuple[int, int]], files: list[SourceFile], scans: list[p
     if len(run) == 1:
         return scans[first].with_columns(pl.lit(first, pl.UInt32).alias(FILE_COLUMN))
     paths = [str(files[place].path) for place, _ in run]
-    rows_before = np.array([0, *itertools.accumulate(n for _, n in run)][:-1], dtype=np.int64)
+    rows_before = pl.Series([0, *itertools.accumulate(n for _, n in run)][:-1], dtype=pl.Int64)
     position = pl.col(_PATH).cast(pl.Enum(paths)).to_physical().cast(pl.UInt32)
     lf = pl.scan_parquet(paths, row_index_name="_row", row_index_offset=1, include_file_paths=_PATH)
     return (
@@ -159,9 +158,7 @@ def _scan_run(run: list[tuple[int, int]], files: list[SourceFile], scans: list[p
         .with_columns(
             (position + first).alias(FILE_COLUMN),
             pl.col("_row").cast(pl.Int64)
-            - position.map_batches(
-                lambda at: pl.Series(rows_before[at.to_numpy()]), return_dtype=pl.Int64, is_elementwise=True
-            ),
+            - position.map_batches(rows_before.gather, return_dtype=pl.Int64, is_elementwise=True),
             pl.col(_PATH).str.slice(len(_folder(files[first]) or "")).alias("_source"),
         )
         .drop(_PATH)
