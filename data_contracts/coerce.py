@@ -77,7 +77,9 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decim
     # Two steps: the typed values first, then what did not parse, read from them. In one
     # step every parser would run twice (Polars does not share a parse between expressions).
     typed: list[pl.Expr] = []
-    given: list[pl.Expr] = []  # per parsed column, whether a value was given (step 1)
+    # Step 1's flags: per parsed column, whether a value was given; and, for text, whether the
+    # row had fields beyond its header or bytes that were not UTF-8.
+    given: list[pl.Expr] = []
     checked: dict[str, pl.Expr] = {}  # per parsed column, its value in step 2
     for name, target in spec.dtypes.items():
         if name not in present:
