@@ -25,6 +25,7 @@ from typing import Literal
 import polars as pl
 
 from data_contracts.coerce import coerce_files
+from data_contracts.errors import writing
 from data_contracts.keys import repeated_hashes
 from data_contracts.loader import dataset_folder, files_of, quarantine_frame, raw_values_of, unreadable_table, validate
 from data_contracts.reader import FILE_COLUMN, SourceFile, row_counts, scan_raw
@@ -40,6 +41,7 @@ REREAD_PARTITIONS = 8
 Engine = Literal["polars", "spark"]
 PART_COLUMN = "_part"  # the partition a row goes to
 TYPED_FILE = "typed-lines.parquet"  # CSV lines, typed, under the partitions' folder
+WRITTEN = "the billing lines' partitions"  # what a failed write under the partitions' folder was
 
 
 def line_count(root: Path) -> int:
@@ -107,20 +109,25 @@ class LinePartitions:
             typed = typed_lines(files)
             if any(f.is_csv for f in files):
                 # Text is parsed once: the passes below read the typed lines from Parquet.
-                typed.sink_parquet(folder / TYPED_FILE, compression="lz4", mkdir=True)
+                with writing(folder, WRITTEN):
+                    typed.sink_parquet(folder / TYPED_FILE, compression="lz4", mkdir=True)
                 typed = pl.scan_parquet(folder / TYPED_FILE)
             shared, repeated = _repeated_claims(typed, count)
             if count <= REREAD_PARTITIONS:
                 return cls(files=files, parts=[_rows_of(i, count, typed, shared, repeated) for i in range(count)])
             # Streamed: a join here would hold every line in memory, whatever the engine.
             own = typed.filter(~shared).with_columns(partition_of(pl.col("provider_nihdi"), count))
-            own.sink_parquet(pl.PartitionBy(folder, key=PART_COLUMN, include_key=False), compression="lz4", mkdir=True)
+            with writing(folder, WRITTEN):
+                own.sink_parquet(
+                    pl.PartitionBy(folder, key=PART_COLUMN, include_key=False), compression="lz4", mkdir=True
+                )
         except pl.exceptions.PolarsError as exc:  # found while reading the rows, past the header
             raise unreadable_table(LINES.name, files, exc) from None
         (folder / TYPED_FILE).unlink(missing_ok=True)
-        for (index,), rows in repeated.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
-            (folder / f"{PART_COLUMN}={index}").mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(folder / f"{PART_COLUMN}={index}" / "repeated-claim-ids.parquet", compression="lz4")
+        with writing(folder, WRITTEN):
+            for (index,), rows in repeated.partition_by(PART_COLUMN, as_dict=True, include_key=False).items():
+                (folder / f"{PART_COLUMN}={index}").mkdir(parents=True, exist_ok=True)
+                rows.write_parquet(folder / f"{PART_COLUMN}={index}" / "repeated-claim-ids.parquet", compression="lz4")
         written = sorted(folder.glob(f"{PART_COLUMN}=*"), key=lambda p: int(p.name.partition("=")[2]))
         return cls(files=files, parts=[pl.scan_parquet(p) for p in written])
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import polars as pl
 
+from data_contracts.errors import writing
 from data_contracts.schemas import CHANNELS
 from detectors import patient_mix
 
@@ -118,7 +119,8 @@ class ProfileParts:
 
     def spilled(self, path: Path) -> ProfileParts:
         """This part with ``fees``, its largest frame, written to ``path`` and read back lazily."""
-        self.fees.sink_parquet(path)
+        with writing(path.parent, "the profiles' parts"):
+            self.fees.sink_parquet(path)
         return replace(self, fees=pl.scan_parquet(path))
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from data_contracts import ContractError, TableStats
+from data_contracts.errors import OutputError
 from data_contracts.partitions import LINES_PER_PARTITION, Engine
 from rules import RuleError, load_catalog
 
@@ -46,7 +47,15 @@ def _clean_errors() -> Iterator[None]:
     """Expected failures end as one line on stderr and exit code 1, never a traceback."""
     try:
         yield
-    except (ContractError, RuleError, ValueError, FileNotFoundError, PermissionError, SQLAlchemyError) as exc:
+    except (
+        ContractError,
+        RuleError,
+        ValueError,
+        FileNotFoundError,
+        PermissionError,
+        OutputError,
+        SQLAlchemyError,
+    ) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
 

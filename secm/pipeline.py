@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from data_contracts import TABLES, Dataset, TableStats, load_dataset
+from data_contracts.errors import writing
 from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines
 from data_contracts.reader import SourceFile
@@ -166,7 +167,7 @@ def run(
     flags = pl.concat([p.flags for p in parts]).sort("rule_id", "claim_id")
     volume = pl.concat([p.volumes for p in parts])
 
-    with clock("write_seconds"):
+    with clock("write_seconds"), writing(out, "the run's results"):
         flags.write_parquet(out / "flags.parquet")
         quarantine.write_parquet(out / "quarantine.parquet")
         profiles.write_parquet(out / "profiles.parquet")

@@ -5,9 +5,16 @@ The Spark runs need a Java runtime (``tests.spark``)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES
+from data_contracts.errors import OutputError, writing
 from data_contracts.partitions import (
     FILE_COLUMN,
     REREAD_PARTITIONS,
@@ -219,3 +227,74 @@ def test_spark_flags_what_a_run_in_memory_flags_on_the_rules_boundaries(dataset:
             run(data, spark, partitions=2, engine="spark", spark_master="local[2]", **version)
             for name in ("flags", "quarantine"):
                 assert_frame_equal(*_read(spark, name), *_read(whole, name))
+
+
+def _limited_to(size: int) -> None:
+    """In the child process: files of at most ``size`` bytes, a write past it an error (EFBIG)
+    rather than the signal that would kill the process."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "partitions"),
+    [("csv", 2), ("parquet", REREAD_PARTITIONS + 1)],  # the typed CSV lines; the partitions written out
+)
+def test_a_partition_that_cannot_be_written_is_one_error_line(
+    synthetic: Path, tmp_path: Path, suffix: str, partitions: int
+) -> None:
+    data = _with_hard_cases(synthetic, tmp_path / "data", suffix)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "secm.cli", "run", "--data", str(data), "--out", str(out), "--no-publish"]
+    done = subprocess.run(
+        [*command, "--partitions", str(partitions)],
+        preexec_fn=partial(_limited_to, 64 * 1024),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(
+        # Polars says which OS error its writer met, unless it met it writing a file's footer.
+        r"error: Cannot write the billing lines' partitions under \S+/out/\.partitions-\S+: "
+        r"(File too large|a Parquet file's footer could not be written \(is the disk full\?\))\n$",
+        done.stderr,
+    ), done.stderr
+    assert list(out.iterdir()) == []  # the partitions' folder is gone with what it held
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        (
+            pl.exceptions.ComputeError("parquet: underlying IO error: Disk quota exceeded (os error 122)"),
+            "Disk quota exceeded",
+        ),
+        (
+            pl.exceptions.ComputeError("parquet: File out of specification: Invalid thrift: transport error"),
+            "a Parquet file's footer could not be written (is the disk full?)",
+        ),
+    ],
+)
+def test_a_write_that_finds_no_room_names_what_it_was_writing(tmp_path: Path, failure: Exception, reason: str) -> None:
+    with (
+        pytest.raises(OutputError) as raised,
+        writing(tmp_path, "the run's results"),
+    ):
+        raise failure
+    assert str(raised.value) == f"Cannot write the run's results under {tmp_path}: {reason}"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        FileNotFoundError(errno.ENOENT, "No such file or directory"),
+        pl.exceptions.ComputeError("could not parse `x` as dtype `i64` at column 'quantity' (os error 2)"),
+    ],
+)
+def test_a_failure_that_is_not_a_write_passes_through(tmp_path: Path, failure: Exception) -> None:
+    with pytest.raises(type(failure)) as raised, writing(tmp_path, "the run's results"):
+        raise failure
+    assert raised.value is failure
