@@ -16,8 +16,10 @@ belong to the run they were checked against and go with it.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as clock
+from itertools import islice
 from typing import Any
 
 import polars as pl
@@ -91,10 +94,54 @@ class _Stored:
 @dataclass
 class _Held:
     """What a process holds of a provider's stored lines: every one with an id up to
-    ``seen``."""
+    ``seen``, by claim, and kept in the order a check chooses its recent lines in.
+
+    That order is by service date, ties in the order the process first held each claim (a
+    claim stored anew keeps its place). It is kept sorted as lines come and go, so that a
+    check takes the latest lines from its end instead of sorting hundreds of lines each time.
+    """
 
     seen: int = 0
-    rows: dict[str, _Stored] = field(default_factory=dict)  # by claim
+    rows: dict[str, _Stored] = field(default_factory=dict)  # by claim, in the order first held
+    order: list[tuple[date, int, str]] = field(default_factory=list)  # (service date, place, claim), sorted
+    places: dict[str, int] = field(default_factory=dict)  # by claim
+    placed: int = 0  # places given so far
+    oldest: float = math.inf  # at most the earliest time a held line was posted
+
+    def put(self, claim: str, stored: _Stored) -> None:
+        """Hold ``stored`` as ``claim``'s line, in the place of the line it replaces."""
+        held = self.rows.get(claim)
+        if held is None:
+            place = self.places[claim] = self.placed
+            self.placed += 1
+        else:
+            place = self.places[claim]
+            del self.order[bisect.bisect_left(self.order, (held.line["service_date"], place, claim))]
+        bisect.insort(self.order, (stored.line["service_date"], place, claim))
+        self.rows[claim] = stored
+        self.oldest = min(self.oldest, stored.posted_at)
+
+    def earliest(self, count: int) -> list[_Stored]:
+        """Let go of all but the latest ``count`` lines, whatever their age; those let go."""
+        dropped, self.order = self.order[:-count], self.order[-count:]
+        for _, _, claim in dropped:
+            del self.places[claim]
+        return [self.rows.pop(claim) for _, _, claim in dropped]
+
+    def recent(self, cutoff: float, count: int) -> list[_Stored]:
+        """The latest ``count`` lines posted at ``cutoff`` or later: in the order first held
+        when there are no more, else by service date."""
+        if self.oldest < cutoff:  # some line may be too old: look again
+            self.oldest = min((s.posted_at for s in self.rows.values()), default=math.inf)
+        if self.oldest >= cutoff:
+            if len(self.rows) <= count:
+                return list(self.rows.values())
+            return [self.rows[claim] for _, _, claim in self.order[-count:]]
+        kept = [s for s in self.rows.values() if s.posted_at >= cutoff]
+        if len(kept) <= count:
+            return kept
+        latest = (self.rows[claim] for _, _, claim in reversed(self.order))
+        return list(islice((s for s in latest if s.posted_at >= cutoff), count))[::-1]
 
 
 # The statements of every batch, built once (building one costs about as much as running it).
@@ -120,11 +167,6 @@ _EXPIRED = [
 
 def _kept_already() -> None:
     """Keeping no posted lines: nothing to store."""
-
-
-def _by_service_date(stored: _Stored) -> date:
-    day: date = stored.line["service_date"]
-    return day
 
 
 def _owned(line: Row) -> tuple[str, str]:
@@ -234,9 +276,7 @@ class History:
         context: dict[str, Row] = {}
         cutoff = now - self.kept_seconds
         for holding in held.values():
-            kept = [s for s in holding.rows.values() if s.posted_at >= cutoff]
-            recent = kept if len(kept) <= HISTORY_LINES else sorted(kept, key=_by_service_date)[-HISTORY_LINES:]
-            context |= {s.line["claim_id"]: s.line for s in recent}
+            context |= {s.line["claim_id"]: s.line for s in holding.recent(cutoff, HISTORY_LINES)}
         context |= {line["claim_id"]: line for line in posted}
         return list(context.values()), lambda: self._keep(connection, posted, held, now)
 
@@ -258,7 +298,7 @@ class History:
             if line_id > holding.seen:
                 known = holding.rows.get(claim_id)
                 if known is None or known.id < line_id:
-                    holding.rows[claim_id] = _Stored(line_id, posted_at, _line(text))
+                    holding.put(claim_id, _Stored(line_id, posted_at, _line(text)))
                 newest[provider] = max(newest[provider], line_id)
         for provider, holding in held.items():
             holding.seen = newest[provider]
@@ -287,14 +327,14 @@ class History:
         for (provider, claim_id), line in latest.items():
             line_id = stored[provider, claim_id]
             holding = held[provider]
-            holding.rows[claim_id] = _Stored(line_id, now, line)
+            holding.put(claim_id, _Stored(line_id, now, line))
             holding.seen = max(holding.seen, line_id)
-        trimmed = []
-        for holding in held.values():
-            if len(holding.rows) > 2 * HISTORY_LINES:
-                for old in sorted(holding.rows.values(), key=_by_service_date)[:-HISTORY_LINES]:
-                    trimmed.append(old.id)
-                    del holding.rows[old.line["claim_id"]]
+        trimmed = [
+            old.id
+            for holding in held.values()
+            if len(holding.rows) > 2 * HISTORY_LINES
+            for old in holding.earliest(HISTORY_LINES)
+        ]
         self._delete(connection, trimmed)
 
     def _delete(self, connection: sa.Connection, ids: list[int]) -> None:

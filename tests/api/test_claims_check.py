@@ -14,12 +14,14 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api import tables as t
 from api.app import create_app
 from api.claims import _batch, _Check
 from api.database import engine_for
-from api.history import HISTORY_LINES, History
+from api.history import HISTORY_LINES, History, _Held, _Stored
 from tests.api.conftest import Published, Service, claim_line
 
 GP = "11003065005"  # a GP of the generated dataset with no suspension and no debt
@@ -366,3 +368,47 @@ def test_a_process_keeps_the_checkers_of_the_last_runs_only(service: Service, re
     for thread in threads:
         thread.join(timeout=5)
         assert not thread.is_alive()  # and its thread ended
+
+
+# A provider's lines as a process holds them, changed at random: stored (a new claim, or one
+# posted again with another date), trimmed, and asked for the recent ones. Few claims, dates
+# and posting times, so that ties and lines too old are common.
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(0, 11), st.integers(0, 4), st.integers(0, 3)),
+        st.tuples(st.just("trim"), st.integers(1, 4)),
+        st.tuples(st.just("recent"), st.integers(0, 4), st.integers(1, 6)),
+    ),
+    max_size=60,
+)
+
+
+@given(steps=_STEPS)
+@settings(max_examples=300, deadline=None)
+def test_the_recent_lines_held_are_the_latest_by_date_ties_in_the_order_first_held(steps: list[tuple]) -> None:
+    """What a process holds keeps its lines in order as they come and go; the lines a check
+    gets are those of the plain definition: of the lines not too old, the latest ``count`` by
+    service date, ties in the order the claims were first held (in that order when there are
+    no more than ``count``)."""
+    held, plain = _Held(), {}  # the plain one: a dict keeps the order its keys were first set
+    for step in steps:
+        if step[0] == "put":
+            _, claim, day, posted = step
+            stored = _Stored(
+                len(plain), float(posted), {"claim_id": f"C{claim}", "service_date": date(2024, 1, 1 + day)}
+            )
+            held.put(f"C{claim}", stored)
+            plain[f"C{claim}"] = stored
+        elif step[0] == "trim":
+            if len(plain) > step[1]:
+                latest = sorted(plain.values(), key=lambda s: s.line["service_date"])[: -step[1]]
+                assert [s.line["claim_id"] for s in held.earliest(step[1])] == [s.line["claim_id"] for s in latest]
+                for s in latest:
+                    del plain[s.line["claim_id"]]
+        else:
+            _, cutoff, count = step
+            kept = [s for s in plain.values() if s.posted_at >= cutoff]
+            if len(kept) > count:
+                kept = sorted(kept, key=lambda s: s.line["service_date"])[-count:]
+            assert held.recent(float(cutoff), count) == kept
+    assert held.rows == plain
