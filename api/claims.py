@@ -45,7 +45,7 @@ from rules.context import NO_LINES
 from rules.durable_engine import References, evaluate_durable, prepare_workers
 from rules.durable_worker import WorkerUnavailable
 from rules.errors import RuleError
-from rules.records import ReferenceIndex, bearing_on
+from rules.records import ReferenceIndex, bearing_on, bearing_same_day
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,8 @@ class ClaimChecker:
         self.codes = frozenset(self.references["nomenclature"]["code"])
         self.index = ReferenceIndex(self.references)
         self.history = History(self.run_id)
+        # Then the history gives only its recent lines of a posted line's provider and day.
+        self.same_day = bearing_same_day(load_catalog())
 
     def check(
         self,
@@ -260,7 +262,7 @@ class ClaimChecker:
         valid_lines, bad_lines = _validate("billing_lines", lines, known, tables)
         with self.history.transaction(self.engine, entries) as connection:
             self.history.post_invoices(connection, caller, valid_invoices)
-            context, keep = self.history.lines(connection, valid_lines)
+            context, keep = self.history.lines(connection, valid_lines, same_day=self.same_day)
             # The recent lines' invoices too: they are enriched with them.
             referred = {line["invoice_id"] for line in context if line["invoice_id"] is not None}
             known_invoices |= self.history.invoices(connection, caller, referred - known_invoices.keys())

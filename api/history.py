@@ -21,13 +21,14 @@ import fcntl
 import json
 import math
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as clock
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 import polars as pl
@@ -128,15 +129,33 @@ class _Held:
             del self.places[claim]
         return [self.rows.pop(claim) for _, _, claim in dropped]
 
-    def recent(self, cutoff: float, count: int) -> list[_Stored]:
-        """The latest ``count`` lines posted at ``cutoff`` or later: in the order first held
-        when there are no more, else by service date."""
+    def recent(self, cutoff: float, count: int, days: Collection[date] | None = None) -> list[_Stored]:
+        """The latest ``count`` lines posted at ``cutoff`` or later (in the order first held
+        when there are no more, else by service date); of those, only the ones served on
+        ``days`` when given, found without looking at the others."""
         if self.oldest < cutoff:  # some line may be too old: look again
             self.oldest = min((s.posted_at for s in self.rows.values()), default=math.inf)
-        if self.oldest >= cutoff:
+        if self.oldest < cutoff:
+            kept = self._kept(cutoff, count)
+            return kept if days is None else [s for s in kept if s.line["service_date"] in days]
+        if days is None:
             if len(self.rows) <= count:
                 return list(self.rows.values())
             return [self.rows[claim] for _, _, claim in self.order[-count:]]
+        first = max(0, len(self.order) - count)  # the latest lines start there
+        found = [
+            entry
+            for day in sorted(days)
+            for entry in self.order[
+                max(first, bisect.bisect_left(self.order, (day,))) : bisect.bisect_right(self.order, (day, math.inf))
+            ]
+        ]
+        if len(self.rows) <= count:
+            found.sort(key=itemgetter(1))  # the order first held
+        return [self.rows[claim] for _, _, claim in found]
+
+    def _kept(self, cutoff: float, count: int) -> list[_Stored]:
+        """:meth:`recent` when some held line is too old."""
         kept = [s for s in self.rows.values() if s.posted_at >= cutoff]
         if len(kept) <= count:
             return kept
@@ -262,21 +281,27 @@ class History:
         ]
         connection.execute(t.realtime_invoices.insert(), rows)
 
-    def lines(self, connection: sa.Connection, posted: list[Row]) -> tuple[list[Row], Callable[[], None]]:
+    def lines(
+        self, connection: sa.Connection, posted: list[Row], same_day: bool = False
+    ) -> tuple[list[Row], Callable[[], None]]:
         """The recent lines of the providers of ``posted`` (each provider's latest
-        ``HISTORY_LINES``), with ``posted`` (a claim posted again replaces it); and the call
-        that keeps ``posted`` for the next checks, to be made in the same transaction (a
+        ``HISTORY_LINES``), only those served on the day of one of their provider's ``posted``
+        lines when ``same_day``, with ``posted`` (a claim posted again replaces it); and the
+        call that keeps ``posted`` for the next checks, to be made in the same transaction (a
         batch's rules can run meanwhile: they need the recent lines only)."""
         if not posted:
             return [], _kept_already
         now = time.time()
-        providers = list(dict.fromkeys(line["provider_nihdi"] for line in posted))
-        held = {provider: self._holding(provider) for provider in providers}
+        days: dict[str, set[date]] = defaultdict(set)
+        for line in posted:
+            days[line["provider_nihdi"]].add(line["service_date"])
+        held = {provider: self._holding(provider) for provider in days}
         self._read_new(connection, held)
         context: dict[str, Row] = {}
         cutoff = now - self.kept_seconds
-        for holding in held.values():
-            context |= {s.line["claim_id"]: s.line for s in holding.recent(cutoff, HISTORY_LINES)}
+        for provider, holding in held.items():
+            recent = holding.recent(cutoff, HISTORY_LINES, days[provider] if same_day else None)
+            context |= {s.line["claim_id"]: s.line for s in recent}
         context |= {line["claim_id"]: line for line in posted}
         return list(context.values()), lambda: self._keep(connection, posted, held, now)
 

@@ -185,8 +185,8 @@ def bearing_on(catalog: Catalog, lines: list[Row], posted: set[str]) -> list[Row
     choosing before enrichment spares enriching, sending and preparing the others. All
     ``lines`` when a key reads a column the enrichment adds.
     """
-    groups = _line_groups(catalog)
-    if any(column not in TABLES["billing_lines"].dtypes for group in groups for column in group):
+    groups = _raw_line_groups(catalog)
+    if groups is None:
         return lines
     mine = [line for line in lines if line["claim_id"] in posted]
     # Columns every group shares (a provider and a day) first: one look-up per line leaves
@@ -203,6 +203,21 @@ def bearing_on(catalog: Catalog, lines: list[Row], posted: set[str]) -> list[Row
         for line in lines
         if line["claim_id"] in posted or any(key(line) in values for key, values in zip(keys, shared, strict=True))
     ]
+
+
+def bearing_same_day(catalog: Catalog) -> bool:
+    """Whether every line that can bear on a posted claim (:func:`bearing_on`) is of the same
+    provider and served on the same day: then no other recent line need be read."""
+    groups = _raw_line_groups(catalog)
+    return groups is not None and all({"provider_nihdi", "service_date"} <= set(group) for group in groups)
+
+
+def _raw_line_groups(catalog: Catalog) -> tuple[tuple[str, ...], ...] | None:
+    """:func:`_line_groups`, or None when one reads a column the enrichment adds."""
+    groups = _line_groups(catalog)
+    if any(column not in TABLES["billing_lines"].dtypes for group in groups for column in group):
+        return None
+    return groups
 
 
 def _line_groups(catalog: Catalog) -> tuple[tuple[str, ...], ...]:

@@ -377,7 +377,7 @@ _STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("put"), st.integers(0, 11), st.integers(0, 4), st.integers(0, 3)),
         st.tuples(st.just("trim"), st.integers(1, 4)),
-        st.tuples(st.just("recent"), st.integers(0, 4), st.integers(1, 6)),
+        st.tuples(st.just("recent"), st.integers(0, 4), st.integers(1, 6), st.sets(st.integers(0, 4))),
     ),
     max_size=60,
 )
@@ -389,7 +389,7 @@ def test_the_recent_lines_held_are_the_latest_by_date_ties_in_the_order_first_he
     """What a process holds keeps its lines in order as they come and go; the lines a check
     gets are those of the plain definition: of the lines not too old, the latest ``count`` by
     service date, ties in the order the claims were first held (in that order when there are
-    no more than ``count``)."""
+    no more than ``count``); of those, the ones served on given days when asked."""
     held, plain = _Held(), {}  # the plain one: a dict keeps the order its keys were first set
     for step in steps:
         if step[0] == "put":
@@ -406,9 +406,11 @@ def test_the_recent_lines_held_are_the_latest_by_date_ties_in_the_order_first_he
                 for s in latest:
                     del plain[s.line["claim_id"]]
         else:
-            _, cutoff, count = step
+            _, cutoff, count, days = step
             kept = [s for s in plain.values() if s.posted_at >= cutoff]
             if len(kept) > count:
                 kept = sorted(kept, key=lambda s: s.line["service_date"])[-count:]
             assert held.recent(float(cutoff), count) == kept
+            served = {date(2024, 1, 1 + day) for day in days}
+            assert held.recent(float(cutoff), count, served) == [s for s in kept if s.line["service_date"] in served]
     assert held.rows == plain

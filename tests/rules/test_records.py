@@ -13,7 +13,7 @@ from data_contracts import load_dataset
 from rules import evaluate, load_catalog
 from rules.catalog import DuplicateKeyCheck
 from rules.context import enrich
-from rules.records import ReferenceIndex, bearing_on
+from rules.records import ReferenceIndex, bearing_on, bearing_same_day
 from secm.synth import generate
 from tests import factories as f
 
@@ -128,6 +128,22 @@ def test_the_lines_bearing_on_posted_claims_give_them_the_same_flags(synthetic: 
     mine = pl.col("claim_id").is_in(list(posted))
     assert_frame_equal(few.filter(mine), everything.filter(mine))
     assert set(flagged["rule_id"]) == {"DUPLICATE_BILLING", "EVENING_VISIT_MISCODING"}
+    # Each is its provider's on a posted line's day: the history gives no other.
+    days = {(line["provider_nihdi"], line["service_date"]) for line in lines if line["claim_id"] in posted}
+    assert bearing_same_day(load_catalog())
+    assert {(line["provider_nihdi"], line["service_date"]) for line in bearing} == days
+
+
+@pytest.mark.parametrize("key", [["patient_id", "nomenclature_code"], ["region"]])  # no day; an enriched column
+def test_lines_of_other_days_may_bear_when_a_key_does_not_hold_the_day(key: list[str]) -> None:
+    catalog = load_catalog()
+    rules = [
+        rule.model_copy(update={"checks": [check.model_copy(update={"key": key})]})
+        if isinstance(check := rule.checks[0], DuplicateKeyCheck)
+        else rule
+        for rule in catalog
+    ]
+    assert not bearing_same_day(catalog.model_copy(update={"rules": rules}))
 
 
 def test_a_key_on_an_enriched_column_keeps_every_line(synthetic: Path) -> None:
