@@ -39,6 +39,7 @@ import polars as pl
 import polars.selectors as cs
 from durable import engine as durable
 
+from rules import derived
 from rules.catalog import (
     BurstCheck,
     Catalog,
@@ -62,10 +63,11 @@ from rules.conditions import (
     not_true_form,
 )
 from rules.context import NO_LINES
+from rules.derived import Derive
 from rules.durable_worker import WorkerPool
 from rules.engine import enriched_lines, flags_table, follow_timeline, no_flags, one_flag_per_line
 from rules.errors import RuleError
-from rules.shapes import reference_total_evidence, regime_deadline, years_after_columns
+from rules.shapes import reference_total_evidence, regime_deadline, regime_deadline_twin, years_after_columns
 
 LINE = "billing_lines"
 # Marks the lines whose flags are asked for (see ``DurableRuleset.relevant``).
@@ -189,6 +191,7 @@ class DurableRuleset:
         # only its own rule's (durable_rules keeps at most 32 properties per fact, unchecked).
         self.fact_columns: set[str] = set()
         self.columns_of: dict[str, set[str]] = {}
+        self._twins: dict[tuple[tuple[str, pl.DataType], ...], Any] = {}  # see ``derived_in_python``
         prefix = ruleset_prefix(catalog, legislation)
         # One durable_rules ruleset per rule: its engine fails on rulesets of a few dozen rules.
         self.rulesets: dict[str, dict[str, Any]] = {}
@@ -346,12 +349,42 @@ class DurableRuleset:
                 group = (*check.partition_by, meets)
                 ranks.append(_Rank(_derived(rule, index, "seq"), group, (check.order_by, "claim_id"), 1))
             elif isinstance(check, DuplicateKeyCheck):
-                parts = [pl.col(c).cast(pl.String).fill_null("~null~") for c in check.key]
+                parts = [pl.col(c).cast(pl.String).fill_null(_NULL_IN_KEY) for c in check.key]
                 key = _derived(rule, index, "key")
-                exprs.append(pl.concat_str(parts, separator="#|#").alias(key))
+                exprs.append(pl.concat_str(parts, separator=_KEY_SEPARATOR).alias(key))
                 # The line's place in its key group (0 for the one kept), in keep-first order.
                 ranks.append(_Rank(_derived(rule, index, "seq"), (key,), (*check.keep_first_by, "claim_id"), 0))
         return exprs, ranks
+
+    def derived_in_python(self, schema: pl.Schema) -> tuple[list[tuple[str, Derive]], pl.Schema] | None:
+        """``derived``'s values (its first part) as Python functions of a line, in its order
+        (:mod:`rules.derived`), with the lines' schema and theirs; None when one has no twin
+        for the columns' types in ``schema``. Built once per schema."""
+        key = tuple(schema.items())
+        if key not in self._twins:
+            self._twins[key] = self._build_twins(schema)
+        return self._twins[key]
+
+    def _build_twins(self, schema: pl.Schema) -> tuple[list[tuple[str, Derive]], pl.Schema] | None:
+        twins: list[tuple[str, Derive | None]] = []
+        for compiled in self.checks:
+            check, rule, index = compiled.check, compiled.rule, compiled.index
+            if isinstance(check, DeadlineCheck):
+                twins += [
+                    (_derived(rule, index, r.name), regime_deadline_twin(r, rule, self.legislation))
+                    for r in check.regimes
+                ]
+            elif isinstance(check, BurstCheck):
+                where = rule.sql_text(check.where, self.legislation)
+                twins.append((_derived(rule, index, "meets"), derived.condition(where, schema)))
+                twins.append((_derived(rule, index, "order"), derived.epoch_milliseconds(check.order_by, schema)))
+            elif isinstance(check, DuplicateKeyCheck):
+                key = derived.key(check.key, schema, _NULL_IN_KEY, _KEY_SEPARATOR)
+                twins.append((_derived(rule, index, "key"), key))
+        known = [(name, twin) for name, twin in twins if twin is not None]
+        if len(known) < len(twins):
+            return None
+        return known, pl.LazyFrame(schema=schema).with_columns(self.derived[0]).collect_schema()
 
     @cached_property
     def bearing(self) -> dict[str, list[tuple[str, ...]]]:
@@ -533,6 +566,9 @@ def _encode(frame: Frame) -> Frame:
 # engine choice cost more than the query (3 ms against 1.6 ms for one claim's lines).
 _FEW_ROWS = pl.QueryOptFlags._eager()
 
+# How a duplicate key writes a missing value, and what joins its columns.
+_NULL_IN_KEY, _KEY_SEPARATOR = "~null~", "#|#"
+
 # A fact: its id and its JSON, as the engine takes it.
 Fact = tuple[str, str]
 _AS_IS = "_as_is"  # see ``_few_line_facts``
@@ -586,11 +622,9 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     ``_FACT_JSON``.
     """
     names = list(ruleset.columns_of)
-    frame = lines.lazy().with_columns(ruleset.derived[0])
-    if posted is not None:
-        frame = frame.with_columns(pl.col("claim_id").is_in(posted.implode()).alias(POSTED))
     if lines.height * len(names) <= FACTS_ENCODED_ONE_BY_ONE:
-        return _few_line_facts(ruleset, frame, posted is not None)
+        return _few_line_facts(ruleset, lines, posted)
+    frame = _with_derived(ruleset, lines, posted)
     needed = sorted(set().union(*ruleset.columns_of.values()))
     if posted is None:
         masks = [pl.lit(True).alias(f"_in_{k}") for k in range(len(names))]
@@ -614,27 +648,35 @@ def _line_facts(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series 
     return facts
 
 
-def _few_line_facts(ruleset: DurableRuleset, frame: pl.LazyFrame, masked: bool) -> dict[str, dict[str, list]]:
-    """``_line_facts`` of a few lines (``frame``, with each line's derived values): ranked,
-    masked (when ``masked``) and encoded in Python."""
+def _with_derived(ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series | None) -> pl.LazyFrame:
+    """``lines`` with their derived values, and which are ``posted`` (``POSTED``) when given."""
+    frame = lines.lazy().with_columns(ruleset.derived[0])
+    if posted is None:
+        return frame
+    return frame.with_columns(pl.col("claim_id").is_in(posted.implode()).alias(POSTED))
+
+
+def _few_line_facts(
+    ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series | None
+) -> dict[str, dict[str, list]]:
+    """``_line_facts`` of a few lines: derived (by their Python twins where they have them),
+    ranked, masked (when ``posted`` is given) and encoded in Python."""
     names = list(ruleset.columns_of)
     _, ranks = ruleset.derived
     fields = [sorted(ruleset.columns_of[name]) for name in names]
-    # Ranked and grouped on the values as they are, in a struct that encoding leaves alone:
-    # it would truncate datetimes to the millisecond.
+    # Ranked and grouped on the values as they are, beside the encoded ones: encoding would
+    # truncate datetimes to the millisecond.
     compared = {c for r in ranks for c in r.group + r.order}
-    if masked:
+    if posted is not None:
         compared |= {POSTED, *(c for name in names for group in ruleset.bearing[name] for c in group)}
     read = set().union(*fields) - {r.name for r in ranks}
-    kept = [pl.struct(sorted(compared)).alias(_AS_IS)] if compared else [pl.lit(None).alias(_AS_IS)]
-    query = _encode(frame.select(*sorted(read), *kept))
-    rows = list(query.collect(optimizations=_FEW_ROWS).iter_rows(named=True))
+    rows = _prepared_rows(ruleset, lines, posted, sorted(read), sorted(compared))
     as_is = [row[_AS_IS] for row in rows]
     for rank in ranks:
         for row, place in zip(rows, rank.places(as_is), strict=True):
             row[rank.name] = place
     everyone = [True] * len(rows)
-    masks = [_bearing_rows(ruleset.bearing[name], as_is) if masked else everyone for name in names]
+    masks = [_bearing_rows(ruleset.bearing[name], as_is) if posted is not None else everyone for name in names]
     facts: dict[str, dict[str, list[Fact]]] = {name: defaultdict(list) for name in names}
     for position, row in enumerate(rows):
         identity = f"{LINE}:{position}"
@@ -644,6 +686,34 @@ def _few_line_facts(ruleset: DurableRuleset, frame: pl.LazyFrame, masked: bool) 
                 body = {**columns, "_kind": LINE, "sid": _SID, "id": identity}
                 facts[name][row[SESSION_KEY]].append((identity, _FACT_JSON(body)))
     return facts
+
+
+def _prepared_rows(
+    ruleset: DurableRuleset, lines: pl.DataFrame, posted: pl.Series | None, read: list[str], compared: list[str]
+) -> list[dict[str, Any]]:
+    """Per line, its ``read`` columns encoded for durable_rules (``_ENCODED``), and its
+    ``compared`` ones as they are under ``_AS_IS``: by the derived values' Python twins where
+    each has one, else by one Polars query (as an eager method runs it)."""
+    twins = ruleset.derived_in_python(lines.schema)
+    if twins is None:
+        kept = [pl.struct(compared).alias(_AS_IS)] if compared else [pl.lit(None).alias(_AS_IS)]
+        query = _encode(_with_derived(ruleset, lines, posted).select(*read, *kept))
+        return list(query.collect(optimizations=_FEW_ROWS).iter_rows(named=True))
+    derive, schema = twins
+    encoders = [(c, e) for c in read if (e := derived.encoder(schema[c])) is not None]
+    ids = set(posted.to_list()) if posted is not None else set()
+    rows = []
+    for line in lines.iter_rows(named=True):
+        for name, twin in derive:
+            line[name] = twin(line)
+        if posted is not None:
+            line[POSTED] = line["claim_id"] in ids
+        row = {c: line[c] for c in read}
+        for c, encode in encoders:
+            row[c] = encode(row[c])
+        row[_AS_IS] = {c: line[c] for c in compared} if compared else None
+        rows.append(row)
+    return rows
 
 
 class References:

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from data_contracts.keys import rows_that_may_repeat
+from rules import derived
 from rules.catalog import (
     BurstCheck,
     Check,
@@ -24,6 +25,7 @@ from rules.catalog import (
     Regime,
     RuleDeclaration,
 )
+from rules.derived import Derive
 from rules.periods import within
 
 ROW = "_i"
@@ -43,6 +45,14 @@ def regime_deadline(regime: Regime, rule: RuleDeclaration, legislation: str) -> 
         return service.dt.offset_by(f"{int(rule.resolve(regime.years, legislation))}y")
     months = int(rule.resolve(regime.months_after_month_end or "", legislation))
     return service.dt.offset_by(f"{months}mo").dt.month_end()
+
+
+def regime_deadline_twin(regime: Regime, rule: RuleDeclaration, legislation: str) -> Derive:
+    """:func:`regime_deadline` as a Python function of a line (:mod:`rules.derived`)."""
+    if regime.years is not None:
+        return derived.years_later("service_date", int(rule.resolve(regime.years, legislation)))
+    months = int(rule.resolve(regime.months_after_month_end or "", legislation))
+    return derived.month_end_later("service_date", months)
 
 
 def _fewest_days(regime: Regime, rule: RuleDeclaration, legislation: str) -> int:

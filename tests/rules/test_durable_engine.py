@@ -11,10 +11,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from data_contracts import load_dataset
-from rules import durable_engine, enriched_lines, evaluate, load_catalog, parse_catalog
+from rules import derived, durable_engine, enriched_lines, evaluate, load_catalog, parse_catalog
 from rules.durable_engine import DurableRuleset, evaluate_durable
 from rules.errors import RuleError
 
@@ -154,3 +156,57 @@ def test_lines_split_over_workers_by_whole_providers_in_parts_of_about_equal_siz
     assert providers[0] | providers[1] == set(sizes)
     assert all(part["_i"].to_list() == list(range(part.height)) for part in parts)
     assert durable_engine._parts(lines.head(durable_engine.SPLIT_FROM_LINES - 1), 2)[0].height == 499
+
+
+_DAYS = st.dates(date(1960, 1, 1), date(2040, 12, 31)) | st.sampled_from(
+    [date(2024, 2, 29), date(2023, 2, 28), date(2024, 1, 31), date(2023, 12, 31), date(1970, 1, 1), date(1969, 12, 31)]
+)
+_INSTANTS = st.datetimes(datetime(1960, 1, 1), datetime(2040, 12, 31))  # microseconds, before 1970 too
+_LINES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "service_date": _DAYS,
+            "service_time": st.none() | st.times(),
+            "recorded_at": st.none() | _INSTANTS,
+            "encoded_at": st.none() | _INSTANTS,
+            "time_window": st.none() | st.sampled_from(["day", "evening", "night"]),
+            "code_setting": st.none() | st.sampled_from(["home", "office"]),
+            "patient_id": st.none() | st.text(max_size=4),
+            "provider_nihdi": st.sampled_from(["10000000001", "10000000002"]),
+            "nomenclature_code": st.none() | st.sampled_from(["101010", "104119"]),
+        }
+    ),
+    min_size=1,
+    max_size=8,
+)
+_TYPES = {"service_time": pl.Time, "recorded_at": pl.Datetime("us"), "encoded_at": pl.Datetime("us")}
+_TYPES |= {"time_window": pl.Categorical, "code_setting": pl.Categorical, "service_date": pl.Date}
+
+
+@pytest.mark.parametrize("legislation", ["current", "reform_art174"])
+@given(rows=_LINES)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_derived_values_computed_in_python_are_those_of_polars(
+    dataset: tuple[dict[str, pl.LazyFrame], pl.DataFrame], legislation: str, rows: list[dict]
+) -> None:
+    """Deadlines from leap days and month ends, instants before 1970 and between milliseconds,
+    times with microseconds and missing values in a key: each derived value, and each value
+    as encoded for the engine, is the one Polars computes."""
+    tables, lines = dataset
+    columns = {name: list(frame.collect_schema()) for name, frame in tables.items()}
+    ruleset = DurableRuleset(load_catalog(), legislation, lines.columns, columns)
+    frame = pl.DataFrame(rows, schema={name: _TYPES.get(name, pl.String) for name in rows[0]})
+    twins = ruleset.derived_in_python(frame.schema)
+    assert twins is not None
+    derive, schema = twins
+    by_polars = frame.with_columns(ruleset.derived[0])
+    by_python = [dict(line) for line in frame.iter_rows(named=True)]
+    for line in by_python:
+        for name, twin in derive:
+            line[name] = twin(line)
+    assert by_python == by_polars.to_dicts()
+    encoded = by_polars.with_columns(*durable_engine._ENCODED).to_dicts()
+    for line, want in zip(by_python, encoded, strict=True):
+        for name, value in line.items():
+            encode = derived.encoder(schema[name])
+            assert (encode(value) if encode else value) == want[name], name
