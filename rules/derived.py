@@ -21,9 +21,9 @@ from typing import Any
 
 import polars as pl
 
+from data_contracts.records import Row
 from rules.conditions import Column, Compare, IsNull, disjunctive_form
 
-Row = dict[str, Any]
 Derive = Callable[[Row], Any]
 
 _EPOCH = datetime(1970, 1, 1)
@@ -39,7 +39,6 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 # Column types a condition compares as Python compares their values, with the literals that
 # fit each: text (a categorical reads as its text, and is only tested equal or not), integers
 # and booleans. Not floats: Polars holds NaN equal to itself and above every number.
-_TEXT = (pl.String, pl.Categorical, pl.Enum)
 _INTEGER = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 # How Polars writes a value of these types as text (a time without its fraction of a second).
 _AS_TEXT: dict[type[pl.DataType], Callable[[Any], str]] = {

@@ -102,7 +102,7 @@ def _serve(connection: Connection, parent: int, initializer: Callable[[], None] 
         if settle:
             # What the call built lives as long as its shared value (reference tables, the
             # facts derived from them, the rulesets): the garbage collector need not walk it
-            # again at each full collection, a pause of 50 to 120 ms in the middle of a later
+            # again at each full collection, a pause of 30 to 100 ms in the middle of a later
             # call. Done once the caller has its answer.
             gc.collect()
             gc.freeze()
