@@ -27,6 +27,7 @@ from rules.conditions import Column, Compare, IsNull, disjunctive_form
 Derive = Callable[[Row], Any]
 
 _EPOCH = datetime(1970, 1, 1)
+_EPOCH_DAY = _EPOCH.date()
 _MILLISECOND = timedelta(milliseconds=1)
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,
@@ -85,7 +86,7 @@ def epoch_milliseconds(column: str, schema: Mapping[str, pl.DataType]) -> Derive
 
     def derive(row: Row) -> int | None:
         instant: datetime | None = row[column]
-        return None if instant is None else (instant - _EPOCH) // _MILLISECOND
+        return None if instant is None else _milliseconds(instant)
 
     return derive
 
@@ -169,12 +170,17 @@ def encoder(dtype: pl.DataType) -> Callable[[Any], Any] | None:
     midnight; None when values travel as they are."""
     base = dtype.base_type()
     if base == pl.Date:
-        return lambda value: None if value is None else (value - _EPOCH.date()).days
+        return lambda value: None if value is None else (value - _EPOCH_DAY).days
     if base == pl.Time:
         return lambda value: None if value is None else _nanoseconds(value)
     if base == pl.Datetime:
-        return lambda value: None if value is None else (value - _EPOCH) // _MILLISECOND
+        return lambda value: None if value is None else _milliseconds(value)
     return None
+
+
+def _milliseconds(instant: datetime) -> int:
+    """Milliseconds since 1970, rounded down (before 1970 too), as Polars counts them."""
+    return (instant - _EPOCH) // _MILLISECOND
 
 
 def _nanoseconds(value: time) -> int:

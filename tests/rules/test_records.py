@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 
 from data_contracts import load_dataset
 from rules import evaluate, load_catalog
-from rules.catalog import DuplicateKeyCheck
+from rules.catalog import Catalog, DuplicateKeyCheck
 from rules.context import enrich
 from rules.records import ReferenceIndex, bearing_on, bearing_same_day
 from secm.synth import generate
@@ -136,6 +136,11 @@ def test_the_lines_bearing_on_posted_claims_give_them_the_same_flags(synthetic: 
 
 @pytest.mark.parametrize("key", [["patient_id", "nomenclature_code"], ["region"]])  # no day; an enriched column
 def test_lines_of_other_days_may_bear_when_a_key_does_not_hold_the_day(key: list[str]) -> None:
+    assert not bearing_same_day(_with_duplicate_key(key))
+
+
+def _with_duplicate_key(key: list[str]) -> Catalog:
+    """The shipped catalog with the duplicate rule's key replaced by ``key``."""
     catalog = load_catalog()
     rules = [
         rule.model_copy(update={"checks": [check.model_copy(update={"key": key})]})
@@ -143,17 +148,10 @@ def test_lines_of_other_days_may_bear_when_a_key_does_not_hold_the_day(key: list
         else rule
         for rule in catalog
     ]
-    assert not bearing_same_day(catalog.model_copy(update={"rules": rules}))
+    return catalog.model_copy(update={"rules": rules})
 
 
 def test_a_key_on_an_enriched_column_keeps_every_line(synthetic: Path) -> None:
-    catalog = load_catalog()
-    rules = [
-        rule.model_copy(update={"checks": [check.model_copy(update={"key": ["region"]})]})
-        if isinstance(check := rule.checks[0], DuplicateKeyCheck)
-        else rule
-        for rule in catalog
-    ]
     lines = load_dataset(synthetic).tables["billing_lines"].head(100).to_dicts()
-    assert bearing_on(catalog.model_copy(update={"rules": rules}), lines, {lines[0]["claim_id"]}) == lines
-    assert len(bearing_on(catalog, lines, {lines[0]["claim_id"]})) < len(lines)
+    assert bearing_on(_with_duplicate_key(["region"]), lines, {lines[0]["claim_id"]}) == lines
+    assert len(bearing_on(load_catalog(), lines, {lines[0]["claim_id"]})) < len(lines)
