@@ -42,11 +42,11 @@ def _per_patient_ratios(shares: Sequence[str]) -> dict[str, tuple[pl.Expr, pl.Ex
     return ratios | {name: (pl.col(f"_num_{name}"), pl.col(f"_den_{name}")) for name in shares}
 
 
-def _stratum(period: pl.Expr) -> pl.Expr:
-    """A patient's stratum in a period: age band, chronic condition, preferential status, as
-    one small number (a key only, never shown: a number is grouped and joined on faster than
-    a label, on every patient of every provider)."""
-    age = period.str.slice(0, 4).cast(pl.Int64) - pl.col("birth_year")
+def _stratum(year: pl.Expr) -> pl.Expr:
+    """A patient's stratum in a period of ``year``: age band, chronic condition, preferential
+    status, as one small number (a key only, never shown: a number is grouped and joined on
+    faster than a label, on every patient of every provider)."""
+    age = year.cast(pl.Int64) - pl.col("birth_year")
     band = pl.lit(0, pl.UInt8)  # unknown
     for number, low in enumerate((0, *AGE_BANDS), start=1):
         band = pl.when(age >= low).then(pl.lit(number, pl.UInt8)).otherwise(band)
@@ -57,26 +57,27 @@ def _stratum(period: pl.Expr) -> pl.Expr:
     return band * 9 + flag("chronic_condition") * 3 + flag("preferential_reimbursement")
 
 
-def with_stratum(frame: pl.LazyFrame, patients: pl.LazyFrame) -> pl.LazyFrame:
-    """``frame`` (with ``patient_id`` and ``period``) and each patient's ``_stratum`` in the
-    period (null for a patient the table does not know)."""
+def with_stratum(frame: pl.LazyFrame, patients: pl.LazyFrame, year: pl.Expr) -> pl.LazyFrame:
+    """``frame`` (with ``patient_id``, and its period's ``year`` read from its columns) and each
+    patient's ``_stratum`` in the period (null for a patient the table does not know)."""
     known = patients.select(
         "patient_id", "birth_year", "chronic_condition", "preferential_reimbursement", pl.lit(True).alias("_known")
     )
     return (
         frame.join(known, on="patient_id", how="left")
-        .with_columns(pl.when(pl.col("_known")).then(_stratum(pl.col("period"))).alias("_stratum"))
+        .with_columns(pl.when(pl.col("_known")).then(_stratum(year)).alias("_stratum"))
         .drop("birth_year", "chronic_condition", "preferential_reimbursement", "_known")
     )
 
 
 def stratum_sums(
-    per_patient: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], shares: Sequence[str]
+    per_patient: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], shares: Sequence[str], year: pl.Expr
 ) -> pl.LazyFrame:
     """Per ``keys`` (provider and period), profession and patient stratum: the numerator and
     denominator of every indicator of :func:`_per_patient_ratios`, summed over the patients
     (a provider's expected value weighs stratum rates by these sums). ``per_patient`` has a
-    row per ``keys``, ``profession`` and ``patient_id`` with what those ratios read."""
+    row per ``keys``, ``profession`` and ``patient_id`` with what those ratios read, and the
+    period's ``year`` read from them."""
     ratios = _per_patient_ratios(shares)
     terms = per_patient.select(
         *keys,
@@ -86,7 +87,7 @@ def stratum_sums(
         *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
     )
     sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
-    return with_stratum(terms, patients).group_by(*keys, "profession", "_stratum").agg(sums)
+    return with_stratum(terms, patients, year).group_by(*keys, "profession", "_stratum").agg(sums)
 
 
 def expected_values(sums: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

@@ -73,6 +73,23 @@ def period_expr(period: Period) -> pl.Expr:
     return pl.format("{}Q{}", year, pl.col("service_date").dt.quarter()).alias("period")
 
 
+def _period_number(period: Period) -> pl.Expr:
+    """A line's period as a number, its year times ten plus its quarter (0 by year): the
+    profiles group millions of lines by period, and by a number far faster than by text."""
+    number = pl.col("service_date").dt.year().cast(pl.Int32) * 10
+    return (number if period == "year" else number + pl.col("service_date").dt.quarter()).alias("period")
+
+
+PERIOD_YEAR = pl.col("period") // 10  # the year of a period numbered by :func:`_period_number`
+
+
+def _period_name(period: Period) -> pl.Expr:
+    """The name :func:`period_expr` gives the period numbered ``period``, as profiles show it."""
+    if period == "year":
+        return PERIOD_YEAR.cast(pl.String).alias("period")
+    return pl.format("{}Q{}", PERIOD_YEAR, pl.col("period") % 10).alias("period")
+
+
 def period_bounds(period: str) -> tuple[date, date]:
     """The first day of a period as :func:`period_expr` names it (``2024``, ``2024Q2``) and the
     first day after it."""
@@ -138,8 +155,8 @@ def profile_parts(
     # Providers and patients keyed by a number (categorical), not by their text: the groupings
     # below are a profile's cost, and take a sixth less time so. The parts name providers by text.
     keyed = pl.col(ID, "patient_id").cast(pl.Categorical)
-    named = pl.col(ID).cast(pl.String)
-    base = lines.lazy().with_columns(period_expr(period), flagged, keyed)
+    named = [pl.col(ID).cast(pl.String), _period_name(period)]
+    base = lines.lazy().with_columns(_period_number(period), flagged, keyed)
     keys = [ID, "period"]
     fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
     # Lines per patient and kind of service: what the patient list, the patient mix and the
@@ -186,7 +203,7 @@ def profile_parts(
         pl.col("_flagged").mean().alias("rule_hit_rate"),
         *((pl.col("channel") == channel).sum().alias(column) for channel, column in CHANNEL_LINES.items()),
     )
-    codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n")).with_columns(named)
+    codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n")).with_columns(*named)
     # One pass over the lines for all: the engine reads ``base`` once for every plan.
     provider_frame, busiest_frame, typed_frame, codes_frame, fine = pl.collect_all(
         [per_provider, busiest, typed, codes, per_patient_and_kind]
@@ -213,7 +230,7 @@ def profile_parts(
             pl.col("burst_share").fill_null(0.0),
         )
         .drop("_amount")
-        .with_columns(named)
+        .with_columns(*named)
     )
     patients = patients.lazy().with_columns(pl.col("patient_id").cast(pl.Categorical)) if patients is not None else None
     if patients is None or not patients.select(pl.len()).collect().item():
@@ -223,15 +240,15 @@ def profile_parts(
             .agg(pl.col("_n").sum())
             .with_columns(pl.lit(None, pl.String).alias("_stratum"))
         )
-        local_frame, fees_frame = pl.collect_all([local, fees.with_columns(named)])
+        local_frame, fees_frame = pl.collect_all([local, fees.with_columns(*named)])
         return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=None)
     fees = (
-        patient_mix.with_stratum(fine.lazy().select(*fee_keys, "patient_id", "_n"), patients)
+        patient_mix.with_stratum(fine.lazy().select(*fee_keys, "patient_id", "_n"), patients, PERIOD_YEAR)
         .group_by(*fee_keys, "_stratum")
         .agg(pl.col("_n").sum())
     )
-    mix = patient_mix.stratum_sums(per_patient, patients, keys, list(LINE_SHARES))
-    local_frame, fees_frame, mix_frame = pl.collect_all([local, fees.with_columns(named), mix.with_columns(named)])
+    mix = patient_mix.stratum_sums(per_patient, patients, keys, list(LINE_SHARES), PERIOD_YEAR)
+    local_frame, fees_frame, mix_frame = pl.collect_all([local, fees.with_columns(*named), mix.with_columns(*named)])
     return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=mix_frame)
 
 
