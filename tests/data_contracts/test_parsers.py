@@ -96,3 +96,17 @@ def test_nihdi_is_exactly_eleven_digits_leading_zeros_kept(text: str) -> None:
     matches = pl.DataFrame({"v": [text]}).select(pl.col("v").str.contains(parsers.NIHDI_PATTERN))["v"][0]
     assert matches is (len(text) == 11)
     assert _parse(parsers.parse_text, text) == (text or None)
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)))
+@example(datetime(1899, 12, 31, 23, 59, 59, 999999))
+@example(datetime(1900, 1, 1))
+@example(datetime(2199, 12, 31, 23, 59, 59, 999999))
+@example(datetime(2200, 1, 1))
+def test_dates_and_datetimes_are_kept_exactly_within_the_plausible_years(moment: datetime) -> None:
+    frame = pl.DataFrame(
+        {"day": [moment.date()], "moment": [moment]}, schema={"day": pl.Date, "moment": pl.Datetime("us")}
+    )
+    kept = frame.select(parsers.within_years(pl.col("day")), parsers.within_years(pl.col("moment"))).row(0)
+    plausible = parsers.DATE_YEARS[0] <= moment.year <= parsers.DATE_YEARS[1]
+    assert kept == ((moment.date(), moment) if plausible else (None, None))
