@@ -70,6 +70,17 @@ def test_a_publish_killed_half_way_leaves_the_previous_run_served(database_url: 
     assert [r["run_id"] for r in runs] == ["first"]
 
 
+def _accepted(server: subprocess.Popen[bytes], port: int) -> int:
+    """Connections to ``port`` that the service (the process or its workers) has accepted."""
+    main = psutil.Process(server.pid)
+    return sum(
+        1
+        for process in (main, *main.children(recursive=True))
+        for connection in process.net_connections("tcp")
+        if connection.laddr and connection.laddr.port == port and connection.status == psutil.CONN_ESTABLISHED
+    )
+
+
 def test_a_stop_finishes_the_requests_in_flight(results: Published, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'app.db'}"
     results.into(url)
@@ -103,6 +114,12 @@ def test_a_stop_finishes_the_requests_in_flight(results: Published, tmp_path: Pa
         with ThreadPoolExecutor(6) as pool:
             # One provider's checks are decided one after the other: most are still in flight.
             pending = [pool.submit(check) for _ in range(6)]
+            # A request the service has not accepted yet is not in flight: on a busy machine the
+            # stop could come first, and that connection be refused.
+            port = int(base.rsplit(":", 1)[1])
+            deadline = time.monotonic() + 30
+            while _accepted(server, port) < len(pending) and time.monotonic() < deadline:
+                time.sleep(0.02)
             time.sleep(0.3)
             assert sum(not p.done() for p in pending) >= 3, "the checks ended before the stop"
             server.send_signal(signal.SIGTERM)
