@@ -74,8 +74,12 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decim
             f"{', '.join(missing)}; found: {', '.join(n for n in present if n[0] != '_')}"
         )
         raise MissingColumnError(msg)
-    # Two steps: the typed values first, then what did not parse, read from them. In one
-    # step every parser would run twice (Polars does not share a parse between expressions).
+    # First the text to parse is trimmed, once: each trim writes every value anew, and trimming
+    # inside the parsers cost a fifth of typing CSV lines. Then two steps: the typed values,
+    # then what did not parse, read from them. In one step every parser would run twice
+    # (Polars does not share a parse between expressions).
+    parsed = [n for n, target in spec.dtypes.items() if present.get(n) == pl.String and (text or target != pl.String)]
+    raw = raw.with_columns(parsers.trim(pl.col(n)) for n in parsed)
     typed: list[pl.Expr] = []
     # Step 1's flags: per parsed column, whether a value was given; and, for text, whether the
     # row had fields beyond its header or bytes that were not UTF-8.

@@ -43,6 +43,19 @@ def _reasons(root: Path) -> dict[str, list[str]]:
     return {json.loads(raw)["claim_id"]: sorted(r) for raw, r in lines.select("raw_values", "reasons").iter_rows()}
 
 
+def test_values_padded_with_white_space_read_as_written_without_it(tmp_path: Path) -> None:
+    """Every kind of value (text, code, date, decimal, integer), padded with ASCII and Unicode
+    white space, reads as written plainly: the loader trims before it parses."""
+    rows = [_row("A"), _row("B", service_date="15/03/2024")]
+    padded = [",".join(f"\u3000 \t{value}\u00a0" for value in row.split(",")) for row in rows]
+    plain = load_dataset(_csv_lines(tmp_path / "plain", rows))
+    read = load_dataset(_csv_lines(tmp_path / "padded", padded))
+    assert read.quarantine.is_empty()
+    assert plain.quarantine.is_empty()
+    assert read.tables["billing_lines"].equals(plain.tables["billing_lines"])
+    assert read.tables["billing_lines"]["service_date"].to_list() == [date(2024, 3, 15)] * 2
+
+
 @pytest.mark.parametrize("day", ["0000-01-01", "-001-01-01", "0001-01-01", "1899-12-31", "2200-01-01", "99999-01-01"])
 def test_dates_outside_the_plausible_years_are_malformed_not_fatal(tmp_path: Path, day: str) -> None:
     root = _csv_lines(tmp_path, [_row("A", service_date=day), _row("B")])

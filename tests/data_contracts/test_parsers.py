@@ -12,7 +12,9 @@ from data_contracts import parsers
 
 
 def _parse(parser, value: str | None, **kw) -> object:  # type: ignore[no-untyped-def]
-    return pl.DataFrame({"v": [value]}, schema={"v": pl.String}).select(parser(pl.col("v"), **kw))["v"][0]
+    """``value`` parsed as the loader parses it: trimmed, then read by ``parser``."""
+    frame = pl.DataFrame({"v": [value]}, schema={"v": pl.String})
+    return frame.select(parser(parsers.trim(pl.col("v")), **kw))["v"][0]
 
 
 @given(st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31)))
@@ -44,12 +46,13 @@ def test_datetimes_read_back_with_space_or_t(moment: datetime) -> None:
         assert _parse(parsers.parse_datetime, moment.strftime(f"%Y-%m-%d{sep}%H:%M")) == moment.replace(second=0)
 
 
-def test_trim_removes_what_strip_chars_removes_for_every_character() -> None:
-    """``WHITESPACE`` names exactly the characters Polars' ``strip_chars()`` strips."""
+def test_trim_removes_exactly_the_named_white_space_for_every_character() -> None:
+    """``WHITESPACE`` names exactly what :func:`parsers.trim` strips: the checks of single
+    records, which strip in Python with it, read values as the loader does."""
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]  # surrogates are not text
-    padded = pl.DataFrame({"v": [c + c + "x" + c for c in chars]})
-    trimmed = padded.select(parsers.trim(pl.col("v")))["v"]
-    assert trimmed.equals(padded.select(pl.col("v").str.strip_chars())["v"])
+    padded = [c + c + "x" + c for c in chars]
+    trimmed = pl.DataFrame({"v": padded}).select(parsers.trim(pl.col("v")))["v"]
+    assert trimmed.to_list() == [text.strip(parsers.WHITESPACE) for text in padded]
     assert (trimmed != "x").sum() == 0x110000 - 0x800 - len(parsers.WHITESPACE)
 
 
@@ -73,7 +76,7 @@ def test_datetimes_parse_as_if_every_format_were_tried_on_every_value(texts: lis
         *(text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in parsers.DATETIME_FORMATS)
     )
     frame = pl.DataFrame({"v": texts}, schema={"v": pl.String})
-    assert frame.select(parsers.parse_datetime(pl.col("v"))).equals(frame.select(every_format))
+    assert frame.select(parsers.parse_datetime(parsers.trim(pl.col("v")))).equals(frame.select(every_format))
 
 
 @given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False, allow_infinity=False))
