@@ -84,7 +84,8 @@ PERIOD_YEAR = pl.col("period") // 10  # the year of a period numbered by :func:`
 
 
 def _period_name(period: Period) -> pl.Expr:
-    """The name :func:`period_expr` gives the period numbered ``period``, as profiles show it."""
+    """The name :func:`period_expr` gives a period of grain ``period``, read from its number
+    (column ``period``): as profiles show it."""
     if period == "year":
         return PERIOD_YEAR.cast(pl.String).alias("period")
     return pl.format("{}Q{}", PERIOD_YEAR, pl.col("period") % 10).alias("period")
