@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -100,6 +100,26 @@ def test_third_party_pseudo_numbers_flags_and_bursts(tmp_path: Path) -> None:
     assert row["pseudo_number_rate"] == pytest.approx(0.5)
     assert row["rule_hit_rate"] == pytest.approx(0.25)
     assert row["burst_share"] == pytest.approx(0.5)
+
+
+def test_a_burst_is_typed_within_minutes_on_one_providers_day_of_service(tmp_path: Path) -> None:
+    """Lines typed minutes apart are a burst only for one provider and one day of service."""
+    day, later, typed = date(2024, 3, 15), date(2024, 3, 16), datetime(2024, 3, 17, 10, 0)
+    sent = {"submitted_date": date(2024, 3, 17)}
+    lines = [
+        # Two days of service typed four minutes apart: not one day's burst.
+        f.line("A", service_date=day, encoded_at=typed, **sent),
+        f.line("B", service_date=later, encoded_at=typed + timedelta(minutes=4), **sent),
+        # Another provider's line typed between them: a burst of neither.
+        f.line("C", provider_nihdi=f.OTHER_GP, service_date=day, encoded_at=typed + timedelta(minutes=2), **sent),
+        # One day of service typed four minutes apart: the second line is a burst.
+        f.line("D", service_date=day, encoded_at=typed + timedelta(hours=2), **sent),
+        f.line("E", service_date=day, encoded_at=typed + timedelta(hours=2, minutes=4), **sent),
+    ]
+    providers = [f.provider(), f.provider(f.OTHER_GP)]
+    rows = {r["provider_nihdi"]: r for r in profiles(tmp_path, lines=lines, providers=providers).iter_rows(named=True)}
+    assert rows[f.GP]["burst_share"] == pytest.approx(1 / 4)
+    assert rows[f.OTHER_GP]["burst_share"] == 0.0
 
 
 def test_code_mix_distance_is_zero_for_the_profession_mix_and_grows_away_from_it(tmp_path: Path) -> None:
