@@ -33,6 +33,11 @@ _GIVEN = "_given_"  # prefix of the columns that say a value was given (see coer
 DATED = (pl.Date, pl.Datetime)
 
 
+def _as_stored(raw: pl.DataType, target: pl.DataType, text: bool) -> bool:
+    """Typed storage (Parquet) of the contract's type: nothing to parse, nothing malformed."""
+    return raw == target and not text and target not in DATED
+
+
 def _typed(name: str, raw: pl.DataType, target: pl.DataType, decimal_comma: bool) -> pl.Expr:
     """The raw column in the contract's type; null where a value does not fit it (but for the
     plausible years of a date, checked by :func:`coerce` on the typed column)."""
@@ -78,7 +83,11 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decim
     # inside the parsers cost a fifth of typing CSV lines. Then two steps: the typed values,
     # then what did not parse, read from them. In one step every parser would run twice
     # (Polars does not share a parse between expressions).
-    parsed = [n for n, target in spec.dtypes.items() if present.get(n) == pl.String and (text or target != pl.String)]
+    parsed = [
+        n
+        for n, target in spec.dtypes.items()
+        if present.get(n) == pl.String and not _as_stored(present[n], target, text)
+    ]
     raw = raw.with_columns(parsers.trim(pl.col(n)) for n in parsed)
     typed: list[pl.Expr] = []
     # Step 1's flags: per parsed column, whether a value was given; and, for text, whether the
@@ -89,8 +98,7 @@ def coerce(raw: pl.LazyFrame, spec: TableSpec, source: str, *, text: bool, decim
         if name not in present:
             typed.append(pl.lit(None, dtype=target).alias(name))
             continue
-        if present[name] == target and not text and target not in DATED:
-            # Typed storage (Parquet) of the right type: nothing to parse, nothing malformed.
+        if _as_stored(present[name], target, text):
             typed.append(pl.col(name))
             continue
         typed.append(_typed(name, present[name], target, decimal_comma).alias(name))

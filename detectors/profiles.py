@@ -67,10 +67,8 @@ LINE_SHARES: dict[str, pl.Expr] = {
 
 
 def period_expr(period: Period) -> pl.Expr:
-    year = pl.col("service_date").dt.year().cast(pl.String)
-    if period == "year":
-        return year.alias("period")
-    return pl.format("{}Q{}", year, pl.col("service_date").dt.quarter()).alias("period")
+    """A line's period, named by its year (``2024``) or its quarter (``2024Q2``)."""
+    return _period_name(period, _period_number(period))
 
 
 def _period_number(period: Period) -> pl.Expr:
@@ -83,12 +81,11 @@ def _period_number(period: Period) -> pl.Expr:
 PERIOD_YEAR = pl.col("period") // 10  # the year of a period numbered by :func:`_period_number`
 
 
-def _period_name(period: Period) -> pl.Expr:
-    """The name :func:`period_expr` gives a period of grain ``period``, read from its number
-    (column ``period``): as profiles show it."""
+def _period_name(period: Period, number: pl.Expr) -> pl.Expr:
+    """The name of a period of grain ``period`` from its ``number`` (:func:`_period_number`)."""
     if period == "year":
-        return PERIOD_YEAR.cast(pl.String).alias("period")
-    return pl.format("{}Q{}", PERIOD_YEAR, pl.col("period") % 10).alias("period")
+        return (number // 10).cast(pl.String).alias("period")
+    return pl.format("{}Q{}", number // 10, number % 10).alias("period")
 
 
 def period_bounds(period: str) -> tuple[date, date]:
@@ -156,7 +153,7 @@ def profile_parts(
     # Providers and patients keyed by a number (categorical), not by their text: the groupings
     # below are a profile's cost, and take a sixth less time so. The parts name providers by text.
     keyed = pl.col(ID, "patient_id").cast(pl.Categorical)
-    named = [pl.col(ID).cast(pl.String), _period_name(period)]
+    named = [pl.col(ID).cast(pl.String), _period_name(period, pl.col("period"))]
     base = lines.lazy().with_columns(_period_number(period), flagged, keyed)
     keys = [ID, "period"]
     fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
