@@ -84,21 +84,29 @@ def _as_normal(t: pl.Expr, df: pl.Expr) -> pl.Expr:
     return ((8 * df + 1) / (8 * df + 3)) * (df * (t**2 / df).log1p()).sqrt() * t.sign()
 
 
-def _evidence(features: Sequence[str], group: Sequence[str], adjusted: bool) -> list[pl.Expr]:
-    """Per feature ``e_``: its one-sided z (0 when below peers), clipped to ``EVIDENCE_LIMIT``.
+def _peer_z(features: Sequence[str], group: Sequence[str], adjusted: bool) -> list[pl.Expr]:
+    """Per feature ``_z_``: its z against the peers in ``group``, both sides (see :func:`_evidence`)."""
+    levels = [f for f in features if f not in SHARES]
+    exprs = [_share_z(f, SHARES[f], group, adjusted).alias(f"_z_{f}") for f in features if f in SHARES]
+    return exprs + [
+        z.alias(f"_z_{f}") for f, z in zip(levels, robust_z([f"_log_{f}" for f in levels], group), strict=True)
+    ]
+
+
+def _evidence(features: Sequence[str]) -> list[pl.Expr]:
+    """Per feature ``e_``: its one-sided z (0 when below peers), clipped to ``EVIDENCE_LIMIT``,
+    from the ``_z_`` columns of :func:`_peer_z` and ``peer_group_size``.
 
     The peers' median and spread are estimates: a z against 9 peers proves less than the same
     z against 300, so each is worth the normal z of a t with one degree of freedom fewer than
-    the peers."""
-    levels = [f for f in features if f not in SHARES]
-    exprs = [_share_z(f, SHARES[f], group, adjusted).alias(f"e_{f}") for f in features if f in SHARES]
-    exprs += [z.alias(f"e_{f}") for f, z in zip(levels, robust_z([f"_log_{f}" for f in levels], group), strict=True)]
-    df = (pl.len().over(group) - 1).clip(lower_bound=1).cast(pl.Float64)
+    the peers. The ``_z_`` are columns, not expressions: the conversion writes its input
+    three times, and Polars would compute a z written inside it, windows and all, each time."""
+    df = (pl.col("peer_group_size") - 1).clip(lower_bound=1).cast(pl.Float64)
     return [
-        _as_normal(e.fill_nan(0.0).fill_null(0.0).clip(lower_bound=0.0), df)
+        _as_normal(pl.col(f"_z_{f}").fill_nan(0.0).fill_null(0.0).clip(lower_bound=0.0), df)
         .clip(0.0, EVIDENCE_LIMIT)
-        .alias(e.meta.output_name())
-        for e in exprs
+        .alias(f"e_{f}")
+        for f in features
     ]
 
 
@@ -142,18 +150,19 @@ def peer_evidence(
     def build(group: list[str]) -> list[pl.Expr]:
         mix = _mix_expected(FEATURES, group) if adjusted else []
         return [
-            *_evidence(FEATURES, group, adjusted),
+            *_peer_z(FEATURES, group, adjusted),
             *peer_medians(FEATURES, group),
             *peer_percentiles(FEATURES, group),
             *mix,
         ]
 
-    scored = grouped.with_columns(by_level(build, levels, ("period",))).with_columns(
+    evidence = grouped.with_columns(by_level(build, levels, ("period",))).with_columns(_evidence(FEATURES))
+    scored = evidence.with_columns(
         pl.max_horizontal(weight[f] * pl.col(f"e_{f}") ** 2 for f in members).alias(f"g_{name}")
         for name, members in GROUPS.items()
     )
     scored = scored.with_columns(pl.sum_horizontal(f"g_{name}" for name in GROUPS).alias("score"))
-    return scored.drop(c for c in scored.columns if c.startswith(("_peer_", "_log_")))
+    return scored.drop(c for c in scored.columns if c.startswith(("_peer_", "_log_", "_z_")))
 
 
 def _contributions(evidence: pl.DataFrame, weights: dict[str, float] | None) -> pl.DataFrame:
