@@ -10,6 +10,8 @@ evidence than 90 out of 600, though both are 15 %. The score is a plain sum:
   ``tau²`` the spread of shares between peers beyond what counting noise explains (a
   beta-binomial view, estimated robustly); a small practice needs a larger gap to score;
 - a **level** (lines per patient, amount per line…) becomes a robust z of its logarithm;
+- the peer group says what is usual (its median); its spread, an estimate from a few dozen
+  members, is shrunk toward the profession's (:func:`detectors.peers.spread`);
 - features are grouped by what they would reveal (volume, patient list, hours, coding);
   a group's evidence is its strongest feature's one-sided z, and its
   contribution to the score is that z squared. The score is the sum of the contributions,
@@ -37,13 +39,13 @@ from detectors.peers import (
     peer_medians,
     peer_percentiles,
     robust_z,
+    spread,
 )
 from detectors.profiles import ID
 
 NAME = "peer_evidence"
 # One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
 EVIDENCE_LIMIT = 10.0
-_MAD_TO_SD = 1.4826
 NEGLIGIBLE = 5e-4  # the smallest contribution an explanation lists: it shows three decimals
 _LOG_OFFSET = 1e-3  # keeps the log of a zero level finite
 _TINY = 1e-6
@@ -64,7 +66,7 @@ def _expected_share(feature: str, group: Sequence[str], adjusted: bool) -> pl.Ex
     return ((x / e).median().over(group) * e).clip(0.0, 1.0)
 
 
-def _share_z(feature: str, denominator: str, group: Sequence[str], adjusted: bool) -> pl.Expr:
+def _share_z(feature: str, denominator: str, group: Sequence[str], pool: Sequence[str], adjusted: bool) -> pl.Expr:
     """Count-aware z of a share against what its peers make expected (:func:`_expected_share`)."""
     x = pl.col(feature)
     n = pl.col(denominator).cast(pl.Float64)
@@ -72,8 +74,7 @@ def _share_z(feature: str, denominator: str, group: Sequence[str], adjusted: boo
     # A share nobody has (p = 0) still has a counting noise: half a case over the median count.
     p_noise = pl.max_horizontal(p, 0.5 / n.median().over(group)).clip(upper_bound=0.5)
     noise = p_noise * (1 - p_noise) / n
-    spread = ((x - p).abs().median().over(group) * _MAD_TO_SD) ** 2
-    tau2 = (spread - noise.median().over(group)).clip(lower_bound=0.0)
+    tau2 = (spread(x - p, group, pool) ** 2 - noise.median().over(group)).clip(lower_bound=0.0)
     z = (x - p) / (noise + tau2).sqrt()
     return pl.when(n > 0).then(z).otherwise(0.0)
 
@@ -84,13 +85,13 @@ def _as_normal(t: pl.Expr, df: pl.Expr) -> pl.Expr:
     return ((8 * df + 1) / (8 * df + 3)) * (df * (t**2 / df).log1p()).sqrt() * t.sign()
 
 
-def _peer_z(features: Sequence[str], group: Sequence[str], adjusted: bool) -> list[pl.Expr]:
-    """Per feature ``_z_``: its z against the peers in ``group``, both sides (see :func:`_evidence`)."""
+def _peer_z(features: Sequence[str], group: Sequence[str], pool: Sequence[str], adjusted: bool) -> list[pl.Expr]:
+    """Per feature ``_z_``: its z against the peers in ``group``, both sides, with spreads
+    shrunk toward those of ``pool`` (:func:`detectors.peers.spread`)."""
     levels = [f for f in features if f not in SHARES]
-    exprs = [_share_z(f, SHARES[f], group, adjusted).alias(f"_z_{f}") for f in features if f in SHARES]
-    return exprs + [
-        z.alias(f"_z_{f}") for f, z in zip(levels, robust_z([f"_log_{f}" for f in levels], group), strict=True)
-    ]
+    exprs = [_share_z(f, SHARES[f], group, pool, adjusted).alias(f"_z_{f}") for f in features if f in SHARES]
+    logs = robust_z([f"_log_{f}" for f in levels], group, pool)
+    return exprs + [z.alias(f"_z_{f}") for f, z in zip(levels, logs, strict=True)]
 
 
 def _evidence(features: Sequence[str]) -> list[pl.Expr]:
@@ -147,10 +148,14 @@ def peer_evidence(
     grouped = assign_peer_groups(prepared, peer_columns, min_size=min_peers, min_widest=MIN_PROFESSION_PEERS)
     levels = sum(1 for c in grouped.columns if c.startswith("_peer_") and c != "_peer_level")
 
-    def build(group: list[str]) -> list[pl.Expr]:
+    # The widest named level (the profession alone): narrower groups' spreads lean on its.
+    profession = len(peer_columns) - 1
+
+    def build(group: list[str], level: int) -> list[pl.Expr]:
         mix = _mix_expected(FEATURES, group) if adjusted else []
+        pool = [*group[:-1], f"_peer_{max(level, profession)}"]
         return [
-            *_peer_z(FEATURES, group, adjusted),
+            *_peer_z(FEATURES, group, pool, adjusted),
             *peer_medians(FEATURES, group),
             *peer_percentiles(FEATURES, group),
             *mix,

@@ -19,6 +19,7 @@ DEFAULT_MIN_PEERS = 20
 _MAD_TO_SD = 1.4826
 _MEAN_AD_TO_SD = 1.2533
 Z_LIMIT = 30.0
+POOLED_PEERS = 20  # how many peers the profession's spread counts for in a group's (see spread)
 
 
 def assign_peer_groups(
@@ -54,16 +55,16 @@ def assign_peer_groups(
     grouped = with_keys.with_columns(level.alias("_peer_level"))
     return grouped.with_columns(
         by_level(
-            lambda group: [pl.col(group[-1]).alias("peer_group"), pl.len().over(group).alias("peer_group_size")],
+            lambda group, _: [pl.col(group[-1]).alias("peer_group"), pl.len().over(group).alias("peer_group_size")],
             len(keys),
             within,
         )
     ).with_columns(pl.col("peer_group_size").cast(pl.Int64))
 
 
-def by_level(build: Callable[[list[str]], list[pl.Expr]], levels: int, within: Sequence[str]) -> list[pl.Expr]:
-    """Each expression of ``build`` computed over the peer level chosen for the row."""
-    per_level = [build([*within, f"_peer_{i}"]) for i in range(levels)]
+def by_level(build: Callable[[list[str], int], list[pl.Expr]], levels: int, within: Sequence[str]) -> list[pl.Expr]:
+    """Each expression of ``build(group, level)`` computed over the peer level chosen for the row."""
+    per_level = [build([*within, f"_peer_{i}"], i) for i in range(levels)]
     combined = []
     for j, first in enumerate(per_level[0]):
         chain = pl.when(pl.col("_peer_level") == 0).then(first)
@@ -83,20 +84,38 @@ def peer_statistics(
     """
     levels = sum(1 for c in grouped.columns if c.startswith("_peer_") and c != "_peer_level")
 
-    def build(group: list[str]) -> list[pl.Expr]:
+    def build(group: list[str], _: int) -> list[pl.Expr]:
         return [*robust_z(features, group), *peer_medians(features, group), *peer_percentiles(features, group)]
 
     statistics = grouped.with_columns(by_level(build, levels, within))
     return statistics.drop(c for c in statistics.columns if c.startswith("_peer_"))
 
 
-def robust_z(features: Sequence[str], group: Sequence[str]) -> list[pl.Expr]:
-    """Per feature, ``(value - peer median) / robust scale``, clipped to ±``Z_LIMIT``."""
+def spread(deviation: pl.Expr, group: Sequence[str], pool: Sequence[str] | None = None) -> pl.Expr:
+    """The standard deviation of ``deviation`` (from the peer median) in ``group``, as 1.4826 ×
+    its median absolute value.
+
+    With ``pool`` (a wider group: the profession), the group's estimate is shrunk toward the
+    pool's, as if the pool were ``POOLED_PEERS`` more peers: the spread of a group of 20 is
+    itself uncertain by a sixth or so, and a group whose members happen to agree closely
+    would make a modest gap look extreme. The group still says what is usual (the median).
+    """
+    own = deviation.abs().median().over(group) * _MAD_TO_SD
+    if pool is None or list(pool) == list(group):
+        return own
+    pooled = deviation.abs().median().over(pool) * _MAD_TO_SD
+    size = pl.len().over(group).cast(pl.Float64)
+    return ((size * own**2 + POOLED_PEERS * pooled**2) / (size + POOLED_PEERS)).sqrt()
+
+
+def robust_z(features: Sequence[str], group: Sequence[str], pool: Sequence[str] | None = None) -> list[pl.Expr]:
+    """Per feature, ``(value - peer median) / robust scale``, clipped to ±``Z_LIMIT``; the
+    scale is :func:`spread` (with ``pool``, shrunk toward the pool's)."""
     exprs = []
     for feature in features:
         x = pl.col(feature)
         median = x.median().over(group)
-        mad = (x - median).abs().median().over(group) * _MAD_TO_SD
+        mad = spread(x - median, group, pool)
         mean_ad = (x - median).abs().mean().over(group) * _MEAN_AD_TO_SD
         scale = pl.when(mad > 0).then(mad).when(mean_ad > 0).then(mean_ad).otherwise(None)
         z = ((x - median) / scale).fill_null(0.0).fill_nan(0.0).clip(-Z_LIMIT, Z_LIMIT)

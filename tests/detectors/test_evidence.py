@@ -214,3 +214,55 @@ def test_a_z_against_few_peers_counts_what_its_tail_probability_is_worth(t: floa
     from detectors.evidence import _as_normal
 
     assert pl.select(_as_normal(pl.lit(t), pl.lit(float(df)))).item() == pytest.approx(z, abs=0.02)
+
+
+def test_a_peer_group_that_agrees_closely_does_not_make_a_modest_gap_extreme() -> None:
+    """Twenty GPs of one region who all bill 2.50 lines per patient, give or take 0.2 %: the
+    group says what is usual there, but its spread, estimated from twenty, leans on the
+    profession's. One of them at 8 % above the group is unremarkable among GPs."""
+    usual = _profiles()
+    rng = np.random.default_rng(1)
+    tight = (
+        usual.head(20)
+        .with_columns(
+            pl.format("gp003ANT{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(4)).alias("provider_nihdi"),
+            pl.lit("ANT").alias("region"),
+            pl.Series("lines_per_patient", 2.5 * rng.normal(1.0, 0.002, 20)),
+        )
+        .with_columns(
+            pl.when(pl.col("provider_nihdi") == "gp003ANT0007")
+            .then(pl.col("lines_per_patient").median() * 1.08)
+            .otherwise(pl.col("lines_per_patient"))
+            .alias("lines_per_patient")
+        )
+    )
+    scores = _scores(pl.concat([usual, tight]))
+    row = scores.filter(pl.col("provider_nihdi") == "gp003ANT0007").row(0, named=True)
+    volume = next(c for c in json.loads(row["contributions"]) if c["feature"] == "lines_per_patient")
+    assert row["peer_group"] == "gp|003|ANT"
+    assert volume["peer_median"] == pytest.approx(2.5, rel=0.01)  # the group's own median
+    assert volume["peer_percentile"] > 0.95  # the highest of its group
+    assert 0 < volume["robust_z"] < 2  # 8 % is less than one GP's spread, not 40 of the group's
+    assert "lines per patient" not in row["explanation"]
+
+
+@pytest.mark.parametrize("size", [5, 20, 80])
+def test_a_groups_spread_counts_its_members_against_the_pools_twenty(size: int) -> None:
+    """The shrunk spread weighs the group's own estimate by its size and the pool's by
+    ``POOLED_PEERS``; a pool that is the group itself changes nothing."""
+    from detectors.peers import POOLED_PEERS, spread
+
+    # Deviations from the median: ±1 in the group (MAD 1), ±3 in the rest of the pool (MAD 3).
+    frame = pl.DataFrame(
+        {
+            "g": ["a"] * size + ["b"] * 999,
+            "p": ["all"] * (size + 999),
+            "d": [(-1.0) ** i for i in range(size)] + [3.0 * (-1.0) ** i for i in range(999)],
+        }
+    )
+    shrunk = frame.select(spread(pl.col("d"), ["g"], ["p"]).alias("s")).filter(frame["g"] == "a")["s"]
+    pooled = 3.0 * 1.4826
+    expected = ((size * 1.4826**2 + POOLED_PEERS * pooled**2) / (size + POOLED_PEERS)) ** 0.5
+    assert shrunk.to_list() == pytest.approx([expected] * size)
+    alone = frame.select(spread(pl.col("d"), ["g"], ["g"]).alias("s")).filter(frame["g"] == "a")["s"]
+    assert alone.to_list() == pytest.approx([1.4826] * size)
