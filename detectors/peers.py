@@ -96,9 +96,9 @@ def spread(deviation: pl.Expr, group: Sequence[str], pool: Sequence[str] | None 
     its median absolute value.
 
     With ``pool`` (a wider group: the profession), the group's estimate is shrunk toward the
-    pool's, as if the pool were ``POOLED_PEERS`` more peers: the spread of a group of 20 is
-    itself uncertain by a sixth or so, and a group whose members happen to agree closely
-    would make a modest gap look extreme. The group still says what is usual (the median).
+    pool's, as if the pool were ``POOLED_PEERS`` more peers: the MAD of 20 normal values is off
+    by a quarter, typically, and a group whose members happen to agree closely would make a
+    modest gap look extreme. The group still says what is usual (the median).
     """
     own = deviation.abs().median().over(group) * _MAD_TO_SD
     if pool is None or list(pool) == list(group):
