@@ -7,10 +7,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from data_contracts import load_dataset
 from detectors.patient_mix import PRIOR
-from detectors.profiles import FEATURES, provider_profiles
+from detectors.profiles import FEATURES, provider_profiles, sorted_as_pair
 from rules import enriched_lines, evaluate
 from tests import factories as f
 
@@ -253,3 +255,20 @@ def test_the_same_behaviour_with_another_patient_mix_gets_the_same_adjusted_indi
     assert ratio[f.GP] == pytest.approx(ratio[f.OTHER_GP], rel=0.03)
     # The same patient mix seen twice as often is not alike.
     assert ratio[third] > 1.6 * ratio[f.GP]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 2**32 - 1, 2**63, 2**64 - 1]),
+            st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2199, 12, 31)),
+        ),
+        max_size=40,
+    )
+)
+@example([(1, datetime(1970, 1, 1, 0, 30)), (1, datetime(1969, 12, 31, 23, 50)), (0, datetime(2024, 1, 1))])
+def test_one_number_sorts_as_a_day_and_a_typing_time_do(pairs: list[tuple[int, datetime]]) -> None:
+    """Before 1970 too: a time's 64 bits, read as unsigned, would put it after every later time."""
+    frame = pl.DataFrame(pairs, schema={"day": pl.UInt64, "at": pl.Datetime("us")}, orient="row")
+    by_number = frame.sort(sorted_as_pair(pl.col("day"), pl.col("at")))
+    assert by_number.rows() == frame.sort("day", "at").rows()
