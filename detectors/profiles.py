@@ -100,7 +100,7 @@ def period_bounds(period: str) -> tuple[date, date]:
 
 def sorted_as_pair(first: pl.Expr, then: pl.Expr) -> pl.Expr:
     """One 128-bit number per row that sorts as the pair ``(first, then)`` does: ``first`` (an
-    unsigned 64-bit number) above, the 64 bits of ``then`` (a datetime) below, their sign bit
+    unsigned 64-bit number) above, the 64 bits of ``then`` (a datetime) below, its sign bit
     flipped so that the numbers' order is the times'. Sorting millions of lines on it took
     two-thirds of the time a sort on the two columns took."""
     low = then.cast(pl.Int64).cast(pl.UInt64, wrap_numerical=True) ^ pl.lit(2**63, pl.UInt64)
