@@ -36,6 +36,8 @@ from detectors.peers import (
     DEFAULT_PEER_COLUMNS,
     assign_peer_groups,
     by_level,
+    level_key,
+    peer_levels,
     peer_medians,
     peer_percentiles,
     robust_z,
@@ -146,14 +148,14 @@ def peer_evidence(
         (log(f) - log(f"expected_{f}").fill_null(log(f)) if adjusted else log(f)).alias(f"_log_{f}") for f in LEVELS
     )
     grouped = assign_peer_groups(prepared, peer_columns, min_size=min_peers, min_widest=MIN_PROFESSION_PEERS)
-    levels = sum(1 for c in grouped.columns if c.startswith("_peer_") and c != "_peer_level")
+    levels = peer_levels(grouped)
 
     # The widest named level (the profession alone): narrower groups' spreads lean on its.
     profession = len(peer_columns) - 1
 
     def build(group: list[str], level: int) -> list[pl.Expr]:
         mix = _mix_expected(FEATURES, group) if adjusted else []
-        pool = [*group[:-1], f"_peer_{max(level, profession)}"]
+        pool = [*group[:-1], level_key(max(level, profession))]
         return [
             *_peer_z(FEATURES, group, pool, adjusted),
             *peer_medians(FEATURES, group),

@@ -46,8 +46,8 @@ def assign_peer_groups(
     levels = [list(columns[:k]) for k in range(len(columns), 0, -1)]
     keys = [pl.concat_str([pl.col(c).cast(pl.String).fill_null("?") for c in level], separator="|") for level in levels]
     keys.append(pl.lit("all"))
-    with_keys = profiles.with_columns(key.alias(f"_peer_{i}") for i, key in enumerate(keys))
-    sizes = [pl.len().over(*within, f"_peer_{i}") for i in range(len(keys))]
+    with_keys = profiles.with_columns(key.alias(level_key(i)) for i, key in enumerate(keys))
+    sizes = [pl.len().over(*within, level_key(i)) for i in range(len(keys))]
     level: pl.Expr = pl.lit(len(keys) - 1)
     for i in range(len(keys) - 2, -1, -1):
         needed = min_size if i < len(keys) - 2 or min_widest is None else min_widest
@@ -62,9 +62,20 @@ def assign_peer_groups(
     ).with_columns(pl.col("peer_group_size").cast(pl.Int64))
 
 
+def level_key(level: int) -> str:
+    """The helper column that keys peer groups at ``level`` (0 the narrowest, see
+    :func:`assign_peer_groups`)."""
+    return f"_peer_{level}"
+
+
+def peer_levels(grouped: pl.DataFrame) -> int:
+    """How many levels :func:`assign_peer_groups` keyed ``grouped`` by."""
+    return sum(1 for c in grouped.columns if c.startswith("_peer_") and c != "_peer_level")
+
+
 def by_level(build: Callable[[list[str], int], list[pl.Expr]], levels: int, within: Sequence[str]) -> list[pl.Expr]:
     """Each expression of ``build(group, level)`` computed over the peer level chosen for the row."""
-    per_level = [build([*within, f"_peer_{i}"], i) for i in range(levels)]
+    per_level = [build([*within, level_key(i)], i) for i in range(levels)]
     combined = []
     for j, first in enumerate(per_level[0]):
         chain = pl.when(pl.col("_peer_level") == 0).then(first)
@@ -82,7 +93,7 @@ def peer_statistics(
     A provider that fell back to a wider group is compared with every member of that wider
     group, not only with the others who fell back.
     """
-    levels = sum(1 for c in grouped.columns if c.startswith("_peer_") and c != "_peer_level")
+    levels = peer_levels(grouped)
 
     def build(group: list[str], _: int) -> list[pl.Expr]:
         return [*robust_z(features, group), *peer_medians(features, group), *peer_percentiles(features, group)]
