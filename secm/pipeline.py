@@ -22,7 +22,14 @@ from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
 from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines
 from data_contracts.reader import SourceFile
 from detectors.fairness import fairness_report, import_tests_meanwhile, provider_attributes
-from detectors.profiles import Period, ProfileParts, combine_profiles, profile_parts, provider_profiles
+from detectors.profiles import (
+    Period,
+    ProfileParts,
+    combine_profiles,
+    keyed_patients,
+    profile_parts,
+    provider_profiles,
+)
 from rules import enriched_lines, evaluate, load_catalog, summarise
 from rules.catalog import Catalog
 from rules.context import STAMPED_SHARE, stamped
@@ -233,6 +240,9 @@ def _evaluate_partitions(
     parts: list[_Part] = []
     failed: list[pl.DataFrame] = []
     rows_read = 0
+    reference = dataset.lazy_tables()
+    if "patients" in reference:
+        reference["patients"] = keyed_patients(dataset.tables["patients"]).lazy()
     for number, rows in enumerate(partitioned.parts, start=1):
         step(f"Partition {number}/{len(partitioned.parts)}: validating")
         with clock(VALIDATING):
@@ -242,7 +252,7 @@ def _evaluate_partitions(
         rows_read += lines.height + failures.height
         failed.append(failures)
         step(f"Partition {number}/{len(partitioned.parts)}: rules and profiles ({lines.height:,} lines)")
-        part = evaluate_part({**dataset.lazy_tables(), "billing_lines": lines.lazy()})
+        part = evaluate_part({**reference, "billing_lines": lines.lazy()})
         parts.append(replace(part, profiles=part.profiles.spilled(folder / f"fees-{number}.parquet")))
         del lines  # before the next partition is read
     quarantine, stats = lines_outcome(dataset, partitioned.files, failed, rows_read, clock, before)
