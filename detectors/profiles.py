@@ -148,16 +148,28 @@ class ProfileParts:
         return replace(self, fees=pl.scan_parquet(path))
 
 
+def patient_key(patient: pl.Expr) -> pl.Expr:
+    """A patient's id as the 128-bit number a profile groups its lines by: two 64-bit hashes of
+    it under different seeds, side by side.
+
+    Grouping lines by number rather than text is most of a profile's saving. A categorical
+    key costs a lookup of every line's id in one table of every patient seen; two hashes cost
+    a few nanoseconds. Among the eleven million insured, the chance that two pseudonyms share
+    both hashes is below one in 10^24: the patients counted are the ids as written.
+    """
+    return (patient.hash(seed=1).cast(pl.UInt128) * 2**64 + patient.hash(seed=2).cast(pl.UInt128)).alias("patient_id")
+
+
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 
 def keyed_patients(patients: Frame) -> Frame:
-    """``patients`` keyed as :func:`profile_parts` keys the lines' patients (categorical ids).
-
-    Keying a million patients takes a third of a second, and keying them again costs nothing:
-    a run in several partitions keys them once, not once per partition.
+    """``patients`` keyed as :func:`profile_parts` keys the lines' patients (:func:`patient_key`),
+    unless they already are: a run in several partitions keys them once, not once per partition.
     """
-    return patients.with_columns(pl.col("patient_id").cast(pl.Categorical))
+    if patients.collect_schema()["patient_id"] == pl.UInt128:
+        return patients
+    return patients.with_columns(patient_key(pl.col("patient_id")))
 
 
 def profile_parts(
@@ -171,11 +183,11 @@ def profile_parts(
     their lines here) and their rule ``flags`` (only ``claim_id`` is read)."""
     # A membership test, not a join: a join would copy every column of the lines.
     flagged = pl.col("claim_id").is_in(flags.get_column("claim_id").implode()).alias("_flagged")
-    # Providers and patients keyed by a number (categorical), not by their text: the groupings
-    # below are a profile's cost, and take a sixth less time so. The parts name providers by text.
-    keyed = pl.col(ID, "patient_id").cast(pl.Categorical)
+    # Providers and patients keyed by a number (categorical, and two hashes), not by their text:
+    # the groupings below are a profile's cost. The parts name providers by text.
+    keyed = [pl.col(ID).cast(pl.Categorical), patient_key(pl.col("patient_id"))]
     named = [pl.col(ID).cast(pl.String), _period_name(period, pl.col("period"))]
-    base = lines.lazy().with_columns(_period_number(period), flagged, keyed)
+    base = lines.lazy().with_columns(_period_number(period), flagged, *keyed)
     keys = [ID, "period"]
     fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
     # Lines per patient and kind of service: what the patient list, the patient mix and the
