@@ -20,6 +20,22 @@ def may_repeat(key: pl.Expr) -> pl.Expr:
     return hashed.is_in(repeated)
 
 
+def first_reads(key: pl.Expr) -> pl.Expr:
+    """True for the first row of each key, in row order (nulls compare equal).
+
+    Only the rows that :func:`may_repeat` are compared by their keys. The test is one batch
+    over the whole column: written as one expression, it would name ``may_repeat`` twice, and
+    Polars would sort the hashes twice (it does not share a subexpression holding a list's
+    ``eval``): a third of the duplicate check of millions of lines.
+    """
+
+    def first(keys: pl.Series) -> pl.Series:
+        shared = keys.to_frame("k").select(may_repeat(pl.col("k"))).to_series()
+        return keys.to_frame("k").select(~shared | pl.when(shared).then(pl.col("k")).is_first_distinct()).to_series()
+
+    return key.map_batches(first, return_dtype=pl.Boolean)
+
+
 def rows_that_may_repeat(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
     """The rows of ``frame`` for which :func:`may_repeat` holds, hashing each key once."""
     hashed = frame.with_columns(key.hash().alias("_hash"))

@@ -14,7 +14,7 @@ from typing import ClassVar
 import dataframely as dy
 import polars as pl
 
-from data_contracts.keys import may_repeat
+from data_contracts.keys import first_reads
 from data_contracts.parsers import INSURER_PATTERN, NIHDI_PATTERN, looks_like_national_number
 
 CHANNELS = ("paper_cash", "eattest", "paper_third_party", "efact")
@@ -47,9 +47,7 @@ def _one_of(values: tuple[str, ...]) -> dict[str, Callable[[pl.Expr], pl.Expr]]:
 def _first_of_key(*columns: str) -> pl.Expr:
     """True for the first row read with this key (rows are in read order)."""
     key = pl.struct(columns) if len(columns) > 1 else pl.col(columns[0])
-    shared = may_repeat(key)
-    first = ~shared | pl.when(shared).then(key).is_first_distinct()
-    return pl.any_horizontal(pl.col(c).is_null() for c in columns) | first
+    return pl.any_horizontal(pl.col(c).is_null() for c in columns) | first_reads(key)
 
 
 class Provenance(dy.Schema):
