@@ -25,7 +25,6 @@ FALSE_WORDS = ("false", "f", "0", "no", "n", "non", "nee")
 # Years a billing date may have. Earlier or later is a typing error; year 0 and negative years
 # (which Polars parses) cannot even be represented downstream (Python dates start at year 1).
 DATE_YEARS = (1900, 2199)
-NIHDI_PATTERN = r"^[0-9]{11}$"
 INSURER_PATTERN = r"^[0-9]{3}$"
 # Where a report groups by insurer, codes that are not one (a quarantined row's) count here.
 INVALID_INSURER = "invalid"
@@ -116,6 +115,16 @@ def is_national_number(text: str) -> bool:
     return check in (97 - base % 97, 97 - (base + _NATIONAL_NUMBER_CENTURY) % 97)
 
 
+def exact_digits(expr: pl.Expr, count: int) -> pl.Expr:
+    """True for exactly ``count`` ASCII digits (at most 19); False for null.
+
+    The value is read as an unsigned integer, which accepts digits and a leading ``+``, and
+    nothing else: on millions of values, a third of the time a regular expression takes.
+    """
+    unsigned = expr.str.to_integer(dtype=pl.UInt64, strict=False).is_not_null()
+    return (expr.str.len_bytes() == count) & ~expr.str.starts_with("+") & unsigned
+
+
 def looks_like_national_number(expr: pl.Expr) -> pl.Expr:
     """True for 11 digits whose last two are a valid national register check (mod 97).
 
@@ -123,7 +132,7 @@ def looks_like_national_number(expr: pl.Expr) -> pl.Expr:
     on, minus those digits preceded by a 2; either makes the value an identifying number.
     The 11 digits are read as one integer (slicing ten million strings costs ten times more).
     """
-    digits = expr.str.contains(r"^[0-9]{11}$")
+    digits = exact_digits(expr, 11)
     number = expr.str.to_integer(strict=False)
     base, check = number // 100, number % 100
     valid = (check == 97 - base % 97) | (check == 97 - (base + _NATIONAL_NUMBER_CENTURY) % 97)

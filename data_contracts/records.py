@@ -147,13 +147,13 @@ ROW_CHECKS: dict[str, RowCheck] = {
 def _column_check(spec: TableSpec, name: str) -> tuple[str, RowCheck] | None:
     """The reason code and test of one of the schema's column rules (``column|check``)."""
     column_name, check = name.split("|")
-    column: Any = spec.schema.columns()[column_name]  # the attributes of its kind: regex, min, check
+    column: Any = spec.schema.columns()[column_name]  # the attributes of its kind: min, max, check
     if column_name in PROVENANCE_COLUMNS or check in ("inf", "nan"):
         return None  # provenance is the loader's; a plain decimal is never infinite nor NaN
     if check == "nullability":
         return f"missing_{column_name}", lambda r: r[column_name] is None
     tests: dict[str, Callable[[Any], bool]] = {
-        "regex": lambda v: re.fullmatch(column.regex, v) is None,
+        "check__digits": lambda v: not column.check["digits"].accepts(v),
         "min": lambda v: v < column.min,
         "max": lambda v: v > column.max,
         "check__allowed": lambda v: v not in column.check["allowed"].values,

@@ -15,7 +15,7 @@ import dataframely as dy
 import polars as pl
 
 from data_contracts.keys import first_reads
-from data_contracts.parsers import INSURER_PATTERN, NIHDI_PATTERN, looks_like_national_number
+from data_contracts.parsers import exact_digits, looks_like_national_number
 
 CHANNELS = ("paper_cash", "eattest", "paper_third_party", "efact")
 THIRD_PARTY_CHANNELS = ("paper_third_party", "efact")
@@ -44,6 +44,24 @@ def _one_of(values: tuple[str, ...]) -> dict[str, Callable[[pl.Expr], pl.Expr]]:
     return {"allowed": OneOf(values)}
 
 
+@dataclass(frozen=True)
+class Digits:
+    """A column check: exactly ``count`` ASCII digits (:func:`exact_digits`; ``accepts`` is the
+    same test of one value, for checks of single records)."""
+
+    count: int
+
+    def __call__(self, col: pl.Expr) -> pl.Expr:
+        return col.is_null() | exact_digits(col, self.count)  # a missing value is nullability's
+
+    def accepts(self, value: str) -> bool:
+        return len(value) == self.count and value.isascii() and value.isdigit()
+
+
+def _digits(count: int, *, nullable: bool = False) -> dy.String:
+    return dy.String(nullable=nullable, check={"digits": Digits(count)})
+
+
 def _first_of_key(*columns: str) -> pl.Expr:
     """True for the first row read with this key (rows are in read order)."""
     key = pl.struct(columns) if len(columns) > 1 else pl.col(columns[0])
@@ -63,7 +81,7 @@ class Provenance(dy.Schema):
 
 
 def _nihdi(*, nullable: bool = False) -> dy.String:
-    return dy.String(nullable=nullable, regex=NIHDI_PATTERN)
+    return _digits(11, nullable=nullable)
 
 
 class BillingLines(Provenance):
@@ -72,8 +90,8 @@ class BillingLines(Provenance):
     invoice_id = dy.String(nullable=True)
     provider_nihdi = _nihdi()
     patient_id = dy.String()
-    insurer_code = dy.String(regex=INSURER_PATTERN)
-    nomenclature_code = dy.String(regex=r"^[0-9]{6}$")
+    insurer_code = _digits(3)
+    nomenclature_code = _digits(6)
     service_date = dy.Date()
     service_time = dy.Time(nullable=True)
     encoded_at = dy.Datetime(nullable=True, time_unit="us")
@@ -115,7 +133,7 @@ class ThirdPartyInvoices(Provenance):
     key: ClassVar[tuple[str, ...]] = ("invoice_id",)  # a later row with the same key is a duplicate
     invoice_id = dy.String()
     third_party_number = dy.String(nullable=True)
-    insurer_code = dy.String(regex=INSURER_PATTERN)
+    insurer_code = _digits(3)
     submitted_date = dy.Date()
     amount_claimed = dy.Float64(min=0)
     line_count = dy.Int64(min=0)
@@ -142,7 +160,7 @@ class Providers(Provenance):
     provider_nihdi = _nihdi()
     profession = dy.String(check=_one_of(PROFESSIONS))
     region = dy.String(nullable=True, check=_one_of(REGIONS))
-    postcode = dy.String(nullable=True, regex=r"^[0-9]{4}$")
+    postcode = _digits(4, nullable=True)
 
     @dy.rule()
     def duplicate_key(cls) -> pl.Expr:
@@ -208,7 +226,7 @@ class Patients(Provenance):
 
 class Nomenclature(Provenance):
     key: ClassVar[tuple[str, ...]] = ("code", "valid_from")  # a later row with the same key is a duplicate
-    code = dy.String(regex=r"^[0-9]{6}$")
+    code = _digits(6)
     label_fr = dy.String(nullable=True)
     label_nl = dy.String(nullable=True)
     profession = dy.String(check=_one_of(PROFESSIONS))
@@ -217,7 +235,7 @@ class Nomenclature(Provenance):
     window_start = dy.Time(nullable=True)
     window_end = dy.Time(nullable=True)
     fee_eur = dy.Float64(min=0)
-    day_equivalent_code = dy.String(nullable=True, regex=r"^[0-9]{6}$")
+    day_equivalent_code = _digits(6, nullable=True)
     valid_from = dy.Date()
     valid_to = dy.Date(nullable=True)
 

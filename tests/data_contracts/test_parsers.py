@@ -96,9 +96,20 @@ def test_non_decimal_notation_is_null(text: str) -> None:
 @given(st.text(alphabet="0123456789", min_size=0, max_size=14))
 @example("01234567890")
 def test_nihdi_is_exactly_eleven_digits_leading_zeros_kept(text: str) -> None:
-    matches = pl.DataFrame({"v": [text]}).select(pl.col("v").str.contains(parsers.NIHDI_PATTERN))["v"][0]
+    matches = pl.DataFrame({"v": [text]}).select(parsers.exact_digits(pl.col("v"), 11))["v"][0]
     assert matches is (len(text) == 11)
     assert _parse(parsers.parse_text, text) == (text or None)
+
+
+@given(st.text(alphabet="0123456789+- _.x\n١", min_size=0, max_size=12))
+@example("+1234567890")
+@example("-1234567890")
+@example(" 1234567890")
+@example("1234567890 ")
+@example("١٢٣٤٥٦٧٨٩٠١")  # Arabic-Indic digits: digits to Unicode, not to the contract
+def test_exact_digits_are_ascii_digits_and_nothing_else(text: str) -> None:
+    matches = pl.DataFrame({"v": [text]}).select(parsers.exact_digits(pl.col("v"), 11))["v"][0]
+    assert matches is (len(text) == 11 and text.isascii() and text.isdigit())
 
 
 @given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)))
