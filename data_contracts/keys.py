@@ -30,8 +30,9 @@ def first_reads(key: pl.Expr) -> pl.Expr:
     """
 
     def first(keys: pl.Series) -> pl.Series:
-        shared = keys.to_frame("k").select(may_repeat(pl.col("k"))).to_series()
-        return keys.to_frame("k").select(~shared | pl.when(shared).then(pl.col("k")).is_first_distinct()).to_series()
+        frame, key = keys.to_frame("k"), pl.col("k")
+        shared = frame.select(may_repeat(key)).to_series()
+        return frame.select(~shared | pl.when(shared).then(key).is_first_distinct()).to_series()
 
     return key.map_batches(first, return_dtype=pl.Boolean)
 
