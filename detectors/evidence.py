@@ -49,6 +49,10 @@ NAME = "peer_evidence"
 # One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
 EVIDENCE_LIMIT = 10.0
 NEGLIGIBLE = 5e-4  # the smallest contribution an explanation lists: it shows three decimals
+# A z this small is a value at its peers' median give or take the last bit of a float (an
+# expected share is a ratio times a share): no evidence, or a run would score it 1e-30 and
+# the next 0 and reorder the bottom of the worklist.
+AT_MEDIAN = 1e-9
 _LOG_OFFSET = 1e-3  # keeps the log of a zero level finite
 _TINY = 1e-6
 # Confirmed and unfounded cases each needed before verdicts weigh the evidence.
@@ -97,16 +101,21 @@ def _peer_z(features: Sequence[str], group: Sequence[str], pool: Sequence[str], 
 
 
 def _evidence(features: Sequence[str]) -> list[pl.Expr]:
-    """Per feature ``e_``: its one-sided z (0 when below peers), clipped to ``EVIDENCE_LIMIT``,
-    from the ``_z_`` columns of :func:`_peer_z` and ``peer_group_size``.
+    """Per feature ``e_``: its one-sided z (0 when below peers or within ``AT_MEDIAN`` above
+    them), clipped to ``EVIDENCE_LIMIT``, from the ``_z_`` columns of :func:`_peer_z` and
+    ``peer_group_size``.
 
     The peers' median and spread are estimates: a z against 9 peers proves less than the same
     z against 300, so each is worth the normal z of a t with one degree of freedom fewer than
     the peers. The ``_z_`` are columns, not expressions: the conversion writes its input
     three times, and Polars would compute a z written inside it, windows and all, each time."""
     df = (pl.col("peer_group_size") - 1).clip(lower_bound=1).cast(pl.Float64)
+
+    def one_sided(z: pl.Expr) -> pl.Expr:
+        return pl.when(z > AT_MEDIAN).then(z).otherwise(0.0)
+
     return [
-        _as_normal(pl.col(f"_z_{f}").fill_nan(0.0).fill_null(0.0).clip(lower_bound=0.0), df)
+        _as_normal(one_sided(pl.col(f"_z_{f}").fill_nan(0.0).fill_null(0.0)), df)
         .clip(0.0, EVIDENCE_LIMIT)
         .alias(f"e_{f}")
         for f in features

@@ -266,3 +266,18 @@ def test_a_groups_spread_counts_its_members_against_the_pools_twenty(size: int) 
     assert shrunk.to_list() == pytest.approx([expected] * size)
     alone = frame.select(spread(pl.col("d"), ["g"], ["g"]).alias("s")).filter(frame["g"] == "a")["s"]
     assert alone.to_list() == pytest.approx([1.4826] * size)
+
+
+def test_shares_at_what_the_patient_mix_makes_expected_are_no_evidence_at_all() -> None:
+    """Every GP bills exactly 70 % of the shares their patient mix makes expected: each is at
+    the group's median ratio, and the peer's expected share (that ratio times their own) differs
+    from their share by the last bit of a float at most. No share is evidence, not even 1e-30:
+    a score of 1e-30 against 0 would reorder the bottom of the worklist from run to run."""
+    from detectors.evidence import peer_evidence
+    from detectors.indicators import SHARES
+
+    usual = _profiles()
+    mixed = _with_mix(usual).with_columns((pl.col(f) / 0.7).alias(f"expected_{f}") for f in SHARES)
+    evidence = peer_evidence(mixed)
+    assert evidence.select(pl.col(f"e_{f}") for f in SHARES).to_numpy().max() == 0.0
+    assert evidence["score"].to_list() == evidence["g_volume"].to_list()  # the levels' evidence alone
