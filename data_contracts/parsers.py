@@ -115,14 +115,19 @@ def is_national_number(text: str) -> bool:
     return check in (97 - base % 97, 97 - (base + _NATIONAL_NUMBER_CENTURY) % 97)
 
 
-def exact_digits(expr: pl.Expr, count: int) -> pl.Expr:
-    """True for exactly ``count`` ASCII digits (at most 19); False for null.
+def _read_digits(expr: pl.Expr, count: int) -> tuple[pl.Expr, pl.Expr]:
+    """Whether ``expr`` is exactly ``count`` ASCII digits (at most 19), and its value.
 
     The value is read as an unsigned integer, which accepts digits and a leading ``+``, and
     nothing else: on millions of values, a third of the time a regular expression takes.
     """
-    unsigned = expr.str.to_integer(dtype=pl.UInt64, strict=False).is_not_null()
-    return (expr.str.len_bytes() == count) & ~expr.str.starts_with("+") & unsigned
+    number = expr.str.to_integer(dtype=pl.UInt64, strict=False)
+    return (expr.str.len_bytes() == count) & ~expr.str.starts_with("+") & number.is_not_null(), number
+
+
+def exact_digits(expr: pl.Expr, count: int) -> pl.Expr:
+    """True for exactly ``count`` ASCII digits (at most 19); False for null."""
+    return _read_digits(expr, count)[0]
 
 
 def looks_like_national_number(expr: pl.Expr) -> pl.Expr:
@@ -132,8 +137,7 @@ def looks_like_national_number(expr: pl.Expr) -> pl.Expr:
     on, minus those digits preceded by a 2; either makes the value an identifying number.
     The 11 digits are read as one integer (slicing ten million strings costs ten times more).
     """
-    digits = exact_digits(expr, 11)
-    number = expr.str.to_integer(strict=False)
+    digits, number = _read_digits(expr, 11)
     base, check = number // 100, number % 100
     valid = (check == 97 - base % 97) | (check == 97 - (base + _NATIONAL_NUMBER_CENTURY) % 97)
     return (digits & valid).fill_null(False)
