@@ -49,9 +49,10 @@ NAME = "peer_evidence"
 # One feature far out should lead the worklist, not bury every other lead: z counts up to 10.
 EVIDENCE_LIMIT = 10.0
 NEGLIGIBLE = 5e-4  # the smallest contribution an explanation lists: it shows three decimals
-# A z this small is a value at its peers' median give or take the last bit of a float (an
-# expected share is a ratio times a share): no evidence, or a run would score it 1e-30 and
-# the next 0 and reorder the bottom of the worklist.
+# A z this small is a value at its peers' median give or take the last bit of a float (the
+# share a provider is compared with is the peers' median ratio times its own expected share,
+# rounded): no evidence, or one run would score it 1e-30, the next 0, and the bottom of the
+# worklist would change order between runs of the same data.
 AT_MEDIAN = 1e-9
 _LOG_OFFSET = 1e-3  # keeps the log of a zero level finite
 _TINY = 1e-6
