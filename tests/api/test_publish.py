@@ -11,8 +11,8 @@ from tests.api.conftest import Published
 
 
 def test_flags_arrive_in_the_order_of_their_index(database_url: str, results: Published) -> None:
-    """The flags' index is (run, provider, rule): rows inserted in that order add to it at its
-    right edge, not at a random page each. Within a provider and rule they keep the order the
+    """The flags' index is (run, provider, rule): rows inserted in that order fill its pages one
+    after the other, not a random page each. Within a provider and rule they keep the order the
     run wrote them in (by claim)."""
     results.into(database_url)
     engine = engine_for(database_url)

@@ -270,8 +270,8 @@ def test_a_groups_spread_counts_its_members_against_the_pools_twenty(size: int) 
 
 def test_shares_at_what_the_patient_mix_makes_expected_are_no_evidence_at_all() -> None:
     """Every GP bills exactly 70 % of the shares their patient mix makes expected: each is at
-    the group's median ratio, and the peer's expected share (that ratio times their own) differs
-    from their share by the last bit of a float at most. No share is evidence, not even 1e-30:
+    the group's median ratio, and the share they are compared with (that ratio times their own
+    expected share) differs from their share by the last bit of a float at most. No share is evidence, not even 1e-30:
     a score of 1e-30 against 0 would reorder the bottom of the worklist from run to run."""
     from detectors.evidence import peer_evidence
     from detectors.indicators import SHARES
