@@ -11,7 +11,6 @@ without data gives zeros.
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from api.formats import Lang
 from api.queries import NO_BACKTEST, rule_backtest
 from api.suppression import DEFAULT_MINIMUM, suppress
 from api.targets import against_targets
-from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
+from data_contracts.parsers import INVALID_INSURER, has_exact_digits
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules import RuleDeclaration, load_catalog
 from rules.context import STAMPED_SHARE
@@ -222,7 +221,7 @@ def _quality(flags: pl.DataFrame, volumes: pl.DataFrame, runs: list[dict[str, An
         )
         for code, reasons in counted.items():
             # Runs published earlier kept the raw code of quarantined rows as their key.
-            insurer = code if re.fullmatch(INSURER_PATTERN, code) else INVALID_INSURER
+            insurer = code if has_exact_digits(code, 3) else INVALID_INSURER
             for reason, n in reasons.items():
                 quarantine.setdefault(insurer, {}).setdefault(reason, 0)
                 quarantine[insurer][reason] += n

@@ -25,7 +25,6 @@ FALSE_WORDS = ("false", "f", "0", "no", "n", "non", "nee")
 # Years a billing date may have. Earlier or later is a typing error; year 0 and negative years
 # (which Polars parses) cannot even be represented downstream (Python dates start at year 1).
 DATE_YEARS = (1900, 2199)
-INSURER_PATTERN = r"^[0-9]{3}$"
 # Where a report groups by insurer, codes that are not one (a quarantined row's) count here.
 INVALID_INSURER = "invalid"
 _NATIONAL_NUMBER_CENTURY = 2_000_000_000  # born from 2000 on: the check is taken over 2 followed by the 9 digits
@@ -109,7 +108,7 @@ def parse_text(expr: pl.Expr) -> pl.Expr:
 
 def is_national_number(text: str) -> bool:
     """:func:`looks_like_national_number` for one value."""
-    if len(text) != 11 or not (text.isascii() and text.isdigit()):
+    if not has_exact_digits(text, 11):
         return False
     base, check = divmod(int(text), 100)
     return check in (97 - base % 97, 97 - (base + _NATIONAL_NUMBER_CENTURY) % 97)
@@ -128,6 +127,11 @@ def _read_digits(expr: pl.Expr, count: int) -> tuple[pl.Expr, pl.Expr]:
 def exact_digits(expr: pl.Expr, count: int) -> pl.Expr:
     """True for exactly ``count`` ASCII digits (at most 19); False for null."""
     return _read_digits(expr, count)[0]
+
+
+def has_exact_digits(text: str, count: int) -> bool:
+    """:func:`exact_digits` for one value."""
+    return len(text) == count and text.isascii() and text.isdigit()
 
 
 def looks_like_national_number(expr: pl.Expr) -> pl.Expr:

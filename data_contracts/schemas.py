@@ -15,7 +15,7 @@ import dataframely as dy
 import polars as pl
 
 from data_contracts.keys import first_reads
-from data_contracts.parsers import exact_digits, looks_like_national_number
+from data_contracts.parsers import exact_digits, has_exact_digits, looks_like_national_number
 
 CHANNELS = ("paper_cash", "eattest", "paper_third_party", "efact")
 THIRD_PARTY_CHANNELS = ("paper_third_party", "efact")
@@ -55,7 +55,7 @@ class Digits:
         return col.is_null() | exact_digits(col, self.count)  # a missing value is nullability's
 
     def accepts(self, value: str) -> bool:
-        return len(value) == self.count and value.isascii() and value.isdigit()
+        return has_exact_digits(value, self.count)
 
 
 def _digits(count: int, *, nullable: bool = False) -> dy.String:

@@ -18,7 +18,7 @@ import polars as pl
 
 from data_contracts import TABLES, Dataset, TableStats, load_dataset
 from data_contracts.errors import writing
-from data_contracts.parsers import INSURER_PATTERN, INVALID_INSURER
+from data_contracts.parsers import INVALID_INSURER, exact_digits
 from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines
 from data_contracts.reader import SourceFile
 from detectors.fairness import fairness_report, import_tests_meanwhile, provider_attributes
@@ -379,9 +379,7 @@ def software_statistics(counts: pl.DataFrame) -> list[dict[str, Any]]:
 
 # A quarantined row's insurer as typed, when it is one.
 _RAW = pl.col("raw_values").str.json_path_match("$.insurer_code").str.strip_chars()
-_RAW_INSURER = (
-    pl.when(_RAW.str.contains(INSURER_PATTERN)).then(_RAW).otherwise(pl.lit(INVALID_INSURER)).alias("insurer")
-)
+_RAW_INSURER = pl.when(exact_digits(_RAW, 3)).then(_RAW).otherwise(pl.lit(INVALID_INSURER)).alias("insurer")
 
 
 def quarantine_by_insurer(quarantine: pl.DataFrame) -> dict[str, dict[str, int]]:
