@@ -97,7 +97,7 @@ def _insert(connection: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> 
     reads back. The rows go in the order of the table's index (:func:`_index_order`).
     """
     order = _index_order(table)
-    if order and set(order) <= set(frame.columns):
+    if order:
         frame = frame.sort(order, maintain_order=True)
     quote = connection.dialect.identifier_preparer.quote
     target = f"{quote(table.name)} ({', '.join(quote(c) for c in frame.columns)})"
