@@ -77,12 +77,26 @@ def quality(scores: pl.DataFrame, labels: pl.DataFrame, k: int) -> dict[str, flo
     score = truth["score"].to_numpy()
     if y.all() or not y.any():
         return {}
-    top = truth.sort("score", descending=True).head(k)["_y"].fill_null(False).mean()
     return {
         "roc_auc": float(roc_auc_score(y, score)),
         "average_precision": float(average_precision_score(y, score)),
-        "precision_at_k": float(top or 0.0),
+        "precision_at_k": precision_at_k(y, score, k),
     }
+
+
+def precision_at_k(y: np.ndarray, score: np.ndarray, k: int) -> float:
+    """The share of labelled providers (``y``) among the ``k`` best scores.
+
+    Providers tied with the k-th score share the places left among them: each counts with
+    the share of labelled providers in the tie, the precision expected over every order of
+    the tie. Taking them in the order they came would make the figure depend on the order
+    of the rows. A missing score counts below every other.
+    """
+    score = np.where(np.isnan(score), -np.inf, score)
+    k = min(k, score.size)
+    kth = np.sort(score)[::-1][k - 1]
+    above, tied = score > kth, score == kth
+    return float((y[above].sum() + (k - above.sum()) * y[tied].mean()) / k)
 
 
 LABELLED_SHARES = (0.01, 0.05, 0.2)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from detectors.tracking import (
     best,
     duel,
     load_champion,
+    precision_at_k,
     promote,
     quality,
     registered_card,
@@ -99,6 +101,17 @@ def test_log_register_load_by_alias_and_score_identically(profiles: pl.DataFrame
 def test_a_single_period_has_no_temporal_holdout(profiles: pl.DataFrame) -> None:
     first = profiles.filter(pl.col("period") == profiles["period"].min())
     assert temporal_holdout(first, "peer_evidence")["status"].startswith("not evaluated: one period only")
+
+
+def test_providers_tied_at_the_kth_score_share_its_places_whatever_the_row_order() -> None:
+    # Two places: the best (labelled) takes one; three tie for the other, one of them labelled.
+    y = np.array([True, True, False, False, False])
+    score = np.array([3.0, 2.0, 2.0, 2.0, 1.0])
+    assert precision_at_k(y, score, 2) == pytest.approx((1 + 1 / 3) / 2)
+    order = np.array([0, 3, 2, 1, 4])
+    assert precision_at_k(y[order], score[order], 2) == precision_at_k(y, score, 2)
+    assert precision_at_k(y, score, 1) == 1.0
+    assert precision_at_k(y, np.array([3.0, np.nan, 2.0, 1.0, 0.0]), 2) == 0.5
 
 
 def test_quality_floor_on_generated_providers(synthetic: Path, profiles: pl.DataFrame, labels: pl.DataFrame) -> None:
