@@ -198,8 +198,9 @@ def test_lines_sharing_one_duplicate_key_cost_in_proportion(service: Service) ->
     ``bench/bench_claims.py`` measures the seconds themselves."""
     check(service, line("warm-up"))
     seconds: dict[int, float] = {}
-    # The best of two per size: one pause of the machine must not pass for a cost.
-    for attempt in range(2):
+    # The best of three per size: a pause of the machine, or the suite's other process
+    # running beside it, must not pass for a cost.
+    for attempt in range(3):
         for n in (500, 2_000):
             key = f"{attempt}-{n}"
             started = time.perf_counter()
