@@ -103,7 +103,13 @@ def narrative(facts: dict[str, Any], lang: Lang) -> list[str]:
                     feature=words["features"][c["feature"]].lower(),
                     value=show(c["value"]),
                     median=show(c["peer_median"]),
-                    expected="" if expected is None else n["expected"].format(expected=show(expected)),
+                    expected=""
+                    if expected is None
+                    else n["expected"].format(
+                        # Runs published before trade-offs had only the patient mix to expect from.
+                        expected=show(expected),
+                        basis=n["expected_for"][c.get("expected_for") or "patients"],
+                    ),
                     share=formats.percent(c["peer_percentile"], lang, 0),
                 )
                 parts.append(part)

@@ -12,6 +12,10 @@ evidence than 90 out of 600, though both are 15 %. The score is a plain sum:
 - a **level** (lines per patient, amount per line…) becomes a robust z of its logarithm;
 - the peer group says what is usual (its median); its spread, an estimate from a few dozen
   members, is shrunk toward the profession's (:func:`detectors.peers.spread`);
+- a feature of ``TRADE_OFFS`` is also judged for the provider's own value of another: a
+  practice that bills more lines per patient sees fewer patients only once, so its share of
+  one-off patients is also compared with the line its peers draw between the two (the larger
+  z counts, and the explanation says which expected share it was measured from);
 - features are grouped by what they would reveal (volume, patient list, hours, coding);
   a group's evidence is its strongest feature's one-sided z, and its
   contribution to the score is that z squared. The score is the sum of the contributions,
@@ -30,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from detectors.indicators import FEATURES, GROUPS, LEVELS, SHARES
+from detectors.indicators import FEATURES, GROUPS, LEVELS, SHARES, TRADE_OFFS
 from detectors.peers import (
     DEFAULT_MIN_PEERS,
     DEFAULT_PEER_COLUMNS,
@@ -55,6 +59,8 @@ NEGLIGIBLE = 5e-4  # the smallest contribution an explanation lists: it shows th
 # worklist would change order between runs of the same data.
 AT_MEDIAN = 1e-9
 _LOG_OFFSET = 1e-3  # keeps the log of a zero level finite
+# A trade-off's line is fitted on z's cut here (see _trade_off): beyond, a provider is what is sought.
+FIT_LIMIT = 3.0
 _TINY = 1e-6
 # Confirmed and unfounded cases each needed before verdicts weigh the evidence.
 MIN_VERDICTS = 5
@@ -73,8 +79,9 @@ def _expected_share(feature: str, group: Sequence[str], adjusted: bool) -> pl.Ex
     return ((x / e).median().over(group) * e).clip(0.0, 1.0)
 
 
-def _share_z(feature: str, denominator: str, group: Sequence[str], pool: Sequence[str], adjusted: bool) -> pl.Expr:
-    """Count-aware z of a share against what its peers make expected (:func:`_expected_share`)."""
+def _share_scale(feature: str, denominator: str, group: Sequence[str], pool: Sequence[str], adjusted: bool) -> pl.Expr:
+    """The spread of a share's gap from what its peers make expected (:func:`_expected_share`):
+    its counting noise, and the spread between peers beyond counting noise (``tau²``)."""
     x = pl.col(feature)
     n = pl.col(denominator).cast(pl.Float64)
     p = _expected_share(feature, group, adjusted)
@@ -82,8 +89,15 @@ def _share_z(feature: str, denominator: str, group: Sequence[str], pool: Sequenc
     p_noise = pl.max_horizontal(p, 0.5 / n.median().over(group)).clip(upper_bound=0.5)
     noise = p_noise * (1 - p_noise) / n
     tau2 = (spread(x - p, group, pool) ** 2 - noise.median().over(group)).clip(lower_bound=0.0)
-    z = (x - p) / (noise + tau2).sqrt()
-    return pl.when(n > 0).then(z).otherwise(0.0)
+    return (noise + tau2).sqrt()
+
+
+def _share_z(feature: str, denominator: str, group: Sequence[str], pool: Sequence[str], adjusted: bool) -> pl.Expr:
+    """Count-aware z of a share against what its peers make expected (:func:`_expected_share`)."""
+    z = (pl.col(feature) - _expected_share(feature, group, adjusted)) / _share_scale(
+        feature, denominator, group, pool, adjusted
+    )
+    return pl.when(pl.col(denominator) > 0).then(z).otherwise(0.0)
 
 
 def _as_normal(t: pl.Expr, df: pl.Expr) -> pl.Expr:
@@ -97,8 +111,56 @@ def _peer_z(features: Sequence[str], group: Sequence[str], pool: Sequence[str], 
     shrunk toward those of ``pool`` (:func:`detectors.peers.spread`)."""
     levels = [f for f in features if f not in SHARES]
     exprs = [_share_z(f, SHARES[f], group, pool, adjusted).alias(f"_z_{f}") for f in features if f in SHARES]
+    # What a trade-off needs to write its expected share back in the share's units.
+    scales = [_share_scale(f, SHARES[f], group, pool, adjusted).alias(f"_s_{f}") for f in TRADE_OFFS]
     logs = robust_z([f"_log_{f}" for f in levels], group, pool)
-    return exprs + [z.alias(f"_z_{f}") for f, z in zip(levels, logs, strict=True)]
+    return exprs + scales + [z.alias(f"_z_{f}") for f, z in zip(levels, logs, strict=True)]
+
+
+def _trade_off(feature: str, against: str, group: Sequence[str]) -> list[pl.Expr]:
+    """``_t_<feature>``: how far the z of ``feature`` lies above what peers with the provider's
+    z of ``against`` show, as a robust z of its residual from the group's line; ``_fit_<feature>``:
+    the z that line gives the provider.
+
+    The line's slope is fitted through the group's z's cut at ``FIT_LIMIT``, so that the few
+    providers far out, those sought, do not bend it; a provider beyond it is read at the line's
+    end (compared with the peers who bill most like it, not with an extrapolation no peer
+    shows). Only a falling line is a trade-off: where both rise together, the feature is
+    judged as without it.
+    """
+    zy, zx = pl.col(f"_z_{feature}"), pl.col(f"_z_{against}")
+    cx, cy = zx.clip(-FIT_LIMIT, FIT_LIMIT), zy.clip(-FIT_LIMIT, FIT_LIMIT)
+    slope = ((cx * cy).sum().over(group) / (cx * cx).sum().over(group)).fill_nan(0.0).clip(upper_bound=0.0)
+    residual = zy - slope * cx
+    centre = residual.median().over(group)
+    gap = residual - centre
+    scale = spread(gap, group)
+    # A gap within AT_MEDIAN is the last bit of a float (every share at what peers make
+    # expected, say), not a residual whose spread could measure it.
+    t = pl.when((scale > 0) & (gap.abs() > AT_MEDIAN)).then(gap / scale).otherwise(0.0)
+    return [t.alias(f"_t_{feature}"), (slope * cx + centre).alias(f"_fit_{feature}")]
+
+
+def _judged_with_trade_offs(adjusted: bool) -> list[pl.Expr]:
+    """Per feature of ``TRADE_OFFS``: ``_z_`` the larger of its z against peers and for its
+    trade-off; ``mix_``, when the trade-off carries, the share peers billing like the
+    provider show (for their patients too, given the patient mix); ``basis_``, what that
+    expected share is expected for (``patients``, the other feature's name, or both)."""
+    exprs = []
+    for feature, against in TRADE_OFFS.items():
+        carries = pl.col(f"_t_{feature}") > pl.col(f"_z_{feature}")
+        compared = pl.col(f"mix_{feature}") if adjusted else pl.col(f"median_{feature}")
+        for_trade_off = (compared + pl.col(f"_s_{feature}") * pl.col(f"_fit_{feature}")).clip(0.0, 1.0)
+        usual = pl.col(f"mix_{feature}") if adjusted else pl.lit(None, pl.Float64)
+        exprs += [
+            pl.max_horizontal(f"_z_{feature}", f"_t_{feature}").alias(f"_z_{feature}"),
+            pl.when(carries).then(for_trade_off).otherwise(usual).alias(f"mix_{feature}"),
+            pl.when(carries)
+            .then(pl.lit(f"patients_and_{against}" if adjusted else against))
+            .otherwise(pl.lit("patients" if adjusted else None, pl.String))
+            .alias(f"basis_{feature}"),
+        ]
+    return exprs
 
 
 def _evidence(features: Sequence[str]) -> list[pl.Expr]:
@@ -173,13 +235,29 @@ def peer_evidence(
             *mix,
         ]
 
-    evidence = grouped.with_columns(by_level(build, levels, ("period",))).with_columns(_evidence(FEATURES))
+    def trade_offs(group: list[str], _: int) -> list[pl.Expr]:
+        return [e for feature, against in TRADE_OFFS.items() for e in _trade_off(feature, against, group)]
+
+    evidence = (
+        grouped.with_columns(by_level(build, levels, ("period",)))
+        .with_columns(by_level(trade_offs, levels, ("period",)))
+        .with_columns(_judged_with_trade_offs(adjusted))
+        .with_columns(_evidence(FEATURES))
+    )
     scored = evidence.with_columns(
         pl.max_horizontal(weight[f] * pl.col(f"e_{f}") ** 2 for f in members).alias(f"g_{name}")
         for name, members in GROUPS.items()
     )
     scored = scored.with_columns(pl.sum_horizontal(f"g_{name}" for name in GROUPS).alias("score"))
-    return scored.drop(c for c in scored.columns if c.startswith(("_peer_", "_log_", "_z_")))
+    return scored.drop(c for c in scored.columns if c.startswith(("_peer_", "_log_", "_z_", "_s_", "_t_", "_fit_")))
+
+
+def _expected_for(feature: str, columns: Sequence[str]) -> pl.Expr:
+    """What a feature's expected value is expected for: ``patients`` (the patient mix), the
+    name of the feature its trade-off reads, both joined by ``_and_``, or nothing."""
+    if f"basis_{feature}" in columns:
+        return pl.col(f"basis_{feature}")
+    return pl.lit("patients" if f"mix_{feature}" in columns else None, pl.String)
 
 
 def _contributions(evidence: pl.DataFrame, weights: dict[str, float] | None) -> pl.DataFrame:
@@ -195,6 +273,7 @@ def _contributions(evidence: pl.DataFrame, weights: dict[str, float] | None) -> 
                 pl.lit(f).alias("feature"),
                 pl.col(f"median_{f}").alias("peer_median"),
                 (pl.col(f"mix_{f}") if f"mix_{f}" in evidence.columns else pl.lit(None, pl.Float64)).alias("expected"),
+                _expected_for(f, evidence.columns).alias("expected_for"),
                 pl.col(f"pct_{f}").alias("peer_percentile"),
                 pl.col(f"e_{f}").alias("z"),
                 (weight[f] * pl.col(f"e_{f}") ** 2).alias("_term"),

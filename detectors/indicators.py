@@ -24,6 +24,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "coding": ("high_fee_share", "home_visit_share"),
 }
 FEATURES: tuple[str, ...] = tuple(f for members in GROUPS.values() for f in members)
+# A feature that also counts against what peers billing like the provider show: a practice
+# that bills more lines per patient sees fewer patients only once, so one-off patients are
+# judged for the provider's own lines per patient too (the larger of the two z's counts).
+TRADE_OFFS: dict[str, str] = {"share_patients_seen_once": "lines_per_patient"}
 # An explanation names at most this many groups, and a group only when its evidence is beyond
 # chance: a z of 2, a contribution of 4.
 TOP_FEATURES = 3

@@ -14,7 +14,7 @@ import polars as pl
 
 from detectors import evidence
 from detectors.evidence import PeerEvidence
-from detectors.indicators import NAMED_FROM, TOP_FEATURES
+from detectors.indicators import NAMED_FROM, TOP_FEATURES, TRADE_OFFS
 from detectors.peers import DEFAULT_MIN_PEERS, DEFAULT_PEER_COLUMNS, assign_peer_groups, peer_statistics, robust_z
 from detectors.profiles import FEATURES, ID
 from detectors.zoo import NAMES as ZOO
@@ -119,13 +119,24 @@ def _explanations(normalised: pl.DataFrame, features: Sequence[str]) -> pl.DataF
     )
 
 
+def _expected_for_words() -> dict[str, str]:
+    """What an explanation says an expected value is expected for, per ``expected_for`` code
+    (:func:`detectors.evidence._expected_for`)."""
+    words = {"patients": "their patients"}
+    for against in TRADE_OFFS.values():
+        words[against] = f"their {FEATURES[against]}"
+        words[f"patients_and_{against}"] = f"their patients and {FEATURES[against]}"
+    return words
+
+
 def _evidence_explanations(contributions: pl.DataFrame) -> pl.DataFrame:
     """Per row: the groups that make up the score, largest first, as a sentence and as JSON.
 
     The JSON lists every contribution of at least ``evidence.NEGLIGIBLE`` (they sum to the
     score); the sentence names the largest ones beyond chance.
     """
-    mix = pl.format(" and {} expected for their patients", pl.col("expected").round_sig_figs(3)).fill_null("")
+    basis = pl.col("expected_for").replace_strict(_expected_for_words(), default="their patients")
+    mix = pl.format(" and {} expected for {}", pl.col("expected").round_sig_figs(3), basis).fill_null("")
     sentence = pl.format(
         "{}: {} against a peer median of {}{} (higher than {}% of {} peers, adds {} to the score)",
         pl.col("feature").replace_strict(FEATURES, default=pl.col("feature")),
@@ -142,6 +153,7 @@ def _evidence_explanations(contributions: pl.DataFrame) -> pl.DataFrame:
         "value",
         "peer_median",
         pl.col("expected").round_sig_figs(4),
+        "expected_for",
         pl.col("peer_percentile").round(3),
         pl.col("z").round(2).alias("robust_z"),
         pl.col("contribution").round(3),

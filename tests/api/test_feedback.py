@@ -15,7 +15,8 @@ from api import formats
 from api.database import engine_for
 from api.documents import texts
 from api.feedback import deadlines, feedback_profile
-from api.narrative import named_contributions
+from api.formats import Lang
+from api.narrative import named_contributions, narrative
 from detectors.indicators import FEATURES, NAMED_FROM, TOP_FEATURES
 from detectors.profiles import period_bounds
 from secm.cli import app
@@ -178,6 +179,44 @@ def test_command_writes_the_page(
     assert unknown.exit_code == 1
     assert "99999999999 has no profile" in unknown.output
     assert len(unknown.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected_for", "words"),
+    [
+        ("fr", "lines_per_patient", "attendu pour son nombre de prestations par patient"),
+        ("nl", "patients_and_lines_per_patient", "verwacht voor de eigen patiënten en het eigen aantal prestaties"),
+        ("en", "lines_per_patient", "expected for their number of services per patient"),
+        ("fr", None, "attendu pour ses patients"),  # a run published before trade-offs
+    ],
+)
+def test_a_narrative_says_what_an_expected_value_was_expected_for(
+    lang: Lang, expected_for: str | None, words: str
+) -> None:
+    seen_once = {
+        "group": "patient list",
+        "feature": "share_patients_seen_once",
+        "value": 0.33,
+        "peer_median": 0.32,
+        "expected": 0.27,
+        "peer_percentile": 0.53,
+        "robust_z": 6.3,
+        "contribution": 39.8,
+    }
+    if expected_for:
+        seen_once["expected_for"] = expected_for
+    facts = {
+        "run_date": date(2026, 12, 1),
+        "provider_nihdi": "10000000001",
+        "profession": "gp",
+        "region": "BRU",
+        "rules": [],
+        "period": "2025",
+        "peers": 300,
+        "named": [seen_once],
+        "streak": 1,
+    }
+    assert words in " ".join(narrative(facts, lang))
 
 
 def test_a_case_narrative_states_the_run_s_facts_in_each_language(service: Service, results: Published) -> None:

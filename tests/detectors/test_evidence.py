@@ -125,6 +125,40 @@ def test_the_same_share_counts_less_on_fewer_lines() -> None:
     assert evening["usual"]["robust_z"] > 5
 
 
+def _trading_off(seen_once: float, lines_per_patient: float) -> pl.DataFrame:
+    """Large practices whose share of one-off patients falls as their lines per patient rise,
+    as practices' do, with ``MOVED`` at the two values given."""
+    profiles = _profiles(lines=5000.0)
+    line = 0.33 - 0.25 * (pl.col("lines_per_patient") - 2.5)
+    rng = np.random.default_rng(1)
+    noisy = line + pl.Series(rng.normal(0.0, 0.01, profiles.height))
+    moved = pl.col("provider_nihdi") == MOVED
+    return profiles.with_columns(
+        pl.when(moved).then(lines_per_patient).otherwise(pl.col("lines_per_patient")).alias("lines_per_patient"),
+    ).with_columns(pl.when(moved).then(seen_once).otherwise(noisy).alias("share_patients_seen_once"))
+
+
+def test_one_off_patients_count_against_what_peers_billing_as_many_lines_per_patient_show() -> None:
+    """A practice at the peers' median share of one-off patients, but with the lines per patient
+    of the busiest fifth (where peers see a quarter fewer patients only once), is a lead: its
+    patient list has one-off patients its billing does not explain. On the peers' line, it is
+    none."""
+    off = _scores(_trading_off(seen_once=0.33, lines_per_patient=2.75))
+    row = off.filter(pl.col("provider_nihdi") == MOVED).row(0, named=True)
+    carried = {c["feature"]: c for c in json.loads(row["contributions"])}["share_patients_seen_once"]
+    assert row["rank"] == 1
+    assert str(row["explanation"]).startswith(FEATURES["share_patients_seen_once"] + ":")
+    assert "expected for their lines per patient" in str(row["explanation"])
+    assert carried["expected_for"] == "lines_per_patient"
+    assert carried["peer_percentile"] < 0.6  # no more one-off patients than the peers' median
+    assert carried["expected"] == pytest.approx(0.33 - 0.25 * 0.25, abs=0.01)
+    assert carried["contribution"] > 25
+
+    on = _scores(_trading_off(seen_once=0.33 - 0.25 * 0.25, lines_per_patient=2.75))
+    row = on.filter(pl.col("provider_nihdi") == MOVED).row(0, named=True)
+    assert not any(c["group"] == "patient list" and c["contribution"] >= 4 for c in json.loads(row["contributions"]))
+
+
 def test_every_group_has_features_the_profile_builds() -> None:
     assert {f for members in GROUPS.values() for f in members} <= set(FEATURES)
 
