@@ -92,12 +92,22 @@ def _share_scale(feature: str, denominator: str, group: Sequence[str], pool: Seq
     return (noise + tau2).sqrt()
 
 
-def _share_z(feature: str, denominator: str, group: Sequence[str], pool: Sequence[str], adjusted: bool) -> pl.Expr:
-    """Count-aware z of a share against what its peers make expected (:func:`_expected_share`)."""
-    z = (pl.col(feature) - _expected_share(feature, group, adjusted)) / _share_scale(
-        feature, denominator, group, pool, adjusted
-    )
-    return pl.when(pl.col(denominator) > 0).then(z).otherwise(0.0)
+def _compared(feature: str, adjusted: bool) -> pl.Expr:
+    """The column holding the share a provider is compared with (:func:`_expected_share`):
+    ``mix_`` given the patient mix, else the peer median, ``median_``."""
+    return pl.col(f"mix_{feature}" if adjusted else f"median_{feature}")
+
+
+def _share_zs(adjusted: bool) -> list[pl.Expr]:
+    """Per share ``_z_``: its count-aware z, from the columns :func:`_peer_z` and the peer
+    statistics wrote (what it is compared with, ``_s_`` its spread)."""
+    return [
+        pl.when(pl.col(denominator) > 0)
+        .then((pl.col(f) - _compared(f, adjusted)) / pl.col(f"_s_{f}"))
+        .otherwise(0.0)
+        .alias(f"_z_{f}")
+        for f, denominator in SHARES.items()
+    ]
 
 
 def _as_normal(t: pl.Expr, df: pl.Expr) -> pl.Expr:
@@ -107,14 +117,13 @@ def _as_normal(t: pl.Expr, df: pl.Expr) -> pl.Expr:
 
 
 def _peer_z(features: Sequence[str], group: Sequence[str], pool: Sequence[str], adjusted: bool) -> list[pl.Expr]:
-    """Per feature ``_z_``: its z against the peers in ``group``, both sides, with spreads
-    shrunk toward those of ``pool`` (:func:`detectors.peers.spread`)."""
+    """Per level ``_z_``: its z against the peers in ``group``, both sides; per share ``_s_``:
+    the spread its z is measured in (:func:`_share_zs`). Spreads are shrunk toward those of
+    ``pool`` (:func:`detectors.peers.spread`)."""
     levels = [f for f in features if f not in SHARES]
-    exprs = [_share_z(f, SHARES[f], group, pool, adjusted).alias(f"_z_{f}") for f in features if f in SHARES]
-    # What a trade-off needs to write its expected share back in the share's units.
-    scales = [_share_scale(f, SHARES[f], group, pool, adjusted).alias(f"_s_{f}") for f in TRADE_OFFS]
+    scales = [_share_scale(f, SHARES[f], group, pool, adjusted).alias(f"_s_{f}") for f in features if f in SHARES]
     logs = robust_z([f"_log_{f}" for f in levels], group, pool)
-    return exprs + scales + [z.alias(f"_z_{f}") for f, z in zip(levels, logs, strict=True)]
+    return scales + [z.alias(f"_z_{f}") for f, z in zip(levels, logs, strict=True)]
 
 
 def _trade_off(feature: str, against: str, group: Sequence[str]) -> list[pl.Expr]:
@@ -149,8 +158,9 @@ def _judged_with_trade_offs(adjusted: bool) -> list[pl.Expr]:
     exprs = []
     for feature, against in TRADE_OFFS.items():
         carries = pl.col(f"_t_{feature}") > pl.col(f"_z_{feature}")
-        compared = pl.col(f"mix_{feature}") if adjusted else pl.col(f"median_{feature}")
-        for_trade_off = (compared + pl.col(f"_s_{feature}") * pl.col(f"_fit_{feature}")).clip(0.0, 1.0)
+        for_trade_off = (_compared(feature, adjusted) + pl.col(f"_s_{feature}") * pl.col(f"_fit_{feature}")).clip(
+            0.0, 1.0
+        )
         usual = pl.col(f"mix_{feature}") if adjusted else pl.lit(None, pl.Float64)
         exprs += [
             pl.max_horizontal(f"_z_{feature}", f"_t_{feature}").alias(f"_z_{feature}"),
@@ -165,8 +175,8 @@ def _judged_with_trade_offs(adjusted: bool) -> list[pl.Expr]:
 
 def _evidence(features: Sequence[str]) -> list[pl.Expr]:
     """Per feature ``e_``: its one-sided z (0 when below peers or within ``AT_MEDIAN`` above
-    them), clipped to ``EVIDENCE_LIMIT``, from the ``_z_`` columns of :func:`_peer_z` and
-    ``peer_group_size``.
+    them), clipped to ``EVIDENCE_LIMIT``, from the ``_z_`` columns (:func:`_peer_z`,
+    :func:`_share_zs`, :func:`_judged_with_trade_offs`) and ``peer_group_size``.
 
     The peers' median and spread are estimates: a z against 9 peers proves less than the same
     z against 300, so each is worth the normal z of a t with one degree of freedom fewer than
@@ -240,6 +250,7 @@ def peer_evidence(
 
     evidence = (
         grouped.with_columns(by_level(build, levels, ("period",)))
+        .with_columns(_share_zs(adjusted))
         .with_columns(by_level(trade_offs, levels, ("period",)))
         .with_columns(_judged_with_trade_offs(adjusted))
         .with_columns(_evidence(FEATURES))
