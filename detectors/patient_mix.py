@@ -70,24 +70,22 @@ def with_stratum(frame: pl.LazyFrame, patients: pl.LazyFrame, year: pl.Expr) -> 
     )
 
 
-def stratum_sums(
-    per_patient: pl.LazyFrame, patients: pl.LazyFrame, keys: list[str], shares: Sequence[str], year: pl.Expr
-) -> pl.LazyFrame:
+def stratum_sums(per_patient: pl.LazyFrame, keys: list[str], shares: Sequence[str]) -> pl.LazyFrame:
     """Per ``keys`` (provider and period), profession and patient stratum: the numerator and
     denominator of every indicator of :func:`_per_patient_ratios`, summed over the patients
     (a provider's expected value weighs stratum rates by these sums). ``per_patient`` has a
-    row per ``keys``, ``profession`` and ``patient_id`` with what those ratios read, and the
-    period's ``year`` read from them."""
+    row per ``keys``, ``profession`` and ``patient_id`` with the patient's ``_stratum``
+    (:func:`with_stratum`) and what those ratios read."""
     ratios = _per_patient_ratios(shares)
     terms = per_patient.select(
         *keys,
         "profession",
-        "patient_id",
+        "_stratum",
         *(e.alias(f"_num_{f}") for f, (e, _) in ratios.items()),
         *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
     )
     sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
-    return with_stratum(terms, patients, year).group_by(*keys, "profession", "_stratum").agg(sums)
+    return terms.group_by(*keys, "profession", "_stratum").agg(sums)
 
 
 def expected_values(sums: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

@@ -195,14 +195,25 @@ def profile_parts(
     base = lines.lazy().with_columns(_period_number(period), flagged, *keyed)
     keys = [ID, "period"]
     fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
-    # Lines per patient and kind of service: what the patient list, the patient mix and the
-    # dearer-fee share read, grouped once (grouping lines by patient is a profile's costliest step).
-    per_patient_and_kind = base.group_by(*fee_keys, "patient_id").agg(
+    patients = keyed_patients(patients.lazy()) if patients is not None else None
+    if patients is not None and not patients.select(pl.len()).collect().item():
+        patients = None
+    # Each line with its patient's stratum, joined once: lines per patient (the patient list
+    # and the patient mix) and lines per kind of service, fee and stratum (the dearer-fee
+    # share) are then both read from the lines. Grouping lines by patient is a profile's
+    # costliest step; joining the lines once cost less than joining each grouping.
+    if patients is None:
+        stratified = base.with_columns(pl.lit(None, pl.UInt8).alias("_stratum"))
+    else:
+        stratified = patient_mix.with_stratum(base, patients, PERIOD_YEAR)
+    per_patient = stratified.group_by(*keys, "profession", "patient_id").agg(
+        pl.col("_stratum").first(),
         pl.len().alias("_n"),
         pl.col("amount_reimbursed").sum().alias("_amount"),
         *(share.sum().alias(f"_num_{name}") for name, share in LINE_SHARES.items()),
         *(share.count().alias(f"_den_{name}") for name, share in LINE_SHARES.items()),
     )
+    fees = stratified.group_by(*fee_keys, "_stratum").agg(pl.len().alias("_n")).with_columns(*named)
     busiest = (
         base.group_by(*keys, "service_date")
         .agg(pl.len().alias("_n"))
@@ -245,17 +256,18 @@ def profile_parts(
     )
     codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n")).with_columns(*named)
     # One pass over the lines for all: the engine reads ``base`` once for every plan.
-    provider_frame, busiest_frame, typed_frame, codes_frame, fine = pl.collect_all(
-        [per_provider, busiest, typed, codes, per_patient_and_kind]
-    )
-    per_patient = (
-        fine.lazy().group_by(*keys, "profession", "patient_id").agg(pl.col("_n", "_amount", "^_(num|den)_.*$").sum())
+    provider_frame, busiest_frame, typed_frame, codes_frame, patient_frame, fees_frame = pl.collect_all(
+        [per_provider, busiest, typed, codes, per_patient, fees]
     )
     n = pl.col("_n")
-    patient_list = per_patient.group_by(keys).agg(
-        pl.len().alias("patients"),
-        (n == 1).mean().alias("share_patients_seen_once"),
-        n.filter(n > 1).mean().fill_null(0.0).alias("repeat_intensity"),
+    patient_list = (
+        patient_frame.lazy()
+        .group_by(keys)
+        .agg(
+            pl.len().alias("patients"),
+            (n == 1).mean().alias("share_patients_seen_once"),
+            n.filter(n > 1).mean().fill_null(0.0).alias("repeat_intensity"),
+        )
     )
     local = (
         provider_frame.lazy()
@@ -272,23 +284,10 @@ def profile_parts(
         .drop("_amount")
         .with_columns(*named)
     )
-    patients = keyed_patients(patients.lazy()) if patients is not None else None
-    if patients is None or not patients.select(pl.len()).collect().item():
-        fees = (
-            fine.lazy()
-            .group_by(fee_keys)
-            .agg(pl.col("_n").sum())
-            .with_columns(pl.lit(None, pl.String).alias("_stratum"))
-        )
-        local_frame, fees_frame = pl.collect_all([local, fees.with_columns(*named)])
-        return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=None)
-    fees = (
-        patient_mix.with_stratum(fine.lazy().select(*fee_keys, "patient_id", "_n"), patients, PERIOD_YEAR)
-        .group_by(*fee_keys, "_stratum")
-        .agg(pl.col("_n").sum())
-    )
-    mix = patient_mix.stratum_sums(per_patient, patients, keys, list(LINE_SHARES), PERIOD_YEAR)
-    local_frame, fees_frame, mix_frame = pl.collect_all([local, fees.with_columns(*named), mix.with_columns(*named)])
+    if patients is None:
+        return ProfileParts(local=local.collect(), codes=codes_frame, fees=fees_frame.lazy(), mix=None)
+    mix = patient_mix.stratum_sums(patient_frame.lazy(), keys, list(LINE_SHARES))
+    local_frame, mix_frame = pl.collect_all([local, mix.with_columns(*named)])
     return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=mix_frame)
 
 
