@@ -113,6 +113,15 @@ def _champion(profiles: pl.DataFrame) -> pl.DataFrame:
     return score_profiles(fit_profiles(profiles), profiles).select("provider_nihdi", "period", "score")
 
 
+def _share_in_top_k(scored: pl.DataFrame, providers: pl.Series, k: int) -> float:
+    """The share of the ``k`` best scores that ``providers`` take, providers tied at the k-th
+    score sharing its places as precision at k shares them."""
+    from detectors.tracking import precision_at_k
+
+    among = scored["provider_nihdi"].is_in(providers.implode()).to_numpy()
+    return precision_at_k(among, scored["score"].to_numpy(), k)
+
+
 def evaluate(
     profiles: pl.DataFrame, labels: pl.DataFrame, exclude: pl.Series, atypical: pl.DataFrame, *, verdicts: bool = False
 ) -> list[dict[str, object]]:
@@ -143,11 +152,10 @@ def evaluate(
             anomalous = subset.filter(pl.col("anomaly").is_not_null())
             metrics = quality(subset, anomalous, anomalous.height)
             if metrics:
-                top = subset.sort("score", descending=True).head(anomalous.height)
-                metrics["atypical_in_top_k"] = top["provider_nihdi"].is_in(atypical["provider_nihdi"].implode()).mean()
+                k = anomalous.height
+                metrics["atypical_in_top_k"] = _share_in_top_k(subset, atypical["provider_nihdi"], k)
                 for practice, ids in atypical.group_by("atypical"):
-                    share = top["provider_nihdi"].is_in(ids["provider_nihdi"].implode()).mean()
-                    metrics[f"{practice[0]}_in_top_k"] = share
+                    metrics[f"{practice[0]}_in_top_k"] = _share_in_top_k(subset, ids["provider_nihdi"], k)
                 rows.append({"detector": detector, "kind": kind, "anomalous": anomalous.height, **metrics})
     rows.append({"detector": "default", "kind": "seconds", "seconds": seconds})
     if verdicts:
@@ -253,10 +261,14 @@ def run_cell(
     from detectors.peers import assign_peer_groups
 
     grouped = assign_peer_groups(profiles)
+
+    def median(frame: pl.DataFrame, column: str) -> float:
+        return float(frame.select(pl.col(column).median().fill_null(0.0)).item())
+
     shape = {
-        "median_patients_a_year": float(profiles["patients"].median() or 0),
-        "median_lines_a_year": float(profiles["lines"].median() or 0),
-        "median_peer_group": float(grouped["peer_group_size"].median() or 0),
+        "median_patients_a_year": median(profiles, "patients"),
+        "median_lines_a_year": median(profiles, "lines"),
+        "median_peer_group": median(grouped, "peer_group_size"),
     }
     results = evaluate(profiles, data.labels, data.scenario["provider_nihdi"], data.atypical, verdicts=verdicts)
     return results, shape
