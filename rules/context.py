@@ -134,15 +134,18 @@ def in_window(time: pl.Expr, start: pl.Expr, end: pl.Expr) -> pl.Expr:
 MINUTE_US, DAY_US = 60_000_000, 86_400_000_000
 
 
-def _minutes(service_time: pl.Expr, encoded_at: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+def times_of_day(service_time: pl.Expr, encoded_at: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
     """Microseconds since midnight of the service time and of the typing time."""
     return service_time.cast(pl.Int64) // 1000, encoded_at.cast(pl.Int64) % DAY_US
 
 
+def _same_minute(served: pl.Expr, typed: pl.Expr) -> pl.Expr:
+    return served // MINUTE_US == typed // MINUTE_US
+
+
 def stamped(service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
     """The service time is the typing time, to the minute: the software's stamp, not the visit's."""
-    served, typed = _minutes(service_time, encoded_at)
-    return served // MINUTE_US == typed // MINUTE_US
+    return _same_minute(*times_of_day(service_time, encoded_at))
 
 
 # A package's share of evening-coded lines bearing the stamp, from its counts (null without any).
@@ -151,16 +154,18 @@ STAMPED_SHARE = (
 )
 
 
-def time_of_record(service_date: pl.Expr, service_time: pl.Expr, encoded_at: pl.Expr) -> pl.Expr:
-    """The moment a line says its service took place, on its date of service.
+def time_of_record(service_date: pl.Expr, served: pl.Expr, typed: pl.Expr) -> pl.Expr:
+    """The moment a line says its service took place, on its date of service, from the times
+    of day of its service and of its typing (:func:`times_of_day`).
 
     Practice software stamps a line with the moment it is typed when no time is entered, so a
     service time equal to the typing time (see :func:`stamped`) says nothing of the visit
     itself: then, as without a service time, the typing time is the time of record. Computed
-    on microsecond counts: ten million lines, and each temporal cast would copy them.
+    on microsecond counts: ten million lines, and each temporal cast would copy them. The times
+    of day are best columns: an expression written in both branches of a condition is
+    computed in both.
     """
-    served, typed = _minutes(service_time, encoded_at)
-    clock = pl.when(stamped(service_time, encoded_at).not_()).then(served).otherwise(pl.coalesce(typed, served))
+    clock = pl.when(_same_minute(served, typed).not_()).then(served).otherwise(pl.coalesce(typed, served))
     return (service_date.cast(pl.Int64) * DAY_US + clock).cast(pl.Datetime("us"))
 
 
@@ -323,19 +328,24 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     # A frame of the five columns it reads: concatenating the wide attributes would copy them.
     # In one chunk each: lines read from many files come in many, and conditional
     # expressions over misaligned chunks are several times slower than the copy.
-    clock = pl.DataFrame(
-        [
-            lines["service_date"],
-            lines["service_time"],
-            lines["encoded_at"],
-            attributes["window_start"],
-            attributes["window_end"],
-        ]
-    ).rechunk()
+    served, typed = times_of_day(pl.col("service_time"), pl.col("encoded_at"))
+    clock = (
+        pl.DataFrame(
+            [
+                lines["service_date"],
+                lines["service_time"],
+                lines["encoded_at"],
+                attributes["window_start"],
+                attributes["window_end"],
+            ]
+        )
+        .rechunk()
+        .with_columns(served.alias("_served"), typed.alias("_typed"))
+    )
     timing = clock.select(
         in_window(pl.col("service_time"), pl.col("window_start"), pl.col("window_end")).alias("service_in_window"),
         weekend_or_holiday(pl.col("service_date"), first_day, last_day).alias("weekend_or_holiday"),
-        time_of_record(pl.col("service_date"), pl.col("service_time"), pl.col("encoded_at")).alias("recorded_at"),
+        time_of_record(pl.col("service_date"), pl.col("_served"), pl.col("_typed")).alias("recorded_at"),
     )
 
     uses = context["_use"].filter(context["is_third_party"]).unique()
