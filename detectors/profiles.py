@@ -68,21 +68,21 @@ LINE_SHARES: dict[str, pl.Expr] = {
 
 def period_expr(period: Period) -> pl.Expr:
     """A line's period, named by its year (``2024``) or its quarter (``2024Q2``)."""
-    return _period_name(period, _period_number(period))
+    return period_name(period, period_number(period))
 
 
-def _period_number(period: Period) -> pl.Expr:
+def period_number(period: Period) -> pl.Expr:
     """A line's period as a number, its year times ten plus its quarter (0 by year): the
     profiles group millions of lines by period, and by a number far faster than by text."""
     number = pl.col("service_date").dt.year().cast(pl.Int32) * 10
     return (number if period == "year" else number + pl.col("service_date").dt.quarter()).alias("period")
 
 
-PERIOD_YEAR = pl.col("period") // 10  # the year of a period numbered by :func:`_period_number`
+PERIOD_YEAR = pl.col("period") // 10  # the year of a period numbered by :func:`period_number`
 
 
-def _period_name(period: Period, number: pl.Expr) -> pl.Expr:
-    """The name of a period of grain ``period`` from its ``number`` (:func:`_period_number`)."""
+def period_name(period: Period, number: pl.Expr) -> pl.Expr:
+    """The name of a period of grain ``period`` from its ``number`` (:func:`period_number`)."""
     if period == "year":
         return (number // 10).cast(pl.String).alias("period")
     return pl.format("{}Q{}", number // 10, number % 10).alias("period")
@@ -191,8 +191,8 @@ def profile_parts(
     # Providers and patients keyed by a number (categorical, and two hashes), not by their text:
     # the groupings below are a profile's cost. The parts name providers by text.
     keyed = [pl.col(ID).cast(pl.Categorical), patient_key(pl.col("patient_id"))]
-    named = [pl.col(ID).cast(pl.String), _period_name(period, pl.col("period"))]
-    base = lines.lazy().with_columns(_period_number(period), flagged, *keyed)
+    named = [pl.col(ID).cast(pl.String), period_name(period, pl.col("period"))]
+    base = lines.lazy().with_columns(period_number(period), flagged, *keyed)
     keys = [ID, "period"]
     fee_keys = list(dict.fromkeys([*keys, *SERVICE_KIND, "code_fee_eur"]))  # the kind includes the profession
     patients = keyed_patients(patients.lazy()) if patients is not None else None
