@@ -18,7 +18,7 @@ partition in reading order, sees every copy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -29,7 +29,8 @@ from data_contracts.errors import writing
 from data_contracts.keys import repeated_hashes
 from data_contracts.loader import dataset_folder, files_of, quarantine_frame, raw_values_of, unreadable_table, validate
 from data_contracts.reader import FILE_COLUMN, SourceFile, row_counts, scan_raw
-from data_contracts.tables import TABLES
+from data_contracts.schemas import billing_lines_repeating_only
+from data_contracts.tables import TABLES, TableSpec
 
 LINES = TABLES["billing_lines"]
 LINES_PER_PARTITION = 3_000_000  # a partition of generated lines peaks near 2.7 GB (bench/bench_pipeline.py)
@@ -70,13 +71,13 @@ def partition_of(provider: pl.Expr, count: int) -> pl.Expr:
     return provider.hash().mod(count).alias(PART_COLUMN)
 
 
-def _repeated_claims(typed: pl.LazyFrame, count: int) -> tuple[pl.Expr, pl.DataFrame]:
-    """Whether a row's claim id may be read more than once (its hash is), and those rows,
-    few, each with its ``PART_COLUMN``: the partition of its claim id's first row's provider."""
-    claim = pl.col("claim_id")
-    hashes = repeated_hashes(typed, claim)
+def _repeated_claims(typed: pl.LazyFrame, hashes: pl.Series, count: int) -> tuple[pl.Expr, pl.DataFrame]:
+    """Whether a row's claim id may be read more than once (its hash is among ``hashes``), and
+    those rows, few, each with its ``PART_COLUMN``: the partition of its claim id's first row's
+    provider."""
     if hashes.is_empty():
         return pl.lit(False), pl.DataFrame(schema={PART_COLUMN: pl.UInt64})
+    claim = pl.col("claim_id")
     shared = claim.is_not_null() & claim.hash().is_in(hashes.implode())
     rows = typed.filter(shared).collect(engine="streaming").sort(FILE_COLUMN, "_row")
     return shared, rows.with_columns(partition_of(pl.col("provider_nihdi").first().over("claim_id"), count))
@@ -97,6 +98,8 @@ class LinePartitions:
 
     files: list[SourceFile]
     parts: list[pl.LazyFrame]
+    # The lines' contract, its duplicate check told which claim ids' hashes repeat.
+    spec: TableSpec = LINES
 
     @classmethod
     def split(cls, root: Path, count: int, folder: Path) -> LinePartitions:
@@ -112,9 +115,12 @@ class LinePartitions:
                 with writing(folder, WRITTEN):
                     typed.sink_parquet(folder / TYPED_FILE, compression="lz4", mkdir=True)
                 typed = pl.scan_parquet(folder / TYPED_FILE)
-            shared, repeated = _repeated_claims(typed, count)
+            hashes = repeated_hashes(typed, pl.col("claim_id"))
+            spec = replace(LINES, schema=billing_lines_repeating_only(hashes))
+            shared, repeated = _repeated_claims(typed, hashes, count)
             if count <= REREAD_PARTITIONS:
-                return cls(files=files, parts=[_rows_of(i, count, typed, shared, repeated) for i in range(count)])
+                parts = [_rows_of(i, count, typed, shared, repeated) for i in range(count)]
+                return cls(files=files, parts=parts, spec=spec)
             # Streamed: a join here would hold every line in memory, whatever the engine.
             own = typed.filter(~shared).with_columns(partition_of(pl.col("provider_nihdi"), count))
             with writing(folder, WRITTEN):
@@ -129,29 +135,32 @@ class LinePartitions:
                 (folder / f"{PART_COLUMN}={index}").mkdir(parents=True, exist_ok=True)
                 rows.write_parquet(folder / f"{PART_COLUMN}={index}" / "repeated-claim-ids.parquet", compression="lz4")
         written = sorted(folder.glob(f"{PART_COLUMN}=*"), key=lambda p: int(p.name.partition("=")[2]))
-        return cls(files=files, parts=[pl.scan_parquet(p) for p in written])
+        return cls(files=files, parts=[pl.scan_parquet(p) for p in written], spec=spec)
 
     def load(self, part: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """One partition's lines, validated (:func:`validate_partition`)."""
         try:
-            return validate_partition(part, valid_tables)
+            return validate_partition(part, valid_tables, self.spec)
         except pl.exceptions.PolarsError as exc:  # a file read again, found unreadable past its header
             raise unreadable_table(LINES.name, self.files, exc) from None
 
 
-def validate_partition(rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def validate_partition(
+    rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame], spec: TableSpec = LINES
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A partition's valid lines, and its failed rows' keys and reasons (``_source``, ``_row``,
     ``_reasons``) for :func:`quarantined_lines`.
 
     ``rows`` are typed, with ``FILE_COLUMN``. Only the order of the rows of one claim id
     matters (the first read is kept), and every row of a claim id read more than once comes
     with the partition's rows of repeated claim ids, in reading order: the partition is not
-    sorted.
+    sorted. ``spec``: the lines' contract, or the one :meth:`LinePartitions.split` gives, whose
+    duplicate check knows which claim ids may repeat.
     """
     # Streamed: a partition read from files it shares with others holds only its own rows. The
     # stream's many chunks are joined in one: every step after validation runs faster on it.
     typed = rows.collect(engine="streaming").rechunk().drop(FILE_COLUMN)
-    return validate(LINES, typed.lazy(), valid_tables)
+    return validate(spec, typed.lazy(), valid_tables)
 
 
 def in_reading_order(rows: pl.DataFrame) -> pl.DataFrame:

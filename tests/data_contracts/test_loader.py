@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts import TABLES, DatasetNotFoundError, MissingColumnError, MissingTableError, load_dataset
+from data_contracts.keys import repeated_hashes
 from data_contracts.loader import WITHHELD, files_of, load_files, load_records, validate
 from data_contracts.partitions import FILE_COLUMN, typed_lines
 from data_contracts.reader import BEYOND_HEADER, SourceFile, scan_files
+from data_contracts.schemas import billing_lines_repeating_only
 from secm.synth.scenarios import national_number
 from tests import factories as f
 
@@ -311,6 +314,33 @@ def test_rows_read_in_many_chunks_are_validated_as_rows_in_one(tmp_path: Path) -
     valid, failed = validate(spec, chunked.lazy(), references)
     assert_frame_equal(valid, validate(spec, typed.rechunk().lazy(), references)[0])
     assert dict(zip(failed["_row"], failed["_reasons"].to_list(), strict=True)) == {11: ["duplicate_key"]}
+
+
+def test_a_duplicate_check_told_which_claim_ids_repeat_quarantines_what_the_whole_check_does(
+    tmp_path: Path,
+) -> None:
+    """A run in partitions knows beforehand the hashes of the claim ids read more than once;
+    its check compares those rows only. A listed hash whose claim id is read once (as two ids
+    sharing a hash would be) keeps that row; a null claim id is nullability's."""
+    lines = [f.line(f"C{i}") for i in range(10)]
+    lines += [f.line("C4", patient_id="again"), f.line("C7", patient_id="again"), f.line("C4", patient_id="third")]
+    lines += [{**f.line("NULL"), "claim_id": None}]
+    root = f.write_dataset(tmp_path, lines=lines)
+    spec, references = TABLES["billing_lines"], load_dataset(root, without_lines=True).tables
+    typed = typed_lines(files_of(root, spec)).collect().drop(FILE_COLUMN)
+    hashes = repeated_hashes(typed.lazy(), pl.col("claim_id"))
+    listed = pl.concat([hashes, pl.Series(["C2"]).hash()])
+    told = replace(spec, schema=billing_lines_repeating_only(listed))
+
+    valid, failed = validate(told, typed.lazy(), references)
+    whole_valid, whole_failed = validate(spec, typed.lazy(), references)
+    assert_frame_equal(valid, whole_valid)
+    assert_frame_equal(failed, whole_failed)
+    reasons = dict(zip(failed["_row"], failed["_reasons"].to_list(), strict=True))
+    assert reasons == {11: ["duplicate_key"], 12: ["duplicate_key"], 13: ["duplicate_key"], 14: ["missing_claim_id"]}
+    # Told of no repeats, the check keeps every copy: what it compares is what it was told.
+    untold = replace(spec, schema=billing_lines_repeating_only(hashes.clear()))
+    assert validate(untold, typed.lazy(), references)[0].height == whole_valid.height + 3
 
 
 def test_files_of_one_schema_are_read_in_one_scan_as_if_one_by_one(tmp_path: Path) -> None:
