@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from data_contracts import load_dataset
 from detectors.patient_mix import PRIOR
-from detectors.profiles import FEATURES, provider_profiles, sorted_as_pair
+from detectors.profiles import FEATURES, counted_median, provider_profiles, sorted_as_pair
 from rules import enriched_lines, evaluate
 from tests import factories as f
 
@@ -272,3 +272,19 @@ def test_one_number_sorts_as_a_day_and_a_typing_time_do(pairs: list[tuple[int, d
     frame = pl.DataFrame(pairs, schema={"day": pl.UInt64, "at": pl.Datetime("us")}, orient="row")
     by_number = frame.sort(sorted_as_pair(pl.col("day"), pl.col("at")))
     assert by_number.rows() == frame.sort("day", "at").rows()
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.one_of(st.none(), st.integers(-400, 400)), st.integers(1, 5)),
+        min_size=1,
+        max_size=40,
+    )
+)
+@example([("a", None, 2)])  # a group with no value has no median
+@example([("a", 1, 1), ("a", 4, 1)])  # two middle values: their mean
+def test_a_median_read_from_counts_is_the_median_of_the_lines_counted(rows: list[tuple[str, int | None, int]]) -> None:
+    counted = pl.DataFrame(rows, schema={"g": pl.String, "v": pl.Int64, "_n": pl.UInt32}, orient="row")
+    lines = counted.select("g", pl.col("v").repeat_by("_n")).explode("v").drop_nulls("v")
+    expected = dict(lines.group_by("g").agg(pl.col("v").median()).iter_rows())
+    assert dict(counted_median(counted.lazy(), ["g"], "v", "m").collect().iter_rows()) == expected
