@@ -20,26 +20,22 @@ the provider's patients (:data:`RATIOS`), which is what makes this exact.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import polars as pl
 
 PRIOR = 50  # patients or lines: how much a stratum needs before its own rate outweighs the profession's
 AGE_BANDS = (18, 65, 80)  # bands 0-17, 18-64, 65-79, 80 and over
 
 
-def _per_patient_ratios(shares: Sequence[str]) -> dict[str, tuple[pl.Expr, pl.Expr]]:
-    """Per indicator, its numerator and denominator for one patient of a provider, from the
-    patient's lines (``_n``), amount (``_amount``) and each share's counts (``_num_<share>``
-    lines that meet its condition, ``_den_<share>`` lines where it is known)."""
+def _per_patient_ratios() -> dict[str, tuple[pl.Expr, pl.Expr]]:
+    """Per indicator counted per patient, its numerator and denominator for one patient of a
+    provider, from the patient's lines (``_n``) and amount (``_amount``)."""
     n = pl.col("_n")
-    ratios = {
+    return {
         "lines_per_patient": (n, pl.lit(1)),
         "amount_per_patient": (pl.col("_amount"), pl.lit(1)),
         "share_patients_seen_once": ((n == 1).cast(pl.Int64), pl.lit(1)),
         "repeat_intensity": (pl.when(n > 1).then(n).otherwise(0), (n > 1).cast(pl.Int64)),
     }
-    return ratios | {name: (pl.col(f"_num_{name}"), pl.col(f"_den_{name}")) for name in shares}
 
 
 def _stratum(year: pl.Expr) -> pl.Expr:
@@ -70,22 +66,26 @@ def with_stratum(frame: pl.LazyFrame, patients: pl.LazyFrame, year: pl.Expr) -> 
     )
 
 
-def stratum_sums(per_patient: pl.LazyFrame, keys: list[str], shares: Sequence[str]) -> pl.LazyFrame:
+def stratum_sums(per_patient: pl.LazyFrame, line_sums: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     """Per ``keys`` (provider and period), profession and patient stratum: the numerator and
-    denominator of every indicator of :func:`_per_patient_ratios`, summed over the patients
-    (a provider's expected value weighs stratum rates by these sums). ``per_patient`` has a
-    row per ``keys``, ``profession`` and ``patient_id`` with the patient's ``_stratum``
-    (:func:`with_stratum`) and what those ratios read."""
-    ratios = _per_patient_ratios(shares)
+    denominator of every indicator, summed over the patients (a provider's expected value
+    weighs stratum rates by these sums).
+
+    ``per_patient`` has a row per ``keys``, ``profession`` and ``patient_id`` with the
+    patient's ``_stratum`` (:func:`with_stratum`), lines ``_n`` and amount ``_amount``, which
+    the indicators of :func:`_per_patient_ratios` read; ``line_sums``, per ``keys``,
+    ``profession`` and ``_stratum``, each share of lines' numerator and denominator
+    (``_num_<share>``, ``_den_<share>``) summed over the lines, which is their sum over the
+    patients."""
+    ratios = _per_patient_ratios()
+    group = [*keys, "profession", "_stratum"]
     terms = per_patient.select(
-        *keys,
-        "profession",
-        "_stratum",
+        *group,
         *(e.alias(f"_num_{f}") for f, (e, _) in ratios.items()),
         *(d.alias(f"_den_{f}") for f, (_, d) in ratios.items()),
     )
     sums = [pl.col(f"_{part}_{f}").sum() for f in ratios for part in ("num", "den")]
-    return terms.group_by(*keys, "profession", "_stratum").agg(sums)
+    return terms.group_by(group).agg(sums).join(line_sums, on=group, how="left", nulls_equal=True)
 
 
 def expected_values(sums: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

@@ -207,11 +207,7 @@ def profile_parts(
     else:
         stratified = patient_mix.with_stratum(base, patients, PERIOD_YEAR)
     per_patient = stratified.group_by(*keys, "profession", "patient_id").agg(
-        pl.col("_stratum").first(),
-        pl.len().alias("_n"),
-        pl.col("amount_reimbursed").sum().alias("_amount"),
-        *(share.sum().alias(f"_num_{name}") for name, share in LINE_SHARES.items()),
-        *(share.count().alias(f"_den_{name}") for name, share in LINE_SHARES.items()),
+        pl.col("_stratum").first(), pl.len().alias("_n"), pl.col("amount_reimbursed").sum().alias("_amount")
     )
     fees = stratified.group_by(*fee_keys, "_stratum").agg(pl.len().alias("_n")).with_columns(*named)
     busiest = (
@@ -255,9 +251,18 @@ def profile_parts(
     delays = counted_median(
         base.group_by(*keys, delay).agg(pl.len().alias("_n")), keys, "_delay", "submission_delay_days"
     )
+    plans = [per_provider, busiest, typed, delays, codes, per_patient, fees]
+    if patients is not None:  # the patient mix's shares of lines, summed per stratum (not per patient: fewer groups)
+        plans.append(
+            stratified.group_by(*keys, "profession", "_stratum").agg(
+                sum_
+                for name, share in LINE_SHARES.items()
+                for sum_ in (share.sum().alias(f"_num_{name}"), share.count().alias(f"_den_{name}"))
+            )
+        )
     # One pass over the lines for all: the engine reads ``base`` once for every plan.
-    provider_frame, busiest_frame, typed_frame, delays_frame, codes_frame, patient_frame, fees_frame = pl.collect_all(
-        [per_provider, busiest, typed, delays, codes, per_patient, fees]
+    provider_frame, busiest_frame, typed_frame, delays_frame, codes_frame, patient_frame, fees_frame, *shares = (
+        pl.collect_all(plans)
     )
     n = pl.col("_n")
     patient_list = (
@@ -287,7 +292,7 @@ def profile_parts(
     )
     if patients is None:
         return ProfileParts(local=local.collect(), codes=codes_frame, fees=fees_frame.lazy(), mix=None)
-    mix = patient_mix.stratum_sums(patient_frame.lazy(), keys, list(LINE_SHARES))
+    mix = patient_mix.stratum_sums(patient_frame.lazy(), shares[0].lazy(), keys)
     local_frame, mix_frame = pl.collect_all([local, mix.with_columns(*named)])
     return ProfileParts(local=local_frame, codes=codes_frame, fees=fees_frame.lazy(), mix=mix_frame)
 
