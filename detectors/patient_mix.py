@@ -15,7 +15,7 @@ indirect standardisation, as epidemiologists compare mortality between hospitals
 
 A patient missing from the table (the table may be partial) counts at the profession's rate.
 Every indicator the detector scores is one ratio ``sum(numerator) / sum(denominator)`` over
-the provider's patients (:data:`RATIOS`), which is what makes this exact.
+the provider's patients (:func:`stratum_sums`), which is what makes this exact.
 """
 
 from __future__ import annotations
