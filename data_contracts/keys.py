@@ -20,18 +20,22 @@ def may_repeat(key: pl.Expr) -> pl.Expr:
     return hashed.is_in(repeated)
 
 
-def first_reads(key: pl.Expr) -> pl.Expr:
+def first_reads(key: pl.Expr, repeated: pl.Series | None = None) -> pl.Expr:
     """True for the first row of each key, in row order (nulls compare equal).
 
     Only the rows that :func:`may_repeat` are compared by their keys. The test is one batch
     over the whole column: written as one expression, it would name ``may_repeat`` twice, and
     Polars would sort the hashes twice (it does not share a subexpression holding a list's
-    ``eval``): a third of the duplicate check of millions of lines.
+    ``eval``): a third of the duplicate check of millions of lines. Given ``repeated``, the
+    hashes of the keys read more than once found beforehand (:func:`repeated_hashes` over a
+    whole table, of which these rows are a part), only the rows with one of them are
+    compared, and no hash is sorted.
     """
 
     def first(keys: pl.Series) -> pl.Series:
         frame, key = keys.to_frame("k"), pl.col("k")
-        shared = frame.select(may_repeat(key)).to_series()
+        candidates = may_repeat(key) if repeated is None else key.hash().is_in(repeated.implode())
+        shared = frame.select(candidates).to_series()
         return frame.select(~shared | pl.when(shared).then(key).is_first_distinct()).to_series()
 
     return key.map_batches(first, return_dtype=pl.Boolean)

@@ -62,10 +62,11 @@ def _digits(count: int, *, nullable: bool = False) -> dy.String:
     return dy.String(nullable=nullable, check={"digits": Digits(count)})
 
 
-def _first_of_key(*columns: str) -> pl.Expr:
-    """True for the first row read with this key (rows are in read order)."""
+def _first_of_key(*columns: str, repeated: pl.Series | None = None) -> pl.Expr:
+    """True for the first row read with this key (rows are in read order); ``repeated``, see
+    :func:`data_contracts.keys.first_reads`."""
     key = pl.struct(columns) if len(columns) > 1 else pl.col(columns[0])
-    return pl.any_horizontal(pl.col(c).is_null() for c in columns) | first_reads(key)
+    return pl.any_horizontal(pl.col(c).is_null() for c in columns) | first_reads(key, repeated)
 
 
 class Provenance(dy.Schema):
@@ -139,9 +140,7 @@ def billing_lines_repeating_only(hashes: pl.Series) -> type[BillingLines]:
     class KnownRepeats(BillingLines):
         @dy.rule()
         def duplicate_key(cls) -> pl.Expr:
-            claim = pl.col("claim_id")
-            may_repeat = claim.hash().is_in(hashes.implode())
-            return claim.is_null() | ~may_repeat | pl.when(may_repeat).then(claim).is_first_distinct()
+            return _first_of_key(*cls.key, repeated=hashes)
 
     return KnownRepeats
 
