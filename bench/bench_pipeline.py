@@ -8,6 +8,16 @@ Each stage runs in its own process so that its peak RSS is its own:
     uv run python bench/bench_pipeline.py --lines 10000000 --sample 1000000
     uv run python bench/bench_pipeline.py --data DATASET --sample 0 --stages run \
         --partitions 1,2 --database-url postgresql://postgres@127.0.0.1:5432/test
+
+A two-core machine's wall times drift by a tenth from one hour to the next, more than most
+changes save. ``--repeat N`` runs every configuration N times, in rounds (each configuration
+once per round), and summarises each; ``--against TREE`` adds the same runs of the code in
+another source tree (say a ``git worktree`` of the commit before a change), in turn with this
+checkout's, so that a before and after see the same hours:
+
+    git worktree add /tmp/before HEAD~1
+    uv run python bench/bench_pipeline.py --data DATASET --sample 0 --stages run \
+        --repeat 5 --against /tmp/before
 """
 
 from __future__ import annotations
@@ -17,11 +27,14 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from itertools import product
 from pathlib import Path
+from typing import Any
 
 from service import busy_seconds, fresh_database
 
@@ -54,7 +67,7 @@ def _pipeline(out: str, queue: mp.Queue) -> None:
     done = time.perf_counter()
     reform = evaluate(tables, lines=lines, legislation="reform_art174")
     reformed = time.perf_counter()
-    report = {
+    report: dict[str, Any] = {
         "load_validate_seconds": loaded - started,
         "rules_seconds": done - loaded,
         "reform_rules_seconds_on_enriched_lines": reformed - done,
@@ -123,13 +136,18 @@ def _compare(out: str, sample: int, queue: mp.Queue) -> None:
     )
 
 
-def secm_run(data: str, partitions: str, database_url: str, home: str, *options: str) -> dict[str, object]:
+def secm_run(
+    data: str, partitions: str, database_url: str, home: str, *options: str, code: Path | None = None
+) -> dict[str, object]:
     """``secm run`` as a user types it (with ``options``), in a process of its own: wall time,
     peak RSS (of it and of what it started, a Spark JVM included), the machine's CPU time
-    meanwhile and the stage timings it records."""
+    meanwhile and the stage timings it records. ``code``: a source tree whose packages run
+    instead of this checkout's (first on the path, with this environment's dependencies)."""
     out = Path(home) / "out"
     command = [str(Path(sys.executable).parent / "secm"), "run", "--data", data, "--out", str(out), *options]
     env = {**os.environ, "SECM_HOME": home, "SECM_DATABASE_URL": database_url}
+    if code is not None:
+        env["PYTHONPATH"] = str(code.resolve())
     if partitions != "auto":
         command += ["--partitions", partitions]
     errors = Path(home) / "stderr.log"  # a file: a pipe nobody reads would stall a chatty run
@@ -151,6 +169,27 @@ def secm_run(data: str, partitions: str, database_url: str, home: str, *options:
         "cores_busy": cpu / seconds,
         "stages": info["timings"],
     }
+
+
+def summary(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per configuration (the values of ``keys``), the runs' wall times (least, median, most),
+    the median throughput and the highest peak RSS."""
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault(tuple(run[k] for k in keys), []).append(run)
+    rows = []
+    for configuration, group in grouped.items():
+        walls = sorted(run["wall_seconds"] for run in group)
+        rows.append(
+            {
+                **dict(zip(keys, configuration, strict=True)),
+                "runs": len(group),
+                "wall_seconds": {"least": walls[0], "median": statistics.median(walls), "most": walls[-1]},
+                "lines_per_second_median": statistics.median(run["lines_per_second"] for run in group),
+                "peak_rss_mb_most": max(run["peak_rss_mb"] for run in group),
+            }
+        )
+    return rows
 
 
 def in_process(target, *args):  # type: ignore[no-untyped-def]
@@ -176,7 +215,15 @@ def main() -> None:
         "--partitions", default="auto", help="secm run --partitions, comma-separated (auto: its default)."
     )
     parser.add_argument("--database-url", help="Also publish to this PostgreSQL server, in a schema of its own.")
+    parser.add_argument("--repeat", type=int, default=1, help="Rounds of secm run: each configuration once a round.")
+    parser.add_argument(
+        "--against", type=Path, help="A source tree whose secm run runs in turn with this checkout's (same rounds)."
+    )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.against is not None and not (args.against / "secm" / "cli.py").is_file():
+        parser.error(f"--against {args.against}: not a source tree of this project (no secm/cli.py)")
     stages = set(args.stages.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         data = str(args.data or Path(tmp) / "data")
@@ -196,13 +243,22 @@ def main() -> None:
         if "run" in stages:
             report["secm_run"] = runs = []
             servers = {"sqlite": None, **({"postgresql": args.database_url} if args.database_url else {})}
-            for name, server in servers.items():
-                for partitions in args.partitions.split(","):
+            codes = {"this checkout": None, **({str(args.against): args.against} if args.against else {})}
+            configurations = list(product(servers.items(), args.partitions.split(","), codes.items()))
+            for number in range(1, args.repeat + 1):
+                for (name, server), partitions, (label, code) in configurations:
                     with (
                         tempfile.TemporaryDirectory(dir=tmp) as home,
                         fresh_database(server, home, "bench_pipeline") as url,
                     ):
-                        runs.append({"database": name, **secm_run(data, partitions, url, home)})
+                        result = secm_run(data, partitions, url, home, code=code)
+                        runs.append({"code": label, "database": name, "round": number, **result})
+                    print(
+                        f"round {number}/{args.repeat}: {label}, {name}: {result['wall_seconds']:.1f} s",
+                        file=sys.stderr,
+                    )
+            if args.repeat > 1 or args.against:
+                report["secm_run_summary"] = summary(runs, ("code", "database", "partitions"))
         if args.sample:
             report["backends_on_sample"] = in_process(_compare, data, args.sample)
     print(json.dumps(report, indent=2, default=lambda v: round(v, 2)))
