@@ -192,6 +192,23 @@ def summary(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str,
     return rows
 
 
+def saved(runs: list[dict[str, Any]], against: str) -> list[dict[str, Any]]:
+    """Per database and partitions, the seconds this checkout's run took less than the run of
+    the tree ``against`` in the same round, round by round and their median: runs in turn are
+    compared with their neighbour, whose hour they shared, rather than with every other."""
+    walls = {(run["code"], run["database"], run["partitions"], run["round"]): run["wall_seconds"] for run in runs}
+    rows: dict[tuple[Any, ...], list[float]] = {}
+    for (code, database, partitions, number), wall in walls.items():
+        if code == against:
+            rows.setdefault((database, partitions), []).append(
+                wall - walls["this checkout", database, partitions, number]
+            )
+    return [
+        {"database": database, "partitions": partitions, "by_round": by_round, "median": statistics.median(by_round)}
+        for (database, partitions), by_round in rows.items()
+    ]
+
+
 def in_process(target, *args):  # type: ignore[no-untyped-def]
     queue: mp.Queue = mp.Queue()
     process = mp.get_context("fork").Process(target=target, args=(*args, queue))
@@ -259,6 +276,8 @@ def main() -> None:
                     )
             if args.repeat > 1 or args.against:
                 report["secm_run_summary"] = summary(runs, ("code", "database", "partitions"))
+            if args.against:
+                report["secm_run_saved"] = saved(runs, str(args.against))
         if args.sample:
             report["backends_on_sample"] = in_process(_compare, data, args.sample)
     print(json.dumps(report, indent=2, default=lambda v: round(v, 2)))
