@@ -20,8 +20,6 @@ is what a model card and a run must state, so that someone looks at it.
 
 from __future__ import annotations
 
-import importlib
-import threading
 from typing import Any
 
 import polars as pl
@@ -125,13 +123,6 @@ def _disparity(
         "profiles": row["profiles"],
         "p_value": float(f"{p:.3g}"),
     }
-
-
-def import_tests_meanwhile() -> None:
-    """Start importing the report's tests (SciPy's statistics) in a thread of its own: it
-    takes 0.6 s, a third of a small run, and a run spends most of its time in Polars, which
-    leaves the interpreter free meanwhile."""
-    threading.Thread(target=importlib.import_module, args=("scipy.stats",), name="secm-import", daemon=True).start()
 
 
 def fairness_report(

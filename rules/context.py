@@ -171,7 +171,7 @@ def time_of_record(service_date: pl.Expr, served: pl.Expr, typed: pl.Expr) -> pl
 
 def weekend_or_holiday(day: pl.Expr, first: date | None, last: date | None) -> pl.Expr:
     """Saturday, Sunday or a Belgian legal public holiday, for dates from ``first`` to ``last``."""
-    import holidays  # loads every country's calendar (0.5 s): only when lines are enriched
+    import holidays  # 0.15 s with Belgium's calendar: only when lines are enriched
 
     years = range(first.year, last.year + 1) if first and last else range(0)
     public = pl.Series(sorted(holidays.country_holidays("BE", years=years)), dtype=pl.Date)

@@ -36,7 +36,7 @@ def _within(day: date, start: date, end: date | None) -> bool:
 
 @cache
 def _public_holidays(year: int) -> frozenset[date]:
-    import holidays  # loads every country's calendar (0.5 s): only when lines are enriched
+    import holidays  # 0.15 s with Belgium's calendar: only when lines are enriched
 
     return frozenset(holidays.country_holidays("BE", years=year))
 

@@ -151,3 +151,24 @@ def test_synth_options_shape_practices_and_anomalies(tmp_path: Path) -> None:
     assert 0.03 < ordinary_gp["evening_share"].median() < 0.08  # type: ignore[operator]
     assert 0.11 < evening["evening_share"].median() < 0.2  # type: ignore[operator]
     assert phantom["share_patients_seen_once"].median() > 1.5 * busy["share_patients_seen_once"].median()  # type: ignore[operator]
+
+
+def test_a_run_imports_what_it_needs_later_while_it_works() -> None:
+    """A run starts importing the enrichment's calendar and the fairness report's tests in a
+    thread, so that neither waits for them; the caller's own thread stays free meanwhile."""
+    script = (
+        "import sys, time\n"
+        "from secm.pipeline import LATER_IMPORTS, import_meanwhile\n"
+        "assert not any(m in sys.modules for m in ('holidays', 'scipy.stats')), 'imported already'\n"
+        "started = time.perf_counter()\n"
+        "import_meanwhile()\n"
+        "returned = time.perf_counter() - started\n"
+        "while not all(m in sys.modules for m in LATER_IMPORTS) or not hasattr(sys.modules['scipy.stats'], 'mannwhitneyu'):\n"
+        "    if time.perf_counter() - started > 30:\n"
+        "        sys.exit('never imported')\n"
+        "    time.sleep(0.01)\n"
+        "import holidays\n"
+        "assert holidays.country_holidays('BE', years=2024).get('2024-07-21') is not None\n"
+        "print(returned)\n"
+    )
+    assert float(fresh_output(script)) < 0.05  # it returned at once: the imports happen in the thread

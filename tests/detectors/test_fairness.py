@@ -12,7 +12,6 @@ from detectors.fairness import fairness_report, provider_attributes
 from detectors.profiles import provider_profiles
 from detectors.scoring import fit_profiles, score_profiles
 from rules import enriched_lines, evaluate
-from tests.interpreter import fresh_output
 
 
 @pytest.fixture(scope="module")
@@ -80,22 +79,3 @@ def test_language_comes_from_region_and_postcode() -> None:
     assert languages == {"nl": 1, "de": 1, "fr": 1, "fr-nl": 1}
     sizes = {g["group"]: g["profiles"] for g in report["groups"] if g["dimension"] == "practice_size"}
     assert sizes == {"small": 1, "medium": 2, "large": 1}
-
-
-def test_the_reports_tests_are_imported_while_the_run_works() -> None:
-    """A run starts importing SciPy's statistics in a thread, so that the report does not
-    wait for them at its end; the caller's own thread stays free meanwhile."""
-    script = (
-        "import sys, time\n"
-        "from detectors.fairness import import_tests_meanwhile\n"
-        "assert 'scipy.stats' not in sys.modules\n"
-        "started = time.perf_counter()\n"
-        "import_tests_meanwhile()\n"
-        "returned = time.perf_counter() - started\n"
-        "while 'scipy.stats' not in sys.modules or not hasattr(sys.modules['scipy.stats'], 'mannwhitneyu'):\n"
-        "    if time.perf_counter() - started > 30:\n"
-        "        sys.exit('SciPy was never imported')\n"
-        "    time.sleep(0.01)\n"
-        "print(returned)\n"
-    )
-    assert float(fresh_output(script)) < 0.05  # it returned at once: the import happens in the thread
