@@ -172,3 +172,14 @@ def test_a_run_imports_what_it_needs_later_while_it_works() -> None:
         "print(returned)\n"
     )
     assert float(fresh_output(script)) < 0.05  # it returned at once: the imports happen in the thread
+
+
+def test_a_run_as_a_process_closes_its_database_before_it_exits(synthetic: Path, tmp_path: Path) -> None:
+    """The command leaves its objects to the system at exit, uncollected: the connection to
+    the application database must be closed before, or SQLite's write-ahead log is left
+    beside it, never checkpointed."""
+    home = tmp_path / "secm-home"
+    program = f"import sys\nfrom secm.cli import app\nsys.argv = ['secm', 'run', '--data', {str(synthetic)!r}, '--out', {str(tmp_path / 'out')!r}]\napp()\n"
+    fresh_output(program, {"SECM_HOME": str(home)})
+    assert (tmp_path / "out" / "run.json").exists()
+    assert sorted(p.name for p in home.iterdir() if p.name.startswith("secm.db")) == ["secm.db"]
