@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from data_contracts import ContractError, TableStats
 from data_contracts.errors import OutputError
@@ -58,8 +58,17 @@ def _clean_errors() -> Iterator[None]:
         OutputError,
         SQLAlchemyError,
     ) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        message = _database_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+        console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def _database_error(exc: SQLAlchemyError) -> str:
+    """A database's error in one line: the driver's first line, without SQLAlchemy's wrapping
+    (the driver's class, the statement, a link to SQLAlchemy's documentation)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    return f"the application database (SECM_DATABASE_URL) failed: {lines[0] if lines else type(cause).__name__}"
 
 
 # What secm writes under SECM_HOME (token hashes, cases, evidence, runs) is readable by its

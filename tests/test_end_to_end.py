@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import polars as pl
 import pytest
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from secm import ALLOCATOR_SETTING, BATCH_ALLOCATOR, POLARS_ALLOCATOR_DEFAULT
 from secm.cli import app
+from secm.pipeline import run as run_pipeline
 from secm.synth import generate
 from secm.synth.labels import mismatches
 from tests.interpreter import fresh_output
@@ -183,3 +186,34 @@ def test_a_run_as_a_process_closes_its_database_before_it_exits(synthetic: Path,
     fresh_output(program, {"SECM_HOME": str(home)})
     assert (tmp_path / "out" / "run.json").exists()
     assert sorted(p.name for p in home.iterdir() if p.name.startswith("secm.db")) == ["secm.db"]
+
+
+UNREACHABLE = "postgresql://nobody:secret@127.0.0.1:1/none"  # nothing listens on port 1
+
+
+def test_a_run_that_cannot_open_its_database_stops_before_its_work(synthetic: Path, tmp_path: Path) -> None:
+    """The database is opened while the run starts its work, and its error ends the run at the
+    next step, not once every line was evaluated."""
+    steps: list[str] = []
+
+    def on_step(message: str) -> None:
+        steps.append(message)
+        time.sleep(0.3)  # meanwhile the database's thread meets the refused connection
+
+    with pytest.raises(OperationalError, match="Connection refused"):
+        run_pipeline(synthetic, tmp_path / "out", on_step=on_step, publish_to=UNREACHABLE)
+    assert set(steps) <= {"Loading and validating"}  # at the latest at the step after loading
+    assert not (tmp_path / "out" / "flags.parquet").exists()
+
+
+def test_a_database_error_is_one_line_naming_the_setting(synthetic: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["run", "--data", str(synthetic), "--out", str(tmp_path / "out")], env={"SECM_DATABASE_URL": UNREACHABLE}
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert errors[0].startswith("error: the application database (SECM_DATABASE_URL) failed: connection failed")
+    assert "Connection refused" in errors[0]
+    assert "secret" not in result.output  # the password in the URL
+    assert "sqlalche.me" not in result.output

@@ -127,6 +127,7 @@ def test_an_inspector_works_a_lead_from_the_worklist_to_a_closed_case(
     page.click("#see-lines")
     page.fill("#purpose input[name=purpose]", "voorafgaand onderzoek van een spoor")
     page.click("#purpose button")
+    page.wait_for_load_state("load")  # on a busy machine the rows were counted before they came
     assert page.locator("#claims tbody tr").count() >= 1
     assert "LATE_ATTESTATION" not in page.locator("#claims").inner_text()  # titles, not ids
     assert page.locator("#claims tbody tr:first-child td:nth-child(6)").inner_text().strip()  # the evidence
