@@ -143,7 +143,8 @@ def run(
 ) -> RunResult:
     """Write ``flags.parquet``, ``quarantine.parquet``, ``profiles.parquet``,
     ``provider_scores.parquet`` and ``run.json`` under ``out``; then, when ``publish_to``
-    names a database, publish the run there for the HTTP service.
+    names a database, publish the run there for the HTTP service (the database is opened from
+    the start, :func:`open_meanwhile`: its error ends the run at the next step).
 
     The billing lines are processed in ``partitions`` by provider, one at a time, so that
     memory holds one partition (default: :func:`partitions_for`; 1 reads them whole); with
