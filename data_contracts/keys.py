@@ -20,6 +20,12 @@ def may_repeat(key: pl.Expr) -> pl.Expr:
     return hashed.is_in(repeated)
 
 
+def hash_among(key: pl.Expr, hashes: pl.Series) -> pl.Expr:
+    """Whether ``key``'s hash is among ``hashes``, as :func:`repeated_hashes` finds them: the
+    same hash on both sides, or a repeated key would be missed."""
+    return key.hash().is_in(hashes.implode())
+
+
 def first_reads(key: pl.Expr, repeated: pl.Series | None = None) -> pl.Expr:
     """True for the first row of each key, in row order (nulls compare equal).
 
@@ -34,7 +40,7 @@ def first_reads(key: pl.Expr, repeated: pl.Series | None = None) -> pl.Expr:
 
     def first(keys: pl.Series) -> pl.Series:
         frame, key = keys.to_frame("k"), pl.col("k")
-        candidates = may_repeat(key) if repeated is None else key.hash().is_in(repeated.implode())
+        candidates = may_repeat(key) if repeated is None else hash_among(key, repeated)
         shared = frame.select(candidates).to_series()
         return frame.select(~shared | pl.when(shared).then(key).is_first_distinct()).to_series()
 

@@ -26,7 +26,7 @@ import polars as pl
 
 from data_contracts.coerce import coerce_files
 from data_contracts.errors import writing
-from data_contracts.keys import repeated_hashes
+from data_contracts.keys import hash_among, repeated_hashes
 from data_contracts.loader import dataset_folder, files_of, quarantine_frame, raw_values_of, unreadable_table, validate
 from data_contracts.reader import FILE_COLUMN, SourceFile, row_counts, scan_raw
 from data_contracts.schemas import billing_lines_repeating_only
@@ -78,7 +78,7 @@ def _repeated_claims(typed: pl.LazyFrame, hashes: pl.Series, count: int) -> tupl
     if hashes.is_empty():
         return pl.lit(False), pl.DataFrame(schema={PART_COLUMN: pl.UInt64})
     claim = pl.col("claim_id")
-    shared = claim.is_not_null() & claim.hash().is_in(hashes.implode())
+    shared = claim.is_not_null() & hash_among(claim, hashes)
     rows = typed.filter(shared).collect(engine="streaming").sort(FILE_COLUMN, "_row")
     return shared, rows.with_columns(partition_of(pl.col("provider_nihdi").first().over("claim_id"), count))
 
