@@ -70,13 +70,13 @@ class Stopwatch:
         return {stage: round(seconds, 3) for stage, seconds in self.seconds.items()}
 
 
-def import_meanwhile(modules: tuple[str, ...] = LATER_IMPORTS) -> None:
-    """Start importing ``modules`` in a thread of its own and return: a run spends most of its
-    time in Polars, which leaves the interpreter free meanwhile (a third of a small run's time
-    went to these imports)."""
+def import_meanwhile() -> None:
+    """Start importing :data:`LATER_IMPORTS` in a thread of its own and return: a run spends
+    most of its time in Polars, which leaves the interpreter free meanwhile (a third of a small
+    run's time went to these imports)."""
 
     def imports() -> None:
-        for module in modules:
+        for module in LATER_IMPORTS:
             importlib.import_module(module)
 
     threading.Thread(target=imports, name="secm-import", daemon=True).start()
