@@ -38,6 +38,8 @@ from typing import Any
 
 from service import busy_seconds, fresh_database
 
+THIS = "this checkout"  # the code of the runs that are not --against's
+
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -200,9 +202,7 @@ def saved(runs: list[dict[str, Any]], against: str) -> list[dict[str, Any]]:
     rows: dict[tuple[Any, ...], list[float]] = {}
     for (code, database, partitions, number), wall in walls.items():
         if code == against:
-            rows.setdefault((database, partitions), []).append(
-                wall - walls["this checkout", database, partitions, number]
-            )
+            rows.setdefault((database, partitions), []).append(wall - walls[THIS, database, partitions, number])
     return [
         {"database": database, "partitions": partitions, "by_round": by_round, "median": statistics.median(by_round)}
         for (database, partitions), by_round in rows.items()
@@ -260,7 +260,7 @@ def main() -> None:
         if "run" in stages:
             report["secm_run"] = runs = []
             servers = {"sqlite": None, **({"postgresql": args.database_url} if args.database_url else {})}
-            codes = {"this checkout": None, **({str(args.against): args.against} if args.against else {})}
+            codes = {THIS: None, **({str(args.against): args.against} if args.against else {})}
             configurations = list(product(servers.items(), args.partitions.split(","), codes.items()))
             for number in range(1, args.repeat + 1):
                 for (name, server), partitions, (label, code) in configurations:
