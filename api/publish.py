@@ -8,7 +8,10 @@ same transaction, so readers never see a half-loaded run.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,6 +118,19 @@ def _insert(connection: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> 
         connection.exec_driver_sql(statement, chunk.rows())
 
 
+RUN_IDENTITY = ("run_id", "created_at", "dataset", "legislation")  # what a run knows of itself from its start
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a run knows once it is scored: its ``info`` (as in ``run.json``), its providers'
+    scores and profiles."""
+
+    info: Mapping[str, Any]
+    scores: pl.DataFrame
+    profiles: pl.DataFrame
+
+
 def publish(
     url: str,
     info: Mapping[str, Any],
@@ -126,29 +142,32 @@ def publish(
     references: Mapping[str, pl.DataFrame],
 ) -> str:
     """Load one run into the database at ``url``; its ``run_id``."""
-    run_id = str(info["run_id"])
-    now = datetime.now(UTC)
-    features = [c for c in profiles.columns if c not in ("provider_nihdi", "period")]
-    profile_json = profiles.select(
-        "provider_nihdi", "period", pl.struct(features).struct.json_encode().alias("profile")
+    scored = Scored(info, scores, profiles)
+    return publish_scored_later(
+        url, info, flags=flags, quarantine=quarantine, references=references, scored=lambda: scored
     )
-    score_rows = scores.join(profile_json, on=["provider_nihdi", "period"], how="left").select(
-        pl.lit(run_id).alias("run_id"),
-        "provider_nihdi",
-        "period",
-        "peer_group",
-        "peer_group_size",
-        "score",
-        "rank",
-        pl.col("explanation").fill_null(""),
-        pl.col("contributions").fill_null("[]"),
-        pl.col("profile").fill_null("{}"),
-        "top_decile_streak",
-    )
+
+
+def publish_scored_later(
+    url: str,
+    run: Mapping[str, Any],
+    *,
+    flags: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    references: Mapping[str, pl.DataFrame],
+    scored: Callable[[], Scored],
+) -> str:
+    """Load one run into the database at ``url`` in one transaction: first what it knows before
+    scoring (``run``, its :data:`RUN_IDENTITY`; its flags, quarantine and reference tables),
+    then what ``scored()`` gives once it returns. The run's ``run_id``.
+
+    :class:`Publication` calls this in a thread while the run scores: the flags, most of the
+    rows, are loaded meanwhile. When ``scored()`` raises, nothing is published.
+    """
+    run_id = str(run["run_id"])
     flag_rows = flags.select(
         pl.lit(run_id).alias("run_id"), *(c.name for c in t.flags.columns if c.name not in ("id", "run_id"))
     )
-    summary = provider_summary(flags.with_columns(pl.col("service_date").dt.year().alias("_year")), scores)
     quarantined = (
         quarantine.explode("reasons")
         .group_by("table", "reasons")
@@ -174,21 +193,101 @@ def publish(
             connection.execute(
                 t.runs.insert().values(
                     run_id=run_id,
-                    created_at=datetime.fromisoformat(str(info["created_at"])),
-                    published_at=now,
-                    dataset=str(info.get("dataset", "")),
-                    legislation=str(info["legislation"]),
+                    created_at=datetime.fromisoformat(str(run["created_at"])),
+                    published_at=datetime.now(UTC),
+                    dataset=str(run.get("dataset", "")),
+                    legislation=str(run["legislation"]),
                     status="loading",
-                    info=json.loads(json.dumps(info, default=str)),
+                    info={key: run[key] for key in RUN_IDENTITY if key in run},
                 )
             )
             _insert(connection, t.flags, flag_rows)
-            _insert(connection, t.provider_scores, score_rows)
-            _insert(connection, t.flagged_providers, summary.with_columns(pl.lit(run_id).alias("run_id")))
             _insert(connection, t.provider_rules, flag_rows.select("run_id", "rule_id", "provider_nihdi").unique())
             _insert(connection, t.quarantine_counts, quarantined)
             _insert(connection, t.reference_rows, reference)
-            connection.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(status="complete"))
+            result = scored()
+            _insert(connection, t.provider_scores, _score_rows(run_id, result.scores, result.profiles))
+            summary = provider_summary(
+                flags.with_columns(pl.col("service_date").dt.year().alias("_year")), result.scores
+            )
+            _insert(connection, t.flagged_providers, summary.with_columns(pl.lit(run_id).alias("run_id")))
+            connection.execute(
+                t.runs.update()
+                .where(t.runs.c.run_id == run_id)
+                .values(
+                    status="complete",
+                    published_at=datetime.now(UTC),
+                    info=json.loads(json.dumps(result.info, default=str)),
+                )
+            )
     finally:
         engine.dispose()  # its connection closed now, not whenever the engine is collected
     return run_id
+
+
+def _score_rows(run_id: str, scores: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``provider_scores``: each score with its profile as JSON."""
+    features = [c for c in profiles.columns if c not in ("provider_nihdi", "period")]
+    profile_json = profiles.select(
+        "provider_nihdi", "period", pl.struct(features).struct.json_encode().alias("profile")
+    )
+    return scores.join(profile_json, on=["provider_nihdi", "period"], how="left").select(
+        pl.lit(run_id).alias("run_id"),
+        "provider_nihdi",
+        "period",
+        "peer_group",
+        "peer_group_size",
+        "score",
+        "rank",
+        pl.col("explanation").fill_null(""),
+        pl.col("contributions").fill_null("[]"),
+        pl.col("profile").fill_null("{}"),
+        "top_decile_streak",
+    )
+
+
+class Publication:
+    """A run's publication begun before the run is scored (:func:`publish_scored_later` in a
+    thread of its own): the flags are loaded while the run scores, which leaves a core free.
+    The run then calls :meth:`complete`; a run that leaves the ``with`` block of its
+    publication without, by an error or not, publishes nothing."""
+
+    def __init__(
+        self,
+        url: str,
+        run: Mapping[str, Any],
+        *,
+        flags: pl.DataFrame,
+        quarantine: pl.DataFrame,
+        references: Mapping[str, pl.DataFrame],
+    ) -> None:
+        self._scored: Future[Scored] = Future()
+        loading = ThreadPoolExecutor(1, thread_name_prefix="secm-publish")
+        try:
+            self._published = loading.submit(
+                publish_scored_later,
+                url,
+                run,
+                flags=flags,
+                quarantine=quarantine,
+                references=references,
+                scored=self._scored.result,
+            )
+        finally:
+            loading.shutdown(wait=False)
+
+    def complete(self, info: Mapping[str, Any], scores: pl.DataFrame, profiles: pl.DataFrame) -> str:
+        """Publish the rest and commit, once the rows loaded meanwhile are in; the ``run_id``."""
+        self._scored.set_result(Scored(info, scores, profiles))
+        return self._published.result()
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        """Without :meth:`complete`, what was loaded is rolled back before the block is left."""
+        if self._scored.done():
+            return
+        self._scored.set_exception(error or RuntimeError("the run ended before its publication was complete"))
+        with suppress(Exception):
+            self._published.result()

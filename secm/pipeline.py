@@ -10,12 +10,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -37,6 +37,9 @@ from rules import enriched_lines, evaluate, load_catalog, summarise
 from rules.catalog import Catalog
 from rules.context import STAMPED_SHARE, stamped
 from secm.settings import get_settings
+
+if TYPE_CHECKING:
+    from api.publish import Publication
 
 VALIDATING = "load_validate_seconds"  # the stage of reading and validating the tables
 # What a run imports only once its Polars work has begun, in the order it needs them: the
@@ -176,8 +179,9 @@ def run(
             count = partitions_for(Path(data))
         dataset = load_dataset(data, on_table=on_table, without_lines=count > 1 or engine == "spark")
     out.mkdir(parents=True, exist_ok=True)
-    # Partitions and their profile parts are spilled here, and removed once scored.
-    with tempfile.TemporaryDirectory(prefix=".partitions-", dir=out) as folder:
+    with ExitStack() as stack:
+        # Partitions and their profile parts are spilled here, and removed at the end of the run.
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=".partitions-", dir=out))
         evaluate_part = partial(
             _evaluate_part, catalog=catalog, legislation=legislation, effective_from=effective_from, period=period
         )
@@ -200,61 +204,62 @@ def run(
             parts = [evaluate_part(dataset.lazy_tables(), clock=clock)]
         if on_table is not None and (engine == "spark" or count > 1):
             on_table("billing_lines", lines_stats)
+        flags = pl.concat([p.flags for p in parts]).sort("rule_id", "claim_id")
+        identity = {
+            "run_id": uuid.uuid4().hex,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "dataset": str(Path(data).resolve()),
+            "legislation": legislation,
+        }
+        publication: Publication | None = None
+        if publish_to and database is not None:
+            database.result()
+            from api.publish import Publication
+
+            # Begun now, the flags are loaded while the profiles are scored.
+            publication = stack.enter_context(
+                Publication(publish_to, identity, flags=flags, quarantine=quarantine, references=dataset.tables)
+            )
         step("Scoring provider profiles")
         with clock("scoring_seconds"):
             profiles = combine_profiles([p.profiles for p in parts])
             scores, detector = _score(profiles)
             attributes = pl.concat([p.attributes for p in parts])
             fairness = fairness_report(scores, profiles, attributes)
-    stats = {**dataset.stats, "billing_lines": lines_stats}
-    flags = pl.concat([p.flags for p in parts]).sort("rule_id", "claim_id")
-    volume = pl.concat([p.volumes for p in parts])
+        stats = {**dataset.stats, "billing_lines": lines_stats}
+        volume = pl.concat([p.volumes for p in parts])
 
-    with clock("write_seconds"), writing(out, "the run's results"):
-        flags.write_parquet(out / "flags.parquet")
-        quarantine.write_parquet(out / "quarantine.parquet")
-        profiles.write_parquet(out / "profiles.parquet")
-        scores.write_parquet(out / "provider_scores.parquet")
-    timings = {**clock.rounded(), "total_seconds": round(time.perf_counter() - started, 3)}
-    info = {
-        "run_id": uuid.uuid4().hex,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dataset": str(Path(data).resolve()),
-        "outputs": str(out.resolve()),
-        "legislation": legislation,
-        "catalog_version": catalog.version,
-        "effective_from": effective_from.isoformat() if effective_from else None,
-        "partitions": count,
-        "engine": engine,
-        "tables": {name: stats[name].as_dict() for name in TABLES if name in stats},
-        "quarantine_reasons": _reason_counts(quarantine),
-        "rules": summarise(flags, catalog),
-        "billed_amount_eur": round(float(volume["amount_eur"].sum()), 2),
-        "volumes": volumes(volume),
-        "software": software_statistics(pl.concat([p.software for p in parts])),
-        "quarantine_by_insurer": quarantine_by_insurer(quarantine),
-        "quarantine_by_year": quarantine_by_year(quarantine),
-        "detector": {**detector, "period": period, "profiles_scored": scores.height},
-        "fairness": fairness,
-        "timings": timings,
-    }
-    (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-    if publish_to and database is not None:
-        step("Publishing to the application database")
-        database.result()
-        from api.publish import publish
-
-        publish(
-            publish_to,
-            info,
-            flags=flags,
-            scores=scores,
-            profiles=profiles,
-            quarantine=quarantine,
-            references=dataset.tables,
-        )
-        timings["publish_seconds"] = round(time.perf_counter() - started - timings["total_seconds"], 3)
+        with clock("write_seconds"), writing(out, "the run's results"):
+            flags.write_parquet(out / "flags.parquet")
+            quarantine.write_parquet(out / "quarantine.parquet")
+            profiles.write_parquet(out / "profiles.parquet")
+            scores.write_parquet(out / "provider_scores.parquet")
+        timings = {**clock.rounded(), "total_seconds": round(time.perf_counter() - started, 3)}
+        info = {
+            **identity,
+            "outputs": str(out.resolve()),
+            "catalog_version": catalog.version,
+            "effective_from": effective_from.isoformat() if effective_from else None,
+            "partitions": count,
+            "engine": engine,
+            "tables": {name: stats[name].as_dict() for name in TABLES if name in stats},
+            "quarantine_reasons": _reason_counts(quarantine),
+            "rules": summarise(flags, catalog),
+            "billed_amount_eur": round(float(volume["amount_eur"].sum()), 2),
+            "volumes": volumes(volume),
+            "software": software_statistics(pl.concat([p.software for p in parts])),
+            "quarantine_by_insurer": quarantine_by_insurer(quarantine),
+            "quarantine_by_year": quarantine_by_year(quarantine),
+            "detector": {**detector, "period": period, "profiles_scored": scores.height},
+            "fairness": fairness,
+            "timings": timings,
+        }
         (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        if publication is not None:
+            step("Publishing to the application database")
+            publication.complete(info, scores, profiles)
+            timings["publish_seconds"] = round(time.perf_counter() - started - timings["total_seconds"], 3)
+            (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return RunResult(out=out, info=info, flags=flags)
 
 
