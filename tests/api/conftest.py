@@ -18,11 +18,13 @@ from typing import Any
 import polars as pl
 import psycopg
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from api import tables as t
 from api.app import create_app
 from api.auth import create_token
-from api.database import migrate
+from api.database import engine_for, migrate
 from api.publish import publish
 from data_contracts import load_dataset
 from detectors.profiles import provider_profiles
@@ -82,6 +84,22 @@ def results(synthetic: Path) -> Published:
         "quarantine_by_year": quarantine_by_year(dataset.quarantine),
     }
     return Published(info, flags, scores, profiles, dataset.quarantine, dataset.tables)
+
+
+def rows_of(url: str, run_id: str) -> dict[str, int]:
+    """Rows of run ``run_id`` in each table of the application database at ``url``."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table.name: connection.execute(
+                    sa.select(sa.func.count()).select_from(table).where(table.c.run_id == run_id)
+                ).scalar_one()
+                for table in t.metadata.sorted_tables
+                if "run_id" in table.c
+            }
+    finally:
+        engine.dispose()
 
 
 def postgres_schema_url() -> Iterator[str]:

@@ -18,15 +18,13 @@ from pathlib import Path
 import httpx2
 import psutil
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from api import tables as t
 from api.app import create_app
 from api.auth import create_token
 from api.database import migrate
 from bench.service import free_port, serving
-from tests.api.conftest import POSTGRES, Published, claim_line, postgres_schema_url
+from tests.api.conftest import POSTGRES, Published, claim_line, postgres_schema_url, rows_of
 
 PUBLISH = """
 import sys
@@ -40,17 +38,6 @@ print("published", flush=True)
 """
 
 
-def _rows_of(url: str, run_id: str) -> dict[str, int]:
-    with migrate(url).connect() as connection:
-        return {
-            table.name: connection.execute(
-                sa.select(sa.func.count()).select_from(table).where(table.c.run_id == run_id)
-            ).scalar_one()
-            for table in t.metadata.sorted_tables
-            if "run_id" in table.c
-        }
-
-
 def test_a_publish_killed_half_way_leaves_the_previous_run_served(database_url: str, results: Published) -> None:
     results.into(database_url, run_id="first")
     with subprocess.Popen([sys.executable, "-c", PUBLISH, database_url], stdout=subprocess.PIPE, text=True) as child:
@@ -62,8 +49,8 @@ def test_a_publish_killed_half_way_leaves_the_previous_run_served(database_url: 
         child.wait()
         assert child.stdout.read() == ""  # it never reported the publish done
 
-    assert set(_rows_of(database_url, "killed").values()) == {0}
-    assert _rows_of(database_url, "first")["flags"] == results.flags.height
+    assert set(rows_of(database_url, "killed").values()) == {0}
+    assert rows_of(database_url, "first")["flags"] == results.flags.height
     _, token = create_token(migrate(database_url), "inspector", "after-kill")
     with TestClient(create_app(database_url)) as client:
         runs = client.get("/runs", headers={"Authorization": f"Bearer {token}"}).json()

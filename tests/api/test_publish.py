@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from api import tables as t
 from api.database import engine_for
 from api.publish import Publication
-from tests.api.conftest import Published
+from tests.api.conftest import Published, rows_of
 
 
 def test_flags_arrive_in_the_order_of_their_index(database_url: str, results: Published) -> None:
@@ -35,21 +35,6 @@ def test_flags_arrive_in_the_order_of_their_index(database_url: str, results: Pu
     assert published.equals(expected)
 
 
-def _rows_per_table(url: str, run_id: str) -> dict[str, int]:
-    engine = engine_for(url)
-    try:
-        with engine.connect() as connection:
-            return {
-                table.name: connection.execute(
-                    sa.select(sa.func.count()).select_from(table).where(table.c.run_id == run_id)
-                ).scalar_one()
-                for table in t.metadata.sorted_tables
-                if "run_id" in table.c
-            }
-    finally:
-        engine.dispose()
-
-
 def _begun(url: str, results: Published, run_id: str) -> Publication:
     identity = {"run_id": run_id, "created_at": "2026-02-01T00:00:00+00:00", "dataset": "d", "legislation": "current"}
     return Publication(url, identity, flags=results.flags, quarantine=results.quarantine, references=results.references)
@@ -61,10 +46,10 @@ def test_a_publication_begun_before_scoring_stores_what_publish_stores(database_
     with _begun(database_url, results, "in-two-steps") as publication:
         time.sleep(0.2)  # the flags are loading meanwhile
         assert publication.complete(info, results.scores, results.profiles) == "in-two-steps"
-    expected = _rows_per_table(database_url, "at-once")
+    expected = rows_of(database_url, "at-once")
     assert expected["flags"] == results.flags.height > 0
     assert expected["provider_scores"] > 0
-    assert _rows_per_table(database_url, "in-two-steps") == expected
+    assert rows_of(database_url, "in-two-steps") == expected
     engine = engine_for(database_url)
     try:
         with engine.connect() as connection:
@@ -86,6 +71,6 @@ def test_a_run_that_fails_after_its_publication_began_publishes_nothing(database
 
     with pytest.raises(ScoringFailed):
         run_failing_while_its_flags_load()
-    assert set(_rows_per_table(database_url, "failed").values()) == {0}
+    assert set(rows_of(database_url, "failed").values()) == {0}
     results.into(database_url, run_id="next")  # the database was left unlocked
-    assert _rows_per_table(database_url, "next")["flags"] == results.flags.height
+    assert rows_of(database_url, "next")["flags"] == results.flags.height
