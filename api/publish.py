@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -248,9 +247,9 @@ def _score_rows(run_id: str, scores: pl.DataFrame, profiles: pl.DataFrame) -> pl
 
 class Publication:
     """A run's publication begun before the run is scored (:func:`publish_scored_later` in a
-    thread of its own): the flags are loaded while the run scores, which leaves a core free.
-    The run then calls :meth:`complete`; a run that leaves the ``with`` block of its
-    publication without, by an error or not, publishes nothing."""
+    thread of its own): the flags are loaded while the run scores, on the core that scoring
+    leaves free. The run then calls :meth:`complete`; a run that leaves the ``with`` block of
+    its publication without, by an error or not, publishes nothing."""
 
     def __init__(
         self,
@@ -289,5 +288,4 @@ class Publication:
         if self._scored.done():
             return
         self._scored.set_exception(error or RuntimeError("the run ended before its publication was complete"))
-        with suppress(Exception):
-            self._published.result()
+        wait([self._published])  # rolled back once the thread is done; the run's own error is the one raised
