@@ -316,7 +316,9 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     )
 
     code_day = _code_day(lines)
-    pairs = lines.lazy().select("nomenclature_code", "service_date", code_day.alias("_code_day")).unique("_code_day")
+    # Found once, then read twice by code_attributes: as a plan, Polars would find the pairs
+    # among the lines twice (each read projects them differently, so they are not shared).
+    pairs = lines.select("nomenclature_code", "service_date", code_day.alias("_code_day")).unique("_code_day").lazy()
     attributes = _lookup(
         code_day,
         code_attributes(tables["nomenclature"], pairs)
