@@ -74,7 +74,9 @@ class Provenance(dy.Schema):
 
     source = dy.String(alias="_source")
     row = dy.Int64(alias="_row")
-    malformed = dy.List(dy.String(), alias="_malformed")
+    # The names of the columns whose values did not parse, written by the loader: never null,
+    # so not checked for nulls value by value (12 ms of a schema check of 2.5 million lines).
+    malformed = dy.List(dy.String(nullable=True), alias="_malformed")
 
     @dy.rule()
     def well_formed(cls) -> pl.Expr:
