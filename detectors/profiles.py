@@ -15,6 +15,7 @@ from typing import Literal, TypeVar
 
 import polars as pl
 
+from data_contracts.days import days_between
 from data_contracts.errors import writing
 from data_contracts.schemas import CHANNELS
 from detectors import patient_mix
@@ -247,7 +248,7 @@ def profile_parts(
         *((pl.col("channel") == channel).sum().alias(column) for channel, column in CHANNEL_LINES.items()),
     )
     codes = base.group_by(*keys, "profession", "nomenclature_code").agg(pl.len().alias("_n")).with_columns(*named)
-    delay = (pl.col("effective_submitted_date") - pl.col("service_date")).dt.total_days().alias("_delay")
+    delay = days_between(pl.col("service_date"), pl.col("effective_submitted_date")).alias("_delay")
     delays = counted_median(
         base.group_by(*keys, delay).agg(pl.len().alias("_n")), keys, "_delay", "submission_delay_days"
     )

@@ -28,6 +28,7 @@ from datetime import date
 import polars as pl
 
 from data_contracts import TABLES
+from data_contracts.days import days_between
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules.periods import within
 
@@ -204,7 +205,7 @@ class UseCodes:
         return number.fill_null(0).cast(pl.Int64) * self.radix + provider.cast(pl.Int64)
 
     def use(self, number: pl.Expr, provider: pl.Expr, date: pl.Expr) -> pl.Expr:
-        return self.pair(number, provider) * self.days + (date - self.first_day).dt.total_days()
+        return self.pair(number, provider) * self.days + days_between(self.first_day, date)
 
     def decode(self, uses: pl.LazyFrame) -> pl.LazyFrame:
         """``_use``, ``_pair``, ``third_party_number``, ``provider_nihdi``, ``service_date``."""
