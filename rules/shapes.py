@@ -74,15 +74,14 @@ def _deadline(
     # shortest delay any regime allows, the only ones that can be late (counted on day numbers:
     # a third of the generated lines, and each regime's own shortest delay leaves fewer).
     compare = pl.col(check.compare)
-    fewest = min(_fewest_days(regime, rule, legislation) for regime in check.regimes)
-    lines = lines.filter(days_between(pl.col("service_date"), compare) >= fewest)
+    delay = days_between(pl.col("service_date"), compare)
+    lines = lines.filter(delay >= min(_fewest_days(regime, rule, legislation) for regime in check.regimes))
     earlier: pl.Expr = pl.lit(False)
     late: list[pl.LazyFrame] = []
     for regime in check.regimes:
         condition = rule.sql(regime.when, legislation).fill_null(False)
-        soonest = pl.col("service_date") + pl.duration(days=_fewest_days(regime, rule, legislation))
         late.append(
-            lines.filter(condition & ~earlier & (compare > soonest))
+            lines.filter(condition & ~earlier & (delay >= _fewest_days(regime, rule, legislation)))
             .select(
                 ROW,
                 "claim_id",
