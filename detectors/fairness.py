@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from detectors.profiles import ID, Period, period_name, period_number
+from detectors.profiles import ID, Period, period_name, with_period
 
 DIMENSIONS = ("region", "language", "insurer", "practice_size")
 RATES = ("top_decile_share", "flagged_share")
@@ -45,8 +45,8 @@ def provider_attributes(
     # Lines grouped by the period's number, named once per provider: naming every line's
     # period wrote millions of strings, half the cost of the grouping.
     insurer = (
-        lines.lazy()
-        .group_by(ID, period_number(period), "insurer_code")
+        with_period(lines.lazy(), period)
+        .group_by(ID, "period", "insurer_code")
         .agg(pl.len().alias("_n"))
         .sort(ID, "period", "_n", "insurer_code", descending=[False, False, True, False])
         .group_by(ID, "period", maintain_order=True)

@@ -26,12 +26,14 @@ from data_contracts.partitions import Engine, LinePartitions, partitions_for, qu
 from data_contracts.reader import SourceFile
 from detectors.fairness import fairness_report, provider_attributes
 from detectors.profiles import (
+    PERIOD_YEAR,
     Period,
     ProfileParts,
     combine_profiles,
     keyed_patients,
     profile_parts,
     provider_profiles,
+    with_period,
 )
 from rules import enriched_lines, evaluate, load_catalog, summarise
 from rules.catalog import Catalog
@@ -122,6 +124,7 @@ def _evaluate_part(
     with clock("rules_seconds"):
         lines = enriched_lines(tables)
         flags = evaluate(tables, legislation=legislation, catalog=catalog, lines=lines, effective_from=effective_from)
+        lines = with_period(lines, period)  # numbered once for the four groupings below
         volumes, software = volume_counts(lines), software_counts(lines, flags)
     with clock("scoring_seconds"):
         profiles = profile_parts(lines, flags, period=period, patients=tables.get("patients"))
@@ -356,8 +359,8 @@ def training_data(data: Path, *, period: Period = "year") -> tuple[pl.DataFrame,
 def volume_counts(lines: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     """Valid lines and amounts per service year, insurer and channel, of some lines."""
     return (
-        lines.lazy()
-        .group_by(pl.col("service_date").dt.year().alias("year"), "insurer_code", "channel")
+        with_period(lines.lazy(), "year")
+        .group_by(PERIOD_YEAR.alias("year"), "insurer_code", "channel")
         .agg(pl.len().alias("lines"), pl.col("amount_reimbursed").sum().alias("amount_eur"))
         .collect()
     )
@@ -392,8 +395,8 @@ def software_counts(lines: pl.LazyFrame | pl.DataFrame, flags: pl.DataFrame) -> 
         for rule in MISCODING_RULES
     ]
     return (
-        lines.lazy()
-        .group_by(pl.col("service_date").dt.year().alias("year"), package.alias("software_id"))
+        with_period(lines.lazy(), "year")
+        .group_by(PERIOD_YEAR.alias("year"), package.alias("software_id"))
         .agg(
             pl.len().alias("lines"),
             evening.sum().alias("evening_lines"),

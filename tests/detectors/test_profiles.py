@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from data_contracts import load_dataset
 from detectors.patient_mix import PRIOR
-from detectors.profiles import FEATURES, counted_median, provider_profiles, sorted_as_pair
+from detectors.profiles import FEATURES, PERIOD_YEAR, counted_median, provider_profiles, sorted_as_pair, with_period
 from rules import enriched_lines, evaluate
 from tests import factories as f
 
@@ -272,6 +272,17 @@ def test_one_number_sorts_as_a_day_and_a_typing_time_do(pairs: list[tuple[int, d
     frame = pl.DataFrame(pairs, schema={"day": pl.UInt64, "at": pl.Datetime("us")}, orient="row")
     by_number = frame.sort(sorted_as_pair(pl.col("day"), pl.col("at")))
     assert by_number.rows() == frame.sort("day", "at").rows()
+
+
+@given(st.lists(st.one_of(st.none(), st.dates(date(1900, 1, 1), date(2199, 12, 31))), max_size=30))
+def test_a_period_number_gives_the_year_and_quarter_of_its_date(days: list[date | None]) -> None:
+    frame = pl.DataFrame({"service_date": days}, schema={"service_date": pl.Date})
+    by_year, by_quarter = (with_period(frame, grain) for grain in ("year", "quarter"))  # type: ignore[arg-type]
+    years = [d.year if d else None for d in days]
+    assert by_year.select(PERIOD_YEAR).to_series().to_list() == years
+    assert by_quarter.select(PERIOD_YEAR).to_series().to_list() == years
+    quarters = [(d.month - 1) // 3 + 1 if d else None for d in days]
+    assert by_quarter.select(pl.col("period") % 10).to_series().to_list() == quarters
 
 
 @given(
