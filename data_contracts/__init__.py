@@ -12,6 +12,7 @@ from data_contracts.loader import (
     Dataset,
     TableStats,
     default_nomenclature,
+    found_dataset,
     load_dataset,
 )
 from data_contracts.tables import TABLES, TableSpec
@@ -28,5 +29,6 @@ __all__ = [
     "TableStats",
     "UnreadableTableError",
     "default_nomenclature",
+    "found_dataset",
     "load_dataset",
 ]

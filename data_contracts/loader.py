@@ -252,6 +252,16 @@ def dataset_folder(root: Path | str) -> Path:
     return root
 
 
+def found_dataset(root: Path | str) -> Path:
+    """``root`` as a path, once it is a folder holding every required table; else the
+    one-line error :func:`load_dataset` would raise. A run checks this before it opens
+    anything, so that a mistyped folder leaves nothing behind (a new database, say)."""
+    root = dataset_folder(root)
+    for spec in TABLES.values():
+        files_of(root, spec)
+    return root
+
+
 def load_dataset(
     root: Path | str, *, on_table: Callable[[str, TableStats], None] | None = None, without_lines: bool = False
 ) -> Dataset:

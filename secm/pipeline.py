@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from data_contracts import TABLES, Dataset, TableStats, load_dataset
+from data_contracts import TABLES, Dataset, TableStats, found_dataset, load_dataset
 from data_contracts.errors import writing
 from data_contracts.parsers import INVALID_INSURER, exact_digits
 from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines
@@ -158,9 +158,10 @@ def run(
     outputs depend on neither.
     """
     import_meanwhile()
-    database = open_meanwhile(publish_to) if publish_to else None
     catalog = load_catalog(catalog_path)
     effective_from = catalog.effective_from(legislation, effective_from)
+    data = found_dataset(data)  # an unknown legislation or folder opens no database
+    database = open_meanwhile(publish_to) if publish_to else None
     clock = Stopwatch()
     started = time.perf_counter()
 
@@ -177,9 +178,9 @@ def run(
         elif engine == "spark":
             from secm.spark import default_partitions
 
-            count = default_partitions(Path(data), spark_master)
+            count = default_partitions(data, spark_master)
         else:
-            count = partitions_for(Path(data))
+            count = partitions_for(data)
         dataset = load_dataset(data, on_table=on_table, without_lines=count > 1 or engine == "spark")
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -192,7 +193,7 @@ def run(
             from secm.spark import evaluate_partitions
 
             parts, quarantine, lines_stats = evaluate_partitions(
-                Path(data), dataset, count, Path(folder), evaluate_part, clock, step, spark_master
+                data, dataset, count, Path(folder), evaluate_part, clock, step, spark_master
             )
         elif count == 1:
             step("Evaluating rules")
@@ -201,7 +202,7 @@ def run(
             lines_stats = dataset.stats["billing_lines"]
         else:
             parts, quarantine, lines_stats = _evaluate_partitions(
-                Path(data), dataset, count, Path(folder), partial(evaluate_part, clock=clock), clock, step
+                data, dataset, count, Path(folder), partial(evaluate_part, clock=clock), clock, step
             )
         if not parts:  # no partition received a line: the empty table is evaluated as one
             parts = [evaluate_part(dataset.lazy_tables(), clock=clock)]
@@ -211,7 +212,7 @@ def run(
         identity = {
             "run_id": uuid.uuid4().hex,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "dataset": str(Path(data).resolve()),
+            "dataset": str(data.resolve()),
             "legislation": legislation,
         }
         publication: Publication | None = None

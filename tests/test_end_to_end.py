@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,27 @@ def test_cli_errors_are_one_line_and_non_zero(args: list[str], message: str) -> 
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{tmp}/nonexistent"], "does not exist"),
+        (["--data", "{tmp}"], "has no table 'providers'"),
+        (["--data", "{tmp}", "--legislation", "reform_2030"], "Unknown legislation 'reform_2030'"),
+    ],
+)
+def test_a_run_stopped_at_its_arguments_creates_no_database(tmp_path: Path, args: list[str], message: str) -> None:
+    """A mistyped folder or legislation is found before the run opens the application database
+    (a new SQLite file under ``SECM_HOME``, by default)."""
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = runner.invoke(app, ["run", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert message in result.output
+    for thread in threading.enumerate():  # a database being opened would be by now
+        if thread.name.startswith("secm-database"):
+            thread.join()
+    assert not list((tmp_path / "secm-home").rglob("*.db"))
 
 
 @pytest.mark.parametrize(
