@@ -6,12 +6,14 @@ import sys
 # A run frees and takes back frames of hundreds of megabytes every second. Polars' allocator
 # returns freed pages to the system after half a second by default, and taking them back costs
 # a page fault each (a tenth of a run of ten million lines); kept five seconds, they are
-# reused. The service's frames are small: it keeps the default (paced loads were no faster
-# with the longer decay, and their p99 higher). Polars reads the setting when it is imported,
-# so it is set here, before.
+# reused. With one arena per core rather than four, a frame freed by one of Polars' threads is
+# more often taken again by another: a fifth fewer page faults, and a lower peak. The
+# service's frames are small: it keeps the default (paced loads were no faster with the longer
+# decay, and their p99 higher). Polars reads the setting when it is imported, so it is set
+# here, before.
 ALLOCATOR_SETTING = "_RJEM_MALLOC_CONF"
 POLARS_ALLOCATOR_DEFAULT = "dirty_decay_ms:500,muzzy_decay_ms:1000"
-BATCH_ALLOCATOR = "dirty_decay_ms:5000,muzzy_decay_ms:5000"
+BATCH_ALLOCATOR = "dirty_decay_ms:5000,muzzy_decay_ms:5000,percpu_arena:percpu"
 
 
 def allocator_options(configured: str | None, command: str | None) -> str:
