@@ -360,7 +360,7 @@ def training_data(data: Path, *, period: Period = "year") -> tuple[pl.DataFrame,
 def volume_counts(lines: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     """Valid lines and amounts per service year, insurer and channel, of some lines."""
     return (
-        with_period(lines.lazy(), "year")
+        with_period(lines.lazy(), "year")  # numbered by year or by quarter, it gives the year
         .group_by(PERIOD_YEAR.alias("year"), "insurer_code", "channel")
         .agg(pl.len().alias("lines"), pl.col("amount_reimbursed").sum().alias("amount_eur"))
         .collect()
