@@ -71,15 +71,23 @@ def partition_of(provider: pl.Expr, count: int) -> pl.Expr:
     return provider.hash().mod(count).alias(PART_COLUMN)
 
 
+def place_in_files(file: pl.Expr, row: pl.Expr) -> pl.Expr:
+    """A row's place among a table's files as one integer: its file's number above its row's."""
+    return file.cast(pl.Int64) * 2**40 + row.cast(pl.Int64)
+
+
 def _repeated_claims(typed: pl.LazyFrame, hashes: pl.Series, count: int) -> tuple[pl.Expr, pl.DataFrame]:
-    """Whether a row's claim id may be read more than once (its hash is among ``hashes``), and
-    those rows, few, each with its ``PART_COLUMN``: the partition of its claim id's first row's
-    provider."""
+    """Whether a row is one of those whose claim id may be read more than once (its hash is
+    among ``hashes``), and those rows, few, each with its ``PART_COLUMN``: the partition of its
+    claim id's first row's provider. The rows are told by their place in the files: every
+    partition's filter then reads a row number, not every claim id again to hash it."""
     if hashes.is_empty():
         return pl.lit(False), pl.DataFrame(schema={PART_COLUMN: pl.UInt64})
     claim = pl.col("claim_id")
-    shared = claim.is_not_null() & hash_among(claim, hashes)
-    rows = typed.filter(shared).collect(engine="streaming").sort(FILE_COLUMN, "_row")
+    rows = typed.filter(claim.is_not_null() & hash_among(claim, hashes)).collect(engine="streaming")
+    rows = rows.sort(FILE_COLUMN, "_row")
+    places = rows.select(place_in_files(pl.col(FILE_COLUMN), pl.col("_row"))).to_series()
+    shared = place_in_files(pl.col(FILE_COLUMN), pl.col("_row")).is_in(places.implode())
     return shared, rows.with_columns(partition_of(pl.col("provider_nihdi").first().over("claim_id"), count))
 
 
