@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -21,6 +24,8 @@ HEAD_REVISION = "0009"
 UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 SQLITE_BUSY_SECONDS = 30  # how long a SQLite writer waits for another's write lock
 IDLE_PING_SECONDS = 1.0  # a pooled connection unused this long is checked before use
+Args = ParamSpec("Args")
+Result = TypeVar("Result")
 
 
 @cache
@@ -103,3 +108,13 @@ def migrate(url: str, pool_size: int = 5, pool_timeout: float = 30.0) -> sa.Engi
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     return engine
+
+
+def in_background(name: str, task: Callable[Args, Result], *args: Args.args, **kwargs: Args.kwargs) -> Future[Result]:
+    """``task`` called in a thread of its own (named ``name``), its result or its error in the
+    future returned: a run opens, or fills, the database while its own work goes on."""
+    thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return thread.submit(task, *args, **kwargs)
+    finally:
+        thread.shutdown(wait=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +18,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from api import tables as t
-from api.database import migrate
+from api.database import in_background, migrate
 
 CHUNK = 20_000
 # The tables the rules read besides the lines: published with each run for real-time checks.
@@ -261,19 +261,16 @@ class Publication:
         references: Mapping[str, pl.DataFrame],
     ) -> None:
         self._scored: Future[Scored] = Future()
-        loading = ThreadPoolExecutor(1, thread_name_prefix="secm-publish")
-        try:
-            self._published = loading.submit(
-                publish_scored_later,
-                url,
-                run,
-                flags=flags,
-                quarantine=quarantine,
-                references=references,
-                scored=self._scored.result,
-            )
-        finally:
-            loading.shutdown(wait=False)
+        self._published = in_background(
+            "secm-publish",
+            publish_scored_later,
+            url,
+            run,
+            flags=flags,
+            quarantine=quarantine,
+            references=references,
+            scored=self._scored.result,
+        )
 
     def complete(self, info: Mapping[str, Any], scores: pl.DataFrame, profiles: pl.DataFrame) -> str:
         """Publish the rest and commit, once the rows loaded meanwhile are in; the ``run_id``."""

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -91,13 +91,9 @@ def open_meanwhile(url: str) -> Future[object]:
     """The application database at ``url`` opened, and migrated, in a thread of its own: a run
     that cannot publish learns it at its next step rather than after all its work, and a new
     database's schema (0.2 s) is built while the run works in Polars."""
-    from api.database import migrate
+    from api.database import in_background, migrate
 
-    opening = ThreadPoolExecutor(1, thread_name_prefix="secm-database")
-    try:
-        return opening.submit(migrate, url)
-    finally:
-        opening.shutdown(wait=False)
+    return in_background("secm-database", migrate, url)
 
 
 @dataclass(frozen=True)
