@@ -71,8 +71,9 @@ def partition_of(provider: pl.Expr, count: int) -> pl.Expr:
     return provider.hash().mod(count).alias(PART_COLUMN)
 
 
-def place_in_files(file: pl.Expr, row: pl.Expr) -> pl.Expr:
-    """A row's place among a table's files as one integer: its file's number above its row's."""
+def _place_in_files(file: pl.Expr, row: pl.Expr) -> pl.Expr:
+    """A row's place among a table's files as one integer: its file's number above its row's
+    (below 2**40, a trillion rows a file)."""
     return file.cast(pl.Int64) * 2**40 + row.cast(pl.Int64)
 
 
@@ -86,8 +87,8 @@ def _repeated_claims(typed: pl.LazyFrame, hashes: pl.Series, count: int) -> tupl
     claim = pl.col("claim_id")
     rows = typed.filter(claim.is_not_null() & hash_among(claim, hashes)).collect(engine="streaming")
     rows = rows.sort(FILE_COLUMN, "_row")
-    places = rows.select(place_in_files(pl.col(FILE_COLUMN), pl.col("_row"))).to_series()
-    shared = place_in_files(pl.col(FILE_COLUMN), pl.col("_row")).is_in(places.implode())
+    places = rows.select(_place_in_files(pl.col(FILE_COLUMN), pl.col("_row"))).to_series()
+    shared = _place_in_files(pl.col(FILE_COLUMN), pl.col("_row")).is_in(places.implode())
     return shared, rows.with_columns(partition_of(pl.col("provider_nihdi").first().over("claim_id"), count))
 
 
