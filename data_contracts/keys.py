@@ -1,6 +1,9 @@
-"""Finding repeated keys among millions of rows without hashing strings into a table."""
+"""Finding repeated keys, and looking keys up, among millions of rows without hashing strings
+into a table."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import polars as pl
 
@@ -49,9 +52,11 @@ def first_reads(key: pl.Expr, repeated: pl.Series | None = None) -> pl.Expr:
 
 def rows_that_may_repeat(frame: pl.LazyFrame, key: pl.Expr) -> pl.LazyFrame:
     """The rows of ``frame`` for which :func:`may_repeat` holds, hashing each key once."""
-    hashed = frame.with_columns(key.hash().alias("_hash"))
-    repeated = hashed.select(pl.col("_hash").sort()).filter(pl.col("_hash") == pl.col("_hash").shift(1)).unique()
-    return hashed.join(repeated, on="_hash", how="semi").drop("_hash")
+    hashed = frame.with_columns(key.hash().alias("_key_hash"))
+    repeated = (
+        hashed.select(pl.col("_key_hash").sort()).filter(pl.col("_key_hash") == pl.col("_key_hash").shift(1)).unique()
+    )
+    return hashed.join(repeated, on="_key_hash", how="semi").drop("_key_hash")
 
 
 def repeated_hashes(frame: pl.LazyFrame, key: pl.Expr) -> pl.Series:
@@ -60,3 +65,27 @@ def repeated_hashes(frame: pl.LazyFrame, key: pl.Expr) -> pl.Series:
     memory, which :func:`rows_that_may_repeat`'s plan would hold whole."""
     hashes = frame.select(key.drop_nulls().hash()).collect(engine="streaming").to_series().sort()
     return hashes.filter(hashes == hashes.shift(1)).unique()
+
+
+def looked_up(
+    keys: pl.Series, table: pl.DataFrame, hashed: Callable[[pl.Expr], pl.Expr] = pl.Expr.hash
+) -> pl.DataFrame:
+    """``table``'s other columns for each of ``keys``, in their order (null where absent);
+    ``table``'s first column is its key and holds each value once.
+
+    For a table of millions of text keys (the invoices): the keys are joined by their 64-bit
+    hashes (``hashed``). A join builds a hash table of the whole ``table`` each time, and of
+    millions of ids that cost twice what one of their hashes does (a partition's 3.2 million
+    invoice ids against 4 million invoices: 0.39 s against 0.20 s); a table of thousands is
+    built in no time either way, and hashing its keys is then the larger cost. The result is
+    exact: a key found under another's hash is told apart by comparing the two, and where two
+    rows of ``table`` share a hash that a key has, the keys are joined as they are.
+    """
+    name = table.columns[0]
+    right = table.rename({name: "_table_key"}).with_columns(hashed(pl.col("_table_key")).alias("_key_hash"))
+    probe = keys.to_frame(name).with_columns(hashed(pl.col(name)).alias("_key_hash"))
+    joined = probe.join(right, on="_key_hash", how="left", maintain_order="left")
+    if joined.height != probe.height:  # a key's hash is that of several rows of the table
+        return keys.to_frame(name).join(table, on=name, how="left", maintain_order="left")[:, 1:]
+    same = pl.col("_table_key") == pl.col(name)
+    return joined.select(pl.when(same).then(pl.col(c)).alias(c) for c in table.columns[1:])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from data_contracts.keys import looked_up
+
 CHECKS = ("unknown_provider", "unknown_invoice", "unknown_nomenclature_code", "service_after_submission")
 
 
@@ -18,22 +20,16 @@ def failed_checks(
 
     Only the key columns are read, so the wide lines are never copied.
     """
-    invoice_dates = (
-        lines.lazy()
-        .select("invoice_id")
-        .join(
-            invoices.lazy().select(
-                "invoice_id", pl.col("submitted_date").alias("_invoice_submitted"), pl.lit(True).alias("_found")
-            ),
-            on="invoice_id",
-            how="left",
-            maintain_order="left",
-        )
+    invoice = looked_up(
+        lines["invoice_id"],
+        invoices.select(
+            "invoice_id", pl.col("submitted_date").alias("_invoice_submitted"), pl.lit(True).alias("_found")
+        ),
     )
     keys = pl.concat(
-        [lines.lazy().select("provider_nihdi", "nomenclature_code", "service_date", "submitted_date"), invoice_dates],
+        [lines.select("provider_nihdi", "invoice_id", "nomenclature_code", "service_date", "submitted_date"), invoice],
         how="horizontal",
-    )
+    ).lazy()
     effective = pl.coalesce("submitted_date", "_invoice_submitted")
     return (
         keys.select(

@@ -29,6 +29,7 @@ import polars as pl
 
 from data_contracts import TABLES
 from data_contracts.days import days_between
+from data_contracts.keys import looked_up
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules.periods import within
 
@@ -37,14 +38,17 @@ from rules.periods import within
 NO_LINES = {name: TABLES[name].empty() for name in ("billing_lines", "third_party_invoices")}
 
 
-def _lookup(keys: pl.Series, table: pl.DataFrame) -> pl.DataFrame:
+def _lookup(keys: pl.Series, table: pl.DataFrame, *, millions: bool = False) -> pl.DataFrame:
     """``table``'s other columns for each key, in the keys' order (null where absent).
 
     ``table``'s first column is the key and holds each value once. Its other text columns
     come back categorical: a category is 4 bytes a line where a string is 16, and ten
-    million lines times a dozen such columns is most of what enrichment writes.
+    million lines times a dozen such columns is most of what enrichment writes. A table of
+    ``millions`` of rows (the invoices) is joined by its keys' hashes (:func:`looked_up`).
     """
     table = table.with_columns(pl.col(pl.String).exclude(table.columns[0]).cast(pl.Categorical))
+    if millions:
+        return looked_up(keys, table)
     return keys.to_frame(table.columns[0]).join(table, on=table.columns[0], how="left", maintain_order="left")[:, 1:]
 
 
@@ -289,6 +293,7 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
         invoices.join(codes.numbers, on="third_party_number", how="left").select(
             "invoice_id", "third_party_number", pl.col("submitted_date").alias("_invoice_submitted"), "_number"
         ),
+        millions=True,
     )
     provider = _lookup(
         lines["provider_nihdi"],
