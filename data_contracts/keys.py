@@ -77,13 +77,18 @@ def looked_up(
     hashes (``hashed``). A join builds a hash table of the whole ``table`` each time, and of
     millions of ids that cost twice what one of their hashes does (a partition's 3.2 million
     invoice ids against 4 million invoices: 0.39 s against 0.20 s); a table of thousands is
-    built in no time either way, and hashing its keys is then the larger cost. The result is
-    exact: a key found under another's hash is told apart by comparing the two, and where two
-    rows of ``table`` share a hash that a key has, the keys are joined as they are.
+    built in no time either way, and hashing its keys is then the larger cost. A table of more
+    rows than there are keys is first cut to the rows whose hash a key has: a partition's
+    enrichment of 2 000 lines against 4 million invoices took 0.25 s, 0.47 s without. The
+    result is exact: a key found under another's hash is told apart by comparing the two,
+    and where two rows of ``table`` share a hash that a key has, the keys are joined as they
+    are.
     """
     name = table.columns[0]
-    right = table.rename({name: "_table_key"}).with_columns(hashed(pl.col("_table_key")).alias("_key_hash"))
     probe = keys.to_frame(name).with_columns(hashed(pl.col(name)).alias("_key_hash"))
+    right = table.rename({name: "_table_key"}).with_columns(hashed(pl.col("_table_key")).alias("_key_hash"))
+    if right.height > probe.height:  # the join would build its table of more rows than there are keys
+        right = right.filter(pl.col("_key_hash").is_in(probe["_key_hash"].implode()))
     joined = probe.join(right, on="_key_hash", how="left", maintain_order="left")
     if joined.height != probe.height:  # a key's hash is that of several rows of the table
         return keys.to_frame(name).join(table, on=name, how="left", maintain_order="left")[:, 1:]
