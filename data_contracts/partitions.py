@@ -90,8 +90,8 @@ def _repeated_claims(typed: pl.LazyFrame, hashes: pl.Series, count: int) -> tupl
     claim = pl.col("claim_id")
     rows = typed.filter(claim.is_not_null() & hash_among(claim, hashes)).collect(engine="streaming")
     rows = rows.sort(FILE_COLUMN, "_row")
-    places = rows.select(_place_in_files(pl.col(FILE_COLUMN), pl.col("_row"))).to_series()
-    shared = _place_in_files(pl.col(FILE_COLUMN), pl.col("_row")).is_in(places.implode())
+    place = _place_in_files(pl.col(FILE_COLUMN), pl.col("_row"))
+    shared = place.is_in(rows.select(place).to_series().implode())
     return shared, rows.with_columns(partition_of(pl.col("provider_nihdi").first().over("claim_id"), count))
 
 
