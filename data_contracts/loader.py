@@ -19,7 +19,7 @@ from data_contracts.coerce import coerce, coerce_files
 from data_contracts.errors import DatasetNotFoundError, MissingTableError, UnreadableTableError
 from data_contracts.parsers import looks_like_national_number
 from data_contracts.reader import FILE_COLUMN, SourceFile, find_table_files, scan_raw, unreadable
-from data_contracts.references import failed_checks, reasons
+from data_contracts.references import failed_checks, invoice_rows, reasons
 from data_contracts.schemas import PROVENANCE_COLUMNS
 from data_contracts.tables import TABLES, TableSpec
 
@@ -202,10 +202,11 @@ def load_records(
 
 
 def validate(
-    spec: TableSpec, typed: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame]
+    spec: TableSpec, typed: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame], *, with_invoice_rows: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Valid rows of ``typed`` (contract columns), and the failed rows' ``_source``, ``_row``
-    and ``_reasons``."""
+    and ``_reasons``. Billing lines ``with_invoice_rows`` keep, as a last column, their row
+    among ``valid_tables``' invoices that the reference checks found (``INVOICE_ROW``)."""
     valid, failure = spec.schema.filter(typed).collect_all()
     # In one chunk: read in several (row groups, partitions), the failed rows' values come in
     # chunks unlike their verdicts', and Polars 2.1 panics comparing such lists (set_difference).
@@ -214,12 +215,17 @@ def validate(
     failed = failed.select("_source", "_row", _reason_codes(rule_columns))
     kept = valid.lazy()
     if spec.name == "billing_lines":
+        invoices = valid_tables["third_party_invoices"]
+        rows = invoice_rows(valid["invoice_id"], invoices)
         checks = failed_checks(
             valid,
             providers=valid_tables["providers"],
-            invoices=valid_tables["third_party_invoices"],
+            invoices=invoices,
             nomenclature=valid_tables["nomenclature"],
+            rows=rows,
         )
+        if with_invoice_rows:
+            kept = kept.with_columns(rows)
         fails = checks.lazy().select(pl.any_horizontal(pl.all())).collect().to_series()
         if fails.any():
             unreferenced = pl.concat([valid.lazy().select("_source", "_row"), checks.lazy()], how="horizontal")

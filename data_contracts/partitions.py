@@ -161,7 +161,9 @@ def validate_partition(
     rows: pl.LazyFrame, valid_tables: dict[str, pl.DataFrame], spec: TableSpec = LINES
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A partition's valid lines, and its failed rows' keys and reasons (``_source``, ``_row``,
-    ``_reasons``) for :func:`quarantined_lines`.
+    ``_reasons``) for :func:`quarantined_lines`. The valid lines end with each one's row among
+    ``valid_tables``' invoices (``INVOICE_ROW``), which the enrichment reads instead of
+    looking the invoice ids up again.
 
     ``rows`` are typed, with ``FILE_COLUMN``. Only the order of the rows of one claim id
     matters (the first read is kept), and every row of a claim id read more than once comes
@@ -172,7 +174,7 @@ def validate_partition(
     # Streamed: a partition read from files it shares with others holds only its own rows. The
     # stream's many chunks are joined in one: every step after validation runs faster on it.
     typed = rows.collect(engine="streaming").rechunk().drop(FILE_COLUMN)
-    return validate(spec, typed.lazy(), valid_tables)
+    return validate(spec, typed.lazy(), valid_tables, with_invoice_rows=True)
 
 
 def in_reading_order(rows: pl.DataFrame) -> pl.DataFrame:

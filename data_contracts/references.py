@@ -9,32 +9,47 @@ from data_contracts.keys import looked_up
 CHECKS = ("unknown_provider", "unknown_invoice", "unknown_nomenclature_code", "service_after_submission")
 
 
+# A validated line's row among the valid invoices (null: it names none, or none found). A run's
+# partitions keep it beside their valid lines, so that the enrichment reads each line's
+# invoice by its row instead of looking the ids up a second time (``rules.context``).
+INVOICE_ROW = "_invoice_row"
+
+
+def invoice_rows(invoice_ids: pl.Series, invoices: pl.DataFrame) -> pl.Series:
+    """Each of ``invoice_ids``' row in ``invoices`` (:data:`INVOICE_ROW`, null where none is)."""
+    rows = invoices.select("invoice_id").with_row_index(INVOICE_ROW).select("invoice_id", INVOICE_ROW)
+    return looked_up(invoice_ids, rows).to_series()
+
+
 def failed_checks(
     lines: pl.DataFrame,
     *,
     providers: pl.DataFrame,
     invoices: pl.DataFrame,
     nomenclature: pl.DataFrame,
+    rows: pl.Series | None = None,
 ) -> pl.DataFrame:
-    """One boolean column per check of :data:`CHECKS` (true: the line fails it), row for row.
+    """One boolean column per check of :data:`CHECKS` (true: the line fails it), row for row;
+    ``rows``: the lines' :func:`invoice_rows`, when they are already known.
 
     Only the key columns are read, so the wide lines are never copied.
     """
-    invoice = looked_up(
-        lines["invoice_id"],
-        invoices.select(
-            "invoice_id", pl.col("submitted_date").alias("_invoice_submitted"), pl.lit(True).alias("_found")
-        ),
-    )
-    keys = pl.concat(
-        [lines.select("provider_nihdi", "invoice_id", "nomenclature_code", "service_date", "submitted_date"), invoice],
-        how="horizontal",
+    if rows is None:
+        rows = invoice_rows(lines["invoice_id"], invoices)
+    keys = lines.select(
+        "provider_nihdi",
+        "invoice_id",
+        "nomenclature_code",
+        "service_date",
+        "submitted_date",
+        rows.alias(INVOICE_ROW),
+        invoices["submitted_date"].gather(rows).alias("_invoice_submitted"),
     ).lazy()
     effective = pl.coalesce("submitted_date", "_invoice_submitted")
     return (
         keys.select(
             unknown_provider=~pl.col("provider_nihdi").is_in(providers["provider_nihdi"].implode()),
-            unknown_invoice=pl.col("invoice_id").is_not_null() & pl.col("_found").is_null(),
+            unknown_invoice=pl.col("invoice_id").is_not_null() & pl.col(INVOICE_ROW).is_null(),
             unknown_nomenclature_code=~pl.col("nomenclature_code").is_in(nomenclature["code"].unique().implode()),
             service_after_submission=(pl.col("service_date") > effective).fill_null(False),
         )

@@ -30,6 +30,7 @@ import polars as pl
 from data_contracts import TABLES
 from data_contracts.days import days_between
 from data_contracts.keys import looked_up
+from data_contracts.references import INVOICE_ROW
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules.periods import within
 
@@ -46,10 +47,21 @@ def _lookup(keys: pl.Series, table: pl.DataFrame, *, millions: bool = False) -> 
     million lines times a dozen such columns is most of what enrichment writes. A table of
     ``millions`` of rows (the invoices) is joined by its keys' hashes (:func:`looked_up`).
     """
-    table = table.with_columns(pl.col(pl.String).exclude(table.columns[0]).cast(pl.Categorical))
+    table = _categorical(table)
     if millions:
         return looked_up(keys, table)
     return keys.to_frame(table.columns[0]).join(table, on=table.columns[0], how="left", maintain_order="left")[:, 1:]
+
+
+def _categorical(table: pl.DataFrame) -> pl.DataFrame:
+    """``table`` with its text columns but the first (its key) categorical, as lookups give them."""
+    return table.with_columns(pl.col(pl.String).exclude(table.columns[0]).cast(pl.Categorical))
+
+
+def _rows(table: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+    """What :func:`_lookup` gives for keys whose ``rows`` in ``table`` are already known (null:
+    absent): the rows are read, not looked up."""
+    return _categorical(table).select(pl.exclude(table.columns[0]).gather(rows))
 
 
 def _sparse_lookup(keys: pl.Series, table: pl.DataFrame) -> pl.DataFrame:
@@ -278,9 +290,13 @@ def registry_status(registry: pl.LazyFrame, uses: pl.Series, codes: UseCodes) ->
 def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     """The enriched billing lines, in the order of ``billing_lines``.
 
-    Every line must name a known provider, as the contract's reference checks ensure.
+    Every line must name a known provider, as the contract's reference checks ensure. Lines
+    validated in a run's partition end with their invoice's row among ``third_party_invoices``
+    (``INVOICE_ROW``, which the checks found): it is read, and the ids are not looked up again.
     """
     lines = tables["billing_lines"].collect()
+    # Taken out in place: ``drop`` would copy every column whose chunks are not the others'.
+    rows = lines.drop_in_place(INVOICE_ROW) if INVOICE_ROW in lines.columns else None
     invoices = tables["third_party_invoices"].select("invoice_id", "third_party_number", "submitted_date").collect()
     providers = tables["providers"].select("provider_nihdi", "profession", "region").collect()
     dates = lines.select(pl.col("service_date").min().alias("first"), pl.col("service_date").max().alias("last"))
@@ -288,13 +304,10 @@ def enrich(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     days = (last_day - first_day).days + 1 if lines.height else 1
     codes = UseCodes(invoices["third_party_number"], providers["provider_nihdi"], first_day, days)
 
-    invoice = _lookup(
-        lines["invoice_id"],
-        invoices.join(codes.numbers, on="third_party_number", how="left").select(
-            "invoice_id", "third_party_number", pl.col("submitted_date").alias("_invoice_submitted"), "_number"
-        ),
-        millions=True,
+    invoice_table = invoices.join(codes.numbers, on="third_party_number", how="left", maintain_order="left").select(
+        "invoice_id", "third_party_number", pl.col("submitted_date").alias("_invoice_submitted"), "_number"
     )
+    invoice = _lookup(lines["invoice_id"], invoice_table, millions=True) if rows is None else _rows(invoice_table, rows)
     provider = _lookup(
         lines["provider_nihdi"],
         providers.with_row_index("_provider").select(

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from data_contracts import TABLES
+from data_contracts import TABLES, load_dataset
 from data_contracts.errors import OutputError, writing
 from data_contracts.partitions import (
     FILE_COLUMN,
@@ -31,6 +31,8 @@ from data_contracts.partitions import (
     in_reading_order,
     partitions_for,
 )
+from data_contracts.references import INVOICE_ROW
+from rules import enriched_lines
 from secm.pipeline import run
 from tests import factories as f
 from tests.boundaries import VERSIONS, on_boundary_datasets
@@ -43,12 +45,18 @@ RUN_SPECIFIC = ("run_id", "created_at", "outputs", "partitions", "engine", "timi
 def _with_hard_cases(synthetic: Path, root: Path, suffix: str = "csv") -> Path:
     """The shared generated dataset plus a part (CSV, or Parquet of text columns) with what
     crosses partitions: claim ids of its lines billed again by another provider, rows that
-    fail the contract, unknown and missing providers."""
+    fail the contract, unknown and missing providers, an unknown invoice."""
     shutil.copytree(synthetic, root)
     lines = pl.read_parquet(sorted((root / "billing_lines").glob("*.parquet"))[0])
     taken = lines.head(3)
     other = lines.filter(~pl.col("provider_nihdi").is_in(taken["provider_nihdi"].implode()))["provider_nihdi"][0]
     again = taken.with_columns(pl.lit(other).alias("provider_nihdi"))  # the same claim ids, later
+    unknown_invoice = taken.head(1).with_columns(
+        claim_id=pl.lit("OC-UNKNOWN-INVOICE"),
+        invoice_id=pl.lit("INV-UNKNOWN"),
+        channel=pl.lit("efact"),
+        submitted_date=pl.lit(None, pl.Date),
+    )
     broken = [
         f.line("OC-BAD-AMOUNT", amount_reimbursed=99.0, amount_fee=10.0),
         f.line("OC-UNKNOWN", provider_nihdi="19999999999"),
@@ -56,7 +64,7 @@ def _with_hard_cases(synthetic: Path, root: Path, suffix: str = "csv") -> Path:
         f.line("OC-TWICE"),
         f.line("OC-TWICE", provider_nihdi=f.NURSE),
     ]
-    parts = [again, pl.DataFrame(broken, schema=TABLES["billing_lines"].dtypes)]
+    parts = [again, unknown_invoice, pl.DataFrame(broken, schema=TABLES["billing_lines"].dtypes)]
     late = pl.concat([p.select(pl.all().cast(pl.String)) for p in parts], how="diagonal")
     path = root / "billing_lines" / f"zz-late.{suffix}"
     if suffix == "csv":
@@ -119,6 +127,7 @@ def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
     assert reasons["duplicate_key"] >= 4
     assert reasons["unknown_provider"] >= 1
     assert reasons["missing_provider_nihdi"] >= 1
+    assert reasons["unknown_invoice"] >= 1
     assert split == whole  # counts, reasons, rule totals, volumes, software, detector, fairness
     for name in ("flags", "quarantine"):
         assert_frame_equal(*_read(tmp_path / "split", name), *_read(tmp_path / "whole", name))
@@ -129,6 +138,26 @@ def test_partitions_give_the_flags_quarantine_and_counts_of_a_run_in_memory(
         ):
             assert_frame_equal(split_frame, whole_frame, check_exact=False)
     assert not list((tmp_path / "split").glob(".partitions-*"))  # the spilled partitions are removed
+
+
+def test_a_partition_is_enriched_from_the_invoice_rows_its_checks_found(synthetic: Path, tmp_path: Path) -> None:
+    """A partition's valid lines end with the row of their invoice that the reference checks
+    found; the enrichment reads it and gives what it gives when it looks the ids up."""
+    data = _with_hard_cases(synthetic, tmp_path / "data", "parquet")
+    dataset = load_dataset(data, without_lines=True)
+    split = LinePartitions.split(data, 3, tmp_path / "parts")
+    invoices = dataset.tables["third_party_invoices"]
+    for rows in split.parts:
+        lines, _ = split.load(rows, dataset.tables)
+        assert lines.columns[-1] == INVOICE_ROW
+        found = lines.select(pl.col("invoice_id").is_not_null().sum(), pl.col(INVOICE_ROW).is_not_null().sum())
+        assert found.row(0)[0] == found.row(0)[1] > 0  # every valid line's invoice is found
+        read = invoices["invoice_id"].gather(lines[INVOICE_ROW])
+        assert read.equals(lines["invoice_id"])
+        tables = dataset.lazy_tables()
+        by_rows = enriched_lines({**tables, "billing_lines": lines.lazy()})
+        by_ids = enriched_lines({**tables, "billing_lines": lines.drop(INVOICE_ROW).lazy()})
+        assert_frame_equal(by_rows, by_ids)
 
 
 @pytest.mark.parametrize("engine", ["polars", "spark"])
