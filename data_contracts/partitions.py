@@ -17,7 +17,13 @@ partition in reading order, sees every copy.
 
 from __future__ import annotations
 
+import errno
 import math
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +52,33 @@ WRITTEN = "the billing lines' partitions"  # what a failed write under the parti
 # How lines are written under the partitions' folder: to be read back whole, or filtered by a
 # hash no statistic can decide. LZ4 is quick both ways; statistics were an eighth of writing.
 SPILL_OPTIONS: dict[str, Any] = {"compression": "lz4", "statistics": False}
+
+
+@contextmanager
+def spill_folder(parent: Path) -> Iterator[Path]:
+    """A new folder under ``parent`` for a run's partitions and profile parts, removed with
+    what it holds however the run ends. When one of Polars' writers fails, the error may
+    reach the run while the others are still closing their files there: the removal is
+    tried again until they are done (a second at most), so that the write's error is the one
+    reported, not a folder that was not empty yet."""
+    folder = Path(tempfile.mkdtemp(prefix=".partitions-", dir=parent))
+    try:
+        yield folder
+    finally:
+        _remove(folder)
+
+
+def _remove(folder: Path, tries: int = 50) -> None:
+    for _ in range(tries - 1):
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.ENOENT):
+                raise
+            time.sleep(0.02)
+        else:
+            return
+    shutil.rmtree(folder)
 
 
 def line_count(root: Path) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import tempfile
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ import polars as pl
 from data_contracts import TABLES, Dataset, TableStats, found_dataset, load_dataset
 from data_contracts.errors import writing
 from data_contracts.parsers import INVALID_INSURER, exact_digits
-from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines
+from data_contracts.partitions import Engine, LinePartitions, partitions_for, quarantined_lines, spill_folder
 from data_contracts.reader import SourceFile
 from detectors.fairness import fairness_report, provider_attributes
 from detectors.profiles import (
@@ -181,7 +180,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         # Partitions and their profile parts are spilled here, and removed at the end of the run.
-        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=".partitions-", dir=out))
+        folder = stack.enter_context(spill_folder(out))
         evaluate_part = partial(
             _evaluate_part, catalog=catalog, legislation=legislation, effective_from=effective_from, period=period
         )
@@ -189,7 +188,7 @@ def run(
             from secm.spark import evaluate_partitions
 
             parts, quarantine, lines_stats = evaluate_partitions(
-                data, dataset, count, Path(folder), evaluate_part, clock, step, spark_master
+                data, dataset, count, folder, evaluate_part, clock, step, spark_master
             )
         elif count == 1:
             step("Evaluating rules")
@@ -198,7 +197,7 @@ def run(
             lines_stats = dataset.stats["billing_lines"]
         else:
             parts, quarantine, lines_stats = _evaluate_partitions(
-                data, dataset, count, Path(folder), partial(evaluate_part, clock=clock), clock, step
+                data, dataset, count, folder, partial(evaluate_part, clock=clock), clock, step
             )
         if not parts:  # no partition received a line: the empty table is evaluated as one
             parts = [evaluate_part(dataset.lazy_tables(), clock=clock)]
