@@ -223,20 +223,18 @@ class UseCodes:
     def use(self, number: pl.Expr, provider: pl.Expr, date: pl.Expr) -> pl.Expr:
         return self.pair(number, provider) * self.days + days_between(self.first_day, date)
 
-    def decode(self, uses: pl.LazyFrame) -> pl.LazyFrame:
-        """``_use``, ``_pair``, ``third_party_number``, ``provider_nihdi``, ``service_date``."""
-        pair = pl.col("_use") // self.days
-        return (
-            uses.with_columns(
-                pair.alias("_pair"),
-                (pair // self.radix).cast(pl.UInt32).alias("_number"),
-                (pair % self.radix).cast(pl.UInt32).alias("_provider"),
-                (self.first_day + pl.duration(days=pl.col("_use") % self.days)).alias("service_date"),
-            )
-            .join(self.numbers.lazy(), on="_number", how="left")
-            .join(self.providers.lazy(), on="_provider", how="left")
-            .drop("_number", "_provider")
+    def located(self, uses: pl.LazyFrame) -> pl.LazyFrame:
+        """``uses`` (``_use``) with their ``_pair`` and ``service_date``, unpacked by arithmetic."""
+        return uses.with_columns(
+            (pl.col("_use") // self.days).alias("_pair"),
+            (self.first_day + pl.duration(days=pl.col("_use") % self.days)).alias("service_date"),
         )
+
+    def numbered(self, located: pl.LazyFrame) -> pl.LazyFrame:
+        """:meth:`located` uses with their ``third_party_number`` (null for none): a join, so
+        done only for the few uses that need it."""
+        number = (pl.col("_pair") // self.radix).cast(pl.UInt32).alias("_number")
+        return located.with_columns(number).join(self.numbers.lazy(), on="_number", how="left").drop("_number")
 
 
 def registry_status(registry: pl.LazyFrame, uses: pl.Series, codes: UseCodes) -> pl.DataFrame:
@@ -251,9 +249,9 @@ def registry_status(registry: pl.LazyFrame, uses: pl.Series, codes: UseCodes) ->
         .join(codes.providers.lazy().rename({"provider_nihdi": "authorized_nihdi"}), on="authorized_nihdi")
         .select(codes.pair(pl.col("_number"), pl.col("_provider")).alias("_pair"), "valid_from", "valid_to")
     )
-    decoded = codes.decode(uses.to_frame("_use").lazy())
-    authorized = decoded.select("_use", "_pair", "service_date").join(authorizations, on="_pair").filter(valid)
-    others = decoded.join(authorized, on="_use", how="anti").drop("_pair")
+    located = codes.located(uses.to_frame("_use").lazy())
+    authorized = located.join(authorizations, on="_pair").filter(valid)
+    others = codes.numbered(located.join(authorized, on="_use", how="anti")).drop("_pair")
     on_date = (
         others.drop_nulls("third_party_number")
         .join(

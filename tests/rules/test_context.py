@@ -36,15 +36,16 @@ def test_packed_uses_decode_to_what_was_packed(uses: list[tuple[str | None, str,
     codes = UseCodes(
         pl.Series("third_party_number", NUMBERS), pl.Series("provider_nihdi", PROVIDERS), date(2020, 1, 1), 366
     )
-    packed = (
-        frame.join(codes.numbers, on="third_party_number", how="left", maintain_order="left")
-        .join(codes.providers, on="provider_nihdi", how="left", maintain_order="left")
-        .select(codes.use(pl.col("_number"), pl.col("_provider"), pl.col("service_date")))
-        .to_series()
+    coded = frame.join(codes.numbers, on="third_party_number", how="left", maintain_order="left").join(
+        codes.providers, on="provider_nihdi", how="left", maintain_order="left"
     )
-    assert packed.n_unique() == frame.n_unique()
-    decoded = codes.decode(packed.to_frame("_use").lazy()).collect().select(frame.columns)
-    assert_frame_equal(decoded, frame, check_row_order=False)
+    packed = coded.select(codes.use(pl.col("_number"), pl.col("_provider"), pl.col("service_date"))).to_series()
+    assert packed.n_unique() == frame.n_unique()  # three parts, no two uses packed alike
+    decoded = codes.numbered(codes.located(packed.to_frame("_use").lazy())).collect()
+    expected = coded.select(
+        codes.pair(pl.col("_number"), pl.col("_provider")).alias("_pair"), "third_party_number", "service_date"
+    )
+    assert_frame_equal(decoded.select(expected.columns), expected, check_row_order=False)
 
 
 def test_enrich_keeps_line_order_and_reads_the_registry(tmp_path: Path) -> None:
