@@ -27,15 +27,13 @@ def failed_checks(
     providers: pl.DataFrame,
     invoices: pl.DataFrame,
     nomenclature: pl.DataFrame,
-    rows: pl.Series | None = None,
+    rows: pl.Series,
 ) -> pl.DataFrame:
     """One boolean column per check of :data:`CHECKS` (true: the line fails it), row for row;
-    ``rows``: the lines' :func:`invoice_rows`, when they are already known.
+    ``rows``: the lines' :func:`invoice_rows` in ``invoices``.
 
     Only the key columns are read, so the wide lines are never copied.
     """
-    if rows is None:
-        rows = invoice_rows(lines["invoice_id"], invoices)
     keys = lines.select(
         "provider_nihdi",
         "invoice_id",
