@@ -29,7 +29,7 @@ import polars as pl
 
 from data_contracts import TABLES
 from data_contracts.days import days_between
-from data_contracts.keys import looked_up
+from data_contracts.keys import joined, looked_up
 from data_contracts.references import INVOICE_ROW
 from data_contracts.schemas import THIRD_PARTY_CHANNELS
 from rules.periods import within
@@ -48,9 +48,7 @@ def _lookup(keys: pl.Series, table: pl.DataFrame, *, millions: bool = False) -> 
     ``millions`` of rows (the invoices) is joined by its keys' hashes (:func:`looked_up`).
     """
     table = _categorical(table)
-    if millions:
-        return looked_up(keys, table)
-    return keys.to_frame(table.columns[0]).join(table, on=table.columns[0], how="left", maintain_order="left")[:, 1:]
+    return looked_up(keys, table) if millions else joined(keys, table)
 
 
 def _categorical(table: pl.DataFrame) -> pl.DataFrame:
